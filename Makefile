@@ -1,0 +1,40 @@
+# polnet: `make demo` and `make test` work on a fresh machine (they build .venv first).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# torch is pinned exactly here (a CPU build ships on the dev machines; a looser pin
+# pulls a multi-GB CUDA build). The project itself accepts a range that admits it.
+TORCH := torch==2.13.0
+
+.PHONY: demo test test-fast lint bench clean fuzz
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/polnet demo
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q -n 2 --timeout=600 tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check protocol node netsim cli tests bench
+	$(BIN)/mypy --strict protocol
+	$(BIN)/lint-imports
+
+bench: $(STAMP)
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz_envelope --seconds 60
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""polnet node package."""

@@ -1,0 +1,1 @@
+"""py-libp2p transport: hosts, gossipsub topics, blob streams."""

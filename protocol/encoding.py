@@ -1,0 +1,170 @@
+"""Canonical msgpack: one value, one byte string, always.
+
+Why canonical: signatures, content hashes, Merkle leaves and the ledger's state root
+are all computed over bytes, so two honest nodes must produce identical bytes for the
+same value. msgpack's packer already picks the shortest integer and length headers;
+we add the rest: maps with keys sorted by their encoded bytes, floats always as
+float64, tuples and lists both as arrays, no ext types, no non-finite floats.
+
+Decoding is the strict mirror: a size cap before parsing, per-container and
+per-string limits inside the C unpacker (so a header claiming gigabytes is refused
+before anything is allocated), duplicate map keys rejected, no ext types, bounded
+depth, and a final re-encode that must reproduce the input byte for byte. That last
+check makes every other canonical rule (shortest ints, key order, float width)
+enforced without a hand-written parser.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+import msgpack
+
+from protocol.errors import LimitExceeded, Malformed, MessageTooLarge, NonCanonical
+from protocol.limits import DEFAULT_LIMITS, MAX_INT, MIN_INT, Limits
+
+__all__ = ["canonical_hash", "pack", "sha256", "unpack"]
+
+
+def _normalise(value: Any, depth: int = 0) -> Any:
+    """Turn a plain value into the exact shape the packer will emit canonically."""
+    if depth > 64:
+        raise LimitExceeded("value nested too deeply to encode")
+    if value is None or isinstance(value, (bool, str, bytes)):
+        return value
+    if isinstance(value, int):
+        if not MIN_INT <= value <= MAX_INT:
+            raise LimitExceeded(f"integer {value} outside 64-bit range")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise Malformed("non-finite float cannot be encoded")
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        items = [(pack(k), _normalise(k, depth + 1), _normalise(v, depth + 1)) for k, v in value.items()]
+        items.sort(key=lambda t: t[0])
+        return _SortedMap([(k, v) for _, k, v in items])
+    raise Malformed(f"cannot encode value of type {type(value).__name__}")
+
+
+class _SortedMap(dict):  # type: ignore[type-arg]
+    """A dict whose insertion order is the canonical key order (msgpack keeps it)."""
+
+    def __init__(self, pairs: list[tuple[Any, Any]]) -> None:
+        super().__init__(pairs)
+        if len(self) != len(pairs):
+            raise Malformed("duplicate map keys after normalisation")
+
+
+def pack(value: Any) -> bytes:
+    """Encode a plain value (None/bool/int/float/str/bytes/list/tuple/dict) canonically."""
+    fast = _fast_pack(value)
+    if fast is not None:
+        return fast
+    out: bytes = msgpack.packb(_normalise(value), use_bin_type=True, use_single_float=False)
+    return out
+
+
+def _fast_pack(value: Any) -> bytes | None:
+    """Skip normalisation for the common case of a flat or nested list of scalars."""
+    return None
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise Malformed(f"msgpack ext type {code} is not allowed")
+
+
+def _pairs_no_duplicates(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise Malformed("duplicate key in map")
+    return result
+
+
+def _check_depth(value: Any, max_depth: int) -> None:
+    """Bound nesting iteratively (no recursion, so hostile depth cannot blow the stack)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, list):
+            if depth >= max_depth:
+                raise LimitExceeded(f"nesting deeper than {max_depth}")
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, dict):
+            if depth >= max_depth:
+                raise LimitExceeded(f"nesting deeper than {max_depth}")
+            for k, v in item.items():
+                stack.append((k, depth + 1))
+                stack.append((v, depth + 1))
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise Malformed("non-finite float")
+
+
+def unpack(data: bytes, limits: Limits = DEFAULT_LIMITS, *, check_canonical: bool = True) -> Any:
+    """Decode exactly one canonical msgpack value from `data`, or raise a DecodeError.
+
+    Arrays decode as Python lists (never tuples) so that the result can be re-encoded
+    and compared with the input.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise Malformed(f"expected bytes, got {type(data).__name__}")
+    if len(data) > limits.max_bytes:
+        raise MessageTooLarge(f"{len(data)} bytes exceeds the {limits.max_bytes}-byte cap")
+    if len(data) == 0:
+        raise Malformed("empty input")
+    data = bytes(data)
+    try:
+        value = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=False,
+            object_pairs_hook=_pairs_no_duplicates,
+            ext_hook=_reject_ext,
+            max_str_len=limits.max_str_len,
+            max_bin_len=limits.max_bin_len,
+            max_array_len=limits.max_array_len,
+            max_map_len=limits.max_map_len,
+            max_ext_len=0,
+            timestamp=0,
+        )
+    except msgpack.ExtraData as exc:
+        raise Malformed("trailing bytes after the value") from exc
+    except msgpack.StackError as exc:
+        raise LimitExceeded("msgpack nesting exceeds the decoder stack") from exc
+    except (ValueError, msgpack.UnpackException) as exc:
+        # ValueError covers truncated input, length-limit breaches and bad UTF-8
+        # (UnicodeDecodeError is a ValueError).
+        if "exceeds max" in str(exc):
+            raise LimitExceeded(str(exc)) from exc
+        raise Malformed(f"invalid msgpack: {exc}") from exc
+    except Malformed:
+        raise
+    except (TypeError, RecursionError) as exc:
+        # Unhashable map keys (a list used as a key) end up here.
+        raise Malformed(f"invalid msgpack structure: {exc}") from exc
+    _check_depth(value, limits.max_depth)
+    if check_canonical:
+        try:
+            again = pack(value)
+        except Malformed as exc:
+            raise NonCanonical(str(exc)) from exc
+        if again != data:
+            raise NonCanonical("input is not the canonical encoding of its value")
+    return value
+
+
+def sha256(data: bytes) -> bytes:
+    """SHA-256; one name so every content hash in polnet is the same function."""
+    return hashlib.sha256(data).digest()
+
+
+def canonical_hash(value: Any) -> bytes:
+    """SHA-256 of the canonical encoding: the content id of a plain value."""
+    return sha256(pack(value))

@@ -1,0 +1,346 @@
+"""Typed, frozen dataclasses <-> canonical wire values.
+
+Every message, transaction and nested record in polnet is a frozen dataclass whose
+field annotations are the schema. A record travels as a msgpack array of its field
+values in declaration order (compact, and "unknown fields" become a length mismatch
+that is rejected). Field annotations use the bounded aliases below (`U64`, `Hash32`,
+`Text`, `Vec[...]`...) so that every integer has a range, every string and byte string
+a length, every sequence a maximum count. Unbounded `int`, `bytes`, `str` and tuples
+fall back to the decoder-wide limits.
+
+Converters are compiled once per class into closures, because ingest speed matters:
+DESIGN.md asks decode + verify to stay within 10% of a raw ed25519 verify.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, TypeVar, Union, get_args, get_origin
+
+from protocol.errors import LimitExceeded, Malformed, UnknownType
+from protocol.limits import MAX_ARRAY_LEN, MAX_BIN_LEN, MAX_INT, MAX_STR_LEN, MIN_INT
+
+T = TypeVar("T")
+
+
+# --- bounds used inside Annotated[...] ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IntRange:
+    lo: int
+    hi: int
+
+
+@dataclass(frozen=True, slots=True)
+class Len:
+    """Length bounds for bytes (in bytes), str (in UTF-8 bytes) and tuples (in items)."""
+
+    lo: int
+    hi: int
+
+
+U8 = Annotated[int, IntRange(0, 2**8 - 1)]
+U16 = Annotated[int, IntRange(0, 2**16 - 1)]
+U32 = Annotated[int, IntRange(0, 2**32 - 1)]
+U64 = Annotated[int, IntRange(0, 2**64 - 1)]
+I64 = Annotated[int, IntRange(-(2**63), 2**63 - 1)]
+Hash32 = Annotated[bytes, Len(32, 32)]
+PubKey = Annotated[bytes, Len(32, 32)]
+Signature = Annotated[bytes, Len(64, 64)]
+ShortBytes = Annotated[bytes, Len(0, 256)]
+Text = Annotated[str, Len(0, 256)]
+LongText = Annotated[str, Len(0, MAX_STR_LEN)]
+
+
+# --- registry -------------------------------------------------------------------------------
+
+Decoder = Callable[[Any, int], Any]
+Encoder = Callable[[Any], Any]
+
+_MESSAGE_TYPES: dict[int, type[Any]] = {}
+_COMPILED: dict[type[Any], tuple[Encoder, Decoder]] = {}
+MAX_SCHEMA_DEPTH = 16
+
+
+def message(tag: int) -> Callable[[type[T]], type[T]]:
+    """Register a frozen dataclass as a top-level wire message with a stable type tag.
+
+    Tags are part of the protocol: never reuse or renumber one. Ranges: 0x01-0x0f
+    foundation, 0x10-0x2f consensus, 0x30-0x4f ledger transactions, 0x50-0x7f market
+    and tasks, 0x80-0x9f proofs and disputes, 0xa0-0xbf transport/control.
+    """
+
+    def register(cls: type[T]) -> type[T]:
+        if not (0 < tag < 2**16):
+            raise ValueError(f"type tag {tag} outside 1..65535")
+        if tag in _MESSAGE_TYPES and _MESSAGE_TYPES[tag] is not cls:
+            raise ValueError(f"type tag {tag:#x} already used by {_MESSAGE_TYPES[tag].__name__}")
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{cls.__name__} must be a dataclass")
+        params = getattr(cls, "__dataclass_params__")
+        if not params.frozen:
+            raise TypeError(f"{cls.__name__} must be frozen")
+        setattr(cls, "TYPE_TAG", tag)
+        _MESSAGE_TYPES[tag] = cls
+        return cls
+
+    return register
+
+
+def message_type(tag: int) -> type[Any]:
+    try:
+        return _MESSAGE_TYPES[tag]
+    except KeyError:
+        raise UnknownType(f"unknown message type tag {tag:#x}") from None
+
+
+def registered_messages() -> dict[int, type[Any]]:
+    """A copy of the tag -> class table (used by tests to cover every message type)."""
+    return dict(_MESSAGE_TYPES)
+
+
+class Message:
+    """Optional base with the class variable every registered message gets."""
+
+    TYPE_TAG: ClassVar[int]
+
+
+# --- compilation -----------------------------------------------------------------------------
+
+
+def _int_codec(rng: IntRange) -> tuple[Encoder, Decoder]:
+    lo, hi = rng.lo, rng.hi
+
+    def dec(v: Any, depth: int) -> int:
+        if type(v) is not int:
+            raise Malformed(f"expected int, got {type(v).__name__}")
+        if not lo <= v <= hi:
+            raise LimitExceeded(f"integer {v} outside [{lo}, {hi}]")
+        return v
+
+    def enc(v: Any) -> Any:
+        return dec(v, 0)
+
+    return enc, dec
+
+
+def _bytes_codec(ln: Len) -> tuple[Encoder, Decoder]:
+    lo, hi = ln.lo, ln.hi
+
+    def dec(v: Any, depth: int) -> bytes:
+        if type(v) is not bytes:
+            raise Malformed(f"expected bytes, got {type(v).__name__}")
+        if not lo <= len(v) <= hi:
+            raise LimitExceeded(f"byte string of length {len(v)} outside [{lo}, {hi}]")
+        return v
+
+    def enc(v: Any) -> Any:
+        if isinstance(v, (bytearray, memoryview)):
+            v = bytes(v)
+        return dec(v, 0)
+
+    return enc, dec
+
+
+def _str_codec(ln: Len) -> tuple[Encoder, Decoder]:
+    lo, hi = ln.lo, ln.hi
+
+    def dec(v: Any, depth: int) -> str:
+        if type(v) is not str:
+            raise Malformed(f"expected str, got {type(v).__name__}")
+        n = len(v.encode("utf-8", "surrogatepass")) if not v.isascii() else len(v)
+        if not lo <= n <= hi:
+            raise LimitExceeded(f"string of {n} bytes outside [{lo}, {hi}]")
+        return v
+
+    def enc(v: Any) -> Any:
+        return dec(v, 0)
+
+    return enc, dec
+
+
+def _bool_dec(v: Any, depth: int) -> bool:
+    if type(v) is not bool:
+        raise Malformed(f"expected bool, got {type(v).__name__}")
+    return v
+
+
+def _bool_enc(v: Any) -> Any:
+    return _bool_dec(v, 0)
+
+
+def _float_dec(v: Any, depth: int) -> float:
+    if type(v) is not float:
+        raise Malformed(f"expected float, got {type(v).__name__}")
+    if not math.isfinite(v):
+        raise Malformed("float must be finite")
+    return v
+
+
+def _float_enc(v: Any) -> Any:
+    if type(v) is int:
+        v = float(v)
+    return _float_dec(v, 0)
+
+
+def _enum_codec(cls: type[enum.IntEnum]) -> tuple[Encoder, Decoder]:
+    values = {int(m): m for m in cls}
+
+    def dec(v: Any, depth: int) -> enum.IntEnum:
+        if type(v) is not int or v not in values:
+            raise Malformed(f"{v!r} is not a valid {cls.__name__}")
+        return values[v]
+
+    def enc(v: Any) -> Any:
+        if not isinstance(v, cls):
+            raise Malformed(f"expected {cls.__name__}, got {type(v).__name__}")
+        return int(v)
+
+    return enc, dec
+
+
+def _optional_codec(inner: tuple[Encoder, Decoder]) -> tuple[Encoder, Decoder]:
+    ienc, idec = inner
+
+    def dec(v: Any, depth: int) -> Any:
+        return None if v is None else idec(v, depth)
+
+    def enc(v: Any) -> Any:
+        return None if v is None else ienc(v)
+
+    return enc, dec
+
+
+def _tuple_codec(inner: tuple[Encoder, Decoder], ln: Len) -> tuple[Encoder, Decoder]:
+    ienc, idec = inner
+    lo, hi = ln.lo, ln.hi
+
+    def dec(v: Any, depth: int) -> tuple[Any, ...]:
+        if type(v) is not list:
+            raise Malformed(f"expected array, got {type(v).__name__}")
+        if not lo <= len(v) <= hi:
+            raise LimitExceeded(f"array of {len(v)} items outside [{lo}, {hi}]")
+        if depth >= MAX_SCHEMA_DEPTH:
+            raise LimitExceeded("schema nesting too deep")
+        return tuple(idec(x, depth + 1) for x in v)
+
+    def enc(v: Any) -> Any:
+        if not isinstance(v, (tuple, list)):
+            raise Malformed(f"expected tuple, got {type(v).__name__}")
+        if not lo <= len(v) <= hi:
+            raise LimitExceeded(f"array of {len(v)} items outside [{lo}, {hi}]")
+        return [ienc(x) for x in v]
+
+    return enc, dec
+
+
+def _fixed_tuple_codec(inners: list[tuple[Encoder, Decoder]]) -> tuple[Encoder, Decoder]:
+    n = len(inners)
+
+    def dec(v: Any, depth: int) -> tuple[Any, ...]:
+        if type(v) is not list or len(v) != n:
+            raise Malformed(f"expected array of {n} items")
+        return tuple(d(x, depth + 1) for (_, d), x in zip(inners, v))
+
+    def enc(v: Any) -> Any:
+        if not isinstance(v, (tuple, list)) or len(v) != n:
+            raise Malformed(f"expected tuple of {n} items")
+        return [e(x) for (e, _), x in zip(inners, v)]
+
+    return enc, dec
+
+
+def _codec_for(tp: Any, bound: Any = None) -> tuple[Encoder, Decoder]:
+    origin = get_origin(tp)
+    if origin is Annotated:
+        base, *extras = get_args(tp)
+        bounds = [e for e in extras if isinstance(e, (IntRange, Len))]
+        return _codec_for(base, bounds[0] if bounds else None)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) != 1 or len(get_args(tp)) != 2:
+            raise TypeError(f"only Optional[X] unions are supported, got {tp}")
+        return _optional_codec(_codec_for(args[0], bound))
+    if origin is tuple:
+        items = get_args(tp)
+        if len(items) == 2 and items[1] is Ellipsis:
+            ln = bound if isinstance(bound, Len) else Len(0, MAX_ARRAY_LEN)
+            return _tuple_codec(_codec_for(items[0]), ln)
+        return _fixed_tuple_codec([_codec_for(a) for a in items])
+    if tp is bool:
+        return _bool_enc, _bool_dec
+    if isinstance(tp, type) and issubclass(tp, enum.IntEnum):
+        return _enum_codec(tp)
+    if tp is int:
+        return _int_codec(bound if isinstance(bound, IntRange) else IntRange(MIN_INT, MAX_INT))
+    if tp is bytes:
+        return _bytes_codec(bound if isinstance(bound, Len) else Len(0, MAX_BIN_LEN))
+    if tp is str:
+        return _str_codec(bound if isinstance(bound, Len) else Len(0, MAX_STR_LEN))
+    if tp is float:
+        return _float_enc, _float_dec
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _record_codec(tp)
+    raise TypeError(f"unsupported schema type {tp!r}")
+
+
+def _record_codec(cls: type[Any]) -> tuple[Encoder, Decoder]:
+    """Compile (or fetch) the array codec for one dataclass."""
+    if cls in _COMPILED:
+        return _COMPILED[cls]
+
+    # Placeholders allow self-referencing records (not used yet, but harmless).
+    cell: dict[str, tuple[Encoder, Decoder]] = {}
+
+    def enc_lazy(v: Any) -> Any:
+        return cell["c"][0](v)
+
+    def dec_lazy(v: Any, depth: int) -> Any:
+        return cell["c"][1](v, depth)
+
+    _COMPILED[cls] = (enc_lazy, dec_lazy)
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields = tuple(f for f in dataclasses.fields(cls) if f.init)
+    codecs = [_codec_for(hints[f.name]) for f in fields]
+    names = [f.name for f in fields]
+    decs = [d for _, d in codecs]
+    encs = [e for e, _ in codecs]
+    n = len(fields)
+    name = cls.__name__
+
+    def dec(v: Any, depth: int) -> Any:
+        if type(v) is not list:
+            raise Malformed(f"{name}: expected array, got {type(v).__name__}")
+        if len(v) != n:
+            raise Malformed(f"{name}: expected {n} fields, got {len(v)}")
+        if depth >= MAX_SCHEMA_DEPTH:
+            raise LimitExceeded("schema nesting too deep")
+        d1 = depth + 1
+        return cls(*[d(x, d1) for d, x in zip(decs, v)])
+
+    def enc(v: Any) -> Any:
+        if type(v) is not cls:
+            raise Malformed(f"expected {name}, got {type(v).__name__}")
+        return [e(getattr(v, a)) for e, a in zip(encs, names)]
+
+    cell["c"] = (enc, dec)
+    _COMPILED[cls] = (enc, dec)
+    return enc, dec
+
+
+def to_wire(obj: Any) -> Any:
+    """The plain (msgpack-ready) value of a schema dataclass, validating bounds."""
+    return _record_codec(type(obj))[0](obj)
+
+
+def from_wire(cls: type[T], value: Any) -> T:
+    """Build and validate a schema dataclass from a decoded plain value."""
+    result: T = _record_codec(cls)[1](value, 0)
+    return result
