@@ -1,0 +1,109 @@
+"""`polnet node run` and `polnet node status`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import trio
+import typer
+from rich.table import Table
+
+from cli.init_cmd import DEFAULT_DATA_DIR
+from cli.output import emit_json, fail, operator_errors, stdout
+from node.config import load_config
+from node.daemon.app import Daemon, Endpoints, run_until_signalled
+from node.daemon.keyfile import load_key_file
+from node.daemon.wiring import build_daemon
+from node.datadir import DataDir
+from protocol.errors import ConfigError
+
+app = typer.Typer(help="Run a node and look at it.", no_args_is_help=True)
+
+#: The CLI waits this long for a local node to answer before calling it unreachable.
+HTTP_TIMEOUT_S = 5.0
+#: Admin answers are small JSON documents.
+MAX_ANSWER_BYTES = 1024 * 1024
+
+
+def _configure_logging(level: str, as_json: bool) -> None:
+    try:
+        from node.logs import configure_logging
+    except ModuleNotFoundError:
+        logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        return
+    configure_logging(level, json=as_json)
+
+
+def load_daemon(data_dir: Path) -> Daemon:
+    """Everything `node run` does before the event loop: each step fails with a clear
+    ConfigError/KeyFileError naming the file at fault."""
+    datadir = DataDir(data_dir)
+    datadir.check()
+    cfg = load_config(datadir.config, os.environ)
+    key = load_key_file(datadir.node_key, passphrase=os.environ.get("POLNET_KEY_PASSPHRASE"))
+    return build_daemon(datadir, cfg, key)
+
+
+@app.command()
+def run(
+    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, "--data-dir", "-d", help="The node's data directory."),
+) -> None:
+    """Run the node in the foreground until SIGINT or SIGTERM."""
+    with operator_errors():
+        daemon = load_daemon(data_dir)
+        _configure_logging(daemon.config.log.level, daemon.config.log.json)
+
+        def ready(endpoints: Endpoints) -> None:
+            doc = {"node_id": endpoints.node_id, "admin": endpoints.admin}
+            typer.echo(f"ready {json.dumps(doc)}", err=True)
+
+        trio.run(run_until_signalled, daemon, ready)
+
+
+def get_json(url: str) -> Any:
+    """GET a local node endpoint, with errors an operator can act on."""
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as resp:
+            return json.loads(resp.read(MAX_ANSWER_BYTES))
+    except urllib.error.HTTPError as exc:
+        detail = exc.read(4096).decode(errors="replace")
+        raise ConfigError(f"{url}: node answered HTTP {exc.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise ConfigError(f"{url}: node not reachable ({exc}); is it running?") from None
+    except ValueError:
+        raise ConfigError(f"{url}: node answered something that is not JSON") from None
+
+
+def admin_url(data_dir: Path) -> str:
+    url = DataDir(data_dir).read_endpoints().get("admin")
+    if not isinstance(url, str) or not url.startswith("http://127.0.0.1:"):
+        raise ConfigError(f"{data_dir}: endpoints file names no local admin endpoint")
+    return url
+
+
+@app.command()
+def status(
+    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, "--data-dir", "-d", help="The node's data directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the raw status document."),
+) -> None:
+    """Show a running node's height, peers, capacity and restarts."""
+    with operator_errors():
+        if not Path(data_dir).is_dir():
+            fail(f"{data_dir}: data directory not found")
+        doc = get_json(admin_url(data_dir) + "/status")
+    if as_json:
+        emit_json(doc)
+        return
+    table = Table(show_header=False, box=None)
+    for key in ("node_id", "chain_id", "height", "peers", "uptime_s", "boots", "crashes", "recovered"):
+        table.add_row(key, str(doc.get(key)))
+    cap = doc.get("capacity") or {}
+    if cap:
+        table.add_row("capacity", f"{cap.get('device')} {cap.get('flops', 0) / 1e9:.1f} GFLOP/s")
+    stdout.print(table)

@@ -1,0 +1,106 @@
+"""Measure what this machine can actually compute.
+
+Capacity is advertised to the market and used to charge time, so it is measured, never
+read from a config constant: a node that claims a GPU it does not have, or a CPU figure
+from another box, is elected for work it then misses. The benchmark is a short float32
+matmul loop (the operation training spends its time in), sized to finish in a fraction
+of a second so it can run at every start.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+
+#: Matmul side: big enough to reach the BLAS steady state, small enough for any box.
+BENCH_N = 256
+#: Wall time to spend in the timed loop; one warm-up multiply precedes it.
+BENCH_SECONDS = 0.2
+#: Hard cap on iterations, so a very fast device still finishes promptly.
+MAX_ITERS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    device: str  # "cpu", "cuda", "mps"
+    device_name: str
+    memory_bytes: int
+    threads: int
+    flops: int  # measured float32 matmul FLOP/s
+    torch_version: str
+
+
+def detect_device(preferred: str = "auto") -> str:
+    """The device compute jobs run on: the preferred one if present, else the best found."""
+    if preferred not in ("auto", "cpu", "cuda", "mps"):
+        raise ValueError(f"unknown device {preferred!r}")
+    if preferred == "cpu":
+        return "cpu"
+    has_cuda = torch.cuda.is_available()
+    has_mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if has_cuda and preferred in ("cuda", "auto"):
+        return "cuda"
+    if has_mps and preferred in ("mps", "auto"):
+        return "mps"
+    return "cpu"
+
+
+def _memory_bytes(device: str) -> int:
+    if device == "cuda":
+        return int(torch.cuda.get_device_properties(0).total_memory)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError):
+        return 0
+
+
+def _device_name(device: str) -> str:
+    if device == "cuda":
+        return str(torch.cuda.get_device_name(0))
+    return os.uname().machine if device == "cpu" else device
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elif device == "mps":
+        torch.mps.synchronize()
+
+
+def matmul_flops(device: str, n: int = BENCH_N, seconds: float = BENCH_SECONDS) -> int:
+    """FLOP/s of repeated n x n float32 matmuls on `device` (2 n^3 FLOPs each)."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand((n, n), generator=gen).to(device)
+    b = torch.rand((n, n), generator=gen).to(device)
+    c = a @ b  # warm-up: kernel selection, allocation
+    _sync(device)
+    iters = 0
+    start = time.perf_counter()
+    while iters < MAX_ITERS:
+        c = a @ b
+        iters += 1
+        if iters % 8 == 0:
+            _sync(device)
+            if time.perf_counter() - start >= seconds:
+                break
+    _sync(device)
+    elapsed = max(time.perf_counter() - start, 1e-9)
+    del c
+    return int(2 * n**3 * iters / elapsed)
+
+
+def measure_capacity(threads: int, preferred: str = "auto", seconds: float = BENCH_SECONDS) -> Capacity:
+    """Detect the device and benchmark it with the thread count compute jobs will use."""
+    torch.set_num_threads(threads)
+    device = detect_device(preferred)
+    return Capacity(
+        device=device,
+        device_name=_device_name(device),
+        memory_bytes=_memory_bytes(device),
+        threads=threads,
+        flops=matmul_flops(device, seconds=seconds),
+        torch_version=torch.__version__,
+    )

@@ -1,0 +1,296 @@
+"""The node's TOML configuration: typed sections, validated once, with messages an
+operator can act on.
+
+A config is read at start and never re-read: every value a running daemon uses went
+through `load_config`, so a typo fails loudly before the node touches the network
+instead of silently falling back to a default. Unknown keys are errors (with a
+suggestion), because a misspelt `bootstrap` that is ignored produces a node that runs
+alone and looks healthy.
+
+Environment variables `POLNET_<SECTION>_<KEY>` (e.g. `POLNET_NETWORK_LISTEN_PORT=4002`)
+override the file, so a swarm or a container can vary one value without templating
+files. Top-level keys use `POLNET_<KEY>` (e.g. `POLNET_CHAIN_ID`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from protocol.envelope import MAX_CHAIN_ID_LEN
+from protocol.errors import ConfigError
+
+ENV_PREFIX = "POLNET_"
+#: A config file is a page of settings; anything larger is not one.
+MAX_CONFIG_BYTES = 64 * 1024
+#: Bootstrap lists longer than this are a mistake (or a config generated wrongly).
+MAX_BOOTSTRAP_PEERS = 64
+MAX_COMPUTE_THREADS = 256
+LOG_LEVELS = ("debug", "info", "warning", "error")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _port(name: str, value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"{name} must be a port in 0..65535 (0 = any free port), got {value}")
+
+
+def _host(name: str, value: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be an IP address such as 0.0.0.0, got {value!r}") from None
+
+
+def _bootstrap_addr(name: str, value: str) -> None:
+    # Shape check only: /ip4|ip6|dns4|dns6/<host>/tcp/<port>/p2p/<peer id>. The transport
+    # parses it for real; this catches the usual paste errors with a readable message.
+    parts = value.split("/")
+    ok = (
+        len(parts) == 7
+        and parts[0] == ""
+        and parts[1] in ("ip4", "ip6", "dns4", "dns6", "dns")
+        and parts[3] == "tcp"
+        and parts[4].isdigit()
+        and 0 < int(parts[4]) <= 65535
+        and parts[5] == "p2p"
+        and len(parts[6]) > 10
+    )
+    if not ok:
+        raise ConfigError(f"{name}: {value!r} is not a peer address; expected /ip4/HOST/tcp/PORT/p2p/PEER_ID")
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkConfig:
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 4001
+    bootstrap: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        _host("[network] listen_host", self.listen_host)
+        _port("[network] listen_port", self.listen_port)
+        if len(self.bootstrap) > MAX_BOOTSTRAP_PEERS:
+            n = len(self.bootstrap)
+            raise ConfigError(f"[network] bootstrap lists {n} peers, at most {MAX_BOOTSTRAP_PEERS}")
+        for addr in self.bootstrap:
+            _bootstrap_addr("[network] bootstrap", addr)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Prometheus endpoint. Loopback by default: exposing it is the operator's choice."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9464
+
+    def validate(self) -> None:
+        _host("[metrics] host", self.host)
+        _port("[metrics] port", self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """Local JSON endpoint for the CLI (status, tx submission). Always bound to
+    127.0.0.1: it accepts transactions, so it is never offered to the network."""
+
+    port: int = 9465
+
+    def validate(self) -> None:
+        _port("[admin] port", self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeConfig:
+    threads: int = 1
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if not 1 <= self.threads <= MAX_COMPUTE_THREADS:
+            raise ConfigError(f"[compute] threads must be in 1..{MAX_COMPUTE_THREADS}, got {self.threads}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"[compute] device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class RolesConfig:
+    """Which role machines this node runs; election still decides when they act."""
+
+    validator: bool = True
+    worker: bool = False
+    verifier: bool = False
+    whistleblower: bool = False
+
+    def validate(self) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+    json: bool = False
+
+    def validate(self) -> None:
+        if self.level not in LOG_LEVELS:
+            raise ConfigError(f"[log] level must be one of {', '.join(LOG_LEVELS)}, got {self.level!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    chain_id: str = "polnet-devnet"
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+    roles: RolesConfig = field(default_factory=RolesConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def validate(self) -> None:
+        if not 0 < len(self.chain_id.encode("utf-8")) <= MAX_CHAIN_ID_LEN:
+            raise ConfigError(f"chain_id must be 1..{MAX_CHAIN_ID_LEN} bytes, got {self.chain_id!r}")
+        for section in _SECTIONS:
+            getattr(self, section).validate()
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "network": NetworkConfig,
+    "metrics": MetricsConfig,
+    "admin": AdminConfig,
+    "compute": ComputeConfig,
+    "roles": RolesConfig,
+    "log": LogConfig,
+}
+_TOP_LEVEL = ("chain_id",)
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+
+def _field_types(cls: type[Any]) -> dict[str, Any]:
+    return {f.name: f.type for f in dataclasses.fields(cls)}
+
+
+def _unknown(where: str, key: str, known: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
+    return ConfigError(f"unknown key {key!r} in {where}{hint}")
+
+
+def _coerce(where: str, type_name: str, value: Any) -> Any:
+    """Check a TOML value against the field's declared type (bool is not an int here)."""
+    if type_name == "int" and type(value) is int:
+        return value
+    if type_name == "bool" and type(value) is bool:
+        return value
+    if type_name == "str" and type(value) is str:
+        return value
+    if type_name == "tuple[str, ...]" and type(value) is list and all(type(v) is str for v in value):
+        return tuple(value)
+    names = {"int": "an integer", "bool": "true or false", "str": "a string"}
+    expected = names.get(type_name, "a list of strings")
+    raise ConfigError(f"{where} must be {expected}, got {value!r}")
+
+
+def _parse_env(where: str, type_name: str, text: str) -> Any:
+    """Environment values are strings; turn them into the field's type or say why not."""
+    if type_name == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{where} must be an integer, got {text!r}") from None
+    if type_name == "bool":
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where} must be true or false, got {text!r}")
+    if type_name == "tuple[str, ...]":
+        return tuple(p.strip() for p in text.split(",") if p.strip())
+    return text
+
+
+def _build_section(name: str, cls: type[Any], table: Any, env: Mapping[str, str]) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{name}] must be a table, got {table!r}")
+    types = _field_types(cls)
+    for key in table:
+        if key not in types:
+            raise _unknown(f"[{name}]", key, list(types))
+    values: dict[str, Any] = {}
+    for key, type_name in types.items():
+        env_name = f"{ENV_PREFIX}{name.upper()}_{key.upper()}"
+        if env_name in env:
+            values[key] = _parse_env(f"{env_name} ([{name}] {key})", type_name, env[env_name])
+        elif key in table:
+            values[key] = _coerce(f"[{name}] {key}", type_name, table[key])
+    return cls(**values)
+
+
+def config_from_dict(doc: Mapping[str, Any], env: Mapping[str, str] | None = None) -> NodeConfig:
+    """Build and validate a config from parsed TOML plus environment overrides."""
+    env = env or {}
+    for key in doc:
+        if key not in _SECTIONS and key not in _TOP_LEVEL:
+            raise _unknown("the config", key, [*_SECTIONS, *_TOP_LEVEL])
+    kwargs: dict[str, Any] = {}
+    chain_env = f"{ENV_PREFIX}CHAIN_ID"
+    if chain_env in env:
+        kwargs["chain_id"] = env[chain_env]
+    elif "chain_id" in doc:
+        kwargs["chain_id"] = _coerce("chain_id", "str", doc["chain_id"])
+    for name, cls in _SECTIONS.items():
+        kwargs[name] = _build_section(name, cls, doc.get(name, {}), env)
+    cfg = NodeConfig(**kwargs)
+    cfg.validate()
+    return cfg
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> NodeConfig:
+    """Read, parse and validate a config file; every failure is a ConfigError naming it."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {size} bytes is too large for a config file (max {MAX_CONFIG_BYTES})")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found (run `polnet init` first)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        return config_from_dict(doc, env)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def config_to_toml(cfg: NodeConfig) -> str:
+    """The TOML text of a config (what `polnet init` writes; load_config reads it back)."""
+    doc: dict[str, Any] = {"chain_id": cfg.chain_id}
+    for name in _SECTIONS:
+        section = dataclasses.asdict(getattr(cfg, name))
+        doc[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in section.items()}
+    return tomli_w.dumps(doc)
+
+
+def with_overrides(cfg: NodeConfig, **sections: Mapping[str, Any]) -> NodeConfig:
+    """A copy of `cfg` with some section fields replaced, validated again."""
+    changes = {name: dataclasses.replace(getattr(cfg, name), **values) for name, values in sections.items()}
+    out = dataclasses.replace(cfg, **changes)
+    out.validate()
+    return out

@@ -1,0 +1,206 @@
+"""Drive a sans-IO core with real time: feed it events, execute the commands it returns.
+
+The core is single-threaded by design, so every event reaches it through one bounded
+inbox and one loop: messages from the network, fired timers, finished compute jobs and
+fetched blobs. Commands that wait (compute, blob fetches) run as their own tasks and
+report back through the inbox; commands that must finish before the core goes on
+(Persist: "durably store before acting on it") run inline.
+
+Failure policy, because one bad peer must never take the node down: a message the core
+refuses with a PolnetError is counted as rejected; any other exception while handling a
+*peer's* message is logged as a bug and counted, and the loop goes on. A failing command
+(a publish with no peers, a fetch nobody can serve) is logged and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import trio
+
+from node.daemon.ports import ComputeRunner, Network, Store
+from node.metrics import NodeMetrics, reject_reason
+from protocol.commands import (
+    BlobFetched,
+    CancelTimer,
+    Command,
+    ComputeDone,
+    Core,
+    Event,
+    Fetch,
+    Log,
+    MessageReceived,
+    Persist,
+    Publish,
+    RunCompute,
+    SendTo,
+    SetTimer,
+    Tick,
+    TimerFired,
+)
+from protocol.errors import PolnetError
+
+log = logging.getLogger("polnet.driver")
+
+#: Events waiting for the core; producers block when it is full (back-pressure).
+INBOX_SIZE = 1024
+#: Timers a core may hold at once; more is a core bug, refused loudly.
+MAX_TIMERS = 4096
+#: Concurrent blob fetches; more wait for a slot.
+MAX_FETCHES = 8
+#: A compute job that has not finished by then is abandoned and reported as None.
+COMPUTE_DEADLINE_S = 3600.0
+
+
+def wall_ms() -> int:
+    """The core's clock: wall time in ms, so block times agree across nodes."""
+    return time.time_ns() // 1_000_000
+
+
+class CoreDriver:
+    def __init__(
+        self,
+        core: Core,
+        network: Network,
+        store: Store,
+        metrics: NodeMetrics,
+        compute: ComputeRunner | None = None,
+        compute_threads: int = 1,
+        clock: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.core = core
+        self.network = network
+        self.store = store
+        self.metrics = metrics
+        self.compute = compute
+        self.clock = clock
+        self._send, self._inbox = trio.open_memory_channel[Event](INBOX_SIZE)
+        self._timers: dict[str, int] = {}
+        self._timers_changed = trio.Event()
+        self._compute_limiter = trio.CapacityLimiter(compute_threads)
+        self._fetch_limiter = trio.CapacityLimiter(MAX_FETCHES)
+        self._nursery: trio.Nursery | None = None
+        self.events_handled = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._pump_network)
+            nursery.start_soon(self._timer_loop)
+            await self._handle(Tick())
+            task_status.started()
+            async for event in self._inbox:
+                await self._handle(event)
+
+    async def submit(self, event: Event) -> None:
+        """Hand an event to the core (from the admin endpoint, a local role, a test)."""
+        await self._send.send(event)
+
+    # --- event side ------------------------------------------------------------------
+
+    async def _handle(self, event: Event) -> None:
+        self.events_handled += 1
+        try:
+            commands = self.core.handle(self.clock(), event)
+        except PolnetError as exc:
+            self.metrics.rejected(reject_reason(exc))
+            log.info("core refused event", extra={"event": type(event).__name__, "error": str(exc)})
+            return
+        except Exception:
+            if not isinstance(event, MessageReceived):
+                raise  # our own event broke the core: that is a bug to surface, not hide
+            self.metrics.rejected("internal")
+            log.exception("core failed on a peer message; message dropped")
+            return
+        await self._execute(commands)
+
+    async def _pump_network(self) -> None:
+        while True:
+            msg = await self.network.receive()
+            self.metrics.message_in(msg.topic)
+            await self._send.send(msg)
+
+    # --- command side ----------------------------------------------------------------
+
+    async def _execute(self, commands: Sequence[Command]) -> None:
+        for cmd in commands:
+            try:
+                await self._execute_one(cmd)
+            except PolnetError as exc:
+                self.metrics.command_errors.labels(type(cmd).__name__).inc()
+                log.warning("command failed", extra={"command": type(cmd).__name__, "error": str(exc)})
+
+    async def _execute_one(self, cmd: Command) -> None:
+        if isinstance(cmd, Publish):
+            await self.network.publish(cmd.topic, cmd.msg)
+            self.metrics.message_out(cmd.topic)
+        elif isinstance(cmd, SendTo):
+            await self.network.send_to(cmd.peer, cmd.msg)
+        elif isinstance(cmd, SetTimer):
+            self._set_timer(cmd.key, cmd.at)
+        elif isinstance(cmd, CancelTimer):
+            self._timers.pop(cmd.key, None)
+        elif isinstance(cmd, Persist):
+            self.store.persist(cmd.kind, cmd.key, cmd.value)
+        elif isinstance(cmd, RunCompute):
+            self._spawn(self._run_compute, cmd)
+        elif isinstance(cmd, Fetch):
+            self._spawn(self._fetch, cmd)
+        elif isinstance(cmd, Log):
+            log.log(logging.getLevelName(cmd.level.upper()), cmd.event, extra=dict(cmd.fields))
+        else:
+            raise TypeError(f"unknown command {cmd!r}")
+
+    def _spawn(self, fn: Callable[[Any], Any], cmd: Any) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(fn, cmd)
+
+    def _set_timer(self, key: str, at: int) -> None:
+        if key not in self._timers and len(self._timers) >= MAX_TIMERS:
+            raise PolnetError(f"core holds {MAX_TIMERS} timers; refusing {key!r}")
+        self._timers[key] = at
+        self._timers_changed.set()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            self._timers_changed = trio.Event()
+            if not self._timers:
+                await self._timers_changed.wait()
+                continue
+            key, at = min(self._timers.items(), key=lambda kv: kv[1])
+            delay = (at - self.clock()) / 1000
+            if delay > 0:
+                with trio.move_on_after(delay):
+                    await self._timers_changed.wait()
+                    continue  # a timer was set or cancelled: recompute the earliest
+            if self._timers.get(key) == at:
+                del self._timers[key]
+                await self._send.send(TimerFired(key))
+
+    async def _run_compute(self, cmd: RunCompute) -> None:
+        result: Any = None
+        outcome = "failed"
+        if self.compute is not None:
+            runner = self.compute
+            with trio.move_on_after(COMPUTE_DEADLINE_S):
+                try:
+                    result = await trio.to_thread.run_sync(
+                        runner, cmd.job_id, cmd.job, limiter=self._compute_limiter, abandon_on_cancel=True
+                    )
+                    outcome = "ok"
+                except PolnetError as exc:
+                    log.warning("compute job failed", extra={"job": cmd.job_id, "error": str(exc)})
+        self.metrics.compute_jobs.labels(outcome).inc()
+        await self._send.send(ComputeDone(cmd.job_id, result))
+
+    async def _fetch(self, cmd: Fetch) -> None:
+        data: bytes | None = None
+        async with self._fetch_limiter:
+            try:
+                data = await self.network.fetch_blob(cmd.digest, cmd.max_size)
+            except PolnetError as exc:
+                log.info("blob fetch failed", extra={"digest": cmd.digest.hex(), "error": str(exc)})
+        await self._send.send(BlobFetched(cmd.digest, data))
