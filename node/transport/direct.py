@@ -1,0 +1,39 @@
+"""Direct (point-to-point) messages: block-sync answers, pinpoint moves.
+
+Protocol `/polnet/direct/1`: the sender opens a stream, writes one varint-prefixed
+sealed envelope and closes. The receiver caps the length before reading, opens the
+envelope (same checks as gossip) and requires the signer to be the connected peer, so
+a direct message is always first-hand.
+"""
+
+from __future__ import annotations
+
+from libp2p.abc import INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.exceptions import BaseLibp2pError
+from libp2p.io.exceptions import IncompleteReadError, MessageTooLarge
+from libp2p.utils.varint import read_varint_prefixed_bytes_limited
+
+from node.transport.host import public_key_of
+from protocol.envelope import Envelope, open_envelope
+from protocol.errors import BadSignature, Malformed
+from protocol.limits import MAX_MESSAGE_BYTES
+
+DIRECT_PROTOCOL = TProtocol("/polnet/direct/1")
+#: The `topic` of a MessageReceived that came over a direct stream.
+DIRECT_TOPIC = "polnet/direct/1"
+
+
+async def read_direct(stream: INetStream, chain_id: str) -> Envelope:
+    """Read and verify one direct message, or raise the DecodeError that says why not."""
+    try:
+        raw = await read_varint_prefixed_bytes_limited(stream, MAX_MESSAGE_BYTES)
+    except MessageTooLarge as exc:
+        raise Malformed(f"direct message over {MAX_MESSAGE_BYTES} bytes") from exc
+    except (IncompleteReadError, BaseLibp2pError) as exc:
+        raise Malformed(f"direct stream ended early: {exc}") from exc
+    env = open_envelope(raw, chain_id)
+    if env.sender != public_key_of(stream.muxed_conn.peer_id):
+        raise BadSignature("direct message signed by someone other than the connected peer")
+    return env
+

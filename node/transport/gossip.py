@@ -1,0 +1,278 @@
+"""GossipSub with every parameter chosen here, and the validator that guards forwarding.
+
+py-libp2p 0.8.1's defaults are wrong for us in ways that silently drop traffic: a
+120 s heartbeat (meshes take minutes to form), a 10 msg/s per-peer-per-topic spam
+limiter that also counts our *own* publishes, "adaptive gossip" that shrinks the mesh
+and stretches the heartbeat when it thinks the network is unhealthy, and an eclipse
+guard that wants three distinct IPs in every mesh (a loopback swarm has one). So no
+parameter is left to the library: the limiter is replaced by a per-forwarder token
+bucket inside our validator, adaptive gossip and the IP-diversity guard are off, and
+peer scoring is configured so that a peer whose messages fail validation first loses
+the right to have its messages looked at (publish threshold) and then the connection
+(ban threshold, enforced by `Transport`).
+
+The validator runs `protocol.envelope.open_envelope` (size, shape, version, chain,
+type, schema, then signature) before the message is delivered or forwarded. The
+verified envelope is cached by content hash so the subscription reader does not
+decode and verify a second time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from libp2p.abc import IHost
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub, get_content_addressed_msg_id
+from libp2p.pubsub.score import ScoreParams, TopicScoreParams
+
+from protocol.commands import TOPICS
+from protocol.encoding import sha256
+from protocol.envelope import Envelope, open_envelope
+from protocol.errors import DecodeError
+from protocol.limits import MAX_MESSAGE_BYTES
+
+#: Room for the pubsub protobuf framing (topic, from, seqno, key, signature) around
+#: one envelope of MAX_MESSAGE_BYTES.
+RPC_OVERHEAD_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class GossipConfig:
+    """Every GossipSub and Pubsub knob, with the reason for each value."""
+
+    # Mesh degree: go-libp2p's D=6, Dlo=5, Dhi=12 keep delivery at ~log6(N) hops.
+    degree: int = 6
+    degree_low: int = 4
+    degree_high: int = 12
+    # Fanout entries for topics we publish on without subscribing expire after this.
+    fanout_ttl_s: int = 60
+    # IHAVE advertises the last `gossip_window` heartbeats of the `gossip_history` kept.
+    gossip_window: int = 3
+    gossip_history: int = 5
+    # go-libp2p's 1 s heartbeat instead of the library's 120 s: meshes form in seconds.
+    heartbeat_initial_delay_s: float = 0.1
+    heartbeat_interval_s: int = 1
+    direct_connect_initial_delay_s: float = 0.1
+    direct_connect_interval_s: int = 30
+    # Peer exchange off: peers come from config and reconnect, not from strangers' lists
+    # (PX from a hostile peer is an eclipse vector).
+    do_px: bool = False
+    px_peers_count: int = 16
+    prune_back_off_s: int = 60
+    unsubscribe_back_off_s: int = 10
+    max_idontwant_messages: int = 64
+    # Off: adaptive gossip shrinks the mesh and stretches the heartbeat on its own idea
+    # of network health; the built-in limiter is replaced by our token bucket.
+    adaptive_gossip_enabled: bool = False
+    spam_protection_enabled: bool = False
+    library_rate_limit_per_topic: float = 1000.0
+    # Off: wants >= N distinct IPs per mesh, meaningless on loopback and behind NAT.
+    eclipse_protection_enabled: bool = False
+    min_mesh_diversity_ips: int = 1
+    max_pending_messages_per_peer: int = 100
+    pending_messages_ttl_s: float = 30.0
+    # Pubsub core.
+    seen_ttl_s: int = 120
+    seen_sweep_interval_s: int = 60
+    max_concurrent_validators: int = 32
+    validation_cache_ttl_s: int = 120
+    validation_cache_size: int = 4096
+    validation_timeout_s: float = 2.0
+    max_subscriptions_per_rpc: int = 16
+    max_subscriptions_per_peer: int = 16
+    max_inbound_rpc_bytes: int = MAX_MESSAGE_BYTES + RPC_OVERHEAD_BYTES
+    # Our per-forwarder limiter (token bucket): sustained rate and burst.
+    peer_msgs_per_s: float = 200.0
+    peer_burst: float = 400.0
+    # Scoring (see `score_params`).
+    invalid_message_weight: float = 20.0
+    invalid_message_decay: float = 0.99
+    first_delivery_weight: float = 1.0
+    first_delivery_cap: float = 50.0
+    publish_threshold: float = -40.0
+    gossip_threshold: float = -10.0
+    graylist_threshold: float = -60.0
+    # Below this the transport disconnects the peer and refuses it for `ban_s`. Not
+    # below `publish_threshold`: past that gate a peer's messages are no longer
+    # validated, so its score would stop falling.
+    ban_threshold: float = -40.0
+    ban_s: float = 60.0
+    # Same-IP penalty off: every peer of a loopback swarm shares 127.0.0.1.
+    ip_colocation_weight: float = 0.0
+    ip_colocation_threshold: int = 10
+    topics: tuple[str, ...] = field(default=TOPICS)
+
+
+def score_params(cfg: GossipConfig, app_score: Callable[[ID], float]) -> ScoreParams:
+    """Peer-score weights. Invalid messages dominate: with weight 20 and publish and
+    ban thresholds of -40, a fresh peer's third invalid message gets its further
+    messages dropped unread and the peer banned. Credit for first deliveries (capped
+    at 50) buys a long-standing honest peer room for a few mistakes."""
+    return ScoreParams(
+        p1_time_in_mesh=TopicScoreParams(weight=0.1, cap=10.0, decay=0.99),
+        p2_first_message_deliveries=TopicScoreParams(
+            weight=cfg.first_delivery_weight, cap=cfg.first_delivery_cap, decay=0.9
+        ),
+        # The library adds (not subtracts) mesh deliveries; no deficit penalty exists.
+        p3_mesh_message_deliveries=TopicScoreParams(weight=0.0, cap=0.0, decay=0.9),
+        p4_invalid_messages=TopicScoreParams(
+            weight=cfg.invalid_message_weight, cap=1000.0, decay=cfg.invalid_message_decay
+        ),
+        p5_behavior_penalty_weight=1.0,
+        p5_behavior_penalty_decay=0.9,
+        p5_behavior_penalty_threshold=0.0,
+        p6_appl_slack_weight=1.0,
+        p6_appl_slack_decay=0.99,
+        p7_ip_colocation_weight=cfg.ip_colocation_weight,
+        p7_ip_colocation_threshold=cfg.ip_colocation_threshold,
+        publish_threshold=cfg.publish_threshold,
+        gossip_threshold=cfg.gossip_threshold,
+        graylist_threshold=cfg.graylist_threshold,
+        accept_px_threshold=math.inf if not cfg.do_px else 0.0,
+        app_specific_score_fn=app_score,
+    )
+
+
+def build_router(cfg: GossipConfig, app_score: Callable[[ID], float]) -> GossipSub:
+    return GossipSub(
+        protocols=[TProtocol(PROTOCOL_ID_V12), TProtocol(PROTOCOL_ID_V11), TProtocol(PROTOCOL_ID)],
+        degree=cfg.degree,
+        degree_low=cfg.degree_low,
+        degree_high=cfg.degree_high,
+        direct_peers=None,
+        time_to_live=cfg.fanout_ttl_s,
+        gossip_window=cfg.gossip_window,
+        gossip_history=cfg.gossip_history,
+        heartbeat_initial_delay=cfg.heartbeat_initial_delay_s,
+        heartbeat_interval=cfg.heartbeat_interval_s,
+        direct_connect_initial_delay=cfg.direct_connect_initial_delay_s,
+        direct_connect_interval=cfg.direct_connect_interval_s,
+        do_px=cfg.do_px,
+        px_peers_count=cfg.px_peers_count,
+        prune_back_off=cfg.prune_back_off_s,
+        unsubscribe_back_off=cfg.unsubscribe_back_off_s,
+        score_params=score_params(cfg, app_score),
+        max_idontwant_messages=cfg.max_idontwant_messages,
+        adaptive_gossip_enabled=cfg.adaptive_gossip_enabled,
+        spam_protection_enabled=cfg.spam_protection_enabled,
+        max_messages_per_topic_per_second=cfg.library_rate_limit_per_topic,
+        eclipse_protection_enabled=cfg.eclipse_protection_enabled,
+        min_mesh_diversity_ips=cfg.min_mesh_diversity_ips,
+        my_extensions=None,
+        max_pending_messages_per_peer=cfg.max_pending_messages_per_peer,
+        pending_messages_ttl=cfg.pending_messages_ttl_s,
+    )
+
+
+def build_pubsub(host: IHost, router: GossipSub, cfg: GossipConfig) -> Pubsub:
+    """Pubsub with content-addressed message ids (one envelope, one id, whoever relays
+    it) and strict libp2p signing (what stock py-libp2p peers expect)."""
+    return Pubsub(
+        host,
+        router,
+        cache_size=cfg.validation_cache_size,
+        seen_ttl=cfg.seen_ttl_s,
+        sweep_interval=cfg.seen_sweep_interval_s,
+        strict_signing=True,
+        msg_id_constructor=get_content_addressed_msg_id,
+        max_concurrent_validator_count=cfg.max_concurrent_validators,
+        validation_cache_ttl=cfg.validation_cache_ttl_s,
+        validation_cache_size=cfg.validation_cache_size,
+        validation_timeout=cfg.validation_timeout_s,
+        max_subscriptions_per_rpc=cfg.max_subscriptions_per_rpc,
+        max_subscriptions_per_peer=cfg.max_subscriptions_per_peer,
+        max_inbound_rpc_size=cfg.max_inbound_rpc_bytes,
+        allowed_topics=frozenset(cfg.topics),
+    )
+
+
+class TokenBucket:
+    """Per-key token buckets, bounded in the number of keys they remember."""
+
+    def __init__(self, rate: float, burst: float, capacity: int = 4096) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._capacity = capacity
+        self._state: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: bytes, now: float) -> bool:
+        tokens, last = self._state.get(key, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - last) * self._rate)
+        ok = tokens >= 1.0
+        self._state[key] = (tokens - 1.0 if ok else tokens, now)
+        self._state.move_to_end(key)
+        if len(self._state) > self._capacity:
+            self._state.popitem(last=False)
+        return ok
+
+
+@dataclass(slots=True)
+class VerdictCounters:
+    accepted: int = 0
+    rejected: int = 0
+    rate_limited: int = 0
+    by_error: dict[str, int] = field(default_factory=dict)
+
+
+class EnvelopeValidator:
+    """The synchronous topic validator: libp2p calls it before delivering or forwarding.
+
+    A False verdict makes py-libp2p drop the message and count an invalid message
+    against the forwarding peer's score; `on_reject` lets the transport check whether
+    that peer has now crossed the ban threshold.
+    """
+
+    def __init__(
+        self,
+        chain_id: str,
+        cfg: GossipConfig,
+        clock: Callable[[], float],
+        on_reject: Callable[[ID, str], None],
+        self_id: ID,
+        cache_size: int = 4096,
+    ) -> None:
+        self._chain_id = chain_id
+        self._self_id = self_id
+        self._clock = clock
+        self._on_reject = on_reject
+        self._bucket = TokenBucket(cfg.peer_msgs_per_s, cfg.peer_burst)
+        self._verified: OrderedDict[bytes, Envelope] = OrderedDict()
+        self._cache_size = cache_size
+        self.counters = VerdictCounters()
+
+    def __call__(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
+        if forwarder == self._self_id:
+            return True  # our own publish: sealed by us a moment ago
+        if not self._bucket.take(forwarder.to_bytes(), self._clock()):
+            self.counters.rate_limited += 1
+            self._reject(forwarder, "RateLimited")
+            return False
+        try:
+            env = open_envelope(msg.data, self._chain_id)
+        except DecodeError as exc:
+            self._reject(forwarder, type(exc).__name__)
+            return False
+        self.counters.accepted += 1
+        self._remember(env)
+        return True
+
+    def take_verified(self, data: bytes) -> Envelope | None:
+        """The envelope the validator already opened for these bytes, if still cached."""
+        return self._verified.pop(sha256(data), None)
+
+    def _remember(self, env: Envelope) -> None:
+        self._verified[env.message_id] = env
+        if len(self._verified) > self._cache_size:
+            self._verified.popitem(last=False)
+
+    def _reject(self, forwarder: ID, reason: str) -> None:
+        self.counters.rejected += 1
+        self.counters.by_error[reason] = self.counters.by_error.get(reason, 0) + 1
+        self._on_reject(forwarder, reason)

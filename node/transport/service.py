@@ -1,0 +1,387 @@
+"""`Transport`: the one object the daemon holds for everything network.
+
+Usage, either as a context manager::
+
+    async with Transport.open(config, keypair, blob_provider=store.get) as t:
+        await t.publish(TOPIC_TXS, tx)
+        async for event in t.inbound: ...          # verified MessageReceived
+
+or as a service in the daemon's nursery (readiness = listening)::
+
+    t = Transport(config, keypair)
+    addrs = await nursery.start(t.run)
+
+Startup order matters in py-libp2p 0.8.1: pubsub and the router are started before
+`host.run`, and `host.close()` runs on every exit path (otherwise listeners leak).
+Everything that arrives is bounded: the inbound channel, validator caches, blob and
+direct-message concurrency.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from libp2p.abc import INetStream
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.tools.anyio_service import background_trio_service
+from libp2p.utils.varint import encode_varint_prefixed
+
+from node.transport.blobs import BLOB_PROTOCOL, BlobClient, BlobConfig, BlobCounters, BlobProvider, BlobServer
+from node.transport.dialer import BackoffConfig, keep_connected
+from node.transport.direct import DIRECT_PROTOCOL, DIRECT_TOPIC, read_direct
+from node.transport.errors import (
+    BlobHashMismatch,
+    BlobOversized,
+    BlobProtocolError,
+    BlobTruncated,
+    BlobUnavailable,
+    NotRunning,
+    PeerUnavailable,
+    TransportError,
+)
+from node.transport.gossip import EnvelopeValidator, GossipConfig, build_pubsub, build_router
+from node.transport.host import (
+    build_host,
+    full_addrs,
+    parse_peer_addr,
+    peer_id_of,
+    public_key_of,
+    tcp_listen_addr,
+)
+from node.transport.police import PENALTY_BAD_BLOB, PENALTY_BAD_DIRECT, PeerPolice
+from protocol.commands import BlobFetched, Fetch, MessageReceived
+from protocol.envelope import open_envelope, seal
+from protocol.errors import BlobError, DecodeError
+from protocol.identity import Keypair
+
+log = logging.getLogger(__name__)
+
+#: Blob failures that prove the serving peer lied or broke the protocol.
+_PEER_FAULTS = (BlobHashMismatch, BlobOversized, BlobTruncated, BlobProtocolError)
+#: Seconds `close` waits for libp2p to shut its listeners and connections.
+CLOSE_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class TransportConfig:
+    chain_id: str
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 0
+    bootstrap: tuple[str, ...] = ()
+    gossip: GossipConfig = field(default_factory=GossipConfig)
+    blobs: BlobConfig = field(default_factory=BlobConfig)
+    backoff: BackoffConfig = field(default_factory=BackoffConfig)
+    #: Verified messages waiting for the daemon; when full, readers wait (and the
+    #: library's own bounded subscription queue drops the overflow).
+    inbound_queue: int = 1024
+    #: Whether our own gossip comes back on `inbound` (the core already knows it).
+    deliver_own: bool = False
+    police_interval_s: float = 0.25
+    direct_timeout_s: float = 10.0
+    max_direct_inflight: int = 64
+
+
+@dataclass(slots=True)
+class TransportCounters:
+    msgs_out: int = 0
+    msgs_in: int = 0
+    direct_out: int = 0
+    direct_in: int = 0
+    direct_rejected: int = 0
+
+
+class Transport:
+    def __init__(
+        self, config: TransportConfig, keypair: Keypair, blob_provider: BlobProvider | None = None
+    ) -> None:
+        self.config = config
+        self._key = keypair
+        self._bootstrap = [parse_peer_addr(a) for a in config.bootstrap]
+        self.host = build_host(keypair)
+        self.peer_id: ID = self.host.get_id()
+        self.police = PeerPolice(config.gossip.ban_threshold, config.gossip.ban_s, trio.current_time)
+        self.router: GossipSub = build_router(config.gossip, self.police.app_score)
+        self.pubsub: Pubsub = build_pubsub(self.host, self.router, config.gossip)
+        self.validator = EnvelopeValidator(
+            config.chain_id, config.gossip, trio.current_time, self._on_reject, self.peer_id
+        )
+        for topic in config.gossip.topics:
+            self.pubsub.set_topic_validator(topic, self.validator, False)
+        self.blob_counters = BlobCounters()
+        self._blob_server = BlobServer(blob_provider, config.blobs, self.blob_counters)
+        self._blob_client = BlobClient(self.host, config.blobs, self.blob_counters)
+        self.host.set_stream_handler(BLOB_PROTOCOL, self._on_blob_stream)
+        self.host.set_stream_handler(DIRECT_PROTOCOL, self._on_direct_stream)
+        self._inbound_send, self.inbound = trio.open_memory_channel[MessageReceived](config.inbound_queue)
+        self.counters = TransportCounters()
+        self._direct_inflight = 0
+        self._running = False
+        self._rng = random.Random(keypair.public)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, config: TransportConfig, keypair: Keypair, blob_provider: BlobProvider | None = None
+    ) -> AsyncIterator[Transport]:
+        transport = cls(config, keypair, blob_provider)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(transport.run)
+            try:
+                yield transport
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; reports the dialable listen addresses when ready."""
+        listen = tcp_listen_addr(self.config.listen_host, self.config.listen_port)
+        try:
+            async with (
+                background_trio_service(self.pubsub),
+                background_trio_service(self.router),
+                self.host.run([listen]),
+            ):
+                try:
+                    await self._serve(task_status)
+                finally:
+                    self._running = False
+                    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+                        await self.host.close()
+        finally:
+            self._inbound_send.close()
+
+    async def _serve(self, task_status: Any) -> None:
+        await self.pubsub.wait_until_ready()
+        subs = [(topic, await self.pubsub.subscribe(topic)) for topic in self.config.gossip.topics]
+        async with trio.open_nursery() as nursery:
+            for topic, sub in subs:
+                nursery.start_soon(self._read_topic, topic, sub)
+            redial = (self.host, self._bootstrap, self.config.backoff, self.police.is_banned, self._rng)
+            nursery.start_soon(keep_connected, *redial)
+            nursery.start_soon(self._police_loop)
+            self._running = True
+            task_status.started(self.listen_addrs)
+            await trio.sleep_forever()
+
+    # --- identity and peers -----------------------------------------------------------------
+
+    @property
+    def listen_addrs(self) -> list[str]:
+        return list(full_addrs(self.host))
+
+    def peers(self) -> list[bytes]:
+        """Public keys (node identities) of connected peers."""
+        out = []
+        for pid in self.host.get_connected_peers():
+            try:
+                out.append(public_key_of(pid))
+            except DecodeError:
+                continue  # a non-ed25519 libp2p peer: connected, but not a polnet node
+        return out
+
+    def mesh_size(self, topic: str) -> int:
+        return len(self.router.mesh.get(topic, ()))
+
+    async def connect(self, addr: str) -> None:
+        """Dial one peer now (bootstrap peers are dialed and redialed automatically)."""
+        info = parse_peer_addr(addr)
+        try:
+            with trio.fail_after(self.config.backoff.dial_timeout_s):
+                await self.host.connect(info)
+        except Exception as exc:  # libp2p dial failures have no common base
+            raise PeerUnavailable(f"cannot connect to {addr}: {exc}") from exc
+
+    async def wait_for_mesh(self, topic: str, n: int, timeout_s: float) -> None:
+        """Wait until our mesh for `topic` has at least `n` peers (tests, startup)."""
+        with trio.fail_after(timeout_s):
+            while self.mesh_size(topic) < n:
+                await trio.sleep(0.05)
+
+    # --- gossip ----------------------------------------------------------------------------
+
+    async def publish(self, topic: str, msg: Any) -> bytes:
+        """Seal `msg` with the node key and gossip it; returns the envelope bytes."""
+        raw = seal(msg, self._key, self.config.chain_id)
+        await self._publish(topic, raw)
+        return raw
+
+    async def publish_sealed(self, topic: str, raw: bytes) -> None:
+        """Gossip an envelope someone else signed (a wallet's transaction), after
+        checking it as any peer would: we never relay what we would reject."""
+        open_envelope(raw, self.config.chain_id)
+        await self._publish(topic, raw)
+
+    async def _publish(self, topic: str, raw: bytes) -> None:
+        self._check_running()
+        if topic not in self.config.gossip.topics:
+            raise TransportError(f"unknown topic {topic!r}")
+        await self.pubsub.publish(topic, raw)
+        self.counters.msgs_out += 1
+
+    async def _read_topic(self, topic: str, sub: Any) -> None:
+        me = self.peer_id.to_bytes()
+        async for msg in sub:
+            if msg.from_id == me and not self.config.deliver_own:
+                continue
+            env = self.validator.take_verified(msg.data)
+            if env is None:  # evicted from the cache under load: verify again
+                try:
+                    env = open_envelope(msg.data, self.config.chain_id)
+                except DecodeError:
+                    continue
+            self.counters.msgs_in += 1
+            await self._inbound_send.send(MessageReceived(topic, env.sender, env.body, env.raw))
+
+    # --- direct messages ------------------------------------------------------------------
+
+    async def send_to(self, peer: bytes, msg: Any) -> None:
+        """Send `msg` to one peer (by public key) over a direct stream."""
+        self._check_running()
+        raw = seal(msg, self._key, self.config.chain_id)
+        try:
+            with trio.fail_after(self.config.direct_timeout_s):
+                stream = await self.host.new_stream(peer_id_of(peer), [DIRECT_PROTOCOL])
+                await stream.write(encode_varint_prefixed(raw))
+                await stream.close()
+        except Exception as exc:  # libp2p stream failures have no common base
+            raise PeerUnavailable(f"direct send to {peer.hex()[:16]} failed: {exc}") from exc
+        self.counters.direct_out += 1
+
+    async def _on_direct_stream(self, stream: INetStream) -> None:
+        peer = stream.muxed_conn.peer_id
+        if self.police.is_banned(peer) or self._direct_inflight >= self.config.max_direct_inflight:
+            await _reset(stream)
+            return
+        self._direct_inflight += 1
+        try:
+            with trio.fail_after(self.config.direct_timeout_s):
+                env = await read_direct(stream, self.config.chain_id)
+        except DecodeError as exc:
+            self.counters.direct_rejected += 1
+            self.police.penalise(peer, PENALTY_BAD_DIRECT)
+            log.info("rejected direct message from %s: %s", peer, exc)
+            await _reset(stream)
+            return
+        except trio.TooSlowError:
+            await _reset(stream)
+            return
+        finally:
+            self._direct_inflight -= 1
+        await _close(stream)
+        self.counters.direct_in += 1
+        await self._inbound_send.send(MessageReceived(DIRECT_TOPIC, env.sender, env.body, env.raw))
+
+    # --- blobs -----------------------------------------------------------------------------
+
+    async def _on_blob_stream(self, stream: INetStream) -> None:
+        if self.police.is_banned(stream.muxed_conn.peer_id):
+            await _reset(stream)
+            return
+        await self._blob_server.handle(stream)
+
+    async def fetch_blob(self, digest: bytes, max_size: int, peers: Sequence[bytes] | None = None) -> bytes:
+        """Fetch and verify a blob from the given peers (public keys) or, by default,
+        from every connected peer in turn. Peers that send a wrong, oversized or
+        truncated blob are penalised; raises BlobUnavailable when no peer delivers."""
+        self._check_running()
+        candidates = [peer_id_of(p) for p in peers] if peers is not None else self.host.get_connected_peers()
+        reasons: dict[str, str] = {}
+        for pid in candidates:
+            if self.police.is_banned(pid):
+                continue
+            try:
+                return await self._blob_client.fetch_from(pid, digest, max_size)
+            except BlobError as exc:
+                reasons[pid.to_base58()] = type(exc).__name__
+                if isinstance(exc, _PEER_FAULTS):
+                    self.police.penalise(pid, PENALTY_BAD_BLOB)
+        raise BlobUnavailable(digest, reasons)
+
+    async def execute_fetch(self, cmd: Fetch) -> BlobFetched:
+        """The shell side of the core's `Fetch` command."""
+        try:
+            data: bytes | None = await self.fetch_blob(cmd.digest, cmd.max_size)
+        except BlobError:
+            data = None
+        return BlobFetched(cmd.digest, data)
+
+    # --- misbehaviour --------------------------------------------------------------------------
+
+    def _on_reject(self, peer: ID, reason: str) -> None:
+        log.debug("rejected gossip from %s: %s", peer, reason)
+        self.police.note_invalid(peer)
+
+    def score(self, peer: ID) -> float:
+        return float(self.router.scorer.score(peer, list(self.config.gossip.topics)))
+
+    def banned_peers(self) -> list[ID]:
+        return self.police.banned()
+
+    async def _police_loop(self) -> None:
+        while True:
+            await trio.sleep(self.config.police_interval_s)
+            for peer in self.police.expire():
+                self.pubsub.remove_from_blacklist(peer)
+            suspects = self.police.suspects | set(self.host.get_connected_peers())
+            self.police.suspects = set()
+            for peer in suspects:
+                if self.police.is_banned(peer):
+                    if peer in self.host.get_connected_peers():
+                        await self._disconnect(peer)
+                elif self.police.should_ban(self.score(peer)):
+                    await self._ban(peer)
+
+    async def _ban(self, peer: ID) -> None:
+        log.warning("banning peer %s (score %.1f)", peer, self.score(peer))
+        self.police.ban(peer)
+        self.pubsub.add_to_blacklist(peer)
+        await self._disconnect(peer)
+
+    async def _disconnect(self, peer: ID) -> None:
+        try:
+            await self.host.disconnect(peer)
+        except Exception as exc:  # a half-closed connection may fail to close
+            log.debug("disconnect %s: %s", peer, exc)
+
+    # --- metrics ---------------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, int]:
+        """Counters for the daemon's Prometheus endpoint (monotonic, except `peers`)."""
+        c, v, b = self.counters, self.validator.counters, self.blob_counters
+        return {
+            "peers": len(self.host.get_connected_peers()),
+            "messages_out": c.msgs_out + c.direct_out,
+            "messages_in": c.msgs_in + c.direct_in,
+            "messages_rejected": v.rejected + c.direct_rejected,
+            "gossip_rate_limited": v.rate_limited,
+            "blobs_served": b.served,
+            "blobs_fetched": b.fetched,
+            "blobs_rejected": b.rejected,
+            "blob_bytes_in": b.fetched_bytes,
+            "blob_bytes_out": b.served_bytes,
+            "bans": self.police.bans_total,
+        }
+
+    def _check_running(self) -> None:
+        if not self._running:
+            raise NotRunning("transport is not running")
+
+
+async def _reset(stream: INetStream) -> None:
+    with contextlib.suppress(Exception):  # the peer may already be gone
+        await stream.reset()
+
+
+async def _close(stream: INetStream) -> None:
+    with contextlib.suppress(Exception):  # the peer may already be gone
+        await stream.close()
