@@ -1,0 +1,30 @@
+"""Consensus bounds, named in one place.
+
+Every collection consensus keeps or accepts from a peer has one of these as its cap, so
+a hostile validator can cost memory only up to a known amount.
+"""
+
+from __future__ import annotations
+
+#: Largest committee (Tendermint's default cap is of the same order).
+MAX_VALIDATORS = 256
+#: Transactions per block, and bytes per transaction.
+MAX_BLOCK_TXS = 2048
+MAX_TX_BYTES = 16 * 1024
+#: Total transaction bytes per block, below the 1 MiB envelope cap with room for the header
+#: and the last commit certificate (256 x ~100 bytes).
+MAX_BLOCK_TX_BYTES = 768 * 1024
+#: Evidence records per block.
+MAX_BLOCK_EVIDENCE = 32
+#: Blocks per block-sync response (each up to ~1 MiB is too much for one message, so the
+#: responder also stops early by size).
+MAX_SYNC_BATCH = 16
+#: Bytes of blocks a single sync response may carry.
+MAX_SYNC_RESPONSE_BYTES = 900 * 1024
+#: How many rounds ahead of ours we keep votes for (round-skip needs some, a flood none).
+MAX_FUTURE_ROUNDS = 8
+#: Evidence older than this many heights is no longer accepted (bounds the
+#: committed-evidence memory and matches an unbonding period that is longer).
+MAX_EVIDENCE_AGE = 1000
+#: Pending evidence kept for inclusion.
+MAX_PENDING_EVIDENCE = 256

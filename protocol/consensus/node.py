@@ -1,0 +1,460 @@
+"""The consensus core a shell drives: Tendermint + an Application + mempool + block sync.
+
+`ConsensusNode.handle(now, event) -> list[Command]` is the whole interface. It owns one
+`HeightMachine` at a time, signs its own votes (the same signature the envelope will
+carry, so its own votes can go into certificates), applies decided blocks to the
+application, persists each committed block before acting on it, and keeps recent
+blocks to serve peers that fall behind.
+
+Happy-path latency is three one-way delays: the next proposer proposes as soon as it
+commits (no commit timeout), and messages for the next height that arrive before this
+node commits are buffered, not dropped. Liveness under loss comes from rebroadcasting
+this node's own latest messages when a height does not advance, and from block sync
+whenever a peer is seen at a higher height.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol.app import Application, BlockContext, Validator
+from protocol.commands import (
+    TOPIC_CONSENSUS,
+    TOPIC_TXS,
+    Command,
+    Event,
+    Log,
+    MessageReceived,
+    Persist,
+    Publish,
+    SendTo,
+    SetTimer,
+    Tick,
+    TimerFired,
+)
+from protocol.encoding import pack, unpack
+from protocol.errors import DecodeError, ValidationError
+from protocol.identity import Keypair, verify
+from protocol.records import decode_record, encode_record
+
+from .block import ZERO_HASH, Block, BlockHeader, block_hash, certificate_hash, evidence_root, tx_root
+from .evidence import DuplicateVoteEvidence, EvidencePool, make_evidence, verify_evidence
+from .limits import MAX_BLOCK_EVIDENCE, MAX_BLOCK_TX_BYTES, MAX_BLOCK_TXS, MAX_SYNC_BATCH, MAX_VALIDATORS
+from .mempool import Mempool
+from .messages import BlockRequest, BlockResponse, CommittedBlock, Proposal, Status
+from .sync import BlockStore
+from .tendermint import (
+    Action,
+    BroadcastProposal,
+    BroadcastVote,
+    Decide,
+    HeightMachine,
+    Inputs,
+    ScheduleTimeout,
+    Step,
+    TimeoutConfig,
+)
+from .validation import ChainTip, check_block, check_committed
+from .validators import ValidatorSet
+from .votes import CommitCertificate, SignedVote, Verifier, Vote, make_certificate, sign_vote
+
+PERSIST_BLOCK = "consensus/block"
+PERSIST_VOTES = "consensus/own-votes"
+OWN_VOTES_KEY = b"current"
+#: Messages buffered for the next height (a round's worth from every validator and some).
+MAX_FUTURE_MESSAGES = 4 * MAX_VALIDATORS
+TIMER_REBROADCAST = "consensus/rebroadcast"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsensusConfig:
+    chain_id: str
+    genesis_validators: tuple[Validator, ...]
+    genesis_time: int = 0
+    timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
+    #: The committee changes only after heights that are multiples of this.
+    epoch_length: int = 100
+    max_validators: int = MAX_VALIDATORS
+    max_block_txs: int = MAX_BLOCK_TXS
+    max_block_bytes: int = MAX_BLOCK_TX_BYTES
+    #: Resend own messages when a height has not advanced for this long (loss recovery).
+    rebroadcast_ms: int = 2000
+    #: Wait this long for a block-sync answer before asking again.
+    sync_retry_ms: int = 1000
+    #: Recent committed blocks kept in memory to serve peers that fall behind.
+    block_cache: int = 1024
+
+
+class ConsensusNode:
+    """One validator (or observer, with `key` None) of one chain."""
+
+    def __init__(
+        self,
+        config: ConsensusConfig,
+        app: Application,
+        key: Keypair | None,
+        verifier: Verifier = verify,
+        mempool: Mempool | None = None,
+    ) -> None:
+        self.cfg = config
+        self.app = app
+        self.key = key
+        self.me = None if key is None else key.public
+        self.verifier = verifier
+        self.mempool = mempool if mempool is not None else Mempool()
+        self.evidence = EvidencePool()
+        self.store = BlockStore(config.block_cache)
+        self.height = 1
+        self.vset = ValidatorSet.genesis(config.genesis_validators, config.max_validators)
+        self.prev_vset: ValidatorSet | None = None
+        self.last_block: Block | None = None
+        self.last_commit: CommitCertificate | None = None
+        self.app_hash = app.app_hash()
+        self.now = 0
+        self._own_votes: dict[tuple[int, int, int], SignedVote] = {}
+        self._valid_cache: dict[bytes, bool] = {}
+        self._future: deque[tuple[bytes, Any, bytes]] = deque(maxlen=MAX_FUTURE_MESSAGES)
+        self._sync_deadline = -1
+        self._rebroadcast_height = 0
+        self.machine = self._new_machine()
+        self._started = False
+
+    # --- restart ------------------------------------------------------------------------------
+
+    def restore(self, blocks: Iterable[bytes], own_votes: bytes | None) -> None:
+        """Replay our own persisted blocks (in height order) through the application and
+        reload the votes we signed at the current height, before the first Tick."""
+        for raw in blocks:
+            cb = decode_record(CommittedBlock, raw)
+            # Rule: the stored block extends our state (its header carries our state root).
+            if cb.block.height != self.height or cb.block.header.app_hash != self.app_hash:
+                raise ValidationError(f"stored block {cb.block.height} does not extend the restored state")
+            self._apply_commit(cb.block, cb.commit, persist=False)
+        if own_votes is not None:
+            for item in unpack(own_votes):
+                sv = decode_record(SignedVote, item)
+                if sv.vote.height == self.height:
+                    self._own_votes[_pos(sv.vote)] = sv
+
+    # --- the shell's entry point ----------------------------------------------------------------
+
+    def handle(self, now: int, event: Event) -> list[Command]:
+        self.now = max(self.now, now)
+        if isinstance(event, Tick):
+            return self._on_tick()
+        if isinstance(event, TimerFired):
+            return self._on_timer(event.key)
+        if isinstance(event, MessageReceived):
+            try:
+                return self._on_message(event)
+            except (DecodeError, ValidationError) as exc:
+                return [Log("debug", "consensus.rejected", (("reason", str(exc)),))]
+        return []
+
+    def submit_tx(self, tx: bytes) -> None:
+        """Admit a transaction (raises the application's ValidationError if it is bad)."""
+        self.app.check_tx(tx)
+        self.mempool.add(tx)
+
+    # --- events ---------------------------------------------------------------------------------
+
+    def _on_tick(self) -> list[Command]:
+        if self._started:
+            return []
+        self._started = True
+        head = ZERO_HASH if self.last_block is None else block_hash(self.last_block)
+        cmds: list[Command] = [
+            Publish(TOPIC_CONSENSUS, Status(self.height - 1, head)),
+            self._rebroadcast_timer(),
+        ]
+        return cmds + self._run(self.machine.start(0))
+
+    def _on_timer(self, key: str) -> list[Command]:
+        if key == TIMER_REBROADCAST:
+            return self._rebroadcast()
+        parts = key.split("/")
+        if len(parts) != 4 or parts[0] != "tm":
+            return []
+        step, height, round_ = Step(int(parts[1])), int(parts[2]), int(parts[3])
+        return self._run(self.machine.on_timeout(step, height, round_))
+
+    def _on_message(self, ev: MessageReceived) -> list[Command]:
+        body = ev.body
+        if ev.topic == TOPIC_TXS:
+            return self._on_tx(ev.raw)
+        if isinstance(body, (Proposal, Vote)):
+            return self._on_consensus(ev.sender, body, ev.raw)
+        if isinstance(body, DuplicateVoteEvidence):
+            verify_evidence(self.cfg.chain_id, body, self._known_powers(), self.verifier)
+            self.evidence.add(body, self.height)
+            return []
+        if isinstance(body, BlockRequest):
+            return self._serve(ev.sender, body.from_height, body.count)
+        if isinstance(body, BlockResponse):
+            return self._on_blocks(body.blocks)
+        if isinstance(body, Status):
+            return self._on_status(ev.sender, body.height)
+        return []
+
+    def _on_tx(self, raw: bytes) -> list[Command]:
+        with contextlib.suppress(ValidationError):  # a bad or unwanted tx is simply not relayed
+            self.submit_tx(raw)
+        return []
+
+    def _on_consensus(self, sender: bytes, body: Proposal | Vote, raw: bytes) -> list[Command]:
+        if body.height < self.height:
+            return self._serve(sender, body.height, MAX_SYNC_BATCH) if body.height < self.height - 1 else []
+        if body.height > self.height:
+            return self._on_future(sender, body, raw)
+        if isinstance(body, Proposal):
+            return self._run(self.machine.on_proposal(sender, body.round, body.valid_round, body.block))
+        # Rule: a vote travels in an envelope signed by the voter itself.
+        if sender != body.validator:
+            return []
+        signed = SignedVote(body, _envelope_signature(raw))
+        return self._count_vote(signed)
+
+    def _count_vote(self, signed: SignedVote) -> list[Command]:
+        actions, prior = self.machine.on_vote(signed)
+        if prior is not None:
+            ev = make_evidence(prior, signed)
+            if self.evidence.add(ev, self.height):
+                return [Log("warn", "consensus.equivocation", (("validator", signed.vote.validator.hex()),))]
+        return self._run(actions)
+
+    def _on_future(self, sender: bytes, body: Proposal | Vote, raw: bytes) -> list[Command]:
+        cmds: list[Command] = []
+        if body.height == self.height + 1:
+            self._future.append((sender, body, raw))
+            if isinstance(body, Proposal) and body.block.last_commit is not None:
+                cmds += self._commit_from_certificate(body.block.last_commit)
+        if body.height > self.height and self.now >= self._sync_deadline:
+            self._sync_deadline = self.now + self.cfg.sync_retry_ms
+            cmds.append(SendTo(sender, BlockRequest(self.height, MAX_SYNC_BATCH)))
+        return cmds
+
+    def _on_status(self, sender: bytes, height: int) -> list[Command]:
+        if height + 1 < self.height:
+            return self._serve(sender, height + 1, MAX_SYNC_BATCH)
+        if height >= self.height and self.now >= self._sync_deadline:
+            self._sync_deadline = self.now + self.cfg.sync_retry_ms
+            return [SendTo(sender, BlockRequest(self.height, MAX_SYNC_BATCH))]
+        return []
+
+    # --- block sync -------------------------------------------------------------------------------
+
+    def _serve(self, peer: bytes, from_height: int, count: int) -> list[Command]:
+        blocks = self.store.range(from_height, min(count, MAX_SYNC_BATCH))
+        return [SendTo(peer, BlockResponse(tuple(blocks)))] if blocks else []
+
+    def _on_blocks(self, blocks: tuple[CommittedBlock, ...]) -> list[Command]:
+        cmds: list[Command] = []
+        for cb in blocks:
+            if cb.block.height != self.height:
+                continue
+            check_committed(self._tip(), cb.block, cb.commit, self.verifier)
+            check_block(self._tip(), cb.block, self.evidence, self.verifier)
+            cmds += self._commit(cb.block, cb.commit)
+        return cmds
+
+    def _commit_from_certificate(self, cert: CommitCertificate) -> list[Command]:
+        """A next-height proposal carries the certificate of our height: if we hold the
+        block it names, we can commit without waiting for the precommits ourselves."""
+        block = self.machine.blocks.get(cert.block_hash)
+        if cert.height != self.height or block is None:
+            return []
+        try:
+            check_committed(self._tip(), block, cert, self.verifier)
+        except ValidationError:
+            return []
+        if not self._valid(block):
+            return []
+        return self._commit(block, cert)
+
+    # --- running the machine ----------------------------------------------------------------------
+
+    def _run(self, actions: list[Action]) -> list[Command]:
+        cmds: list[Command] = []
+        queue = deque(actions)
+        while queue:
+            a = queue.popleft()
+            if isinstance(a, BroadcastProposal):
+                cmds.append(Publish(TOPIC_CONSENSUS, Proposal(self.height, a.round, a.valid_round, a.block)))
+            elif isinstance(a, BroadcastVote):
+                signed = self._sign(a.vote)
+                if signed is None:
+                    continue
+                cmds.append(Persist(PERSIST_VOTES, OWN_VOTES_KEY, self._own_votes_blob()))
+                cmds.append(Publish(TOPIC_CONSENSUS, signed.vote))
+                more, _ = self.machine.on_vote(signed)
+                queue.extend(more)
+            elif isinstance(a, ScheduleTimeout):
+                cmds.append(SetTimer(self.now + a.duration, f"tm/{int(a.step)}/{a.height}/{a.round}"))
+            elif isinstance(a, Decide):
+                cert = make_certificate(self.height, a.round, block_hash(a.block), list(a.precommits))
+                cmds += self._commit(a.block, cert)
+                return cmds  # the old machine is gone; _commit ran the new one
+        return cmds
+
+    def _sign(self, vote: Vote) -> SignedVote | None:
+        """Sign once per position: after a restart, re-send what we signed, never a
+        different vote (that would be our own equivocation)."""
+        assert self.key is not None
+        pos = _pos(vote)
+        prior = self._own_votes.get(pos)
+        if prior is not None:
+            return prior if prior.vote == vote else None
+        signed = sign_vote(self.cfg.chain_id, vote, self.key.sign)
+        self._own_votes[pos] = signed
+        return signed
+
+    def _own_votes_blob(self) -> bytes:
+        return pack([encode_record(v) for v in self._own_votes.values()])
+
+    def _rebroadcast(self) -> list[Command]:
+        cmds: list[Command] = [self._rebroadcast_timer()]
+        if self.height != self._rebroadcast_height:
+            self._rebroadcast_height = self.height
+            return cmds
+        m = self.machine
+        prop = m.proposals.get(m.round)
+        if prop is not None and m.me is not None and self.vset.proposer(m.round) == m.me:
+            cmds.append(Publish(TOPIC_CONSENSUS, Proposal(self.height, m.round, prop[2], prop[0])))
+        for (_, r, _), sv in sorted(self._own_votes.items(), key=lambda kv: kv[0]):
+            if r >= m.round - 1:
+                cmds.append(Publish(TOPIC_CONSENSUS, sv.vote))
+        head = ZERO_HASH if self.last_block is None else block_hash(self.last_block)
+        cmds.append(Publish(TOPIC_CONSENSUS, Status(self.height - 1, head)))
+        return cmds
+
+    def _rebroadcast_timer(self) -> SetTimer:
+        return SetTimer(self.now + self.cfg.rebroadcast_ms, TIMER_REBROADCAST)
+
+    # --- committing -------------------------------------------------------------------------------
+
+    def _commit(self, block: Block, cert: CommitCertificate) -> list[Command]:
+        cb = CommittedBlock(block, cert)
+        cmds: list[Command] = [Persist(PERSIST_BLOCK, block.height.to_bytes(8, "big"), encode_record(cb))]
+        self._apply_commit(block, cert, persist=True)
+        cmds.append(Persist(PERSIST_VOTES, OWN_VOTES_KEY, self._own_votes_blob()))
+        cmds += self._run(self.machine.start(0))
+        cmds += self._replay_future()
+        return cmds
+
+    def _apply_commit(self, block: Block, cert: CommitCertificate, persist: bool) -> None:
+        h = block.header
+        ctx = BlockContext(
+            height=h.height,
+            time=h.time,
+            proposer=h.proposer,
+            txs=block.txs,
+            evidence=tuple(encode_record(ev) for ev in block.evidence),
+            last_commit_hash=h.last_commit_hash,
+        )
+        outcome = self.app.finalize_block(ctx)
+        self.store.add(CommittedBlock(block, cert))
+        self.mempool.remove(block.txs)
+        self.evidence.mark_committed(block.evidence, h.height + 1)
+        self.prev_vset = self.vset
+        nxt = self.vset.next_height()
+        if h.height % self.cfg.epoch_length == 0:
+            nxt = nxt.with_members(outcome.validators, self.cfg.max_validators)
+        self.vset = nxt
+        self.last_block, self.last_commit, self.app_hash = block, cert, outcome.app_hash
+        self.height = h.height + 1
+        self._own_votes = {}
+        self._valid_cache = {}
+        self.machine = self._new_machine()
+
+    def _replay_future(self) -> list[Command]:
+        pending, self._future = list(self._future), deque(maxlen=MAX_FUTURE_MESSAGES)
+        cmds: list[Command] = []
+        for sender, body, raw in pending:
+            if body.height == self.height:
+                cmds += self._on_consensus(sender, body, raw)
+            elif body.height > self.height:
+                self._future.append((sender, body, raw))
+        return cmds
+
+    # --- the machine's inputs ------------------------------------------------------------------
+
+    def _new_machine(self) -> HeightMachine:
+        vset = self.vset
+        proposers: dict[int, bytes] = {}
+
+        def proposer(round_: int) -> bytes:
+            if round_ not in proposers:
+                proposers[round_] = vset.proposer(round_)
+            return proposers[round_]
+
+        inputs = Inputs(vset.powers(), proposer, self._get_value, self._valid)
+        return HeightMachine(self.height, self.me, inputs, self.cfg.timeouts)
+
+    def _tip(self) -> ChainTip:
+        return ChainTip(
+            self.cfg.chain_id,
+            self.height,
+            self.last_block,
+            self.prev_vset,
+            self.vset,
+            self.app_hash,
+            self.cfg.genesis_time,
+        )
+
+    def _valid(self, block: Block) -> bool:
+        h = block_hash(block)
+        cached = self._valid_cache.get(h)
+        if cached is None:
+            try:
+                check_block(self._tip(), block, self.evidence, self.verifier)
+                cached = True
+            except ValidationError:
+                cached = False
+            self._valid_cache[h] = cached
+        return cached
+
+    def _get_value(self) -> Block:
+        assert self.me is not None
+        txs = tuple(
+            self.app.select_txs(self.mempool.candidates(self.cfg.max_block_txs), self.cfg.max_block_bytes)
+        )
+        evidence = tuple(
+            ev
+            for ev in self.evidence.pending(MAX_BLOCK_EVIDENCE)
+            if ev.height < self.height and not self.evidence.is_stale(ev, self.height)
+        )
+        prev_time = self.cfg.genesis_time if self.last_block is None else self.last_block.header.time
+        header = BlockHeader(
+            height=self.height,
+            time=max(self.now, prev_time),
+            proposer=self.me,
+            prev_hash=ZERO_HASH if self.last_block is None else block_hash(self.last_block),
+            tx_root=tx_root(txs),
+            evidence_root=evidence_root(evidence),
+            app_hash=self.app_hash,
+            last_commit_hash=certificate_hash(self.last_commit),
+        )
+        return Block(header, txs, evidence, self.last_commit)
+
+    def _known_powers(self) -> dict[bytes, int]:
+        powers = dict(self.vset.powers())
+        if self.prev_vset is not None:
+            powers.update(self.prev_vset.powers())
+        return powers
+
+
+def _pos(vote: Vote) -> tuple[int, int, int]:
+    return (vote.height, vote.round, int(vote.vote_type))
+
+
+def _envelope_signature(raw: bytes) -> bytes:
+    """The signature of a verified envelope is the vote's own (see votes.vote_root)."""
+    outer = unpack(raw)
+    if type(outer) is not list or len(outer) != 6 or type(outer[5]) is not bytes:
+        raise DecodeError("not an envelope")
+    sig: bytes = outer[5]
+    return sig

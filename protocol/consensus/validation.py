@@ -1,0 +1,123 @@
+"""Block validity: the paper's valid(v), written as one commented check per rule.
+
+A block is checked against the chain it would extend (the previous block, its
+certificate's validator set, the current app hash) before anyone prevotes for it and
+before block sync applies it, so a block that one honest node accepts every honest node
+accepts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocol.errors import ValidationError
+
+from .block import ZERO_HASH, Block, block_hash, certificate_hash, evidence_root, tx_root
+from .evidence import EvidencePool, evidence_id, verify_evidence
+from .limits import MAX_BLOCK_TX_BYTES
+from .validators import ValidatorSet
+from .votes import CommitCertificate, Verifier, verify_certificate
+
+
+class InvalidBlock(ValidationError):
+    """A block that breaks a consensus rule; honest validators prevote nil on it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChainTip:
+    """What a block at `height` must extend."""
+
+    chain_id: str
+    height: int
+    prev_block: Block | None
+    prev_vset: ValidatorSet | None  # the set that committed prev_block
+    vset: ValidatorSet  # the set of `height`
+    app_hash: bytes
+    genesis_time: int
+
+
+def check_block(tip: ChainTip, block: Block, evidence: EvidencePool, verifier: Verifier) -> None:
+    """Raise InvalidBlock unless `block` may be committed at `tip.height`."""
+    h = block.header
+    # Rule: the block is for the height being decided.
+    if h.height != tip.height:
+        raise InvalidBlock(f"block height {h.height}, expected {tip.height}")
+    # Rule: it extends our last committed block.
+    prev_hash = ZERO_HASH if tip.prev_block is None else block_hash(tip.prev_block)
+    if h.prev_hash != prev_hash:
+        raise InvalidBlock("block does not extend the last committed block")
+    # Rule: the proposer is a validator of this height.
+    if h.proposer not in tip.vset.powers():
+        raise InvalidBlock("proposer is not a validator")
+    # Rule: time never goes backwards.
+    prev_time = tip.genesis_time if tip.prev_block is None else tip.prev_block.header.time
+    if h.time < prev_time:
+        raise InvalidBlock("block time before the previous block's")
+    # Rule: the header carries the state root after the previous block.
+    if h.app_hash != tip.app_hash:
+        raise InvalidBlock("app hash does not match the state after the previous block")
+    # Rule: the body matches the header's roots.
+    if h.tx_root != tx_root(block.txs) or h.evidence_root != evidence_root(block.evidence):
+        raise InvalidBlock("tx or evidence root does not match the body")
+    # Rule: transactions fit the block size budget.
+    if sum(len(tx) for tx in block.txs) > MAX_BLOCK_TX_BYTES:
+        raise InvalidBlock("block transactions exceed the size budget")
+    _check_last_commit(tip, block, verifier)
+    _check_evidence(tip, block, evidence, verifier)
+
+
+def _check_last_commit(tip: ChainTip, block: Block, verifier: Verifier) -> None:
+    cert = block.last_commit
+    # Rule: the first block has no last commit; every later one carries one.
+    if tip.prev_block is None or tip.prev_vset is None:
+        if cert is not None or block.header.last_commit_hash != ZERO_HASH:
+            raise InvalidBlock("first block must not carry a last commit")
+        return
+    if cert is None:
+        raise InvalidBlock("missing last commit")
+    # Rule: the header commits to exactly this certificate (the beacon input).
+    if block.header.last_commit_hash != certificate_hash(cert):
+        raise InvalidBlock("last commit hash does not match the certificate")
+    # Rule: the certificate is for the previous block.
+    if cert.height != tip.height - 1 or cert.block_hash != block_hash(tip.prev_block):
+        raise InvalidBlock("last commit certifies another block")
+    # Rule: it carries >2/3 of the previous set's power in valid precommits.
+    try:
+        verify_certificate(tip.chain_id, cert, tip.prev_vset.powers(), verifier)
+    except ValidationError as exc:
+        raise InvalidBlock(f"bad last commit: {exc}") from exc
+
+
+def _check_evidence(tip: ChainTip, block: Block, pool: EvidencePool, verifier: Verifier) -> None:
+    powers = dict(tip.vset.powers())
+    if tip.prev_vset is not None:
+        powers.update(tip.prev_vset.powers())
+    ids: set[bytes] = set()
+    for ev in block.evidence:
+        # Rule: one piece of evidence per equivocation within a block.
+        eid = evidence_id(ev)
+        if eid in ids:
+            raise InvalidBlock("duplicate evidence in block")
+        ids.add(eid)
+        # Rule: never committed before, and not older than the evidence horizon.
+        if pool.is_committed(ev) or pool.is_stale(ev, tip.height):
+            raise InvalidBlock("evidence already committed or too old")
+        # Rule: no evidence from the future.
+        if ev.height >= tip.height:
+            raise InvalidBlock("evidence from a height not yet decided")
+        # Rule: it proves an equivocation by a known validator.
+        try:
+            verify_evidence(tip.chain_id, ev, powers, verifier)
+        except ValidationError as exc:
+            raise InvalidBlock(f"bad evidence: {exc}") from exc
+
+
+def check_committed(tip: ChainTip, block: Block, cert: CommitCertificate, verifier: Verifier) -> None:
+    """Block sync: the certificate proves >2/3 of this height's set committed `block`."""
+    # Rule: the certificate names this block at this height.
+    if cert.height != tip.height or cert.block_hash != block_hash(block):
+        raise InvalidBlock("certificate is for another block")
+    try:
+        verify_certificate(tip.chain_id, cert, tip.vset.powers(), verifier)
+    except ValidationError as exc:
+        raise InvalidBlock(f"bad commit certificate: {exc}") from exc
