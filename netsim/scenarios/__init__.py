@@ -1,0 +1,1 @@
+"""Scenarios built on netsim (consensus, ledger, market); filled by their subsystems."""
