@@ -1,0 +1,154 @@
+"""One training step as an explicit sequence of operations, and the hashes over it.
+
+The pinpoint game needs both parties and the referee to agree on *which* operations a
+step consists of and which tensors each reads, without running anything. So the
+dataflow is derived here from the spec alone:
+
+    BATCH, FORWARD per layer, LOSS (value and gradient), BACKWARD per layer (last first),
+    UPDATE per parameter tensor, STATE (the two hashes that make the checkpoint leaf)
+
+Tensors are named by (producing op, output slot); op -1 is the state at the start of
+the step (parameters, then optimizer state tensors). A party commits to a step's trace
+with a hash chain C_j = H(C_{j-1} || digest of op j's outputs), starting from the
+agreed start state: agreeing on C_j means agreeing on every output up to op j, which is
+what makes bisection over ops sound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from protocol.encoding import canonical_hash, pack, sha256
+from protocol.pol.spec import LayerKind, OptimizerKind, TaskSpec, layer_params
+
+START = -1  # the pseudo-op whose outputs are the state at the start of the step
+CHAIN_DOMAIN = b"polnet/pol/op-chain/v1\x00"
+TENSOR_DOMAIN = b"polnet/pol/tensor/v1\x00"
+#: Most outputs any op has (BACKWARD of a residual block: input grad + 4 param grads).
+MAX_OP_OUTPUTS = 8
+
+
+class OpKind(IntEnum):
+    BATCH = 1
+    FORWARD = 2
+    LOSS = 3
+    BACKWARD = 4
+    UPDATE = 5
+    STATE = 6
+
+
+@dataclass(frozen=True, slots=True)
+class TensorRef:
+    op: int
+    slot: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpDesc:
+    kind: OpKind
+    index: int  # layer for FORWARD/BACKWARD, parameter tensor for UPDATE, else 0
+    inputs: tuple[TensorRef, ...]
+    n_outputs: int
+
+
+def state_slots_per_param(spec: TaskSpec) -> int:
+    opt = spec.optimizer
+    if opt.kind is OptimizerKind.SGD:
+        return 1 if opt.momentum > 0.0 else 0
+    return 2  # Adam's first and second moments
+
+
+def _param_owner(spec: TaskSpec) -> list[tuple[int, int]]:
+    """(layer, local index) of every parameter tensor, in global order."""
+    return [(li, j) for li, layer in enumerate(spec.layers) for j in range(len(layer_params(layer)))]
+
+
+def step_ops(spec: TaskSpec) -> list[OpDesc]:
+    """The op sequence of one training step (length 3 + 2*layers + params)."""
+    n_layers = len(spec.layers)
+    owners = _param_owner(spec)
+    n_params, n_state = len(owners), state_slots_per_param(spec)
+    first_param = [sum(len(layer_params(x)) for x in spec.layers[:i]) for i in range(n_layers)]
+    loss_op = 1 + n_layers
+
+    def act(layer: int) -> TensorRef:  # input activation of `layer`
+        return TensorRef(0, 0) if layer == 0 else TensorRef(layer, 0)
+
+    def backward_op(layer: int) -> int:
+        return loss_op + n_layers - layer
+
+    def params_of(layer: int) -> tuple[TensorRef, ...]:
+        return tuple(
+            TensorRef(START, first_param[layer] + j) for j in range(len(layer_params(spec.layers[layer])))
+        )
+
+    ops = [OpDesc(OpKind.BATCH, 0, (), 2)]
+    ops += [OpDesc(OpKind.FORWARD, li, (act(li), *params_of(li)), 1) for li in range(n_layers)]
+    ops.append(OpDesc(OpKind.LOSS, 0, (TensorRef(n_layers, 0), TensorRef(0, 1)), 2))
+    for li in reversed(range(n_layers)):
+        grad_out = TensorRef(loss_op, 1) if li == n_layers - 1 else TensorRef(backward_op(li + 1), 0)
+        n_out = 1 + len(layer_params(spec.layers[li]))
+        ops.append(OpDesc(OpKind.BACKWARD, li, (act(li), *params_of(li), grad_out), n_out))
+    for p, (li, j) in enumerate(owners):
+        state = tuple(TensorRef(START, n_params + p * n_state + s) for s in range(n_state))
+        ops.append(
+            OpDesc(
+                OpKind.UPDATE,
+                p,
+                (TensorRef(START, p), TensorRef(backward_op(li), 1 + j), *state),
+                1 + n_state,
+            )
+        )
+    first_update = len(ops) - n_params
+    updated = [TensorRef(first_update + p, 0) for p in range(n_params)]
+    states = [TensorRef(first_update + p, 1 + s) for p in range(n_params) for s in range(n_state)]
+    ops.append(OpDesc(OpKind.STATE, 0, (*updated, *states), 2))
+    return ops
+
+
+def ops_per_step(spec: TaskSpec) -> int:
+    return 3 + 2 * len(spec.layers) + len(_param_owner(spec))
+
+
+def has_dropout(spec: TaskSpec) -> bool:
+    return any(layer.kind is LayerKind.DROPOUT for layer in spec.layers)
+
+
+# --- hashing ------------------------------------------------------------------------------------
+
+
+def tensor_digest(dtype: str, shape: tuple[int, ...], data: bytes) -> bytes:
+    """Content id of a tensor: dtype, shape and little-endian C-order bytes."""
+    return sha256(TENSOR_DOMAIN + pack([dtype, list(shape)]) + data)
+
+
+def group_hash(digests: list[bytes] | tuple[bytes, ...]) -> bytes:
+    """Hash of an ordered list of tensor digests (all weights; all optimizer state)."""
+    return canonical_hash(list(digests))
+
+
+def state_hash(weights_hash: bytes, optimizer_hash: bytes) -> bytes:
+    """The training state at a step boundary; equals the STATE op's output digest."""
+    return group_hash([weights_hash, optimizer_hash])
+
+
+def op_digest(outputs: list[bytes] | tuple[bytes, ...]) -> bytes:
+    return group_hash(outputs)
+
+
+def chain_start(start_state: bytes) -> bytes:
+    return sha256(CHAIN_DOMAIN + start_state)
+
+
+def chain_next(prev: bytes, outputs_digest: bytes) -> bytes:
+    return sha256(prev + outputs_digest)
+
+
+def chain_values(start_state: bytes, op_outputs: list[tuple[bytes, ...]]) -> list[bytes]:
+    """C_0..C_{n-1} for a trace prefix."""
+    values, c = [], chain_start(start_state)
+    for outs in op_outputs:
+        c = chain_next(c, op_digest(outs))
+        values.append(c)
+    return values
