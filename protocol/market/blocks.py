@@ -1,0 +1,241 @@
+"""Block-boundary transitions: elections, deadlines, replacements, settlement.
+
+`begin_block` gives the market the block's height, beacon and validator set; `end_block`
+walks every open task in id order and moves it on if its stage allows or its deadline
+passed. Every non-terminal stage has a deadline, and every deadline either advances the
+task or spends one of its bounded replacements, so every task ends (settled or refunded)
+within `lifetime_bound` blocks: nothing waits forever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from protocol.market import elections, funds
+from protocol.market.elections import Role
+from protocol.market.game import finish_game, max_rounds, start_next_game
+from protocol.market.params import BPS, GFLOP, MarketParams
+from protocol.market.settle import refund, settle
+from protocol.market.state import MarketState, Status, Task, Turn, VerifierSlot
+
+
+def begin_block(state: MarketState, height: int, beacon: bytes, validators: dict[bytes, int]) -> None:
+    state.height = height
+    state.beacon = beacon
+    state.validators = dict(validators)
+
+
+def end_block(state: MarketState) -> None:
+    for task_id in sorted(t.task_id for t in state.open_tasks()):
+        task = state.tasks[task_id]
+        _STEPS[task.status](state, task)
+
+
+def train_blocks(params: MarketParams, gflops: int, flops: int) -> int:
+    """Training deadline: the solver's own measured speed, times a slack, plus a base."""
+    ms = -(-gflops * GFLOP * 1_000 // max(1, flops))
+    return params.train_base_blocks + -(-ms * params.train_slack_pct // (100 * params.block_time_ms))
+
+
+def lifetime_bound(params: MarketParams, task: Task, slowest_flops: int) -> int:
+    """Most blocks from submit to a terminal state (each term: one stage's worst case)."""
+    tries = params.max_replacements + 1
+    train = train_blocks(params, task.gflops, slowest_flops) + params.profile_blocks
+    verify = params.placement_blocks + params.commit_blocks + params.reveal_blocks + 2
+    games = params.verifier_count + params.max_challenges_per_task
+    dispute = games * (2 * max_rounds(task) * params.move_blocks + params.arbitration_blocks + 1)
+    tail = params.challenge_window_blocks + params.forced_reveal_blocks + dispute
+    return tries * (params.placement_blocks + train + verify + 2) + tail + 2
+
+
+# --- stage steps ---------------------------------------------------------------------------------
+
+
+def _open(state: MarketState, task: Task) -> None:
+    # Rule: elect from a beacon fixed after the submit (a strictly later block).
+    if state.height <= task.stage_since:
+        return
+    if _place(state, task):
+        return
+    # Rule: a task nobody eligible can take is refunded at its placement deadline.
+    if state.height >= task.deadline:
+        refund(state, task, "unplaceable")
+
+
+def _place(state: MarketState, task: Task) -> bool:
+    """Elect the missing solver and profiler together, or neither."""
+    p = state.params
+    solver = task.solver
+    if solver is None:
+        picked = elections.weighted_sample(
+            elections.eligible_solvers(state.workers.values(), task, p),
+            elections.election_seed(state.beacon, task.task_id, Role.SOLVER), 1)
+        if not picked:
+            return False
+        solver = picked[0]
+    profiler = task.profiler
+    if task.reproducible:
+        task.threshold_ppm = 0
+    elif task.threshold_ppm is None and profiler is None:
+        candidates = [c for c in _verifier_candidates(state, task) if c[0] != solver]
+        picked = elections.weighted_sample(
+            candidates, elections.election_seed(state.beacon, task.task_id, Role.PROFILER), 1)
+        if not picked:
+            return False
+        profiler = picked[0]
+        state.workers[profiler].jobs += 1
+    if task.solver is None:
+        state.workers[solver].jobs += 1
+        task.solver_price = state.workers[solver].price_per_gflop
+    task.solver, task.profiler = solver, profiler
+    _tax_once(state, task)
+    blocks = train_blocks(p, task.gflops, state.workers[solver].flops)
+    if task.proof_root is not None:
+        blocks = p.profile_blocks
+    _enter(state, task, Status.TRAINING, blocks)
+    return True
+
+
+def _verifier_candidates(state: MarketState, task: Task) -> list[tuple[bytes, int]]:
+    # Rule: the secret was committed before this block's beacon was known.
+    return [(k, w) for k, w in elections.eligible_verifiers(state.workers.values(), task, state.params)
+            if state.workers[k].secret_height < state.height]
+
+
+def _tax_once(state: MarketState, task: Task) -> None:
+    """The jackpot tax is taken when a task is first placed (an unplaced task is refunded whole)."""
+    if not task.taxed:
+        tax = task.gflops * task.max_price_per_gflop * state.params.jackpot_tax_bps // BPS
+        funds.escrow_to_jackpot(state, task, tax)
+        task.taxed = True
+
+
+def _enter(state: MarketState, task: Task, status: Status, blocks: int) -> None:
+    task.status = status
+    task.stage_since = state.height
+    task.deadline = state.height + blocks
+
+
+def _penalise_silence(state: MarketState, task: Task, who: bytes) -> None:
+    """A silent party loses a share of stake (to the jackpot), its duty, and its eligibility."""
+    worker = state.workers.get(who)
+    if worker is not None:
+        state.jackpot += funds.slash(worker, state.params.silence_slash_bps)
+    funds.release(state, who)
+    task.excluded.append(who)
+
+
+def _replacements_left(state: MarketState, task: Task) -> bool:
+    task.replacements += 1
+    if task.replacements > state.params.max_replacements:
+        refund(state, task, "too many silent parties")
+        return False
+    return True
+
+
+def _training(state: MarketState, task: Task) -> None:
+    if state.height < task.deadline:
+        return
+    if task.proof_root is None and task.solver is not None:
+        _penalise_silence(state, task, task.solver)
+        task.solver = None
+    if task.threshold_ppm is None and task.profiler is not None:
+        _penalise_silence(state, task, task.profiler)
+        task.profiler = None
+    if _replacements_left(state, task):
+        _enter(state, task, Status.OPEN, state.params.placement_blocks)
+
+
+def _proved(state: MarketState, task: Task) -> None:
+    # Rule: verifiers (and their segments) come from a beacon fixed after the proof.
+    if state.height <= task.stage_since:
+        return
+    if task.verify_beacon == b"":
+        task.verify_beacon = state.beacon
+    if _elect_verifiers(state, task, state.params.verifier_count):
+        _enter(state, task, Status.COMMIT, state.params.commit_blocks)
+    elif state.height >= task.deadline:
+        refund(state, task, "no eligible verifiers")
+
+
+def _elect_verifiers(state: MarketState, task: Task, count: int) -> bool:
+    seed = elections.election_seed(state.beacon, task.task_id, Role.VERIFIER + bytes([task.replacements]))
+    picked = elections.weighted_sample(_verifier_candidates(state, task), seed, count)
+    for key in picked:
+        state.workers[key].jobs += 1
+        segment = elections.sample_segment(task.verify_beacon, task.task_id, key, task.n_segments)
+        task.verifiers.append(VerifierSlot(key, segment=segment, beacon=state.beacon))
+    return bool(picked)
+
+
+def _drop_silent(state: MarketState, task: Task, silent: list[VerifierSlot]) -> None:
+    for slot in silent:
+        _penalise_silence(state, task, slot.pubkey)
+        task.verifiers.remove(slot)
+
+
+def _commit(state: MarketState, task: Task) -> None:
+    if state.height < task.deadline:
+        return
+    silent = [v for v in task.verifiers if v.commitment is None]
+    _drop_silent(state, task, silent)
+    spare = task.replacements < state.params.max_replacements
+    if silent and spare and _elect_verifiers(state, task, len(silent)):
+        task.replacements += 1
+        _enter(state, task, Status.COMMIT, state.params.commit_blocks)
+    elif task.verifiers:
+        _enter(state, task, Status.REVEAL, state.params.reveal_blocks)
+    else:
+        refund(state, task, "no verifier committed")
+
+
+def _reveal(state: MarketState, task: Task) -> None:
+    if state.height < task.deadline:
+        return
+    _drop_silent(state, task, [v for v in task.verifiers if v.verdict is None])
+    if task.verifiers:
+        _enter(state, task, Status.CHALLENGE, state.params.challenge_window_blocks)
+    elif _replacements_left(state, task):
+        _enter(state, task, Status.PROVED, state.params.placement_blocks)
+
+
+def _challenge(state: MarketState, task: Task) -> None:
+    if state.height >= task.deadline:
+        _enter(state, task, Status.FORCED_REVEAL, state.params.forced_reveal_blocks)
+
+
+def _forced_reveal(state: MarketState, task: Task) -> None:
+    if state.height < task.deadline:
+        return
+    rejecting = [v for v in task.verifiers if v.verdict and not v.verdict.accept]
+    accusers = [v.pubkey for v in rejecting if not v.forced_revealed]
+    accusers += [c.challenger for c in task.challenges if not c.claims_valid]
+    task.accusers = list(dict.fromkeys(accusers))
+    if not start_next_game(state, task):
+        task.proof_valid = True
+        settle(state, task)
+
+
+def _dispute(state: MarketState, task: Task) -> None:
+    # Rule: the party that misses its move's deadline loses the game.
+    if state.height >= task.deadline and task.game is not None:
+        finish_game(state, task, defender_won=task.game.turn == Turn.ACCUSER)
+
+
+def _arbitration(state: MarketState, task: Task) -> None:
+    # Rule: validators that cannot reach 2/3 in time void the task (nobody is judged).
+    if state.height >= task.deadline:
+        refund(state, task, "arbitration undecided")
+
+
+_STEPS: dict[Status, Callable[[MarketState, Task], None]] = {
+    Status.OPEN: _open,
+    Status.TRAINING: _training,
+    Status.PROVED: _proved,
+    Status.COMMIT: _commit,
+    Status.REVEAL: _reveal,
+    Status.CHALLENGE: _challenge,
+    Status.FORCED_REVEAL: _forced_reveal,
+    Status.DISPUTE: _dispute,
+    Status.ARBITRATION: _arbitration,
+}

@@ -1,0 +1,125 @@
+"""Deterministic, stake-weighted elections from the randomness beacon, and forced errors.
+
+Every node computes the same election from the same committed beacon, so elections need
+no messages. The beacon of a block is fixed only once the previous block is committed,
+which is after the transaction that triggers an election (a submit, a proof commitment)
+was signed: nobody can grind their way into a role.
+
+Draws are SHA-256 in counter mode reduced modulo the total weight; with 256-bit draws
+and weights below 2**64 the modulo bias is under 2**-190, far below anything a stake
+holder could exploit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from protocol.encoding import sha256
+from protocol.market.params import BPS, PPM, MarketParams
+from protocol.market.state import Task, Worker
+from protocol.market.txs import Verdict
+from protocol.records import encode_record
+
+ELECTION_DOMAIN = b"polnet/market/elect/v1\x00"
+FORCED_COMMIT_DOMAIN = b"polnet/market/forced-commit/v1\x00"
+FORCED_DRAW_DOMAIN = b"polnet/market/forced-draw/v1\x00"
+VERDICT_DOMAIN = b"polnet/market/verdict/v1\x00"
+SEGMENT_DOMAIN = b"polnet/market/segment/v1\x00"
+
+
+class Role:
+    SOLVER = b"solver"
+    PROFILER = b"profiler"
+    VERIFIER = b"verifier"
+
+
+def draw(seed: bytes, counter: int, bound: int) -> int:
+    """Uniform integer in [0, bound) from the seed's counter-th hash block."""
+    if bound <= 0:
+        raise ValueError("bound must be positive")
+    digest = sha256(seed + counter.to_bytes(8, "big"))
+    return int.from_bytes(digest, "big") % bound
+
+
+def election_seed(beacon: bytes, task_id: bytes, role: bytes) -> bytes:
+    return sha256(ELECTION_DOMAIN + beacon + task_id + role)
+
+
+def weighted_sample(candidates: Sequence[tuple[bytes, int]], seed: bytes, k: int) -> list[bytes]:
+    """Pick up to k distinct keys, each draw proportional to weight among those left.
+
+    Candidates are sorted by key first so the result never depends on dict order.
+    """
+    pool = sorted((key, w) for key, w in candidates if w > 0)
+    chosen: list[bytes] = []
+    for counter in range(min(k, len(pool))):
+        total = sum(w for _, w in pool)
+        point = draw(seed, counter, total)
+        for i, (key, w) in enumerate(pool):
+            if point < w:
+                chosen.append(key)
+                del pool[i]
+                break
+            point -= w
+    return chosen
+
+
+def fits(worker: Worker, task: Task, params: MarketParams) -> bool:
+    """Whether a worker's capacity class, price and stake fit a task (any role)."""
+    budget = task.gflops * task.max_price_per_gflop
+    return (
+        worker.device == task.device
+        and worker.memory_mb >= task.min_memory_mb
+        and worker.flops > 0
+        and worker.stake >= params.min_worker_stake
+        and budget * BPS <= worker.stake * params.max_budget_per_stake_bps
+        and worker.jobs < params.max_jobs_per_worker
+        and worker.pubkey != task.submitter
+        and worker.pubkey not in task.excluded
+    )
+
+
+def eligible_solvers(workers: Iterable[Worker], task: Task, params: MarketParams) -> list[tuple[bytes, int]]:
+    return [
+        (w.pubkey, w.stake)
+        for w in workers
+        if fits(w, task, params) and w.price_per_gflop <= task.max_price_per_gflop
+    ]
+
+
+def eligible_verifiers(
+    workers: Iterable[Worker], task: Task, params: MarketParams
+) -> list[tuple[bytes, int]]:
+    """Verifiers re-execute on the task's device class, are never the solver, and must
+    hold an unrevealed forced-error secret (otherwise their forced errors are public)."""
+    taken = {task.solver, task.profiler, *(v.pubkey for v in task.verifiers)}
+    return [
+        (w.pubkey, w.stake)
+        for w in workers
+        if fits(w, task, params) and w.secret_commit is not None and w.pubkey not in taken
+    ]
+
+
+def forced_error_commitment(secret: bytes) -> bytes:
+    """What a verifier publishes at registration (the secret stays private)."""
+    return sha256(FORCED_COMMIT_DOMAIN + secret)
+
+
+def is_forced(secret: bytes, beacon: bytes, task_id: bytes, forced_error_ppm: int) -> bool:
+    """Whether this verifier must post a wrong verdict on this task.
+
+    The beacon is fixed after the secret was committed, so the verifier cannot choose
+    when it is forced; the secret is private, so nobody else knows until it is revealed.
+    """
+    digest = sha256(FORCED_DRAW_DOMAIN + secret + beacon + task_id)
+    return int.from_bytes(digest[:8], "big") % PPM < forced_error_ppm
+
+
+def verdict_commitment(task_id: bytes, verifier: bytes, verdict: Verdict, salt: bytes) -> bytes:
+    """Binding, hiding commitment to a verdict; the verifier key stops copying others'."""
+    return sha256(VERDICT_DOMAIN + task_id + verifier + encode_record(verdict) + salt)
+
+
+def sample_segment(beacon: bytes, task_id: bytes, verifier: bytes, n_segments: int) -> int:
+    """The segment a verifier must re-execute, fixed by a beacon drawn after the proof."""
+    return draw(sha256(SEGMENT_DOMAIN + beacon + task_id + verifier), 0, n_segments)

@@ -1,0 +1,137 @@
+"""Stage 7 on the ledger: the bisection game's moves, deadlines and the arbitration tally.
+
+The disputed segment is flattened into positions (step x operation): both sides agree on
+the committed checkpoint at position 0 and disagree at the segment's end. Each round the
+defender (the solver) posts its state hash at the midpoint and the accuser says whether
+its own state there matches; the interval halves, so after ceil(log2(k * ops)) rounds
+(= ceil(log2 k) + ceil(log2 ops) at most) one operation is left, which validators
+re-execute from the hash-checked input and vote on. A party that misses a move's
+deadline loses the game (see `protocol.market.blocks`).
+
+The tensor work behind every move is protocol/pol's pinpoint game run as compute by the
+role machines; the ledger only sequences moves, enforces turns and deadlines, and counts
+stake. Accusers are played one at a time so a solver cannot escape by staging a weak
+accuser: it must beat every one of them.
+"""
+
+from __future__ import annotations
+
+from protocol.market.errors import NotAuthorized, OutOfBounds, WrongStage
+from protocol.market.settle import settle
+from protocol.market.state import Game, MarketState, Status, Task, Turn
+
+
+def positions(task: Task) -> int:
+    return task.checkpoint_interval * task.ops_per_step
+
+
+def max_rounds(task: Task) -> int:
+    return (positions(task) - 1).bit_length()
+
+
+def start_next_game(state: MarketState, task: Task) -> bool:
+    """Open a game against the next accuser in the queue; False when none is left."""
+    if not task.accusers:
+        return False
+    accuser = task.accusers.pop(0)
+    task.game = Game(accuser, _segment_of(task, accuser), 0, positions(task), b"", b"")
+    if task.game.hi - task.game.lo <= 1:
+        _to_arbitration(state, task)
+    else:
+        _set_stage(state, task, Status.DISPUTE, state.params.move_blocks)
+    return True
+
+
+def _segment_of(task: Task, accuser: bytes) -> int:
+    for slot in task.verifiers:
+        if slot.pubkey == accuser and slot.verdict is not None:
+            return slot.verdict.segment
+    for challenge in task.challenges:
+        if challenge.challenger == accuser:
+            return challenge.segment
+    return 0
+
+
+def _set_stage(state: MarketState, task: Task, status: Status, blocks: int) -> None:
+    task.status = status
+    task.stage_since = state.height
+    task.deadline = state.height + blocks
+
+
+def _check_move(task: Task, rnd: int, turn: Turn, sender: bytes) -> Game:
+    game = task.game
+    if game is None:
+        raise WrongStage("no game in progress")
+    party = task.solver if turn == Turn.DEFENDER else game.accuser
+    # Rule: only the party whose turn it is moves.
+    if game.turn != turn or sender != party:
+        raise NotAuthorized("not this party's move")
+    # Rule: the move is for the current round (no replays of old rounds).
+    if rnd != game.round:
+        raise OutOfBounds(f"move for round {rnd}, game is at round {game.round}")
+    return game
+
+
+def apply_claim(state: MarketState, task: Task, sender: bytes, rnd: int, digest: bytes) -> None:
+    game = _check_move(task, rnd, Turn.DEFENDER, sender)
+    game.mid_hash = digest
+    game.turn = Turn.ACCUSER
+    task.deadline = state.height + state.params.move_blocks
+
+
+def apply_reply(state: MarketState, task: Task, sender: bytes, rnd: int, agree: bool) -> None:
+    game = _check_move(task, rnd, Turn.ACCUSER, sender)
+    assert game.mid_hash is not None  # the defender moved: turns alternate
+    mid = (game.lo + game.hi) // 2
+    if agree:
+        game.lo, game.lo_hash = mid, game.mid_hash
+    else:
+        game.hi, game.hi_hash = mid, game.mid_hash
+    game.mid_hash, game.turn, game.round = None, Turn.DEFENDER, game.round + 1
+    if game.hi - game.lo <= 1:
+        _to_arbitration(state, task)
+    else:
+        task.deadline = state.height + state.params.move_blocks
+
+
+def _to_arbitration(state: MarketState, task: Task) -> None:
+    _set_stage(state, task, Status.ARBITRATION, state.params.arbitration_blocks)
+
+
+def apply_vote(state: MarketState, task: Task, sender: bytes, rnd: int, defender_right: bool) -> None:
+    game = task.game
+    if game is None:
+        raise WrongStage("no game in progress")
+    power = state.validators.get(sender, 0)
+    # Rule: only current validators vote, once per game.
+    if power == 0 or sender in game.votes:
+        raise NotAuthorized("not a validator, or already voted")
+    # Rule: the vote is for this game's final round.
+    if rnd != game.round:
+        raise OutOfBounds(f"vote for round {rnd}, game ended at round {game.round}")
+    game.votes[sender] = defender_right
+    decision = tally(state.validators, game.votes)
+    if decision is not None:
+        finish_game(state, task, defender_won=decision)
+
+
+def tally(validators: dict[bytes, int], votes: dict[bytes, bool]) -> bool | None:
+    """The side with more than 2/3 of all validator power, or None while neither has it."""
+    total = sum(validators.values())
+    for side in (True, False):
+        power = sum(validators.get(v, 0) for v, choice in votes.items() if choice == side)
+        if 3 * power > 2 * total:
+            return side
+    return None
+
+
+def finish_game(state: MarketState, task: Task, *, defender_won: bool) -> None:
+    """A game ended: a lost defender decides the task; a lost accuser hands over to the next."""
+    task.game = None
+    if not defender_won:
+        task.proof_valid = False
+        settle(state, task)
+        return
+    if not start_next_game(state, task):
+        task.proof_valid = True
+        settle(state, task)

@@ -1,0 +1,221 @@
+"""Market economics: every number the market rules use, named once, with its reason.
+
+Two presets. `DEVNET` keeps windows a few blocks long so a netsim run settles a task in
+seconds of virtual time; `MAINNET` gives humans and slow GPUs room to answer. Both must
+pass `check_params`, which is where the incentive arithmetic lives as code, not prose.
+
+Units: money is integer base units; work is GFLOP (1e9 floating-point operations,
+the "gas" of a task); fractions are basis points (bps, 1/10_000) or parts per million
+(ppm) so that no float ever enters the ledger; durations are block heights because
+deadlines are enforced at block boundaries (a block clock cannot be skewed by one node).
+
+The jackpot rule (Truebit's forced errors, applied to verifiers). A whistleblower re-checks a
+verifier's sampled segments; that costs about what the verifier spent:
+
+    check_cost  = task_compute_cost * sampling_bps / 10_000
+
+A check finds a forced error with probability p = forced_error_ppm / 1e6 (an honest
+network has no other errors to find), so a rational whistleblower keeps checking only if
+
+    p * jackpot >= check_cost          i.e.   jackpot >= check_cost / p
+
+We pay `jackpot = margin * check_cost / p` with margin > 1. Devnet numbers, for a task of
+1_000 GFLOP at 10 units/GFLOP (compute cost 10_000 units):
+
+    check_cost = 10_000 * 200 / 10_000          = 200 units
+    p          = 20_000 / 1e6                    = 0.02
+    jackpot    = 1.5 * 200 / 0.02                = 15_000 units   (> 200 / 0.02 = 10_000)
+
+The pool that pays it is fed by a tax on each placed task. Per task the expected payout is
+verifier_count * p * jackpot = verifier_count * margin * check_cost, i.e. a fraction
+verifier_count * margin * sampling_bps of the compute cost: 3 * 1.5 * 2% = 9%. The tax
+(10%) is set above that so the pool grows on average; slashed stakes also flow into it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from protocol.errors import ConfigError
+
+BPS = 10_000
+PPM = 1_000_000
+#: 1 GFLOP: the unit of declared work (tasks declare FLOPs; fees are per GFLOP).
+GFLOP = 10**9
+
+
+@dataclass(frozen=True, slots=True)
+class MarketParams:
+    """One bundle of market economics; see the module docstring for the arithmetic."""
+
+    # --- pricing (like gas) -------------------------------------------------------------
+    #: Protocol floor on the price a submitter offers per GFLOP: below it no worker is
+    #: paid enough to cover electricity, and dust tasks would only load the chain.
+    min_price_per_gflop: int
+    #: Verifiers are paid on top of the solver's price, as a share of it: verification is
+    #: sampling_bps of the work per verifier, paid at twice its cost so verifying beats idling.
+    verifier_pay_bps: int
+    #: Share of the work budget moved to the jackpot pool when a task is placed.
+    jackpot_tax_bps: int
+
+    # --- verification -------------------------------------------------------------------
+    #: Verifiers per task: one honest verifier out of n suffices to raise a dispute, so
+    #: n = 3 makes collusion need the solver plus three elected strangers.
+    verifier_count: int
+    #: Fraction of the training each verifier re-executes (segments picked by the beacon
+    #: after the proof is committed, so the solver cannot guess which to do honestly).
+    sampling_bps: int
+    #: Probability that a verifier's secret obliges it to post a wrong verdict.
+    forced_error_ppm: int
+    #: Jackpot margin over break-even, in bps (15_000 = 1.5x): covers variance and gas.
+    jackpot_margin_bps: int
+
+    # --- stakes and slashing -------------------------------------------------------------
+    #: Minimum worker stake: must exceed what one cheat can earn (a task's work budget),
+    #: enforced per task at election time by `max_budget_per_stake_bps`.
+    min_worker_stake: int
+    #: A worker is eligible only for tasks whose budget is at most this share of its stake,
+    #: so the slash for cheating always exceeds the payment cheating could bring.
+    max_budget_per_stake_bps: int
+    #: Bond a challenger posts (any staked node may challenge): makes false challenges cost.
+    min_challenge_bond: int
+    #: Share of stake lost by a solver shown to have cheated.
+    solver_slash_bps: int
+    #: Share of stake lost by a verifier whose (unforced) verdict was shown wrong.
+    verifier_slash_bps: int
+    #: Share of stake lost for silence past a deadline: smaller than cheating (a crash is
+    #: not fraud) but more than the gain from delaying a task.
+    silence_slash_bps: int
+    #: Share of a slash paid to the parties who were right against the slashed one; the
+    #: rest funds the jackpot pool (never burned, so it keeps paying whistleblowers).
+    whistleblower_reward_bps: int
+
+    # --- deadlines, in blocks ------------------------------------------------------------
+    block_time_ms: int
+    #: A task nobody eligible can take is refunded after this many blocks.
+    placement_blocks: int
+    profile_blocks: int
+    #: Training deadline = base + slack * (declared FLOPs / solver's measured FLOPS).
+    train_base_blocks: int
+    train_slack_pct: int
+    commit_blocks: int
+    reveal_blocks: int
+    challenge_window_blocks: int
+    #: Forced verifiers reveal their secret only after the challenge window closes, so
+    #: whistleblowers must check before they can know which verdicts were forced.
+    forced_reveal_blocks: int
+    move_blocks: int
+    arbitration_blocks: int
+    #: Silent parties are replaced at most this many times per task, then it is refunded.
+    max_replacements: int
+
+    # --- bounds ------------------------------------------------------------------------
+    max_workers: int
+    max_open_tasks: int
+    max_challenges_per_task: int
+    max_jobs_per_worker: int
+    #: Capacity adverts live at most this long (ms): stale capacity must not attract tasks.
+    advert_max_ttl_ms: int
+
+    def jackpot_for(self, compute_cost: int) -> int:
+        """Jackpot paid for catching a forced error on a task whose work costs `compute_cost`."""
+        check_cost = compute_cost * self.sampling_bps // BPS
+        return -(-check_cost * self.jackpot_margin_bps * PPM // (BPS * self.forced_error_ppm))
+
+    def check_cost(self, compute_cost: int) -> int:
+        return compute_cost * self.sampling_bps // BPS
+
+
+def check_params(p: MarketParams) -> None:
+    """Refuse parameter sets whose incentives do not hold (one check per inequality)."""
+    # Rule: fractions are fractions.
+    for name in ("verifier_pay_bps", "jackpot_tax_bps", "sampling_bps", "solver_slash_bps",
+                 "verifier_slash_bps", "silence_slash_bps", "whistleblower_reward_bps",
+                 "max_budget_per_stake_bps"):
+        if not 0 <= getattr(p, name) <= BPS:
+            raise ConfigError(f"{name} must be within 0..{BPS}")
+    # Rule: forced errors happen, but rarely enough that most verdicts are informative.
+    if not 0 < p.forced_error_ppm <= PPM // 10:
+        raise ConfigError("forced_error_ppm must be in (0, 10%]")
+    # Rule: a whistleblower's expected jackpot beats its checking cost (margin > 1).
+    if p.jackpot_margin_bps <= BPS:
+        raise ConfigError("jackpot_margin_bps must exceed 1x (10_000)")
+    # Rule: the tax covers the expected jackpot payouts per task.
+    expected_payout_bps = p.verifier_count * p.sampling_bps * p.jackpot_margin_bps // BPS
+    if p.jackpot_tax_bps < expected_payout_bps:
+        raise ConfigError(f"jackpot_tax_bps {p.jackpot_tax_bps} < expected payout {expected_payout_bps} bps")
+    # Rule: verifying pays more than it costs.
+    if p.verifier_pay_bps < p.verifier_count * p.sampling_bps:
+        raise ConfigError("verifier_pay_bps must cover verifier_count * sampling_bps")
+    # Rule: cheating never pays: a solver's slash exceeds any budget it is allowed to take.
+    if p.solver_slash_bps < p.max_budget_per_stake_bps:
+        raise ConfigError("solver_slash_bps must be >= max_budget_per_stake_bps")
+    # Rule: at least one verifier, and every window at least one block.
+    if p.verifier_count < 1:
+        raise ConfigError("verifier_count must be >= 1")
+    for name in ("placement_blocks", "profile_blocks", "train_base_blocks", "commit_blocks",
+                 "reveal_blocks", "challenge_window_blocks", "forced_reveal_blocks", "move_blocks",
+                 "arbitration_blocks"):
+        if getattr(p, name) < 1:
+            raise ConfigError(f"{name} must be >= 1 block")
+
+
+#: Short windows for netsim and local swarms: seconds of virtual time per task.
+DEVNET = MarketParams(
+    min_price_per_gflop=1,
+    verifier_pay_bps=1_000,
+    jackpot_tax_bps=1_000,
+    verifier_count=3,
+    sampling_bps=200,
+    forced_error_ppm=20_000,
+    jackpot_margin_bps=15_000,
+    min_worker_stake=10_000,
+    max_budget_per_stake_bps=5_000,
+    min_challenge_bond=1_000,
+    solver_slash_bps=5_000,
+    verifier_slash_bps=3_000,
+    silence_slash_bps=500,
+    whistleblower_reward_bps=5_000,
+    block_time_ms=1_000,
+    placement_blocks=20,
+    profile_blocks=10,
+    train_base_blocks=5,
+    train_slack_pct=300,
+    commit_blocks=10,
+    reveal_blocks=5,
+    challenge_window_blocks=10,
+    forced_reveal_blocks=5,
+    move_blocks=5,
+    arbitration_blocks=10,
+    max_replacements=3,
+    max_workers=4_096,
+    max_open_tasks=1_024,
+    max_challenges_per_task=8,
+    max_jobs_per_worker=4,
+    advert_max_ttl_ms=60_000,
+)
+
+#: Windows sized for people and slow devices at ~6 s blocks (challenge window ~1 h);
+#: stakes sized so one slash outweighs a large task's budget.
+MAINNET = replace(
+    DEVNET,
+    min_price_per_gflop=10,
+    min_worker_stake=1_000_000,
+    min_challenge_bond=50_000,
+    block_time_ms=6_000,
+    placement_blocks=600,
+    profile_blocks=300,
+    train_base_blocks=100,
+    train_slack_pct=200,
+    commit_blocks=300,
+    reveal_blocks=100,
+    challenge_window_blocks=600,
+    forced_reveal_blocks=100,
+    move_blocks=50,
+    arbitration_blocks=200,
+    max_workers=100_000,
+    max_open_tasks=50_000,
+    advert_max_ttl_ms=600_000,
+)
+
+PRESETS = {"devnet": DEVNET, "mainnet": MAINNET}

@@ -1,0 +1,304 @@
+"""Market transaction rules, one `process_x(state, sender, tx)` per transaction.
+
+Each function runs every check before it changes anything (and a debit, which can fail,
+is the first change), so a refused transaction leaves the state exactly as it was.
+`sender` is the envelope's verified signer. Block-boundary transitions (elections,
+deadlines, settlement) are in `protocol.market.blocks`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from protocol.market import elections
+from protocol.market.errors import BadReveal, NotAuthorized, OutOfBounds, UnknownTask, WrongStage
+from protocol.market.game import apply_claim, apply_reply, apply_vote
+from protocol.market.settle import refund
+from protocol.market.state import ChallengeRec, MarketState, Status, Task, VerifierSlot, Worker
+from protocol.market.txs import (
+    ArbitrationVote,
+    BisectClaim,
+    BisectReply,
+    Challenge,
+    DeregisterWorker,
+    ForcedErrorReveal,
+    ProfileReport,
+    ProveCommit,
+    RegisterWorker,
+    SubmitTask,
+    VerdictCommit,
+    VerdictReveal,
+)
+from protocol.records import record_hash
+
+#: Biggest declared work a task may carry (1e18 FLOPs): bounds escrow arithmetic and the
+#: training deadline; the spec's own FLOPs estimate is checked against it off-ledger.
+MAX_TASK_GFLOPS = 10**9
+#: Longest training run and checkpoint interval a task may declare.
+MAX_STEPS = 10**7
+MAX_OPS_PER_STEP = 4_096
+
+
+def task_id_of(sender: bytes, tx: SubmitTask) -> bytes:
+    """Task ids bind the submitter, so nobody can squat another's id."""
+    return record_hash(tx)[:16] + sender[:16]
+
+
+def _task(state: MarketState, task_id: bytes, *stages: Status) -> Task:
+    task = state.tasks.get(task_id)
+    if task is None:
+        raise UnknownTask(f"no task {task_id.hex()[:16]}")
+    if task.status not in stages:
+        raise WrongStage(f"task is {task.status.name}, expected {'/'.join(s.name for s in stages)}")
+    return task
+
+
+def _slot(task: Task, sender: bytes) -> VerifierSlot:
+    for slot in task.verifiers:
+        if slot.pubkey == sender:
+            return slot
+    raise NotAuthorized("sender is not a verifier of this task")
+
+
+# --- workers ---------------------------------------------------------------------------------
+
+
+def process_register_worker(state: MarketState, sender: bytes, tx: RegisterWorker) -> None:
+    p = state.params
+    existing = state.workers.get(sender)
+    # Rule: the worker table is bounded.
+    if existing is None and len(state.workers) >= p.max_workers:
+        raise OutOfBounds("worker table is full")
+    # Rule: a worker advertises real capacity (measured FLOPS, some memory).
+    if tx.flops == 0 or tx.memory_mb == 0:
+        raise OutOfBounds("capacity must be positive")
+    # Rule: the total stake reaches the minimum.
+    if (existing.stake if existing else 0) + tx.stake < p.min_worker_stake:
+        raise OutOfBounds(f"stake below minimum {p.min_worker_stake}")
+    # Rule: the forced-error secret cannot change under an open duty (it may be revealed there).
+    if existing and existing.jobs and existing.secret_commit not in (None, tx.secret_commit):
+        raise WrongStage("cannot replace the forced-error secret while duties are open")
+    state.accounts.debit(sender, tx.stake)
+    if existing is None:
+        state.workers[sender] = Worker(sender, tx.device, tx.memory_mb, tx.flops, tx.price_per_gflop,
+                                       tx.stake, tx.secret_commit, state.height)
+        return
+    if existing.secret_commit != tx.secret_commit:
+        existing.secret_height = state.height
+    existing.device, existing.memory_mb, existing.flops = tx.device, tx.memory_mb, tx.flops
+    existing.price_per_gflop, existing.secret_commit = tx.price_per_gflop, tx.secret_commit
+    existing.stake += tx.stake
+
+
+def process_deregister_worker(state: MarketState, sender: bytes, tx: DeregisterWorker) -> None:
+    worker = state.workers.get(sender)
+    # Rule: only a registered worker can leave.
+    if worker is None:
+        raise NotAuthorized("not a registered worker")
+    # Rule: stake stays while any duty is open (it backs that duty).
+    if worker.jobs > 0:
+        raise WrongStage(f"{worker.jobs} duties still open")
+    del state.workers[sender]
+    state.accounts.credit(sender, worker.stake)
+
+
+# --- stage 1: submit --------------------------------------------------------------------------
+
+
+def process_submit_task(state: MarketState, sender: bytes, tx: SubmitTask) -> bytes:
+    p = state.params
+    task_id = task_id_of(sender, tx)
+    # Rule: the id is new.
+    if task_id in state.tasks:
+        raise OutOfBounds("task id already used (change the salt)")
+    # Rule: open tasks are bounded.
+    if sum(1 for _ in state.open_tasks()) >= p.max_open_tasks:
+        raise OutOfBounds("too many open tasks")
+    # Rule: the work is declared, positive and within limits (cost known before it runs).
+    if not 0 < tx.gflops <= MAX_TASK_GFLOPS or not 0 < tx.steps <= MAX_STEPS:
+        raise OutOfBounds("declared work out of range")
+    # Rule: a checkpoint interval within the run, and a bounded op sequence per step.
+    if not 0 < tx.checkpoint_interval <= tx.steps or not 0 < tx.ops_per_step <= MAX_OPS_PER_STEP:
+        raise OutOfBounds("checkpoint interval or ops per step out of range")
+    # Rule: the offered price clears the protocol floor.
+    if tx.max_price_per_gflop < p.min_price_per_gflop:
+        raise OutOfBounds(f"price below the floor {p.min_price_per_gflop}")
+    escrow = budget(state, tx.gflops, tx.max_price_per_gflop)
+    state.accounts.debit(sender, escrow)
+    state.tasks[task_id] = Task(
+        task_id, sender, tx.spec_hash, tx.gflops, tx.steps, tx.checkpoint_interval, tx.ops_per_step,
+        tx.device, tx.min_memory_mb, tx.reproducible, tx.max_price_per_gflop, escrow, state.height,
+        deadline=state.height + p.placement_blocks, stage_since=state.height,
+    )
+    return task_id
+
+
+def budget(state: MarketState, gflops: int, price: int) -> int:
+    """Escrow = work budget + verifier budget + jackpot tax, all at the offered price."""
+    work = gflops * price
+    p = state.params
+    return work + work * p.verifier_pay_bps // 10_000 + work * p.jackpot_tax_bps // 10_000
+
+
+# --- stages 2-4: profile, train, prove ---------------------------------------------------------
+
+
+def process_profile_report(state: MarketState, sender: bytes, tx: ProfileReport) -> None:
+    task = _task(state, tx.task_id, Status.TRAINING)
+    # Rule: only the elected profiler reports, once.
+    if sender != task.profiler or task.threshold_ppm is not None:
+        raise NotAuthorized("not this task's profiler, or already reported")
+    task.threshold_ppm = tx.threshold_ppm
+    if not tx.spec_ok:
+        refund(state, task, "spec refused by profiler")
+        return
+    _maybe_proved(state, task)
+
+
+def process_prove_commit(state: MarketState, sender: bytes, tx: ProveCommit) -> None:
+    task = _task(state, tx.task_id, Status.TRAINING)
+    # Rule: only the elected solver commits, once.
+    if sender != task.solver or task.proof_root is not None:
+        raise NotAuthorized("not this task's solver, or already committed")
+    # Rule: one leaf per checkpoint, as the spec's interval implies.
+    if tx.n_checkpoints != task.n_segments + 1:
+        raise OutOfBounds(f"expected {task.n_segments + 1} checkpoints")
+    task.proof_root = tx.merkle_root
+    _maybe_proved(state, task)
+
+
+def _maybe_proved(state: MarketState, task: Task) -> None:
+    if task.proof_root is not None and task.threshold_ppm is not None:
+        task.status = Status.PROVED
+        task.stage_since = state.height
+        task.deadline = state.height + state.params.placement_blocks
+
+
+# --- stage 5: verify (commit, then reveal) ----------------------------------------------------------
+
+
+def process_verdict_commit(state: MarketState, sender: bytes, tx: VerdictCommit) -> None:
+    task = _task(state, tx.task_id, Status.COMMIT)
+    slot = _slot(task, sender)
+    # Rule: one commitment per verifier.
+    if slot.commitment is not None:
+        raise NotAuthorized("already committed")
+    slot.commitment = tx.commitment
+    if all(v.commitment is not None for v in task.verifiers):
+        _enter(state, task, Status.REVEAL, state.params.reveal_blocks)
+
+
+def process_verdict_reveal(state: MarketState, sender: bytes, tx: VerdictReveal) -> None:
+    task = _task(state, tx.task_id, Status.REVEAL)
+    slot = _slot(task, sender)
+    # Rule: one reveal per verifier, after its commitment.
+    if slot.commitment is None or slot.verdict is not None:
+        raise NotAuthorized("no commitment, or already revealed")
+    # Rule: the reveal opens the commitment.
+    if elections.verdict_commitment(task.task_id, sender, tx.verdict, tx.salt) != slot.commitment:
+        raise BadReveal("verdict does not match the commitment")
+    # Rule: the verdict is about the segment the beacon assigned.
+    if tx.verdict.segment != slot.segment:
+        raise BadReveal(f"verdict on segment {tx.verdict.segment}, assigned {slot.segment}")
+    slot.verdict = tx.verdict
+    if all(v.verdict is not None for v in task.verifiers):
+        _enter(state, task, Status.CHALLENGE, state.params.challenge_window_blocks)
+
+
+def _enter(state: MarketState, task: Task, status: Status, blocks: int) -> None:
+    task.status = status
+    task.stage_since = state.height
+    task.deadline = state.height + blocks
+
+
+# --- stage 6: challenge, forced errors ----------------------------------------------------------------
+
+
+def process_challenge(state: MarketState, sender: bytes, tx: Challenge) -> None:
+    p = state.params
+    task = _task(state, tx.task_id, Status.CHALLENGE)
+    # Rule: the target is a verifier with a revealed verdict.
+    if tx.target >= len(task.verifiers) or task.verifiers[tx.target].verdict is None:
+        raise OutOfBounds("no revealed verdict at that index")
+    # Rule: the challenger is staked by its bond, at least the minimum.
+    if tx.bond < p.min_challenge_bond:
+        raise OutOfBounds(f"bond below {p.min_challenge_bond}")
+    # Rule: the solver and the target cannot challenge (no self-dealing with the jackpot).
+    if sender in (task.solver, task.verifiers[tx.target].pubkey):
+        raise NotAuthorized("parties to the verdict cannot challenge it")
+    # Rule: one challenge per challenger and target; bounded per task.
+    if any(c.challenger == sender and c.target == tx.target for c in task.challenges):
+        raise OutOfBounds("already challenged this verdict")
+    if len(task.challenges) >= p.max_challenges_per_task:
+        raise OutOfBounds("challenge list full")
+    # Rule: the disputed segment exists.
+    if tx.segment >= task.n_segments:
+        raise OutOfBounds("segment out of range")
+    state.accounts.debit(sender, tx.bond)
+    verdict = task.verifiers[tx.target].verdict
+    assert verdict is not None
+    task.challenges.append(ChallengeRec(sender, tx.target, not verdict.accept, tx.segment, tx.bond))
+
+
+def process_forced_error_reveal(state: MarketState, sender: bytes, tx: ForcedErrorReveal) -> None:
+    task = _task(state, tx.task_id, Status.FORCED_REVEAL)
+    slot = _slot(task, sender)
+    worker = state.workers[sender]
+    # Rule: the secret opens the commitment made at registration.
+    if worker.secret_commit is None or elections.forced_error_commitment(tx.secret) != worker.secret_commit:
+        raise BadReveal("secret does not match the registered commitment")
+    # Rule: the secret and this task's beacon really did force an error.
+    if not elections.is_forced(tx.secret, slot.beacon, task.task_id, state.params.forced_error_ppm):
+        raise BadReveal("this verdict was not forced")
+    # Rule: once.
+    if slot.forced_revealed:
+        raise BadReveal("already revealed")
+    slot.forced_revealed = True
+    # The secret is public now: the worker must commit a fresh one before verifying again.
+    worker.secret_commit = None
+
+
+# --- stage 7: dispute and arbitration ----------------------------------------------------------------
+
+
+def process_bisect_claim(state: MarketState, sender: bytes, tx: BisectClaim) -> None:
+    task = _task(state, tx.task_id, Status.DISPUTE)
+    apply_claim(state, task, sender, tx.round, tx.digest)
+
+
+def process_bisect_reply(state: MarketState, sender: bytes, tx: BisectReply) -> None:
+    task = _task(state, tx.task_id, Status.DISPUTE)
+    apply_reply(state, task, sender, tx.round, tx.agree)
+
+
+def process_arbitration_vote(state: MarketState, sender: bytes, tx: ArbitrationVote) -> None:
+    task = _task(state, tx.task_id, Status.ARBITRATION)
+    apply_vote(state, task, sender, tx.round, tx.defender_right)
+
+
+_RULES: dict[type[Any], Callable[[MarketState, bytes, Any], Any]] = {
+    RegisterWorker: process_register_worker,
+    DeregisterWorker: process_deregister_worker,
+    SubmitTask: process_submit_task,
+    ProfileReport: process_profile_report,
+    ProveCommit: process_prove_commit,
+    VerdictCommit: process_verdict_commit,
+    VerdictReveal: process_verdict_reveal,
+    Challenge: process_challenge,
+    ForcedErrorReveal: process_forced_error_reveal,
+    BisectClaim: process_bisect_claim,
+    BisectReply: process_bisect_reply,
+    ArbitrationVote: process_arbitration_vote,
+}
+
+
+def process_tx(state: MarketState, sender: bytes, tx: Any) -> None:
+    """Apply one market transaction (the ledger's registry entry point)."""
+    rule = _RULES.get(type(tx))
+    if rule is None:
+        raise OutOfBounds(f"{type(tx).__name__} is not a market transaction")
+    rule(state, sender, tx)
+
+
+MARKET_TX_TYPES = tuple(_RULES)

@@ -1,0 +1,221 @@
+"""The market's part of the ledger state: workers, tasks, disputes, the jackpot pool.
+
+Money the market holds (stakes, escrows, challenge bonds, the jackpot) lives here, while
+account balances live behind the `Accounts` interface that the ledger implements. The
+supply audit is therefore `accounts.total() + market.held() + market.burned`, which must
+never change except by genesis.
+
+These are mutable in-memory structures (the ledger's state, not wire records); `market_root`
+hashes a canonical plain view of them for the ledger's state root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Protocol
+
+from protocol.encoding import canonical_hash
+from protocol.market.errors import InsufficientFunds
+from protocol.market.params import DEVNET, MarketParams
+from protocol.market.txs import DeviceClass, Verdict
+
+
+class Accounts(Protocol):
+    """The ledger's balances, as the market needs them (debit/credit preserve supply
+    together with the market's own holdings; the ledger implements this)."""
+
+    def balance(self, who: bytes) -> int: ...
+
+    def debit(self, who: bytes, amount: int) -> None: ...
+
+    def credit(self, who: bytes, amount: int) -> None: ...
+
+    def total(self) -> int: ...
+
+
+class MemoryAccounts:
+    """Plain balances for tests and netsim until a ledger is attached."""
+
+    def __init__(self, balances: dict[bytes, int] | None = None) -> None:
+        self._bal: dict[bytes, int] = dict(balances or {})
+
+    def balance(self, who: bytes) -> int:
+        return self._bal.get(who, 0)
+
+    def debit(self, who: bytes, amount: int) -> None:
+        if amount < 0:
+            raise ValueError("negative debit")
+        have = self._bal.get(who, 0)
+        if have < amount:
+            raise InsufficientFunds(f"balance {have} < {amount}")
+        self._bal[who] = have - amount
+
+    def credit(self, who: bytes, amount: int) -> None:
+        if amount < 0:
+            raise ValueError("negative credit")
+        self._bal[who] = self._bal.get(who, 0) + amount
+
+    def total(self) -> int:
+        return sum(self._bal.values())
+
+
+class Status(IntEnum):
+    """Where a task is; every non-terminal status has a deadline height."""
+
+    OPEN = 0  # fee escrowed, waiting for a solver to be elected
+    TRAINING = 1  # solver (and profiler, unless reproducible) elected
+    PROVED = 2  # proof committed and profiled; verifiers elected at the next block
+    COMMIT = 3  # verifiers commit H(verdict)
+    REVEAL = 4  # verifiers reveal verdicts
+    CHALLENGE = 5  # any staked node may challenge a verdict
+    FORCED_REVEAL = 6  # forced verifiers show their secret
+    DISPUTE = 7  # bisection moves between solver and one accuser
+    ARBITRATION = 8  # validators vote on the single operation
+    SETTLED = 9
+    REFUNDED = 10
+
+
+TERMINAL = frozenset({Status.SETTLED, Status.REFUNDED})
+
+
+class Turn(IntEnum):
+    DEFENDER = 0
+    ACCUSER = 1
+
+
+@dataclass(slots=True)
+class Worker:
+    pubkey: bytes
+    device: DeviceClass
+    memory_mb: int
+    flops: int  # measured FLOP/s
+    price_per_gflop: int
+    stake: int
+    secret_commit: bytes | None  # None once revealed: must re-register before verifying again
+    secret_height: int = 0  # when the secret was committed (must precede any beacon it meets)
+    jobs: int = 0  # open duties; stake cannot leave while > 0
+
+
+@dataclass(slots=True)
+class VerifierSlot:
+    pubkey: bytes
+    commitment: bytes | None = None
+    verdict: Verdict | None = None
+    segment: int = 0
+    beacon: bytes = b""  # the beacon at election: with the secret, decides forced errors
+    forced_revealed: bool = False
+
+
+@dataclass(slots=True)
+class ChallengeRec:
+    challenger: bytes
+    target: int  # verifier index
+    claims_valid: bool  # True: the target's REJECT is wrong; False: its ACCEPT is wrong
+    segment: int
+    bond: int
+
+
+@dataclass(slots=True)
+class Game:
+    """One bisection game over the positions of a disputed segment (steps x ops).
+
+    Both sides agree at `lo` (the committed checkpoint) and disagree at `hi`; each round
+    the defender posts the state hash at the midpoint and the accuser agrees or not.
+    """
+
+    accuser: bytes
+    segment: int
+    lo: int
+    hi: int
+    lo_hash: bytes
+    hi_hash: bytes
+    turn: Turn = Turn.DEFENDER
+    round: int = 0
+    mid_hash: bytes | None = None
+    votes: dict[bytes, bool] = field(default_factory=dict)  # validator -> defender right
+
+
+@dataclass(slots=True)
+class Task:
+    task_id: bytes
+    submitter: bytes
+    spec_hash: bytes
+    gflops: int
+    steps: int
+    checkpoint_interval: int
+    ops_per_step: int
+    device: DeviceClass
+    min_memory_mb: int
+    reproducible: bool
+    max_price_per_gflop: int
+    escrow: int
+    submitted_at: int
+    status: Status = Status.OPEN
+    deadline: int = 0
+    stage_since: int = 0
+    solver: bytes | None = None
+    solver_price: int = 0
+    profiler: bytes | None = None
+    threshold_ppm: int | None = None
+    proof_root: bytes | None = None
+    verify_beacon: bytes = b""
+    verifiers: list[VerifierSlot] = field(default_factory=list)
+    challenges: list[ChallengeRec] = field(default_factory=list)
+    accusers: list[bytes] = field(default_factory=list)  # queue of games still to play
+    game: Game | None = None
+    excluded: list[bytes] = field(default_factory=list)  # replaced parties, never re-elected
+    replacements: int = 0
+    proof_valid: bool | None = None  # decided truth, once known
+    taxed: bool = False
+    outcome: str = ""
+
+    @property
+    def n_segments(self) -> int:
+        return max(1, -(-self.steps // self.checkpoint_interval))
+
+
+@dataclass(slots=True)
+class MarketState:
+    params: MarketParams = DEVNET
+    accounts: Accounts = field(default_factory=MemoryAccounts)
+    height: int = 0
+    beacon: bytes = b"\x00" * 32
+    validators: dict[bytes, int] = field(default_factory=dict)
+    workers: dict[bytes, Worker] = field(default_factory=dict)
+    tasks: dict[bytes, Task] = field(default_factory=dict)
+    jackpot: int = 0
+    burned: int = 0
+
+    def held(self) -> int:
+        """Money in the market's custody (it must match the ledger's market accounts)."""
+        stakes = sum(w.stake for w in self.workers.values())
+        escrows = sum(t.escrow for t in self.tasks.values())
+        bonds = sum(c.bond for t in self.tasks.values() for c in t.challenges)
+        return stakes + escrows + bonds + self.jackpot
+
+    def supply(self) -> int:
+        return self.accounts.total() + self.held() + self.burned
+
+    def open_tasks(self) -> Iterable[Task]:
+        return (t for t in self.tasks.values() if t.status not in TERMINAL)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, IntEnum):
+        return int(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if hasattr(value, "__dataclass_fields__"):
+        return [_plain(getattr(value, f)) for f in value.__dataclass_fields__]
+    return value
+
+
+def market_root(state: MarketState) -> bytes:
+    """Hash of the market's canonical state (workers and tasks sorted by key)."""
+    workers = [_plain(state.workers[k]) for k in sorted(state.workers)]
+    tasks = [_plain(state.tasks[k]) for k in sorted(state.tasks)]
+    return canonical_hash([state.height, state.jackpot, state.burned, workers, tasks])

@@ -1,0 +1,160 @@
+"""Market transactions (tags 0x50-0x5f): the eight task stages as signed ledger txs.
+
+The signer of the envelope is the actor (worker, submitter, verifier, challenger,
+validator); no transaction names its own sender, so none can act for someone else.
+Account nonces and gas are the ledger's wrapper's business, not repeated here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from protocol.schema import U8, U16, U32, U64, Hash32, message
+
+
+class DeviceClass(IntEnum):
+    """Coarse capacity classes: a task runs only where its reproducibility profile holds."""
+
+    CPU = 0
+    CUDA = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A verifier's finding on its sampled segment (distance against the profiled threshold)."""
+
+    accept: bool
+    segment: U32
+    distance_ppm: U32
+
+
+@message(0x50)
+@dataclass(frozen=True, slots=True)
+class RegisterWorker:
+    """Offer capacity; again later to add stake, reprice, or commit a fresh forced-error secret."""
+
+    device: DeviceClass
+    memory_mb: U32
+    flops: U64
+    price_per_gflop: U64
+    stake: U64
+    secret_commit: Hash32
+
+
+@message(0x51)
+@dataclass(frozen=True, slots=True)
+class DeregisterWorker:
+    """Leave the market; the stake returns once no duty is open."""
+
+    reason: U8 = 0
+
+
+@message(0x52)
+@dataclass(frozen=True, slots=True)
+class SubmitTask:
+    spec_hash: Hash32
+    gflops: U64
+    steps: U32
+    checkpoint_interval: U32
+    ops_per_step: U16
+    device: DeviceClass
+    min_memory_mb: U32
+    reproducible: bool
+    max_price_per_gflop: U64
+    salt: U64
+
+
+@message(0x53)
+@dataclass(frozen=True, slots=True)
+class ProfileReport:
+    task_id: Hash32
+    threshold_ppm: U32
+    spec_ok: bool
+
+
+@message(0x54)
+@dataclass(frozen=True, slots=True)
+class ProveCommit:
+    task_id: Hash32
+    merkle_root: Hash32
+    n_checkpoints: U32
+
+
+@message(0x55)
+@dataclass(frozen=True, slots=True)
+class VerdictCommit:
+    task_id: Hash32
+    commitment: Hash32
+
+
+@message(0x56)
+@dataclass(frozen=True, slots=True)
+class VerdictReveal:
+    task_id: Hash32
+    verdict: Verdict
+    salt: Hash32
+
+
+@message(0x57)
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """Claim that verifier `target`'s verdict is wrong; `segment` is where (for an ACCEPT)."""
+
+    task_id: Hash32
+    target: U8
+    segment: U32
+    bond: U64
+
+
+@message(0x58)
+@dataclass(frozen=True, slots=True)
+class ForcedErrorReveal:
+    task_id: Hash32
+    secret: Hash32
+
+
+@message(0x59)
+@dataclass(frozen=True, slots=True)
+class BisectClaim:
+    """Defender's move: the state hash at the midpoint of the disputed interval."""
+
+    task_id: Hash32
+    round: U16
+    digest: Hash32
+
+
+@message(0x5A)
+@dataclass(frozen=True, slots=True)
+class BisectReply:
+    """Accuser's move: whether its own state at the midpoint matches the defender's."""
+
+    task_id: Hash32
+    round: U16
+    agree: bool
+
+
+@message(0x5B)
+@dataclass(frozen=True, slots=True)
+class ArbitrationVote:
+    """A validator's result of re-executing the single pinpointed operation."""
+
+    task_id: Hash32
+    round: U16
+    defender_right: bool
+
+
+MarketTx = (
+    RegisterWorker
+    | DeregisterWorker
+    | SubmitTask
+    | ProfileReport
+    | ProveCommit
+    | VerdictCommit
+    | VerdictReveal
+    | Challenge
+    | ForcedErrorReveal
+    | BisectClaim
+    | BisectReply
+    | ArbitrationVote
+)
