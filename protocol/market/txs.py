@@ -2,7 +2,8 @@
 
 The signer of the envelope is the actor (worker, submitter, verifier, challenger,
 validator); no transaction names its own sender, so none can act for someone else.
-Account nonces and gas are the ledger's wrapper's business, not repeated here.
+Every body ends with `nonce` and `fee`, which the ledger's ante handler consumes before
+the market rule runs (the market rules never read them).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Verdict:
     distance_ppm: U32
 
 
+
 @message(0x50)
 @dataclass(frozen=True, slots=True)
 class RegisterWorker:
@@ -40,6 +42,8 @@ class RegisterWorker:
     price_per_gflop: U64
     stake: U64
     secret_commit: Hash32
+    nonce: U64
+    fee: U64
 
 
 @message(0x51)
@@ -47,7 +51,9 @@ class RegisterWorker:
 class DeregisterWorker:
     """Leave the market; the stake returns once no duty is open."""
 
-    reason: U8 = 0
+    reason: U8
+    nonce: U64
+    fee: U64
 
 
 @message(0x52)
@@ -63,6 +69,8 @@ class SubmitTask:
     reproducible: bool
     max_price_per_gflop: U64
     salt: U64
+    nonce: U64
+    fee: U64
 
 
 @message(0x53)
@@ -71,6 +79,8 @@ class ProfileReport:
     task_id: Hash32
     threshold_ppm: U32
     spec_ok: bool
+    nonce: U64
+    fee: U64
 
 
 @message(0x54)
@@ -79,6 +89,8 @@ class ProveCommit:
     task_id: Hash32
     merkle_root: Hash32
     n_checkpoints: U32
+    nonce: U64
+    fee: U64
 
 
 @message(0x55)
@@ -86,6 +98,8 @@ class ProveCommit:
 class VerdictCommit:
     task_id: Hash32
     commitment: Hash32
+    nonce: U64
+    fee: U64
 
 
 @message(0x56)
@@ -94,6 +108,8 @@ class VerdictReveal:
     task_id: Hash32
     verdict: Verdict
     salt: Hash32
+    nonce: U64
+    fee: U64
 
 
 @message(0x57)
@@ -105,6 +121,8 @@ class Challenge:
     target: U8
     segment: U32
     bond: U64
+    nonce: U64
+    fee: U64
 
 
 @message(0x58)
@@ -112,6 +130,8 @@ class Challenge:
 class ForcedErrorReveal:
     task_id: Hash32
     secret: Hash32
+    nonce: U64
+    fee: U64
 
 
 @message(0x59)
@@ -122,6 +142,8 @@ class BisectClaim:
     task_id: Hash32
     round: U16
     digest: Hash32
+    nonce: U64
+    fee: U64
 
 
 @message(0x5A)
@@ -132,6 +154,8 @@ class BisectReply:
     task_id: Hash32
     round: U16
     agree: bool
+    nonce: U64
+    fee: U64
 
 
 @message(0x5B)
@@ -142,6 +166,8 @@ class ArbitrationVote:
     task_id: Hash32
     round: U16
     defender_right: bool
+    nonce: U64
+    fee: U64
 
 
 MarketTx = (

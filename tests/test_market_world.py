@@ -1,0 +1,271 @@
+"""A scripted market world for the market tests, and the end-to-end honest/Byzantine flows.
+
+`World` drives `protocol.market` block by block with behaviours per party (honest,
+silent, cheating solver, lazy verifier, false accuser, watching and false challengers,
+validators voting the truth), so each rule test can set up exactly the stage it needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from protocol.encoding import sha256
+from protocol.errors import ValidationError
+from protocol.identity import Keypair
+from protocol.market import elections
+from protocol.market.blocks import begin_block, end_block, lifetime_bound
+from protocol.market.params import DEVNET, MarketParams
+from protocol.market.process import process_tx, task_id_of
+from protocol.market.state import TERMINAL, MarketState, MemoryAccounts, Status, Task
+from protocol.market.txs import (
+    ArbitrationVote,
+    BisectClaim,
+    BisectReply,
+    Challenge,
+    DeviceClass,
+    ForcedErrorReveal,
+    ProfileReport,
+    ProveCommit,
+    RegisterWorker,
+    SubmitTask,
+    Verdict,
+    VerdictCommit,
+    VerdictReveal,
+)
+
+BALANCE = 10**9
+STAKE = 100_000
+FLOPS = 10**12
+
+
+def key(label: str) -> bytes:
+    return Keypair.derive(label).public
+
+
+def secret_of(pk: bytes) -> bytes:
+    return sha256(b"forced-secret" + pk)
+
+
+@dataclass
+class World:
+    n_workers: int = 6
+    n_validators: int = 4
+    params: MarketParams = DEVNET
+    behaviour: dict[bytes, str] = field(default_factory=dict)
+    watcher: bool = True  # an honest whistleblower checks every verdict
+    false_challenger: bool = False  # challenges every ACCEPT
+    state: MarketState = field(init=False)
+    cheats: set[bytes] = field(default_factory=set)  # task ids whose solver cheated
+    memo: dict[tuple[bytes, bytes], tuple[Verdict, bytes]] = field(default_factory=dict)
+    errors: list[ValidationError] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.workers = [key(f"w{i}") for i in range(self.n_workers)]
+        self.validators = {key(f"v{i}"): 100 for i in range(self.n_validators)}
+        self.submitter, self.watcher_key, self.liar_key = key("sub"), key("watch"), key("liar")
+        everyone = [*self.workers, *self.validators, self.submitter, self.watcher_key, self.liar_key]
+        self.state = MarketState(params=self.params, accounts=MemoryAccounts({k: BALANCE for k in everyone}))
+        self.supply0 = self.state.supply()
+        for pk in self.workers:
+            self.apply(pk, register_tx())
+
+    # --- driving ---------------------------------------------------------------------------------
+
+    def apply(self, sender: bytes, tx: Any) -> ValidationError | None:
+        try:
+            process_tx(self.state, sender, tx)
+        except ValidationError as exc:
+            self.errors.append(exc)
+            return exc
+        return None
+
+    def block(self, txs: list[tuple[bytes, Any]] = (), auto: bool = True) -> None:  # type: ignore[assignment]
+        h = self.state.height + 1
+        begin_block(self.state, h, sha256(b"beacon" + h.to_bytes(8, "big")), self.validators)
+        for sender, tx in [*txs, *(self.auto_txs() if auto else [])]:
+            self.apply(sender, tx)
+        end_block(self.state)
+        assert self.state.supply() == self.supply0, "supply changed"
+
+    def submit(self, *, reproducible: bool = True, gflops: int = 1_000, price: int = 10, cheat: bool = False,
+               salt: int = 0, device: DeviceClass = DeviceClass.CPU) -> bytes:
+        tx = SubmitTask(sha256(b"spec"), gflops, 100, 10, 8, device, 1024, reproducible, price, salt, 0, 0)
+        task_id = task_id_of(self.submitter, tx)
+        err = self.apply(self.submitter, tx)
+        assert err is None, err
+        if cheat:
+            self.cheats.add(task_id)
+        return task_id
+
+    def run(self, task_id: bytes, max_blocks: int = 2_000) -> Task:
+        for _ in range(max_blocks):
+            if self.state.tasks[task_id].status in TERMINAL:
+                break
+            self.block()
+        return self.state.tasks[task_id]
+
+    def bound(self, task_id: bytes) -> int:
+        return lifetime_bound(self.params, self.state.tasks[task_id], FLOPS)
+
+    def task(self, task_id: bytes) -> Task:
+        return self.state.tasks[task_id]
+
+    def stake(self, pk: bytes) -> int:
+        return self.state.workers[pk].stake
+
+    # --- behaviours -----------------------------------------------------------------------------------
+
+    def acts(self, pk: bytes | None) -> bool:
+        return pk is not None and self.behaviour.get(pk) != "silent"
+
+    def auto_txs(self) -> list[tuple[bytes, Any]]:
+        out: list[tuple[bytes, Any]] = []
+        for task in list(self.state.open_tasks()):
+            step = getattr(self, f"_{task.status.name.lower()}", None)
+            if step is not None:
+                out += step(task)
+        return out
+
+    def _training(self, task: Task) -> list[tuple[bytes, Any]]:
+        out: list[tuple[bytes, Any]] = []
+        if task.proof_root is None and self.acts(task.solver):
+            root = sha256(task.task_id + (b"cheat" if task.task_id in self.cheats else b""))
+            out.append((task.solver, ProveCommit(task.task_id, root, task.n_segments + 1, 0, 0)))
+        if task.threshold_ppm is None and self.acts(task.profiler):
+            out.append((task.profiler, ProfileReport(task.task_id, 1_000, True, 0, 0)))
+        return out
+
+    def forced(self, task: Task, pk: bytes) -> bool:
+        slot = next(v for v in task.verifiers if v.pubkey == pk)
+        return elections.is_forced(secret_of(pk), slot.beacon, task.task_id, self.params.forced_error_ppm)
+
+    def verdict_for(self, task: Task, pk: bytes, segment: int) -> Verdict:
+        truth = task.task_id not in self.cheats
+        kind = self.behaviour.get(pk, "honest")
+        accept = {"lazy": True, "false_accuser": False}.get(kind, truth)
+        if kind == "honest" and self.forced(task, pk):
+            accept = not truth
+        return Verdict(accept, segment, 0 if accept else 50_000)
+
+    def _commit(self, task: Task) -> list[tuple[bytes, Any]]:
+        out: list[tuple[bytes, Any]] = []
+        for slot in task.verifiers:
+            if slot.commitment is None and self.acts(slot.pubkey):
+                verdict = self.verdict_for(task, slot.pubkey, slot.segment)
+                salt = sha256(b"salt" + slot.pubkey + task.task_id)
+                self.memo[(task.task_id, slot.pubkey)] = (verdict, salt)
+                c = elections.verdict_commitment(task.task_id, slot.pubkey, verdict, salt)
+                out.append((slot.pubkey, VerdictCommit(task.task_id, c, 0, 0)))
+        return out
+
+    def _reveal(self, task: Task) -> list[tuple[bytes, Any]]:
+        out: list[tuple[bytes, Any]] = []
+        for slot in task.verifiers:
+            if slot.verdict is None and slot.commitment is not None and self.acts(slot.pubkey):
+                verdict, salt = self.memo[(task.task_id, slot.pubkey)]
+                out.append((slot.pubkey, VerdictReveal(task.task_id, verdict, salt, 0, 0)))
+        return out
+
+    def _challenge(self, task: Task) -> list[tuple[bytes, Any]]:
+        truth = task.task_id not in self.cheats
+        out: list[tuple[bytes, Any]] = []
+        for i, slot in enumerate(task.verifiers):
+            assert slot.verdict is not None
+            mine = {c.target for c in task.challenges if c.challenger == self.watcher_key}
+            if self.watcher and slot.verdict.accept != truth and i not in mine:
+                out.append((self.watcher_key, Challenge(task.task_id, i, slot.segment, 1_000, 0, 0)))
+            lied = {c.target for c in task.challenges if c.challenger == self.liar_key}
+            if self.false_challenger and slot.verdict.accept and i not in lied:
+                out.append((self.liar_key, Challenge(task.task_id, i, slot.segment, 1_000, 0, 0)))
+        return out
+
+    def _forced_reveal(self, task: Task) -> list[tuple[bytes, Any]]:
+        return [(s.pubkey, ForcedErrorReveal(task.task_id, secret_of(s.pubkey), 0, 0))
+                for s in task.verifiers
+                if not s.forced_revealed and self.behaviour.get(s.pubkey, "honest") == "honest"
+                and self.forced(task, s.pubkey)]
+
+    def _dispute(self, task: Task) -> list[tuple[bytes, Any]]:
+        game = task.game
+        assert game is not None
+        if game.turn == 0:
+            if not self.acts(task.solver):
+                return []
+            assert task.solver is not None
+            digest = sha256(task.task_id + game.round.to_bytes(2, "big"))
+            return [(task.solver, BisectClaim(task.task_id, game.round, digest, 0, 0))]
+        if not self.acts(game.accuser):
+            return []
+        return [(game.accuser, BisectReply(task.task_id, game.round, True, 0, 0))]
+
+    def _arbitration(self, task: Task) -> list[tuple[bytes, Any]]:
+        assert task.game is not None
+        truth = task.task_id not in self.cheats
+        return [(v, ArbitrationVote(task.task_id, task.game.round, truth, 0, 0))
+                for v in self.validators if self.behaviour.get(v) != "silent" and v not in task.game.votes]
+
+
+def register_tx(stake: int = STAKE, price: int = 5, flops: int = FLOPS, secret: bytes | None = None,
+                device: DeviceClass = DeviceClass.CPU) -> RegisterWorker:
+    return RegisterWorker(device, 8192, flops, price, stake, secret or b"\x00" * 32, 0, 0)
+
+
+def world(**kw: Any) -> World:
+    w = World(**kw)
+    for pk in w.workers:  # real secret commitments
+        w.apply(pk, replace(register_tx(stake=0), secret_commit=elections.forced_error_commitment(secret_of(pk))))
+    w.block(auto=False)
+    return w
+
+
+# --- end-to-end flows ------------------------------------------------------------------------------------
+
+
+def test_honest_task_settles_valid_and_pays_by_the_rules() -> None:
+    w = world()
+    tid = w.submit()
+    before = {pk: w.state.accounts.balance(pk) for pk in [*w.workers, w.submitter]}
+    task = w.run(tid)
+    assert task.status == Status.SETTLED and task.proof_valid is True
+    cost = task.gflops * task.solver_price
+    assert w.state.accounts.balance(task.solver) - before[task.solver] == cost  # type: ignore[index]
+    assert all(w.stake(pk) == STAKE for pk in w.workers)
+    assert task.escrow == 0
+
+
+def test_cheating_solver_is_caught_and_slashed_and_submitter_refunded() -> None:
+    w = world()
+    tid = w.submit(cheat=True)
+    task = w.run(tid)
+    assert task.status == Status.SETTLED and task.proof_valid is False
+    assert task.solver is not None
+    assert w.stake(task.solver) == STAKE - STAKE * w.params.solver_slash_bps // 10_000
+    honest = [pk for pk in w.workers if pk != task.solver]
+    assert all(w.stake(pk) == STAKE for pk in honest)
+
+
+def test_every_task_ends_within_the_lifetime_bound() -> None:
+    w = world()
+    tid = w.submit()
+    bound = w.bound(tid)
+    start = w.state.height
+    task = w.run(tid, max_blocks=bound + 1)
+    assert task.status in TERMINAL and w.state.height - start <= bound
+
+
+def test_duties_released_after_settlement() -> None:
+    w = world()
+    w.run(w.submit())
+    assert all(w.state.workers[pk].jobs == 0 for pk in w.workers)
+
+
+def test_market_state_root_is_deterministic_across_identical_runs() -> None:
+    from protocol.market.state import market_root
+
+    roots = []
+    for _ in range(2):
+        w = world()
+        w.run(w.submit(cheat=True))
+        roots.append(market_root(w.state))
+    assert roots[0] == roots[1]
