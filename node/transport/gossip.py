@@ -30,6 +30,7 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub, get_content_addressed_msg_id
+from libp2p.pubsub.rpc_queue import DefaultMaxMessageSize
 from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 
 from protocol.commands import TOPICS
@@ -38,9 +39,15 @@ from protocol.envelope import Envelope, open_envelope
 from protocol.errors import DecodeError
 from protocol.limits import MAX_MESSAGE_BYTES
 
-#: Room for the pubsub protobuf framing (topic, from, seqno, key, signature) around
-#: one envelope of MAX_MESSAGE_BYTES.
-RPC_OVERHEAD_BYTES = 64 * 1024
+#: py-libp2p (like go-libp2p) refuses to send or read a pubsub RPC over 1 MiB, silently
+#: on the sending side; stock peers read with the same cap.
+LIBP2P_MAX_RPC_BYTES = DefaultMaxMessageSize
+#: Room for the RPC framing around one envelope (topic, from, seqno, key, signature,
+#: the sender's signed peer record).
+RPC_OVERHEAD_BYTES = 16 * 1024
+#: The largest envelope we gossip; bigger ones are refused at publish instead of being
+#: dropped on the floor by the library. Blobs carry anything larger.
+MAX_GOSSIP_ENVELOPE_BYTES = min(MAX_MESSAGE_BYTES, LIBP2P_MAX_RPC_BYTES - RPC_OVERHEAD_BYTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +94,7 @@ class GossipConfig:
     validation_timeout_s: float = 2.0
     max_subscriptions_per_rpc: int = 16
     max_subscriptions_per_peer: int = 16
-    max_inbound_rpc_bytes: int = MAX_MESSAGE_BYTES + RPC_OVERHEAD_BYTES
+    max_inbound_rpc_bytes: int = LIBP2P_MAX_RPC_BYTES
     # Our per-forwarder limiter (token bucket): sustained rate and burst.
     peer_msgs_per_s: float = 200.0
     peer_burst: float = 400.0

@@ -48,7 +48,13 @@ from node.transport.errors import (
     PeerUnavailable,
     TransportError,
 )
-from node.transport.gossip import EnvelopeValidator, GossipConfig, build_pubsub, build_router
+from node.transport.gossip import (
+    MAX_GOSSIP_ENVELOPE_BYTES,
+    EnvelopeValidator,
+    GossipConfig,
+    build_pubsub,
+    build_router,
+)
 from node.transport.host import (
     build_host,
     full_addrs,
@@ -60,7 +66,7 @@ from node.transport.host import (
 from node.transport.police import PENALTY_BAD_BLOB, PENALTY_BAD_DIRECT, PeerPolice
 from protocol.commands import BlobFetched, Fetch, MessageReceived
 from protocol.envelope import open_envelope, seal
-from protocol.errors import BlobError, DecodeError
+from protocol.errors import BlobError, DecodeError, MessageTooLarge
 from protocol.identity import Keypair
 
 log = logging.getLogger(__name__)
@@ -225,6 +231,8 @@ class Transport:
         self._check_running()
         if topic not in self.config.gossip.topics:
             raise TransportError(f"unknown topic {topic!r}")
+        if len(raw) > MAX_GOSSIP_ENVELOPE_BYTES:
+            raise MessageTooLarge(f"{len(raw)}-byte envelope exceeds gossip's {MAX_GOSSIP_ENVELOPE_BYTES}")
         await self.pubsub.publish(topic, raw)
         self.counters.msgs_out += 1
 
