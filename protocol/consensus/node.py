@@ -60,7 +60,16 @@ from .tendermint import (
 )
 from .validation import ChainTip, check_block, check_committed
 from .validators import ValidatorSet
-from .votes import CommitCertificate, SignedVote, Verifier, Vote, make_certificate, sign_vote
+from .votes import (
+    CommitCertificate,
+    SignedVote,
+    Verifier,
+    VerifyCache,
+    Vote,
+    make_certificate,
+    sign_vote,
+    vote_root,
+)
 
 PERSIST_BLOCK = "consensus/block"
 PERSIST_VOTES = "consensus/own-votes"
@@ -68,6 +77,7 @@ OWN_VOTES_KEY = b"current"
 #: Messages buffered for the next height (a round's worth from every validator and some).
 MAX_FUTURE_MESSAGES = 4 * MAX_VALIDATORS
 TIMER_REBROADCAST = "consensus/rebroadcast"
+TIMER_NEXT_HEIGHT = "consensus/next-height"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +97,10 @@ class ConsensusConfig:
     sync_retry_ms: int = 1000
     #: Recent committed blocks kept in memory to serve peers that fall behind.
     block_cache: int = 1024
+    #: Pause between committing a block and starting the next height. Zero is the fast
+    #: path (the next proposer proposes at once); a single-validator chain needs > 0 or it
+    #: produces empty blocks without virtual time passing.
+    block_interval_ms: int = 0
 
 
 class ConsensusNode:
@@ -97,14 +111,14 @@ class ConsensusNode:
         config: ConsensusConfig,
         app: Application,
         key: Keypair | None,
-        verifier: Verifier = verify,
+        verifier: Verifier | None = None,
         mempool: Mempool | None = None,
     ) -> None:
         self.cfg = config
         self.app = app
         self.key = key
         self.me = None if key is None else key.public
-        self.verifier = verifier
+        self.verifier: VerifyCache = VerifyCache(inner=verifier or verify)
         self.mempool = mempool if mempool is not None else Mempool()
         self.evidence = EvidencePool()
         self.store = BlockStore(config.block_cache)
@@ -122,6 +136,7 @@ class ConsensusNode:
         self._rebroadcast_height = 0
         self.machine = self._new_machine()
         self._started = False
+        self._height_started = False
 
     # --- restart ------------------------------------------------------------------------------
 
@@ -171,11 +186,13 @@ class ConsensusNode:
             Publish(TOPIC_CONSENSUS, Status(self.height - 1, head)),
             self._rebroadcast_timer(),
         ]
-        return cmds + self._run(self.machine.start(0))
+        return cmds + self._start_height()
 
     def _on_timer(self, key: str) -> list[Command]:
         if key == TIMER_REBROADCAST:
             return self._rebroadcast()
+        if key == TIMER_NEXT_HEIGHT:
+            return self._start_height()
         parts = key.split("/")
         if len(parts) != 4 or parts[0] != "tm":
             return []
@@ -208,7 +225,7 @@ class ConsensusNode:
     def _on_consensus(self, sender: bytes, body: Proposal | Vote, raw: bytes) -> list[Command]:
         if body.height < self.height:
             return self._serve(sender, body.height, MAX_SYNC_BATCH) if body.height < self.height - 1 else []
-        if body.height > self.height:
+        if body.height > self.height or not self._height_started:
             return self._on_future(sender, body, raw)
         if isinstance(body, Proposal):
             return self._run(self.machine.on_proposal(sender, body.round, body.valid_round, body.block))
@@ -216,6 +233,9 @@ class ConsensusNode:
         if sender != body.validator:
             return []
         signed = SignedVote(body, _envelope_signature(raw))
+        # The shell verified the envelope, whose signature is the vote's: remember it so
+        # the certificate that will carry this vote costs no second verify.
+        self.verifier.remember(body.validator, signed.signature, vote_root(self.cfg.chain_id, body))
         return self._count_vote(signed)
 
     def _count_vote(self, signed: SignedVote) -> list[Command]:
@@ -228,6 +248,9 @@ class ConsensusNode:
 
     def _on_future(self, sender: bytes, body: Proposal | Vote, raw: bytes) -> list[Command]:
         cmds: list[Command] = []
+        if body.height == self.height and not self._height_started:
+            self._future.append((sender, body, raw))
+            return []
         if body.height == self.height + 1:
             self._future.append((sender, body, raw))
             if isinstance(body, Proposal) and body.block.last_commit is not None:
@@ -309,6 +332,7 @@ class ConsensusNode:
         if prior is not None:
             return prior if prior.vote == vote else None
         signed = sign_vote(self.cfg.chain_id, vote, self.key.sign)
+        self.verifier.remember(vote.validator, signed.signature, vote_root(self.cfg.chain_id, vote))
         self._own_votes[pos] = signed
         return signed
 
@@ -341,9 +365,17 @@ class ConsensusNode:
         cmds: list[Command] = [Persist(PERSIST_BLOCK, block.height.to_bytes(8, "big"), encode_record(cb))]
         self._apply_commit(block, cert, persist=True)
         cmds.append(Persist(PERSIST_VOTES, OWN_VOTES_KEY, self._own_votes_blob()))
-        cmds += self._run(self.machine.start(0))
-        cmds += self._replay_future()
+        # The next height starts from a timer, not recursively: with one validator (or a
+        # buffered backlog) deciding is instant, and each height must return to the shell.
+        cmds.append(SetTimer(self.now + self.cfg.block_interval_ms, TIMER_NEXT_HEIGHT))
         return cmds
+
+    def _start_height(self) -> list[Command]:
+        if self._height_started:
+            return []
+        self._height_started = True
+        cmds = self._run(self.machine.start(0))
+        return cmds + self._replay_future()
 
     def _apply_commit(self, block: Block, cert: CommitCertificate, persist: bool) -> None:
         h = block.header
@@ -369,6 +401,7 @@ class ConsensusNode:
         self._own_votes = {}
         self._valid_cache = {}
         self.machine = self._new_machine()
+        self._height_started = False
 
     def _replay_future(self) -> list[Command]:
         pending, self._future = list(self._future), deque(maxlen=MAX_FUTURE_MESSAGES)

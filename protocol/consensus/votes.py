@@ -10,6 +10,7 @@ standalone, without the envelope.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -26,6 +27,34 @@ from .limits import MAX_VALIDATORS
 Verifier = Callable[[bytes, bytes, bytes], bool]
 """(public key, signature, signing root) -> valid; injectable so a simulator can share one
 bounded cache across the hundreds of nodes it runs in one process."""
+
+
+class VerifyCache:
+    """A bounded memo of signatures already known to be valid.
+
+    The precommits in a certificate are, almost always, votes this node already received
+    in verified envelopes; remembering those makes checking a certificate nearly free
+    instead of n ed25519 verifies per block. Only successes are cached, keyed by the
+    full (key, signature, root), so a cache hit can never accept anything new.
+    """
+
+    def __init__(self, capacity: int = 8192, inner: Verifier = verify) -> None:
+        self._ok: OrderedDict[tuple[bytes, bytes, bytes], None] = OrderedDict()
+        self._capacity = capacity
+        self._inner = inner
+
+    def remember(self, public_key: bytes, signature: bytes, root: bytes) -> None:
+        self._ok[(public_key, signature, root)] = None
+        if len(self._ok) > self._capacity:
+            self._ok.popitem(last=False)
+
+    def __call__(self, public_key: bytes, signature: bytes, root: bytes) -> bool:
+        if (public_key, signature, root) in self._ok:
+            return True
+        if not self._inner(public_key, signature, root):
+            return False
+        self.remember(public_key, signature, root)
+        return True
 
 
 class VoteType(IntEnum):
