@@ -214,12 +214,13 @@ def register_tx(stake: int = STAKE, price: int = 5, flops: int = FLOPS, secret: 
 def world(**kw: Any) -> World:
     w = World(**kw)
     for pk in w.workers:  # real secret commitments
-        w.apply(pk, replace(register_tx(stake=0), secret_commit=elections.forced_error_commitment(secret_of(pk))))
+        commit = elections.forced_error_commitment(secret_of(pk))
+        w.apply(pk, replace(register_tx(stake=0), secret_commit=commit))
     w.block(auto=False)
     return w
 
 
-# --- end-to-end flows ------------------------------------------------------------------------------------
+# --- end-to-end flows -----------------------------------------------------------------------------
 
 
 def test_honest_task_settles_valid_and_pays_by_the_rules() -> None:

@@ -1,0 +1,433 @@
+"""One test per market rule: refusals leave state untouched, and each judgement pays or slashes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from protocol.encoding import sha256
+from protocol.market import elections
+from protocol.market.errors import (
+    BadReveal,
+    InsufficientFunds,
+    NotAuthorized,
+    OutOfBounds,
+    UnknownTask,
+    WrongStage,
+)
+from protocol.market.game import tally
+from protocol.market.params import DEVNET, MAINNET, PPM, ConfigError, check_params
+from protocol.market.state import Status, market_root
+from protocol.market.txs import (
+    ArbitrationVote,
+    BisectClaim,
+    Challenge,
+    DeregisterWorker,
+    DeviceClass,
+    ForcedErrorReveal,
+    ProveCommit,
+    SubmitTask,
+    Verdict,
+    VerdictReveal,
+)
+from tests.test_market_world import STAKE, World, key, register_tx, world
+
+
+def until(w: World, tid: bytes, status: Status, limit: int = 500) -> None:
+    for _ in range(limit):
+        if w.task(tid).status == status:
+            return
+        w.block()
+    raise AssertionError(f"task never reached {status.name}")
+
+
+def refused(w: World, sender: bytes, tx: object, err: type[Exception]) -> None:
+    root = market_root(w.state)
+    with pytest.raises(err):
+        from protocol.market.process import process_tx
+
+        process_tx(w.state, sender, tx)
+    assert market_root(w.state) == root, "a refused tx changed the state"
+
+
+# --- params ---------------------------------------------------------------------------------------
+
+
+def test_presets_satisfy_the_jackpot_inequality() -> None:
+    for p in (DEVNET, MAINNET):
+        check_params(p)
+        cost = 10_000
+        assert p.jackpot_for(cost) * p.forced_error_ppm > p.check_cost(cost) * PPM
+
+
+def test_params_with_a_jackpot_below_break_even_are_refused() -> None:
+    with pytest.raises(ConfigError):
+        check_params(replace(DEVNET, jackpot_margin_bps=9_000))
+
+
+def test_params_whose_tax_cannot_fund_the_jackpot_are_refused() -> None:
+    with pytest.raises(ConfigError):
+        check_params(replace(DEVNET, jackpot_tax_bps=100))
+
+
+# --- workers --------------------------------------------------------------------------------------
+
+
+def test_register_below_minimum_stake_is_refused() -> None:
+    w = World()
+    refused(w, key("new"), register_tx(stake=DEVNET.min_worker_stake - 1), OutOfBounds)
+
+
+def test_register_without_funds_is_refused() -> None:
+    w = World()
+    refused(w, key("pauper"), register_tx(), InsufficientFunds)
+
+
+def test_register_with_zero_capacity_is_refused() -> None:
+    w = World()
+    refused(w, w.submitter, register_tx(flops=0), OutOfBounds)
+
+
+def test_deregister_returns_stake_when_idle() -> None:
+    w = World()
+    pk = w.workers[0]
+    before = w.state.accounts.balance(pk)
+    assert w.apply(pk, DeregisterWorker(0, 0, 0)) is None
+    assert w.state.accounts.balance(pk) == before + STAKE and pk not in w.state.workers
+
+
+def test_deregister_with_open_duty_is_refused() -> None:
+    w = world()
+    tid = w.submit()
+    until(w, tid, Status.TRAINING)
+    solver = w.task(tid).solver
+    assert solver is not None
+    refused(w, solver, DeregisterWorker(0, 0, 0), WrongStage)
+
+
+# --- submit and elections -------------------------------------------------------------------------
+
+
+def test_submit_escrows_budget_and_tax_is_taken_only_at_placement() -> None:
+    w = world()
+    before = w.state.accounts.balance(w.submitter)
+    tid = w.submit(gflops=1_000, price=10)
+    work = 10_000
+    assert before - w.state.accounts.balance(w.submitter) == work + work // 10 + work // 10
+    assert w.state.jackpot == 0
+    w.block()
+    assert w.state.jackpot == work // 10 and w.task(tid).status == Status.TRAINING
+
+
+def test_submit_below_price_floor_is_refused() -> None:
+    w = World(params=replace(DEVNET, min_price_per_gflop=5))
+    tx = SubmitTask(sha256(b"s"), 10, 10, 5, 4, DeviceClass.CPU, 1, True, 4, 0, 0, 0)
+    refused(w, w.submitter, tx, OutOfBounds)
+
+
+def test_submit_with_interval_beyond_steps_is_refused() -> None:
+    w = World()
+    tx = SubmitTask(sha256(b"s"), 10, 10, 11, 4, DeviceClass.CPU, 1, True, 4, 0, 0, 0)
+    refused(w, w.submitter, tx, OutOfBounds)
+
+
+def test_same_task_id_twice_is_refused() -> None:
+    w = world()
+    w.submit(salt=7)
+    tx = SubmitTask(sha256(b"spec"), 1_000, 100, 10, 8, DeviceClass.CPU, 1024, True, 10, 7, 0, 0)
+    refused(w, w.submitter, tx, OutOfBounds)
+
+
+def test_task_nobody_can_take_is_refunded_whole_at_the_placement_deadline() -> None:
+    w = world()
+    before = w.state.accounts.balance(w.submitter)
+    tid = w.submit(device=DeviceClass.CUDA)  # every worker is CPU
+    task = w.run(tid)
+    assert task.status == Status.REFUNDED and task.outcome == "unplaceable"
+    assert w.state.accounts.balance(w.submitter) == before
+    assert w.state.height >= DEVNET.placement_blocks
+
+
+def test_solver_price_above_the_offer_is_not_eligible() -> None:
+    w = world()
+    tid = w.submit(price=4)  # every worker asks 5
+    assert w.run(tid).outcome == "unplaceable"
+
+
+def test_election_is_deterministic_and_stake_weighted() -> None:
+    cands = [(bytes([i]) * 32, 1 if i else 1_000_000) for i in range(5)]
+    picks = [elections.weighted_sample(cands, sha256(bytes([s])), 1)[0] for s in range(50)]
+    assert picks == [elections.weighted_sample(cands, sha256(bytes([s])), 1)[0] for s in range(50)]
+    assert picks.count(bytes([0]) * 32) >= 45
+
+
+def test_weighted_sample_returns_distinct_keys() -> None:
+    cands = [(bytes([i]) * 32, 10) for i in range(6)]
+    got = elections.weighted_sample(cands, b"seed", 4)
+    assert len(got) == len(set(got)) == 4
+
+
+def test_verifiers_are_distinct_from_solver_and_each_other() -> None:
+    w = world()
+    tid = w.submit()
+    until(w, tid, Status.COMMIT)
+    task = w.task(tid)
+    keys = [v.pubkey for v in task.verifiers]
+    assert task.solver not in keys and len(set(keys)) == len(keys) == DEVNET.verifier_count
+
+
+def test_non_reproducible_task_gets_a_profiler_distinct_from_the_solver() -> None:
+    w = world()
+    tid = w.submit(reproducible=False)
+    until(w, tid, Status.TRAINING)
+    task = w.task(tid)
+    assert task.profiler is not None and task.profiler != task.solver
+    assert w.run(tid).status == Status.SETTLED and task.threshold_ppm == 1_000
+
+
+# --- prove, verify --------------------------------------------------------------------------------
+
+
+def test_prove_commit_by_someone_else_is_refused() -> None:
+    w = world()
+    tid = w.submit()
+    until(w, tid, Status.TRAINING)
+    refused(w, w.submitter, ProveCommit(tid, sha256(b"r"), 11, 0, 0), NotAuthorized)
+
+
+def test_prove_commit_with_wrong_checkpoint_count_is_refused() -> None:
+    w = world()
+    tid = w.submit()
+    until(w, tid, Status.TRAINING)
+    solver = w.task(tid).solver
+    assert solver is not None
+    refused(w, solver, ProveCommit(tid, sha256(b"r"), 3, 0, 0), OutOfBounds)
+
+
+def test_tx_for_unknown_task_is_refused() -> None:
+    w = world()
+    refused(w, w.workers[0], ProveCommit(b"\x01" * 32, sha256(b"r"), 11, 0, 0), UnknownTask)
+
+
+def test_reveal_that_does_not_open_the_commitment_is_refused() -> None:
+    w = world()
+    tid = w.submit()
+    until(w, tid, Status.REVEAL)
+    slot = w.task(tid).verifiers[0]
+    bad = VerdictReveal(tid, Verdict(False, slot.segment, 1), b"\x00" * 32, 0, 0)
+    refused(w, slot.pubkey, bad, BadReveal)
+
+
+def test_verdict_on_unassigned_segment_is_refused() -> None:
+    w = world()
+    tid = w.submit()
+    until(w, tid, Status.COMMIT)
+    w.block(auto=False)
+    task = w.task(tid)
+    slot = task.verifiers[0]
+    other = (slot.segment + 1) % task.n_segments
+    verdict, salt = Verdict(True, other, 0), b"\x05" * 32
+    from protocol.market.txs import VerdictCommit
+
+    for s in task.verifiers:
+        mine = verdict if s is slot else Verdict(True, s.segment, 0)
+        c = elections.verdict_commitment(tid, s.pubkey, mine, salt)
+        assert w.apply(s.pubkey, VerdictCommit(tid, c, 0, 0)) is None
+    refused(w, slot.pubkey, VerdictReveal(tid, verdict, salt, 0, 0), BadReveal)
+
+
+# --- challenge, forced errors, disputes -----------------------------------------------------------
+
+
+def test_challenge_below_minimum_bond_or_by_the_solver_is_refused() -> None:
+    w = world()
+    tid = w.submit()
+    until(w, tid, Status.CHALLENGE)
+    task = w.task(tid)
+    refused(w, w.liar_key, Challenge(tid, 0, 0, DEVNET.min_challenge_bond - 1, 0, 0), OutOfBounds)
+    assert task.solver is not None
+    refused(w, task.solver, Challenge(tid, 0, 0, DEVNET.min_challenge_bond, 0, 0), NotAuthorized)
+    refused(w, w.liar_key, Challenge(tid, 9, 0, DEVNET.min_challenge_bond, 0, 0), OutOfBounds)
+
+
+def test_false_challenger_loses_its_bond_and_honest_parties_lose_nothing() -> None:
+    w = world(false_challenger=True)
+    before = w.state.accounts.balance(w.liar_key)
+    task = w.run(w.submit())
+    assert task.status == Status.SETTLED and task.proof_valid is True
+    bonds = DEVNET.min_challenge_bond * DEVNET.verifier_count
+    assert w.state.accounts.balance(w.liar_key) == before - bonds
+    assert all(w.stake(pk) == STAKE for pk in w.workers)
+
+
+def test_lazy_verifier_is_slashed_when_a_cheat_is_shown() -> None:
+    w = world()
+    lazy = w.workers[0]
+    w.behaviour[lazy] = "lazy"
+    for salt in range(40):  # find a task where the lazy worker verifies
+        tid = w.submit(cheat=True, salt=salt)
+        until(w, tid, Status.COMMIT)
+        if any(v.pubkey == lazy for v in w.task(tid).verifiers):
+            break
+        w.run(tid)
+    else:
+        pytest.skip("lazy worker never elected")
+    stake = w.stake(lazy)
+    assert w.run(tid).proof_valid is False
+    assert w.stake(lazy) == stake - stake * DEVNET.verifier_slash_bps // 10_000
+
+
+def test_false_accusing_verifier_loses_the_game_and_is_slashed() -> None:
+    w = world()
+    liar = w.workers[1]
+    w.behaviour[liar] = "false_accuser"
+    for salt in range(40):
+        tid = w.submit(salt=salt)
+        until(w, tid, Status.COMMIT)
+        if any(v.pubkey == liar for v in w.task(tid).verifiers):
+            break
+        w.run(tid)
+    else:
+        pytest.skip("liar never elected")
+    stake = w.stake(liar)
+    task = w.run(tid)
+    assert task.proof_valid is True and task.status == Status.SETTLED
+    assert w.stake(liar) == stake - stake * DEVNET.verifier_slash_bps // 10_000
+
+
+def test_forced_error_is_caught_whistleblower_paid_from_jackpot_verifier_not_slashed() -> None:
+    w = world(params=replace(DEVNET, forced_error_ppm=PPM))  # every verdict forced
+    w.state.jackpot = 0
+    tid = w.submit()
+    until(w, tid, Status.FORCED_REVEAL)
+    jackpot_before = w.state.jackpot
+    watcher_before = w.state.accounts.balance(w.watcher_key)
+    task = w.run(tid)
+    assert task.status == Status.SETTLED and task.proof_valid is True
+    assert all(v.forced_revealed for v in task.verifiers)
+    assert all(w.stake(v.pubkey) == STAKE for v in task.verifiers)
+    gain = w.state.accounts.balance(w.watcher_key) - watcher_before
+    assert gain > 0 and w.state.jackpot < jackpot_before
+
+
+def test_forced_reveal_with_wrong_secret_or_unforced_draw_is_refused() -> None:
+    w = world()
+    tid = w.submit()
+    until(w, tid, Status.FORCED_REVEAL)
+    slot = w.task(tid).verifiers[0]
+    refused(w, slot.pubkey, ForcedErrorReveal(tid, b"\x07" * 32, 0, 0), BadReveal)
+
+
+def test_unforced_wrong_verdict_cannot_hide_behind_a_reveal() -> None:
+    w = world(params=replace(DEVNET, forced_error_ppm=1))
+    from tests.test_market_world import secret_of
+
+    tid = w.submit()
+    until(w, tid, Status.FORCED_REVEAL)
+    slot = w.task(tid).verifiers[0]
+    if w.forced(w.task(tid), slot.pubkey):
+        pytest.skip("drew a forced error at 1 ppm")
+    refused(w, slot.pubkey, ForcedErrorReveal(tid, secret_of(slot.pubkey), 0, 0), BadReveal)
+
+
+def test_bisection_move_out_of_turn_or_round_is_refused() -> None:
+    w = world()
+    tid = w.submit(cheat=True)
+    until(w, tid, Status.DISPUTE)
+    task = w.task(tid)
+    assert task.game is not None and task.solver is not None
+    refused(w, task.game.accuser, BisectClaim(tid, 0, b"\x01" * 32, 0, 0), NotAuthorized)
+    refused(w, task.solver, BisectClaim(tid, 5, b"\x01" * 32, 0, 0), OutOfBounds)
+
+
+def test_bisection_reaches_one_operation_within_log2_rounds() -> None:
+    w = world()
+    tid = w.submit(cheat=True)
+    until(w, tid, Status.ARBITRATION)
+    game = w.task(tid).game
+    assert game is not None and game.hi - game.lo == 1
+    assert game.round <= (10 * 8 - 1).bit_length()
+
+
+def test_vote_by_a_non_validator_is_refused() -> None:
+    w = world()
+    tid = w.submit(cheat=True)
+    until(w, tid, Status.ARBITRATION)
+    game = w.task(tid).game
+    assert game is not None
+    refused(w, w.workers[0], ArbitrationVote(tid, game.round, True, 0, 0), NotAuthorized)
+
+
+def test_tally_needs_more_than_two_thirds_of_power() -> None:
+    vals = {b"a": 1, b"b": 1, b"c": 1}
+    assert tally(vals, {b"a": True, b"b": True}) is None
+    assert tally(vals, {b"a": True, b"b": True, b"c": True}) is True
+    assert tally({b"a": 3, b"b": 1}, {b"a": False}) is False
+
+
+def test_silent_accuser_loses_and_silent_defender_loses() -> None:
+    w = world()
+    tid = w.submit(cheat=True)
+    until(w, tid, Status.DISPUTE)
+    solver = w.task(tid).solver
+    assert solver is not None
+    w.behaviour[solver] = "silent"
+    task = w.run(tid)
+    assert task.proof_valid is False and w.stake(solver) < STAKE
+
+
+def test_undecided_arbitration_refunds_without_slashing() -> None:
+    w = world()
+    for v in w.validators:
+        w.behaviour[v] = "silent"
+    tid = w.submit(cheat=True)
+    task = w.run(tid)
+    assert task.status == Status.REFUNDED and task.outcome == "arbitration undecided"
+
+
+# --- silence and replacement ----------------------------------------------------------------------
+
+
+def test_silent_solver_is_replaced_and_partly_slashed() -> None:
+    w = world()
+    tid = w.submit()
+    until(w, tid, Status.TRAINING)
+    first = w.task(tid).solver
+    assert first is not None
+    w.behaviour[first] = "silent"
+    task = w.run(tid)
+    assert task.status == Status.SETTLED and task.solver != first
+    assert w.stake(first) == STAKE - STAKE * DEVNET.silence_slash_bps // 10_000
+
+
+def test_silent_verifier_is_replaced_and_partly_slashed() -> None:
+    w = world()
+    tid = w.submit()
+    until(w, tid, Status.COMMIT)
+    gone = w.task(tid).verifiers[0].pubkey
+    w.behaviour[gone] = "silent"
+    task = w.run(tid)
+    assert task.status == Status.SETTLED and gone in task.excluded
+    assert w.stake(gone) == STAKE - STAKE * DEVNET.silence_slash_bps // 10_000
+
+
+def test_everyone_silent_ends_in_refund_within_bound() -> None:
+    w = world()
+    for pk in w.workers:
+        w.behaviour[pk] = "silent"
+    tid = w.submit()
+    bound = w.bound(tid)
+    task = w.run(tid, max_blocks=bound + 1)
+    assert task.status == Status.REFUNDED
+
+
+def test_capacity_advert_ttl_rules() -> None:
+    from protocol.market.messages import CapacityAdvert, check_advert
+
+    ad = CapacityAdvert(DeviceClass.CPU, 1024, 10**9, 5, 1, 1_000, 31_000)
+    check_advert(ad, 2_000, 60_000)
+    with pytest.raises(OutOfBounds):
+        check_advert(ad, 31_000, 60_000)
+    with pytest.raises(OutOfBounds):
+        check_advert(replace(ad, expires_at=100_000), 2_000, 60_000)
