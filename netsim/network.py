@@ -144,8 +144,7 @@ class Network:
         c = self._config
         self._default = (c.latency_ms, c.jitter_ms, c.loss, c.duplicate, c.bandwidth_bps)
         self._overrides = {
-            (o.src, o.dst): (o.latency_ms, o.jitter_ms, o.loss, o.duplicate, o.bandwidth_bps)
-            for o in c.links
+            (o.src, o.dst): (o.latency_ms, o.jitter_ms, o.loss, o.duplicate, o.bandwidth_bps) for o in c.links
         }
 
     def _fresh_group(self) -> int:

@@ -74,8 +74,19 @@ def node_keys(config: SimConfig) -> list[Keypair]:
 
 
 class _Node:
-    __slots__ = ("compute_free", "core", "disk", "incarnation", "index", "key", "queue", "seen", "stats",
-                 "status", "timers")
+    __slots__ = (
+        "compute_free",
+        "core",
+        "disk",
+        "incarnation",
+        "index",
+        "key",
+        "queue",
+        "seen",
+        "stats",
+        "status",
+        "timers",
+    )
 
     def __init__(self, index: int, key: Keypair, disk: Disk) -> None:
         self.index = index
@@ -129,14 +140,25 @@ class Sim:
         self._relay = config.network.gossip == "relay"
         self.mesh = _build_mesh(config) if self._relay else []
         self._handlers: list[Callable[[int, Any], None]] = [
-            self._on_tick, self._on_msg, self._on_timer, self._on_compute, self._on_blob,
-            self._on_fault, self._on_phase, self._on_call,
-        ]  # fmt: skip
+            self._on_tick,
+            self._on_msg,
+            self._on_timer,
+            self._on_compute,
+            self._on_blob,
+            self._on_fault,
+            self._on_phase,
+            self._on_call,
+        ]
         self._commands: dict[type[Any], Callable[[_Node, Any], None]] = {
-            Publish: self._cmd_publish, SendTo: self._cmd_send, SetTimer: self._cmd_set_timer,
-            CancelTimer: self._cmd_cancel_timer, RunCompute: self._cmd_compute,
-            Persist: self._cmd_persist, Fetch: self._cmd_fetch, Log: self._cmd_log,
-        }  # fmt: skip
+            Publish: self._cmd_publish,
+            SendTo: self._cmd_send,
+            SetTimer: self._cmd_set_timer,
+            CancelTimer: self._cmd_cancel_timer,
+            RunCompute: self._cmd_compute,
+            Persist: self._cmd_persist,
+            Fetch: self._cmd_fetch,
+            Log: self._cmd_log,
+        }
         self._started = False
 
     # --- inspection (for checkers and scenario callbacks) ------------------------------------
@@ -192,7 +214,7 @@ class Sim:
         end, max_events, max_pending = self.config.end_ms, self.config.max_events, self.config.max_pending
         checks = self._checks
         while heap:
-            if heap[0][0] > end:
+            if heap[0][0] >= end:
                 break
             t, _, kind, node, payload = pop(heap)
             self.now = t
@@ -526,8 +548,12 @@ class Sim:
             detail = str(exc) or type(exc).__name__
             self._fail(InvariantViolation, f"invariant {check.label!r} failed: {detail}", exc)
 
-    def _fail(self, kind: type[ReproducibleFailure] | type[NetsimError], what: str,
-              cause: BaseException | None = None) -> NoReturn:  # fmt: skip
+    def _fail(
+        self,
+        kind: type[ReproducibleFailure] | type[NetsimError],
+        what: str,
+        cause: BaseException | None = None,
+    ) -> NoReturn:
         headline = f"{what} (t={self.now}ms, event #{self.events}, phase {self.phase})"
         if not issubclass(kind, ReproducibleFailure):
             kind = ReproducibleFailure

@@ -7,8 +7,9 @@ timers, EchoCore direct sends, CounterCore persistence across crash/restart.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from netsim.disk import Disk
 from protocol.commands import (
     TOPIC_TXS,
     Command,
@@ -23,8 +24,6 @@ from protocol.commands import (
 )
 from protocol.identity import Keypair
 from protocol.messages import Ping, Pong
-
-from netsim.disk import Disk
 
 PING_TIMER = "ping"
 COUNTER_KIND = "counter"
@@ -86,10 +85,33 @@ class CounterCore:
         return []
 
 
-def flood_factory(interval_ms: int = 100, count: int = 10) -> object:
+def flood_factory(interval_ms: int = 100, count: int = 10) -> Callable[[int, Keypair, Disk], FloodCore]:
     """A netsim factory building FloodCores (keys and disk unused: the toy is stateless)."""
 
     def factory(index: int, key: Keypair, disk: Disk) -> FloodCore:
         return FloodCore(index, interval_ms, count)
 
     return factory
+
+
+class ScriptCore:
+    """Issues scripted commands at given times and records every event it handles.
+
+    The test double for the simulator itself: a test states "node 0 publishes at t=10"
+    and then asserts on what each node's `events` list saw and when.
+    """
+
+    def __init__(self, script: Sequence[tuple[int, Command]] = ()) -> None:
+        self.script = list(script)
+        self.events: list[tuple[int, Event]] = []
+
+    def handle(self, now: int, event: Event) -> Sequence[Command]:
+        self.events.append((now, event))
+        if isinstance(event, Tick):
+            return [SetTimer(at, f"script/{i}") for i, (at, _) in enumerate(self.script) if at >= now]
+        if isinstance(event, TimerFired) and event.key.startswith("script/"):
+            return [self.script[int(event.key.split("/", 1)[1])][1]]
+        return []
+
+    def received(self) -> list[tuple[int, MessageReceived]]:
+        return [(t, e) for t, e in self.events if isinstance(e, MessageReceived)]
