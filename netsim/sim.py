@@ -46,7 +46,7 @@ from protocol.commands import (
     TimerFired,
 )
 from protocol.encoding import sha256
-from protocol.envelope import Envelope, open_envelope, seal
+from protocol.envelope import open_envelope, seal
 from protocol.errors import PolnetError
 from protocol.identity import Keypair
 from protocol.limits import MAX_MESSAGE_BYTES
@@ -135,7 +135,7 @@ class Sim:
         self._nodes = [_Node(i, k, Disk(config.disk_limit_bytes)) for i, k in enumerate(self.keys)]
         self._heap: list[tuple[int, int, int, int, Any]] = []
         self._seq = 0
-        self._opened: dict[bytes, tuple[Envelope | None, bytes]] = {}
+        self._opened: dict[tuple[bytes, str], tuple[MessageReceived | None, bytes]] = {}
         self._blob_rng = substream(config.seed, "blobs")
         self._relay = config.network.gossip == "relay"
         self.mesh = _build_mesh(config) if self._relay else []
@@ -282,13 +282,13 @@ class Sim:
     def _on_msg(self, node: int, payload: tuple[bytes, str, int]) -> None:
         slot = self._nodes[node]
         raw, topic, src = payload
-        if self._held(slot, K_MSG, payload, is_message=True):
+        if slot.status != UP and self._held(slot, K_MSG, payload, is_message=True):
             return
-        if not self.network.connected(src, node):
+        if self.network.group[src] != self.network.group[node]:
             self.counters.drop("partition_in_flight")
             return
-        env, msg_id = self._open(raw)
-        if env is None:
+        event, msg_id = self._open(raw, topic)
+        if event is None:
             self.counters.rejected += 1
             slot.stats.rejected += 1
             self.trace.record(self.now, node, K_REJECT, msg_id)
@@ -298,23 +298,29 @@ class Sim:
                 self.counters.drop("relay_seen")
                 return
             self._remember(slot, msg_id)
-            self._relay_on(slot, topic, raw, src)
+            self._fan_out(node, self.mesh[node], (*payload[:2], node), exclude=src)
         self.counters.delivered += 1
         slot.stats.received += 1
-        self._deliver(slot, MessageReceived(topic, env.sender, env.body, raw), K_MSG, msg_id)
+        self._deliver(slot, event, K_MSG, msg_id)
 
-    def _open(self, raw: bytes) -> tuple[Envelope | None, bytes]:
-        """Decode and verify once per distinct envelope bytes, however many receive it."""
-        hit = self._opened.get(raw)
+    def _open(self, raw: bytes, topic: str) -> tuple[MessageReceived | None, bytes]:
+        """Decode and verify once per distinct envelope, however many nodes receive it.
+
+        The event itself is shared too: MessageReceived is frozen, so every receiver of
+        the same bytes on the same topic can be handed the same object.
+        """
+        key = (raw, topic)
+        hit = self._opened.get(key)
         if hit is None:
             try:
-                env: Envelope | None = open_envelope(raw, self.config.chain_id)
+                env = open_envelope(raw, self.config.chain_id)
+                event: MessageReceived | None = MessageReceived(topic, env.sender, env.body, raw)
             except PolnetError:
-                env = None
-            hit = (env, sha256(raw))
+                event = None
+            hit = (event, sha256(raw))
             if len(self._opened) >= VERIFY_CACHE_SIZE:
                 del self._opened[next(iter(self._opened))]
-            self._opened[raw] = hit
+            self._opened[key] = hit
         return hit
 
     def _on_timer(self, node: int, payload: tuple[str, int]) -> None:
@@ -358,31 +364,36 @@ class Sim:
         self.counters.published += 1
         if self._relay:
             self._remember(slot, sha256(raw))
-            peers: Iterable[int] = self.mesh[slot.index]
+            peers: Sequence[int] = self.mesh[slot.index]
         else:
             peers = range(self.n)
-        src = slot.index
-        for dst in peers:
-            if dst != src:
-                self._transmit(src, dst, topic, raw)
-
-    def _relay_on(self, slot: _Node, topic: str, raw: bytes, came_from: int) -> None:
-        for dst in self.mesh[slot.index]:
-            if dst != came_from:
-                self._transmit(slot.index, dst, topic, raw)
+        self._fan_out(slot.index, peers, (raw, topic, slot.index))
 
     def _remember(self, slot: _Node, msg_id: bytes) -> None:
         if len(slot.seen) >= SEEN_CACHE_SIZE:
             del slot.seen[next(iter(slot.seen))]
         slot.seen[msg_id] = None
 
-    def _transmit(self, src: int, dst: int, topic: str, raw: bytes) -> None:
-        self.counters.copies += 1
-        arrivals = self.network.transmit(self.now, src, dst, len(raw))
-        if len(arrivals) > 1:
-            self.counters.duplicated += 1
-        for at in arrivals:
-            self._push(at, K_MSG, dst, (raw, topic, src))
+    def _fan_out(
+        self, src: int, peers: Sequence[int], payload: tuple[bytes, str, int], exclude: int = -1
+    ) -> None:
+        """Put one copy per peer on the network: the hot loop of every gossip."""
+        transmit, now, size = self.network.transmit, self.now, len(payload[0])
+        heap, push, seq = self._heap, heapq.heappush, self._seq
+        copies = duplicated = 0
+        for dst in peers:
+            if dst in (src, exclude):
+                continue
+            copies += 1
+            arrivals = transmit(now, src, dst, size)
+            if len(arrivals) > 1:
+                duplicated += 1
+            for at in arrivals:
+                seq += 1
+                push(heap, (at, seq, K_MSG, dst, payload))
+        self._seq = seq
+        self.counters.copies += copies
+        self.counters.duplicated += duplicated
 
     def _cmd_send(self, slot: _Node, cmd: SendTo) -> None:
         dst = self.index_of.get(cmd.peer)
@@ -395,7 +406,7 @@ class Sim:
             return
         self.counters.direct += 1
         slot.stats.sent_direct += 1
-        self._transmit(slot.index, dst, DIRECT_TOPIC, raw)
+        self._fan_out(slot.index, (dst,), (raw, DIRECT_TOPIC, slot.index))
 
     def _cmd_set_timer(self, slot: _Node, cmd: SetTimer) -> None:
         if cmd.key not in slot.timers and len(slot.timers) >= MAX_TIMERS_PER_NODE:

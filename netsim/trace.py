@@ -26,8 +26,7 @@ class Trace:
         self.count = 0
 
     def record(self, now: int, node: int, kind: int, ident: bytes) -> None:
-        self._hash.update(_HEADER.pack(now, node, kind))
-        self._hash.update(ident)
+        self._hash.update(_HEADER.pack(now, node, kind) + ident)
         self.recent.append((now, node, kind, ident))
         self.count += 1
 

@@ -98,7 +98,7 @@ class ConsensusScenario:
     network: NetworkConfig = field(default_factory=lambda: NetworkConfig(latency_ms=20, jitter_ms=10))
     faults: tuple[FaultAction, ...] = ()
     timeouts: TimeoutConfig = field(default_factory=lambda: TimeoutConfig(300, 200, 200, 100, 3000))
-    rebroadcast_ms: int = 1000
+    rebroadcast_ms: int = 300
 
     def behaviour(self, i: int) -> str:
         return self.behaviours[i] if i < len(self.behaviours) else "honest"
@@ -331,8 +331,10 @@ def run_scenario(
     checks: Sequence[Check] = (),
     app_factory: Callable[[tuple[Validator, ...]], Any] | None = None,
     setup: Callable[[Sim], None] | None = None,
+    obs: Observations | None = None,
 ) -> tuple[Report, Observations]:
-    obs = Observations()
+    """Run one scenario; pass `obs` to watch the observations from checkers and callbacks."""
+    obs = Observations() if obs is None else obs
     all_checks = [Check(safety_check(sc, obs), every=50, name="no_fork"), *checks]
     all_checks.append(Check(safety_check(sc, obs), final=True, name="no_fork_final"))
     report = run(sc.sim_config(), make_factory(sc, obs, app_factory), all_checks, setup=setup)
