@@ -22,6 +22,7 @@ from netsim.errors import SimConfigError
 from netsim.faults import FaultAction, action_from_dict, action_to_dict, check_nodes
 
 MAX_NODES = 4096
+MAX_PARAMS = 64
 MAX_DURATION_MS = 10 * 24 * 3600 * 1000
 JITTER_DISTS = ("uniform", "exponential")
 GOSSIP_MODES = ("direct", "relay")
@@ -159,6 +160,9 @@ class SimConfig:
     max_pending: int = 5_000_000
     #: How many recent events a failure message lists.
     trace_tail: int = 24
+    #: Scenario parameters (Byzantine count, tx rate...): scalars only. They live in the
+    #: config so that the config printed by a failure is all it takes to replay it.
+    params: dict[str, int | float | str | bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(1 <= self.nodes <= MAX_NODES, "nodes", f"must be in 1..{MAX_NODES}, got {self.nodes}")
@@ -180,9 +184,17 @@ class SimConfig:
         for i, action in enumerate(self.faults):
             check_nodes(action, self.nodes, f"faults[{i}]")
             _require(action.at < self.duration_ms, f"faults[{i}].at", "must be inside the safety phase")
+        _require(len(self.params) <= MAX_PARAMS, "params", f"at most {MAX_PARAMS} entries")
+        for key, value in self.params.items():
+            ok = isinstance(key, str) and 0 < len(key) <= 64 and type(value) in (int, float, str, bool)
+            _require(ok, f"params.{key}", "must be a string, number or boolean under a short name")
         if self.nemesis is not None:
             bad = [t for t in self.nemesis.targets if not 0 <= t < self.nodes]
             _require(not bad, "nemesis.targets", f"node index {bad[:1]} out of range")
+
+    def param(self, name: str, default: Any) -> Any:
+        """A scenario parameter, or `default` when the config does not set it."""
+        return self.params.get(name, default)
 
     def flops_of(self, node: int) -> int:
         return self.flops[node] if self.flops else self.node_flops
@@ -265,6 +277,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if args[0] is FaultAction or typing.get_origin(args[0]) in (typing.Union, _UnionType):
             return tuple(action_from_dict(v, f"{where}[{i}]") for i, v in enumerate(value))
         return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        _require(isinstance(value, dict), where, f"must be a table, got {type(value).__name__}")
+        return dict(value)
     if origin in (typing.Union, _UnionType):  # X | None
         inner = [a for a in args if a is not type(None)]
         return None if value is None else _coerce(value, inner[0], where)
@@ -285,4 +300,6 @@ def _dump(obj: Any) -> Any:
         }
     if isinstance(obj, tuple):
         return [_dump(v) for v in obj]
+    if isinstance(obj, dict):
+        return dict(sorted(obj.items()))
     return obj

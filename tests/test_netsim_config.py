@@ -101,3 +101,14 @@ def test_nemesis_never_takes_down_more_than_its_budget() -> None:
 def test_network_config_rejects_negative_latency() -> None:
     with pytest.raises(SimConfigError, match=r"network\.latency_ms"):
         NetworkConfig(latency_ms=-1)
+
+
+def test_scenario_params_travel_with_the_config() -> None:
+    config = SimConfig.from_toml('[params]\nbyzantine = 2\nattack = "equivocate"\n')
+    assert config.param("byzantine", 0) == 2 and config.param("tx_rate", 5) == 5
+    assert SimConfig.from_json(config.to_json()) == config
+
+
+def test_non_scalar_scenario_params_are_refused() -> None:
+    with pytest.raises(SimConfigError, match=r"params\.x"):
+        SimConfig.from_dict({"params": {"x": [1, 2]}})
