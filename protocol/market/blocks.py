@@ -164,7 +164,8 @@ def _elect_verifiers(state: MarketState, task: Task, count: int) -> bool:
     for key in picked:
         state.workers[key].jobs += 1
         segment = elections.sample_segment(task.verify_beacon, task.task_id, key, task.n_segments)
-        task.verifiers.append(VerifierSlot(key, segment=segment, beacon=state.beacon))
+        slot = VerifierSlot(key, segment=segment, beacon=state.beacon, elected_at=state.height)
+        task.verifiers.append(slot)
     return bool(picked)
 
 

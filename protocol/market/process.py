@@ -245,8 +245,11 @@ def process_forced_error_reveal(state: MarketState, sender: bytes, tx: ForcedErr
     task = _task(state, tx.task_id, Status.FORCED_REVEAL)
     slot = _slot(task, sender)
     worker = state.workers[sender]
-    # Rule: the secret opens the commitment made at registration.
-    if worker.secret_commit is None or elections.forced_error_commitment(tx.secret) != worker.secret_commit:
+    # Rule: the secret opens the commitment made at registration (or is the one already
+    # revealed: it still decides the duties it was drawn for before it became public).
+    opens = worker.secret_commit == elections.forced_error_commitment(tx.secret)
+    drawn_before = tx.secret == worker.revealed_secret and slot.elected_at < worker.revealed_at
+    if not (opens or drawn_before):
         raise BadReveal("secret does not match the registered commitment")
     # Rule: the secret and this task's beacon really did force an error.
     if not elections.is_forced(tx.secret, slot.beacon, task.task_id, state.params.forced_error_ppm):
@@ -256,7 +259,8 @@ def process_forced_error_reveal(state: MarketState, sender: bytes, tx: ForcedErr
         raise BadReveal("already revealed")
     slot.forced_revealed = True
     # The secret is public now: the worker must commit a fresh one before verifying again.
-    worker.secret_commit = None
+    if opens:
+        worker.secret_commit, worker.revealed_secret, worker.revealed_at = None, tx.secret, state.height
 
 
 # --- stage 7: dispute and arbitration ----------------------------------------------------------------

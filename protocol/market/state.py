@@ -95,6 +95,8 @@ class Worker:
     stake: int
     secret_commit: bytes | None  # None once revealed: must re-register before verifying again
     secret_height: int = 0  # when the secret was committed (must precede any beacon it meets)
+    revealed_secret: bytes | None = None  # still proves forced errors on duties it was drawn for
+    revealed_at: int = -1
     jobs: int = 0  # open duties; stake cannot leave while > 0
 
 
@@ -105,6 +107,7 @@ class VerifierSlot:
     verdict: Verdict | None = None
     segment: int = 0
     beacon: bytes = b""  # the beacon at election: with the secret, decides forced errors
+    elected_at: int = 0
     forced_revealed: bool = False
 
 

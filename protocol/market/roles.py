@@ -1,0 +1,330 @@
+"""The market roles as sans-IO machines: solver, verifier (and profiler), whistleblower,
+arbiter (validator) and submitter.
+
+Each machine reads the committed market state after every block (`ChainView`), asks its
+shell for compute (`RunCompute` with a job from `protocol.market.jobs`) and publishes
+transactions (`Publish` on the txs topic). A node runs the roles it holds, combined in
+`NodeRoles`; being elected needs no message because elections are computed from the
+chain. Every machine acts at most once per (task, duty, round), remembers only open
+tasks, and caps its jobs in flight, so a flood of tasks cannot grow its memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from protocol.commands import TOPIC_TXS, Command, ComputeDone, Event, Publish, RunCompute
+from protocol.encoding import sha256
+from protocol.market import elections
+from protocol.market.jobs import (
+    ArbitrationJob,
+    ArbitrationResult,
+    MarketTrainJob,
+    MarketTrainResult,
+    ProfileJob,
+    ProfileResult,
+    SegmentCheckJob,
+    SegmentCheckResult,
+    StateHashJob,
+    StateHashResult,
+)
+from protocol.market.params import GFLOP
+from protocol.market.process import task_id_of
+from protocol.market.state import TERMINAL, MarketState, Status, Task, Turn, VerifierSlot
+from protocol.market.txs import (
+    ArbitrationVote,
+    BisectClaim,
+    BisectReply,
+    Challenge,
+    ForcedErrorReveal,
+    ProfileReport,
+    ProveCommit,
+    SubmitTask,
+    Verdict,
+    VerdictCommit,
+    VerdictReveal,
+)
+
+#: Jobs one role keeps in flight; more tasks wait for the next block.
+MAX_PENDING_JOBS = 64
+#: A verification re-runs a sampled segment; charged as this share of the training FLOPs.
+SEGMENT_FLOPS_BPS = 200
+#: One state hash or one arbitrated operation: tiny next to a training step.
+OP_FLOPS = 10**6
+
+
+def _segment_flops(task: Task) -> int:
+    return task.gflops * GFLOP * SEGMENT_FLOPS_BPS // 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ChainView:
+    """The market state right after a committed block; roles only read it."""
+
+    height: int
+    market: MarketState
+
+
+@dataclass(slots=True)
+class Wallet:
+    """Stamps each transaction with the account's next nonce and a fee."""
+
+    fee: int = 0
+    nonce: int = 0
+
+    def stamp(self, tx: Any) -> Any:
+        stamped = replace(tx, nonce=self.nonce, fee=self.fee)
+        self.nonce += 1
+        return stamped
+
+
+@dataclass
+class _Role:
+    me: bytes
+    wallet: Wallet
+    market: MarketState | None = None
+    done: set[tuple[bytes, str, int]] = field(default_factory=set)
+    pending: dict[str, tuple[bytes, str, int]] = field(default_factory=dict)
+
+    def handle(self, now: int, event: Event | ChainView) -> list[Command]:
+        if isinstance(event, ChainView):
+            self.market = event.market
+            self._forget_closed(event.market)
+            return self.on_view(event.market)
+        if isinstance(event, ComputeDone) and event.job_id in self.pending and self.market is not None:
+            tid, duty, rnd = self.pending.pop(event.job_id)
+            task = self.market.tasks.get(tid)
+            return self.on_done(task, duty, rnd, event.result) if task else []
+        return []
+
+    def on_view(self, market: MarketState) -> list[Command]:
+        return []
+
+    def on_done(self, task: Task, duty: str, rnd: int, result: Any) -> list[Command]:
+        return []
+
+    # --- helpers -----------------------------------------------------------------------------------
+
+    def _run(self, task: Task, duty: str, rnd: int, job: Any, flops: int) -> list[Command]:
+        """Start a job once per (task, duty, round), within the in-flight cap."""
+        key = (task.task_id, duty, rnd)
+        if key in self.done or len(self.pending) >= MAX_PENDING_JOBS:
+            return []
+        self.done.add(key)
+        job_id = f"{duty}:{task.task_id.hex()}:{rnd}"
+        self.pending[job_id] = key
+        return [RunCompute(job_id, job, flops)]
+
+    def _once(self, task: Task, duty: str, tx: Any) -> list[Command]:
+        """Publish a tx that needs no compute, once per (task, duty)."""
+        key = (task.task_id, duty, 0)
+        if key in self.done:
+            return []
+        self.done.add(key)
+        return self._publish(tx)
+
+    def _publish(self, tx: Any) -> list[Command]:
+        return [Publish(TOPIC_TXS, self.wallet.stamp(tx))]
+
+    def _forget_closed(self, market: MarketState) -> None:
+        def live(tid: bytes) -> bool:
+            task = market.tasks.get(tid)
+            return task is not None and task.status not in TERMINAL
+
+        self.done = {k for k in self.done if live(k[0])}
+        self.pending = {j: k for j, k in self.pending.items() if live(k[0])}
+
+    # --- playing the bisection game (as defender or accuser) -------------------------------------
+
+    def _play(self, market: MarketState) -> list[Command]:
+        out: list[Command] = []
+        for task in market.open_tasks():
+            game = task.game
+            if task.status != Status.DISPUTE or game is None:
+                continue
+            mine = task.solver if game.turn == Turn.DEFENDER else game.accuser
+            if mine == self.me:
+                job = StateHashJob(task.task_id, game.segment, (game.lo + game.hi) // 2)
+                out += self._run(task, "hash", game.round, job, OP_FLOPS)
+        return out
+
+    def _move(self, task: Task, rnd: int, result: StateHashResult) -> list[Command]:
+        game = task.game
+        if task.status != Status.DISPUTE or game is None or game.round != rnd:
+            return []
+        if game.turn == Turn.DEFENDER and task.solver == self.me:
+            return self._publish(BisectClaim(task.task_id, rnd, result.digest, 0, 0))
+        if game.turn == Turn.ACCUSER and game.accuser == self.me:
+            return self._publish(BisectReply(task.task_id, rnd, result.digest == game.mid_hash, 0, 0))
+        return []
+
+
+@dataclass
+class SolverRole(_Role):
+    def on_view(self, market: MarketState) -> list[Command]:
+        out = self._play(market)
+        for task in market.open_tasks():
+            if task.status == Status.TRAINING and task.solver == self.me and task.proof_root is None:
+                job = MarketTrainJob(task.task_id, task.spec_hash)
+                out += self._run(task, "train", 0, job, task.gflops * GFLOP)
+        return out
+
+    def on_done(self, task: Task, duty: str, rnd: int, result: Any) -> list[Command]:
+        if duty == "hash":
+            return self._move(task, rnd, result)
+        mine = task.status == Status.TRAINING and task.solver == self.me
+        if isinstance(result, MarketTrainResult) and mine:
+            return self._publish(ProveCommit(task.task_id, result.merkle_root, result.n_checkpoints, 0, 0))
+        return []
+
+
+@dataclass
+class VerifierRole(_Role):
+    """Profiles, verifies (commit then reveal, flipping the verdict when forced), reveals
+    forced errors after the challenge window, and plays accuser when it rejected."""
+
+    secret: bytes = b""
+    verdicts: dict[bytes, tuple[Verdict, bytes]] = field(default_factory=dict)
+
+    def on_view(self, market: MarketState) -> list[Command]:
+        out = self._play(market)
+        self.verdicts = {t: v for t, v in self.verdicts.items() if t in market.tasks}
+        for task in market.open_tasks():
+            out += self._profile(task) + self._verify(task)
+        return out
+
+    def _slot(self, task: Task) -> VerifierSlot | None:
+        return next((v for v in task.verifiers if v.pubkey == self.me), None)
+
+    def _profile(self, task: Task) -> list[Command]:
+        if task.status == Status.TRAINING and task.profiler == self.me and task.threshold_ppm is None:
+            return self._run(task, "profile", 0, ProfileJob(task.task_id, task.spec_hash), OP_FLOPS)
+        return []
+
+    def _verify(self, task: Task) -> list[Command]:
+        slot = self._slot(task)
+        if slot is None:
+            return []
+        if task.status == Status.COMMIT and slot.commitment is None and task.proof_root is not None:
+            job = SegmentCheckJob(task.task_id, task.proof_root, slot.segment, task.threshold_ppm or 0)
+            return self._run(task, "verify", 0, job, _segment_flops(task))
+        if task.status == Status.REVEAL and slot.verdict is None and task.task_id in self.verdicts:
+            verdict, salt = self.verdicts[task.task_id]
+            return self._once(task, "reveal", VerdictReveal(task.task_id, verdict, salt, 0, 0))
+        if task.status == Status.FORCED_REVEAL and not slot.forced_revealed and self._forced(task, slot):
+            return self._once(task, "forced", ForcedErrorReveal(task.task_id, self.secret, 0, 0))
+        return []
+
+    def _forced(self, task: Task, slot: VerifierSlot) -> bool:
+        assert self.market is not None
+        ppm = self.market.params.forced_error_ppm
+        return elections.is_forced(self.secret, slot.beacon, task.task_id, ppm)
+
+    def on_done(self, task: Task, duty: str, rnd: int, result: Any) -> list[Command]:
+        if duty == "hash":
+            return self._move(task, rnd, result)
+        if isinstance(result, ProfileResult) and task.status == Status.TRAINING:
+            return self._publish(ProfileReport(task.task_id, result.threshold_ppm, result.spec_ok, 0, 0))
+        slot = self._slot(task)
+        if isinstance(result, SegmentCheckResult) and slot is not None and task.status == Status.COMMIT:
+            accept = result.passed != self._forced(task, slot)
+            verdict = Verdict(accept, slot.segment, result.distance_ppm)
+            salt = sha256(self.secret + task.task_id + b"verdict-salt")
+            self.verdicts[task.task_id] = (verdict, salt)
+            commitment = elections.verdict_commitment(task.task_id, self.me, verdict, salt)
+            return self._publish(VerdictCommit(task.task_id, commitment, 0, 0))
+        return []
+
+
+@dataclass
+class WhistleblowerRole(_Role):
+    """Re-checks revealed verdicts during the challenge window and challenges wrong ones."""
+
+    bond: int = 0
+    checks_per_block: int = 8
+
+    def on_view(self, market: MarketState) -> list[Command]:
+        out = self._play(market)
+        budget = self.checks_per_block
+        for task in market.open_tasks():
+            if task.status != Status.CHALLENGE or task.proof_root is None or self.me == task.solver:
+                continue
+            for index, slot in enumerate(task.verifiers):
+                if budget <= 0 or slot.pubkey == self.me or slot.verdict is None:
+                    continue
+                job = SegmentCheckJob(task.task_id, task.proof_root, slot.segment, task.threshold_ppm or 0)
+                started = self._run(task, "check", index, job, _segment_flops(task))
+                budget -= len(started)
+                out += started
+        return out
+
+    def on_done(self, task: Task, duty: str, rnd: int, result: Any) -> list[Command]:
+        if duty == "hash":
+            return self._move(task, rnd, result)
+        if not isinstance(result, SegmentCheckResult) or task.status != Status.CHALLENGE:
+            return []
+        verdict = task.verifiers[rnd].verdict if rnd < len(task.verifiers) else None
+        if verdict is None or verdict.accept == result.passed:
+            return []
+        return self._publish(Challenge(task.task_id, rnd, result.segment, self.bond, 0, 0))
+
+
+@dataclass
+class ArbiterRole(_Role):
+    """A validator re-executes the one pinpointed operation and votes."""
+
+    def on_view(self, market: MarketState) -> list[Command]:
+        out: list[Command] = []
+        if self.me not in market.validators:
+            return out
+        for task in market.open_tasks():
+            game = task.game
+            if task.status == Status.ARBITRATION and game is not None and self.me not in game.votes:
+                job = ArbitrationJob(task.task_id, game.segment, game.lo, game.lo_hash, game.hi_hash)
+                out += self._run(task, "arbitrate", game.round, job, OP_FLOPS)
+        return out
+
+    def on_done(self, task: Task, duty: str, rnd: int, result: Any) -> list[Command]:
+        if isinstance(result, ArbitrationResult) and task.status == Status.ARBITRATION:
+            return self._publish(ArbitrationVote(task.task_id, rnd, result.defender_right, 0, 0))
+        return []
+
+
+@dataclass
+class SubmitterRole(_Role):
+    """Publishes its queued tasks, at most `max_in_flight` open at a time, and records outcomes."""
+
+    queue: list[SubmitTask] = field(default_factory=list)
+    max_in_flight: int = 4
+    mine: list[bytes] = field(default_factory=list)
+    outcomes: dict[bytes, str] = field(default_factory=dict)
+
+    def on_view(self, market: MarketState) -> list[Command]:
+        for tid in self.mine:
+            task = market.tasks.get(tid)
+            if task is not None and task.status in TERMINAL:
+                self.outcomes[tid] = task.outcome
+        open_now = sum(1 for t in self.mine if t not in self.outcomes)
+        out: list[Command] = []
+        while self.queue and open_now < self.max_in_flight:
+            tx = self.wallet.stamp(self.queue.pop(0))
+            self.mine.append(task_id_of(self.me, tx))
+            open_now += 1
+            out.append(Publish(TOPIC_TXS, tx))
+        return out
+
+
+@dataclass
+class NodeRoles:
+    """All the roles one node holds, driven as one core."""
+
+    roles: Sequence[_Role]
+
+    def handle(self, now: int, event: Event | ChainView) -> list[Command]:
+        out: list[Command] = []
+        for role in self.roles:
+            out += role.handle(now, event)
+        return out
+
