@@ -55,6 +55,7 @@ class World:
     behaviour: dict[bytes, str] = field(default_factory=dict)
     watcher: bool = True  # an honest whistleblower checks every verdict
     false_challenger: bool = False  # challenges every ACCEPT
+    on_ledger: bool = False  # keep balances in a protocol.ledger State (custody in its pool)
     state: MarketState = field(init=False)
     cheats: set[bytes] = field(default_factory=set)  # task ids whose solver cheated
     memo: dict[tuple[bytes, bytes], tuple[Verdict, bytes]] = field(default_factory=dict)
@@ -65,7 +66,9 @@ class World:
         self.validators = {key(f"v{i}"): 100 for i in range(self.n_validators)}
         self.submitter, self.watcher_key, self.liar_key = key("sub"), key("watch"), key("liar")
         everyone = [*self.workers, *self.validators, self.submitter, self.watcher_key, self.liar_key]
-        self.state = MarketState(params=self.params, accounts=MemoryAccounts({k: BALANCE for k in everyone}))
+        memory = MemoryAccounts({k: BALANCE for k in everyone})
+        accounts = ledger_accounts(everyone) if self.on_ledger else memory
+        self.state = MarketState(params=self.params, accounts=accounts)
         self.supply0 = self.state.supply()
         for pk in self.workers:
             self.apply(pk, register_tx())
@@ -87,6 +90,13 @@ class World:
             self.apply(sender, tx)
         end_block(self.state)
         assert self.state.supply() == self.supply0, "supply changed"
+        if self.on_ledger:
+            from protocol.ledger.primitives import audit_supply
+            from protocol.market.ledger_bridge import custody_matches
+
+            ledger = self.state.accounts.state  # type: ignore[attr-defined]
+            audit_supply(ledger)
+            assert custody_matches(self.state, ledger)
 
     def submit(self, *, reproducible: bool = True, gflops: int = 1_000, price: int = 10, cheat: bool = False,
                salt: int = 0, device: DeviceClass = DeviceClass.CPU) -> bytes:
@@ -206,6 +216,19 @@ class World:
                 for v in self.validators if self.behaviour.get(v) != "silent" and v not in task.game.votes]
 
 
+def ledger_accounts(everyone: list[bytes]) -> Any:
+    from protocol.ledger.entries import Account, Supply
+    from protocol.ledger.params import DEVNET as LEDGER_DEVNET
+    from protocol.ledger.state import State
+    from protocol.market.ledger_bridge import LedgerAccounts
+
+    ledger = State(LEDGER_DEVNET)
+    for pk in everyone:
+        ledger.set_account(pk, Account(BALANCE, 0))
+    ledger.set_supply(Supply(BALANCE * len(everyone), 0, 0))
+    return LedgerAccounts(ledger)
+
+
 def register_tx(stake: int = STAKE, price: int = 5, flops: int = FLOPS, secret: bytes | None = None,
                 device: DeviceClass = DeviceClass.CPU) -> RegisterWorker:
     return RegisterWorker(device, 8192, flops, price, stake, secret or b"\x00" * 32, 0, 0)
@@ -270,3 +293,11 @@ def test_market_state_root_is_deterministic_across_identical_runs() -> None:
         w.run(w.submit(cheat=True))
         roots.append(market_root(w.state))
     assert roots[0] == roots[1]
+
+
+def test_on_the_ledger_custody_equals_the_market_pool_and_the_ledger_audit_holds() -> None:
+    w = world(on_ledger=True, false_challenger=True)
+    tasks = [w.submit(cheat=True, salt=1), w.submit(salt=2)]
+    w.run(tasks[0])
+    w.run(tasks[1])
+    assert w.task(tasks[0]).proof_valid is False and w.task(tasks[1]).proof_valid is True
