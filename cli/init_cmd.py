@@ -54,7 +54,7 @@ def init_datadir(
     if genesis is not None:
         shutil.copyfile(genesis, datadir.genesis)
     else:
-        write_atomic(datadir.genesis, chain.single_node_genesis(cfg.chain_id, key), mode=0o644)
+        write_atomic(datadir.genesis, chain.genesis_bytes(cfg.chain_id, [key]), mode=0o644)
     write_atomic(datadir.config, config_to_toml(cfg).encode(), mode=0o600)
     return key
 

@@ -34,6 +34,7 @@ MAX_CONFIG_BYTES = 64 * 1024
 #: Bootstrap lists longer than this are a mistake (or a config generated wrongly).
 MAX_BOOTSTRAP_PEERS = 64
 MAX_COMPUTE_THREADS = 256
+MAX_BLOCK_INTERVAL_MS = 600_000
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -134,6 +135,19 @@ class RolesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ChainConfig:
+    """How this node paces the chain. With several validators the next proposer
+    proposes as soon as a block commits; the interval is the pause before a new
+    height, which keeps a one-node devnet from spinning out empty blocks."""
+
+    block_interval_ms: int = 1000
+
+    def validate(self) -> None:
+        if not 0 <= self.block_interval_ms <= MAX_BLOCK_INTERVAL_MS:
+            raise ConfigError(f"[chain] block_interval_ms must be in 0..{MAX_BLOCK_INTERVAL_MS}")
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
     json: bool = False
@@ -151,6 +165,7 @@ class NodeConfig:
     admin: AdminConfig = field(default_factory=AdminConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     roles: RolesConfig = field(default_factory=RolesConfig)
+    chain: ChainConfig = field(default_factory=ChainConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def validate(self) -> None:
@@ -166,6 +181,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "admin": AdminConfig,
     "compute": ComputeConfig,
     "roles": RolesConfig,
+    "chain": ChainConfig,
     "log": LogConfig,
 }
 _TOP_LEVEL = ("chain_id",)

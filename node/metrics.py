@@ -25,6 +25,7 @@ REJECT_REASONS = (
     "invalid",
     "replay",
     "internal",
+    "gossip",
     "other",
 )
 OTHER_TOPIC = "other"

@@ -10,8 +10,10 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from node.config import load_config
+from node.daemon.chain import genesis_bytes
 from node.daemon.keyfile import load_key_file
 from node.datadir import DataDir
+from protocol.identity import Keypair
 
 runner = CliRunner()
 
@@ -84,9 +86,10 @@ def test_init_with_missing_genesis_file_says_so(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        ("{not json", "not valid JSON"),
-        ("[1, 2]", "must be a JSON object"),
-        (json.dumps({"chain_id": "other-chain"}), "genesis is for chain 'other-chain'"),
+        ("{not json", "genesis is not valid json"),
+        ("[1, 2]", "must be a table/object"),
+        (json.dumps({"chain_id": "polnet-devnet", "accounts": []}), "accounts must be a non-empty list"),
+        (genesis_bytes("other-chain", [Keypair.derive("a")]).decode(), "genesis is for chain 'other-chain'"),
     ],
 )
 def test_init_rejects_a_bad_genesis_before_writing_anything(

@@ -26,6 +26,7 @@ import trio
 
 from node.capacity import Capacity, measure_capacity
 from node.config import NodeConfig
+from node.daemon.chain import Chain
 from node.daemon.driver import CoreDriver
 from node.daemon.http import Request, Response, Routes, serve_http
 from node.daemon.ports import Network
@@ -33,10 +34,10 @@ from node.daemon.solo import SoloNetwork
 from node.daemon.state import BootInfo, DaemonState
 from node.datadir import DataDir
 from node.metrics import CONTENT_TYPE, NodeMetrics, reject_reason
-from protocol.commands import TOPIC_TXS, Core, MessageReceived
+from protocol.commands import TOPIC_TXS, Core
 from protocol.envelope import open_envelope
 from protocol.errors import PolnetError
-from protocol.identity import Keypair
+from protocol.identity import Keypair, public_key_from_node_id
 
 log = logging.getLogger("polnet.daemon")
 
@@ -64,7 +65,7 @@ class IdleCore:
 
 
 NetworkFactory = Callable[["Daemon", trio.Nursery], Any]
-CoreFactory = Callable[["Daemon"], Core]
+ChainFactory = Callable[["Daemon"], Chain]
 
 
 class Daemon:
@@ -74,7 +75,7 @@ class Daemon:
         config: NodeConfig,
         key: Keypair,
         *,
-        core_factory: CoreFactory | None = None,
+        chain_factory: ChainFactory | None = None,
         network_factory: NetworkFactory | None = None,
         capacity_seconds: float = 0.2,
     ) -> None:
@@ -82,7 +83,7 @@ class Daemon:
         self.config = config
         self.key = key
         self.metrics = NodeMetrics()
-        self._core_factory = core_factory or (lambda daemon: IdleCore())
+        self._chain_factory = chain_factory
         self._network_factory = network_factory
         self._capacity_seconds = capacity_seconds
         self.started_at = time.time()
@@ -90,6 +91,7 @@ class Daemon:
         self.capacity: Capacity | None = None
         self.network: Network = SoloNetwork()
         self.driver: CoreDriver | None = None
+        self.chain: Chain | None = None
         self.state: DaemonState | None = None
         self.endpoints: Endpoints | None = None
 
@@ -119,8 +121,11 @@ class Daemon:
             p2p: tuple[str, ...] = ()
             if self._network_factory is not None:
                 self.network, p2p = await self._network_factory(self, nursery)
+            if self._chain_factory is not None:
+                self.chain = await trio.to_thread.run_sync(self._chain_factory, self)
+            core: Core = self.chain.node if self.chain is not None else IdleCore()
             self.driver = CoreDriver(
-                self._core_factory(self),
+                core,
                 self.network,
                 self.state,
                 self.metrics,
@@ -156,8 +161,18 @@ class Daemon:
         return f"http://{m.host}:{port}/metrics"
 
     async def _refresh_metrics(self) -> None:
+        rejected_seen = 0
         while True:
             self.metrics.peers.set(self.network.peer_count())
+            if self.chain is not None:
+                self.metrics.height.set(self.chain.height)
+                self.metrics.stake.set(self.chain.ledger.state.stake(self.key.public).bonded)
+                self.metrics.validators.set(len(self.chain.node.vset.validators))
+            counters = getattr(self.network, "counters", None)
+            if counters is not None:
+                rejected = counters().get("messages_rejected", 0)
+                self.metrics.messages_rejected.labels("gossip").inc(max(0, rejected - rejected_seen))
+                rejected_seen = max(rejected, rejected_seen)
             await trio.sleep(METRICS_REFRESH_S)
 
     # --- endpoints -------------------------------------------------------------------
@@ -167,6 +182,7 @@ class Daemon:
             ("GET", "/status"): self._get_status,
             ("GET", "/metrics"): self._get_metrics,
             ("POST", "/tx"): self._post_tx,
+            ("GET", "/account/"): self._get_account,
         }
 
     async def _get_metrics(self, request: Request) -> Response:
@@ -179,7 +195,8 @@ class Daemon:
             "chain_id": self.config.chain_id,
             "uptime_s": round(time.time() - self.started_at, 3),
             "peers": self.network.peer_count(),
-            "height": int(self.metrics.height._value.get()),
+            "height": self.chain.height if self.chain else 0,
+            "chain": self.chain.summary() if self.chain else None,
             "boots": boot.boots,
             "clean_stops": boot.clean_stops,
             "crashes": boot.crashes,
@@ -200,10 +217,36 @@ class Daemon:
             env = open_envelope(request.body, self.config.chain_id)
         except PolnetError as exc:
             self.metrics.rejected(reject_reason(exc))
-            return Response(400, json.dumps({"error": str(exc)}).encode())
-        assert self.driver is not None
-        await self.driver.submit(MessageReceived(TOPIC_TXS, env.sender, env.body, env.raw))
-        return Response(202, json.dumps({"accepted": env.message_id.hex()}).encode())
+            return _json(400, {"error": f"{type(exc).__name__}: {exc}"})
+        if self.chain is None:
+            return _json(503, {"error": "this node runs no chain"})
+        try:
+            self.chain.node.submit_tx(env.raw)
+        except PolnetError as exc:
+            self.metrics.rejected(reject_reason(exc))
+            return _json(400, {"error": f"{type(exc).__name__}: {exc}"})
+        publish_sealed = getattr(self.network, "publish_sealed", None)
+        if publish_sealed is not None:
+            try:
+                await publish_sealed(TOPIC_TXS, env.raw)
+                self.metrics.message_out(TOPIC_TXS)
+            except PolnetError as exc:  # in our mempool already; gossip retries are the proposer's
+                log.warning("tx gossip failed", extra={"error": str(exc)})
+        return _json(202, {"accepted": env.message_id.hex()})
+
+    async def _get_account(self, request: Request) -> Response:
+        if self.chain is None:
+            return _json(503, {"error": "this node runs no chain"})
+        text = request.path.removeprefix("/account/")
+        try:
+            pubkey = bytes.fromhex(text) if len(text) == 64 else public_key_from_node_id(text)
+        except (ValueError, PolnetError):
+            return _json(400, {"error": "account must be 64 hex chars or a node id"})
+        return _json(200, self.chain.account(pubkey))
+
+
+def _json(status: int, doc: dict[str, Any]) -> Response:
+    return Response(status, json.dumps(doc, sort_keys=True).encode())
 
 
 def _pid() -> int:

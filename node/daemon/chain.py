@@ -1,39 +1,66 @@
-"""The daemon's narrow view of the chain: genesis documents and the application.
+"""The chain a daemon runs: genesis file -> ledger -> consensus node, restored from disk.
 
-protocol/ledger owns the genesis format and its validation; this module is the single
-place the CLI and the daemon reach it, so that a format change touches one file.
+protocol/ledger owns the genesis format and protocol/consensus the state machine; this
+module is the one place the daemon and the CLI put them together, so the wiring lives
+in one file. Restart is a replay: the committed blocks the core asked to persist are
+read back in height order and re-applied from genesis (ConsensusNode.restore), which
+also re-checks every block's state root against our own ledger.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
-from protocol.errors import ConfigError
+from protocol.consensus.node import (
+    OWN_VOTES_KEY,
+    PERSIST_BLOCK,
+    PERSIST_VOTES,
+    ConsensusConfig,
+    ConsensusNode,
+)
+from protocol.errors import ConfigError, PolnetError
 from protocol.identity import Keypair
+from protocol.ledger import Genesis, Ledger, parse_genesis
+from protocol.messages import load_all
 
-#: A genesis file lists accounts and stakes; anything this large is not one.
-MAX_GENESIS_BYTES = 4 * 1024 * 1024
 #: Devnet balances: enough to pay fees and bond for a long demo.
 DEVNET_BALANCE = 1_000_000_000
 DEVNET_STAKE = 10_000_000
+#: A genesis file lists accounts and stakes; anything this large is not one.
+MAX_GENESIS_BYTES = 16 * 1024 * 1024
 
 
-def genesis_document(chain_id: str, members: list[Keypair]) -> dict[str, object]:
-    """A devnet genesis where every member is funded and bonded as a validator."""
+class BlockSource(Protocol):
+    """Where persisted consensus records are read back from at start."""
+
+    def load_kind(self, kind: str) -> Iterable[bytes]: ...
+
+    def load(self, kind: str, key: bytes) -> bytes | None: ...
+
+
+def genesis_document(chain_id: str, members: list[Keypair], genesis_time: int = 0) -> dict[str, Any]:
+    """A devnet genesis (protocol.ledger.genesis format) where every member is funded
+    and bonded, so every member is a validator from height 1."""
     return {
         "chain_id": chain_id,
-        "params": "devnet",
-        "accounts": [{"pubkey": k.public.hex(), "balance": DEVNET_BALANCE} for k in members],
-        "stakes": [{"pubkey": k.public.hex(), "amount": DEVNET_STAKE} for k in members],
+        "preset": "devnet",
+        "genesis_time": genesis_time,
+        "accounts": [
+            {"pubkey": k.public.hex(), "balance": DEVNET_BALANCE, "stake": DEVNET_STAKE} for k in members
+        ],
     }
 
 
-def single_node_genesis(chain_id: str, key: Keypair) -> bytes:
-    return json.dumps(genesis_document(chain_id, [key]), indent=2, sort_keys=True).encode()
+def genesis_bytes(chain_id: str, members: list[Keypair], genesis_time: int = 0) -> bytes:
+    return json.dumps(genesis_document(chain_id, members, genesis_time), indent=2).encode()
 
 
-def read_genesis(path: Path) -> dict[str, object]:
+def read_genesis(path: Path) -> Genesis:
+    """Parse a genesis file (JSON or TOML by suffix), errors prefixed with its path."""
     try:
         raw = path.read_bytes()[: MAX_GENESIS_BYTES + 1]
     except FileNotFoundError:
@@ -42,17 +69,68 @@ def read_genesis(path: Path) -> dict[str, object]:
         raise ConfigError(f"{path}: cannot read genesis: {exc.strerror}") from None
     if len(raw) > MAX_GENESIS_BYTES:
         raise ConfigError(f"{path}: genesis larger than {MAX_GENESIS_BYTES} bytes")
+    fmt = "toml" if path.suffix == ".toml" else "json"
     try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: genesis is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: genesis must be a JSON object")
-    return doc
+        return parse_genesis(raw.decode("utf-8"), fmt)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: genesis is not UTF-8 text") from None
+    except PolnetError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def check_genesis_file(path: Path, chain_id: str) -> None:
-    """Refuse a genesis for another chain before anything is written."""
-    doc = read_genesis(path)
-    if doc.get("chain_id") != chain_id:
-        raise ConfigError(f"{path}: genesis is for chain {doc.get('chain_id')!r}, config says {chain_id!r}")
+    """Refuse a bad genesis, or one for another chain, before anything is written."""
+    genesis = read_genesis(path)
+    if genesis.chain_id != chain_id:
+        raise ConfigError(f"{path}: genesis is for chain {genesis.chain_id!r}, config says {chain_id!r}")
+
+
+@dataclass
+class Chain:
+    genesis: Genesis
+    ledger: Ledger
+    node: ConsensusNode
+
+    @classmethod
+    def open(cls, genesis: Genesis, key: Keypair, source: BlockSource, block_interval_ms: int) -> Chain:
+        load_all()
+        ledger = Ledger.from_genesis(genesis)
+        params = genesis.params
+        cfg = ConsensusConfig(
+            chain_id=genesis.chain_id,
+            genesis_validators=ledger.validators(),
+            genesis_time=genesis.time,
+            epoch_length=params.epoch_length,
+            max_validators=params.max_validators,
+            block_interval_ms=block_interval_ms,
+        )
+        node = ConsensusNode(cfg, ledger, key)
+        node.restore(source.load_kind(PERSIST_BLOCK), source.load(PERSIST_VOTES, OWN_VOTES_KEY))
+        return cls(genesis, ledger, node)
+
+    @property
+    def height(self) -> int:
+        """Height of the last committed block."""
+        return self.node.height - 1
+
+    def account(self, pubkey: bytes) -> dict[str, Any]:
+        acct = self.ledger.state.account(pubkey)
+        stake = self.ledger.state.stake(pubkey)
+        return {
+            "pubkey": pubkey.hex(),
+            "balance": acct.balance,
+            "nonce": acct.nonce,
+            "bonded": stake.bonded,
+            "locked": stake.locked,
+            "jailed": stake.jailed,
+            "unbondings": stake.unbondings,
+            "height": self.height,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "height": self.height,
+            "app_hash": self.ledger.app_hash().hex(),
+            "validators": len(self.node.vset.powers()),
+            "mempool": len(self.node.mempool),
+        }

@@ -82,5 +82,10 @@ class DaemonState:
         row = self._db.execute("SELECT value FROM records WHERE kind = ? AND key = ?", (kind, key)).fetchone()
         return bytes(row[0]) if row else None
 
+    def load_kind(self, kind: str) -> list[bytes]:
+        """Every record of one kind in key order (block heights are big-endian keys)."""
+        rows = self._db.execute("SELECT value FROM records WHERE kind = ? ORDER BY key", (kind,))
+        return [bytes(r[0]) for r in rows]
+
     def close(self) -> None:
         self._db.close()
