@@ -502,6 +502,9 @@ class Sim:
         slot.status = CRASHED
         slot.incarnation += 1
         slot.timers.clear()
+        for kind, _ in slot.queue:
+            if kind == K_MSG:
+                self.counters.drop("crashed")
         slot.queue.clear()
         slot.seen.clear()
         slot.compute_free = self.now

@@ -74,3 +74,25 @@ def test_any_config_replays_identically(
         nemesis=NemesisConfig(mean_gap_ms=100, min_fault_ms=20, max_fault_ms=200),
     )
     assert run(config, mixed_factory).trace_hash == run(config, mixed_factory).trace_hash
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**32), pause_mode=st.sampled_from(["queue", "drop"]), relay=st.booleans())
+def test_every_message_copy_is_delivered_or_dropped_for_a_named_reason(
+    seed: int, pause_mode: str, relay: bool
+) -> None:
+    network = NetworkConfig(
+        jitter_ms=40, loss=0.1, duplicate=0.1, gossip="relay" if relay else "direct", gossip_degree=2
+    )
+    config = SimConfig(
+        seed=seed,
+        nodes=6,
+        duration_ms=2_000,
+        liveness_ms=2_000,  # the flood stops at 1.2 s, so nothing is still in flight at the end
+        network=network,
+        pause_mode=pause_mode,
+        nemesis=NemesisConfig(mean_gap_ms=50, min_fault_ms=20, max_fault_ms=300, max_faulty=2),
+    )
+    c = run(config, lambda i, k, d: FloodCore(i, interval_ms=100, count=12)).counters
+    assert c.copies > 0
+    assert c.delivered + sum(c.dropped.values()) == c.copies + c.duplicated

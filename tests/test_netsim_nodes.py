@@ -262,3 +262,10 @@ def test_inject_and_call_at_let_a_scenario_drive_nodes() -> None:
 
     run(SimConfig(nodes=2), factory, setup=setup)
     assert [(t, e.body) for t, e in cores[1].received()] == [(123, Ping(9))]
+
+
+def test_messages_queued_by_a_paused_node_are_counted_lost_when_it_crashes() -> None:
+    config = SimConfig(network=NO_JITTER, faults=(Pause(20, 1), Crash(300, 1)))
+    sim, cores = scripted(2, {0: [(100, Publish(TOPIC_TXS, Ping(7)))]}, config)
+    assert cores[1].received() == []
+    assert sim.counters.dropped == {"crashed": 1}
