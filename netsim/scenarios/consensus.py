@@ -98,7 +98,7 @@ class ConsensusScenario:
     network: NetworkConfig = field(default_factory=lambda: NetworkConfig(latency_ms=20, jitter_ms=10))
     faults: tuple[FaultAction, ...] = ()
     timeouts: TimeoutConfig = field(default_factory=lambda: TimeoutConfig(300, 200, 200, 100, 3000))
-    rebroadcast_ms: int = 300
+    rebroadcast_ms: int = 200
 
     def behaviour(self, i: int) -> str:
         return self.behaviours[i] if i < len(self.behaviours) else "honest"

@@ -91,7 +91,8 @@ class ConsensusConfig:
     max_validators: int = MAX_VALIDATORS
     max_block_txs: int = MAX_BLOCK_TXS
     max_block_bytes: int = MAX_BLOCK_TX_BYTES
-    #: Resend own messages when a height has not advanced for this long (loss recovery).
+    #: Resend own messages when (height, round, step) has not moved for this long: the
+    #: network may lose messages and gossip does not retransmit.
     rebroadcast_ms: int = 2000
     #: Wait this long for a block-sync answer before asking again.
     sync_retry_ms: int = 1000
@@ -127,14 +128,17 @@ class ConsensusNode:
         self.prev_vset: ValidatorSet | None = None
         self.last_block: Block | None = None
         self.last_commit: CommitCertificate | None = None
+        self.last_hash = ZERO_HASH
         self.app_hash = app.app_hash()
         self.now = 0
         self._own_votes: dict[tuple[int, int, int], SignedVote] = {}
+        self._answered: set[tuple[bytes, int, int]] = set()  # bounded: validators x rounds
         self._valid_cache: dict[bytes, bool] = {}
         self._future: deque[tuple[bytes, Any, bytes]] = deque(maxlen=MAX_FUTURE_MESSAGES)
         self._sync_deadline = -1
-        self._rebroadcast_height = 0
+        self._progress_mark: tuple[int, int, int] = (-1, -1, -1)
         self.machine = self._new_machine()
+        self._prev_machine: HeightMachine | None = None
         self._started = False
         self._height_started = False
 
@@ -148,7 +152,7 @@ class ConsensusNode:
             # Rule: the stored block extends our state (its header carries our state root).
             if cb.block.height != self.height or cb.block.header.app_hash != self.app_hash:
                 raise ValidationError(f"stored block {cb.block.height} does not extend the restored state")
-            self._apply_commit(cb.block, cb.commit, persist=False)
+            self._apply_commit(cb.block, cb.commit, len(raw))
         if own_votes is not None:
             for item in unpack(own_votes):
                 sv = decode_record(SignedVote, item)
@@ -159,6 +163,16 @@ class ConsensusNode:
 
     def handle(self, now: int, event: Event) -> list[Command]:
         self.now = max(self.now, now)
+        cmds = self._dispatch(event)
+        # Loss recovery: whenever (height, round, step) moves, re-arm the rebroadcast timer;
+        # it fires only if this node then stays stuck for rebroadcast_ms.
+        mark = (self.height, self.machine.round, int(self.machine.step))
+        if mark != self._progress_mark and self._started:
+            self._progress_mark = mark
+            cmds.append(self._rebroadcast_timer())
+        return cmds
+
+    def _dispatch(self, event: Event) -> list[Command]:
         if isinstance(event, Tick):
             return self._on_tick()
         if isinstance(event, TimerFired):
@@ -181,11 +195,8 @@ class ConsensusNode:
         if self._started:
             return []
         self._started = True
-        head = ZERO_HASH if self.last_block is None else block_hash(self.last_block)
-        cmds: list[Command] = [
-            Publish(TOPIC_CONSENSUS, Status(self.height - 1, head)),
-            self._rebroadcast_timer(),
-        ]
+        head = self.last_hash
+        cmds: list[Command] = [Publish(TOPIC_CONSENSUS, Status(self.height - 1, head))]
         return cmds + self._start_height()
 
     def _on_timer(self, key: str) -> list[Command]:
@@ -223,8 +234,10 @@ class ConsensusNode:
         return []
 
     def _on_consensus(self, sender: bytes, body: Proposal | Vote, raw: bytes) -> list[Command]:
+        if body.height == self.height - 1 and isinstance(body, Vote) and sender == body.validator:
+            return self._late_vote(SignedVote(body, _envelope_signature(raw)))
         if body.height < self.height:
-            return self._serve(sender, body.height, MAX_SYNC_BATCH) if body.height < self.height - 1 else []
+            return self._serve(sender, body.height, MAX_SYNC_BATCH)
         if body.height > self.height or not self._height_started:
             return self._on_future(sender, body, raw)
         if isinstance(body, Proposal):
@@ -239,12 +252,35 @@ class ConsensusNode:
         return self._count_vote(signed)
 
     def _count_vote(self, signed: SignedVote) -> list[Command]:
+        if self.machine.has_vote(signed):
+            return self._answer_rebroadcast(signed.vote)
         actions, prior = self.machine.on_vote(signed)
         if prior is not None:
             ev = make_evidence(prior, signed)
             if self.evidence.add(ev, self.height):
                 return [Log("warn", "consensus.equivocation", (("validator", signed.vote.validator.hex()),))]
         return self._run(actions)
+
+    def _late_vote(self, signed: SignedVote) -> list[Command]:
+        """A vote for the height we just decided: too late to count, not too late to
+        prove an equivocation (the conflicting twin often arrives after the decision)."""
+        if self._prev_machine is None or self._prev_machine.has_vote(signed):
+            return []
+        _, prior = self._prev_machine.on_vote(signed)
+        if prior is not None and self.evidence.add(make_evidence(prior, signed), self.height):
+            return [Log("warn", "consensus.equivocation", (("validator", signed.vote.validator.hex()),))]
+        return []
+
+    def _answer_rebroadcast(self, vote: Vote) -> list[Command]:
+        """A vote we already hold arrived again: its sender is stuck and rebroadcasting,
+        probably because it lost some of ours, so send it our votes of that round directly
+        (once per peer and round)."""
+        key = (vote.validator, vote.height, vote.round)
+        if key in self._answered or self.me is None:
+            return []
+        self._answered.add(key)
+        mine = [sv.vote for (_, r, _), sv in sorted(self._own_votes.items()) if r == vote.round]
+        return [SendTo(vote.validator, v) for v in mine]
 
     def _on_future(self, sender: bytes, body: Proposal | Vote, raw: bytes) -> list[Command]:
         cmds: list[Command] = []
@@ -341,9 +377,6 @@ class ConsensusNode:
 
     def _rebroadcast(self) -> list[Command]:
         cmds: list[Command] = [self._rebroadcast_timer()]
-        if self.height != self._rebroadcast_height:
-            self._rebroadcast_height = self.height
-            return cmds
         m = self.machine
         prop = m.proposals.get(m.round)
         if prop is not None and m.me is not None and self.vset.proposer(m.round) == m.me:
@@ -351,7 +384,7 @@ class ConsensusNode:
         for (_, r, _), sv in sorted(self._own_votes.items(), key=lambda kv: kv[0]):
             if r >= m.round - 1:
                 cmds.append(Publish(TOPIC_CONSENSUS, sv.vote))
-        head = ZERO_HASH if self.last_block is None else block_hash(self.last_block)
+        head = self.last_hash
         cmds.append(Publish(TOPIC_CONSENSUS, Status(self.height - 1, head)))
         return cmds
 
@@ -362,8 +395,9 @@ class ConsensusNode:
 
     def _commit(self, block: Block, cert: CommitCertificate) -> list[Command]:
         cb = CommittedBlock(block, cert)
-        cmds: list[Command] = [Persist(PERSIST_BLOCK, block.height.to_bytes(8, "big"), encode_record(cb))]
-        self._apply_commit(block, cert, persist=True)
+        raw = encode_record(cb)
+        cmds: list[Command] = [Persist(PERSIST_BLOCK, block.height.to_bytes(8, "big"), raw)]
+        self._apply_commit(block, cert, len(raw))
         cmds.append(Persist(PERSIST_VOTES, OWN_VOTES_KEY, self._own_votes_blob()))
         # The next height starts from a timer, not recursively: with one validator (or a
         # buffered backlog) deciding is instant, and each height must return to the shell.
@@ -377,7 +411,7 @@ class ConsensusNode:
         cmds = self._run(self.machine.start(0))
         return cmds + self._replay_future()
 
-    def _apply_commit(self, block: Block, cert: CommitCertificate, persist: bool) -> None:
+    def _apply_commit(self, block: Block, cert: CommitCertificate, size: int) -> None:
         h = block.header
         ctx = BlockContext(
             height=h.height,
@@ -388,7 +422,7 @@ class ConsensusNode:
             last_commit_hash=h.last_commit_hash,
         )
         outcome = self.app.finalize_block(ctx)
-        self.store.add(CommittedBlock(block, cert))
+        self.store.add(CommittedBlock(block, cert), size)
         self.mempool.remove(block.txs)
         self.evidence.mark_committed(block.evidence, h.height + 1)
         self.prev_vset = self.vset
@@ -397,9 +431,12 @@ class ConsensusNode:
             nxt = nxt.with_members(outcome.validators, self.cfg.max_validators)
         self.vset = nxt
         self.last_block, self.last_commit, self.app_hash = block, cert, outcome.app_hash
+        self.last_hash = cert.block_hash
         self.height = h.height + 1
         self._own_votes = {}
+        self._answered = set()
         self._valid_cache = {}
+        self._prev_machine = self.machine
         self.machine = self._new_machine()
         self._height_started = False
 
@@ -432,14 +469,15 @@ class ConsensusNode:
             self.cfg.chain_id,
             self.height,
             self.last_block,
+            self.last_hash,
             self.prev_vset,
             self.vset,
             self.app_hash,
             self.cfg.genesis_time,
         )
 
-    def _valid(self, block: Block) -> bool:
-        h = block_hash(block)
+    def _valid(self, block: Block, h: bytes | None = None) -> bool:
+        h = block_hash(block) if h is None else h
         cached = self._valid_cache.get(h)
         if cached is None:
             try:
@@ -465,7 +503,7 @@ class ConsensusNode:
             height=self.height,
             time=max(self.now, prev_time),
             proposer=self.me,
-            prev_hash=ZERO_HASH if self.last_block is None else block_hash(self.last_block),
+            prev_hash=self.last_hash,
             tx_root=tx_root(txs),
             evidence_root=evidence_root(evidence),
             app_hash=self.app_hash,

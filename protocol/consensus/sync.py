@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from protocol.records import encode_record
-
 from .limits import MAX_SYNC_BATCH, MAX_SYNC_RESPONSE_BYTES
 from .messages import CommittedBlock
 
@@ -23,8 +21,9 @@ class BlockStore:
         self._blocks: OrderedDict[int, tuple[CommittedBlock, int]] = OrderedDict()
         self._capacity = capacity
 
-    def add(self, cb: CommittedBlock) -> None:
-        self._blocks[cb.block.height] = (cb, len(encode_record(cb)))
+    def add(self, cb: CommittedBlock, size: int) -> None:
+        """`size` is the encoded size (the caller encoded it to persist it anyway)."""
+        self._blocks[cb.block.height] = (cb, size)
         while len(self._blocks) > self._capacity:
             self._blocks.popitem(last=False)
 

@@ -96,7 +96,7 @@ class Inputs:
     powers: dict[bytes, int]
     proposer: Callable[[int], bytes]
     get_value: Callable[[], Block]
-    valid: Callable[[Block], bool]
+    valid: Callable[[Block, bytes], bool]  # (block, its hash)
 
 
 class HeightMachine:
@@ -111,6 +111,7 @@ class HeightMachine:
         self.round = 0
         self.step = Step.PROPOSE
         self.locked_value: Block | None = None
+        self.locked_hash = b""
         self.locked_round = -1
         self.valid_value: Block | None = None
         self.valid_round = -1
@@ -157,6 +158,13 @@ class HeightMachine:
         vs.power_for[v.block_hash] = vs.power_for.get(v.block_hash, 0) + power
         vs.power += power
         return self._run(), None
+
+    def has_vote(self, signed: SignedVote) -> bool:
+        """True when exactly this vote is already counted (a duplicate or a rebroadcast)."""
+        v = signed.vote
+        vs = self.votes.get((v.round, v.vote_type))
+        prior = None if vs is None else vs.by_validator.get(v.validator)
+        return prior is not None and prior.vote == v
 
     def on_timeout(self, step: Step, height: int, round_: int) -> list[Action]:
         if height != self.height or round_ != self.round or self.decision is not None:
@@ -216,7 +224,7 @@ class HeightMachine:
             if t != VoteType.PRECOMMIT or vs.power < q:
                 continue
             for h, p in vs.power_for.items():
-                if h is not None and p >= q and h in self.blocks and self._valid(self.blocks[h]):
+                if h is not None and p >= q and h in self.blocks and self._valid(self.blocks[h], h):
                     votes = tuple(sv for sv in vs.by_validator.values() if sv.vote.block_hash == h)
                     self.decision = self.blocks[h]
                     self._out.append(Decide(self.blocks[h], r, votes))
@@ -239,7 +247,7 @@ class HeightMachine:
         if self.step != Step.PROPOSE or prop is None or prop[2] != -1:
             return False
         block, h, _ = prop
-        ok = self._valid(block) and (self.locked_round == -1 or self._is_locked_on(h))
+        ok = self._valid(block, h) and (self.locked_round == -1 or self._is_locked_on(h))
         self._vote(VoteType.PREVOTE, h if ok else None)
         self.step = Step.PREVOTE
         return True
@@ -251,7 +259,7 @@ class HeightMachine:
         block, h, vr = prop
         if self._power(vr, VoteType.PREVOTE, h) < quorum(self.total):
             return False
-        ok = self._valid(block) and (self.locked_round <= vr or self._is_locked_on(h))
+        ok = self._valid(block, h) and (self.locked_round <= vr or self._is_locked_on(h))
         self._vote(VoteType.PREVOTE, h if ok else None)
         self.step = Step.PREVOTE
         return True
@@ -270,12 +278,12 @@ class HeightMachine:
         if self.step < Step.PREVOTE or prop is None:
             return False
         block, h, _ = prop
-        if self._power(self.round, VoteType.PREVOTE, h) < quorum(self.total) or not self._valid(block):
+        if self._power(self.round, VoteType.PREVOTE, h) < quorum(self.total) or not self._valid(block, h):
             return False
         if not self._first_time("locked"):
             return False
         if self.step == Step.PREVOTE:
-            self.locked_value, self.locked_round = block, self.round
+            self.locked_value, self.locked_hash, self.locked_round = block, h, self.round
             self._vote(VoteType.PRECOMMIT, h)
             self.step = Step.PRECOMMIT
         self.valid_value, self.valid_round = block, self.round
@@ -311,10 +319,10 @@ class HeightMachine:
         return 0 if vs is None else vs.power_for.get(h, 0)
 
     def _is_locked_on(self, h: bytes) -> bool:
-        return self.locked_value is not None and block_hash(self.locked_value) == h
+        return self.locked_value is not None and self.locked_hash == h
 
-    def _valid(self, block: Block) -> bool:
-        return self.inp.valid(block)
+    def _valid(self, block: Block, h: bytes) -> bool:
+        return self.inp.valid(block, h)
 
     def _first_time(self, what: str) -> bool:
         key = (what, self.round)

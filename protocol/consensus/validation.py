@@ -30,6 +30,7 @@ class ChainTip:
     chain_id: str
     height: int
     prev_block: Block | None
+    prev_hash: bytes  # block_hash(prev_block), ZERO_HASH before the first block
     prev_vset: ValidatorSet | None  # the set that committed prev_block
     vset: ValidatorSet  # the set of `height`
     app_hash: bytes
@@ -43,8 +44,7 @@ def check_block(tip: ChainTip, block: Block, evidence: EvidencePool, verifier: V
     if h.height != tip.height:
         raise InvalidBlock(f"block height {h.height}, expected {tip.height}")
     # Rule: it extends our last committed block.
-    prev_hash = ZERO_HASH if tip.prev_block is None else block_hash(tip.prev_block)
-    if h.prev_hash != prev_hash:
+    if h.prev_hash != tip.prev_hash:
         raise InvalidBlock("block does not extend the last committed block")
     # Rule: the proposer is a validator of this height.
     if h.proposer not in tip.vset.powers():
@@ -79,7 +79,7 @@ def _check_last_commit(tip: ChainTip, block: Block, verifier: Verifier) -> None:
     if block.header.last_commit_hash != certificate_hash(cert):
         raise InvalidBlock("last commit hash does not match the certificate")
     # Rule: the certificate is for the previous block.
-    if cert.height != tip.height - 1 or cert.block_hash != block_hash(tip.prev_block):
+    if cert.height != tip.height - 1 or cert.block_hash != tip.prev_hash:
         raise InvalidBlock("last commit certifies another block")
     # Rule: it carries >2/3 of the previous set's power in valid precommits.
     try:
