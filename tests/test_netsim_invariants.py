@@ -121,3 +121,21 @@ def test_a_livelocked_core_hits_the_event_bound_instead_of_hanging() -> None:
 
     with pytest.raises(ReproducibleFailure, match="event bound hit"):
         run(SimConfig(nodes=1, max_events=1_000), lambda i, k, d: Spinner())
+
+
+def test_a_named_scenario_replays_from_its_config_alone() -> None:
+    from netsim.registry import replay, scenario_names
+
+    assert {"toy.flood", "toy.counter"} <= set(scenario_names())
+    config = SimConfig(seed=3, nodes=4, duration_ms=1_000, scenario="toy.flood", params={"count": 3})
+    first, again = replay(config), replay(SimConfig.from_json(config.to_json()))
+    assert first.trace_hash == again.trace_hash
+    assert first.counters.published == 4 * 3
+
+
+def test_an_unknown_scenario_name_is_a_config_error() -> None:
+    from netsim import SimConfigError
+    from netsim.registry import replay
+
+    with pytest.raises(SimConfigError, match="unknown 'nope'"):
+        replay(SimConfig(scenario="nope"))
