@@ -353,9 +353,18 @@ class Sim:
     # --- commands -----------------------------------------------------------------------------
 
     def _cmd_publish(self, slot: _Node, cmd: Publish) -> None:
-        raw = cmd.msg if type(cmd.msg) is bytes else seal(cmd.msg, slot.key, self.config.chain_id)
+        raw = self._seal(slot, cmd.msg)
         slot.stats.published += 1
         self._gossip(slot, cmd.topic, raw)
+
+    def _seal(self, slot: _Node, msg: Any) -> bytes:
+        """Envelope bytes for a message a core sends (bytes pass through: pre-sealed)."""
+        if type(msg) is bytes:
+            return msg
+        try:
+            return seal(msg, slot.key, self.config.chain_id)
+        except (PolnetError, AttributeError, TypeError) as exc:
+            self._fail(CoreFailure, f"node {slot.index} sent an unencodable message {msg!r:.200}: {exc}", exc)
 
     def _gossip(self, slot: _Node, topic: str, raw: bytes) -> None:
         if len(raw) > MAX_MESSAGE_BYTES:
@@ -400,7 +409,7 @@ class Sim:
         if dst is None or dst == slot.index:
             self.counters.drop("unknown_peer")
             return
-        raw = cmd.msg if type(cmd.msg) is bytes else seal(cmd.msg, slot.key, self.config.chain_id)
+        raw = self._seal(slot, cmd.msg)
         if len(raw) > MAX_MESSAGE_BYTES:
             self.counters.drop("oversize")
             return

@@ -139,3 +139,15 @@ def test_an_unknown_scenario_name_is_a_config_error() -> None:
 
     with pytest.raises(SimConfigError, match="unknown 'nope'"):
         replay(SimConfig(scenario="nope"))
+
+
+def test_a_core_sending_an_unregistered_or_out_of_range_message_is_a_core_failure() -> None:
+    from netsim.toys import ScriptCore
+    from protocol.commands import TOPIC_TXS, Publish
+    from protocol.messages import Ping
+
+    def factory(i: int, k: Keypair, d: Disk) -> ScriptCore:
+        return ScriptCore([(5, Publish(TOPIC_TXS, Ping(-1)))])  # U64 field, negative value
+
+    with pytest.raises(CoreFailure, match=r"node 0 sent an unencodable message Ping\(nonce=-1\)"):
+        run(SimConfig(seed=1, nodes=2), factory)
