@@ -261,7 +261,7 @@ def test_false_challenger_loses_its_bond_and_honest_parties_lose_nothing() -> No
     assert all(w.stake(pk) == STAKE for pk in w.workers)
 
 
-def test_lazy_verifier_is_slashed_when_a_cheat_is_shown() -> None:
+def test_lazy_verifier_is_slashed_when_its_accepted_segment_is_shown_bad() -> None:
     w = world()
     lazy = w.workers[0]
     w.behaviour[lazy] = "lazy"
@@ -274,8 +274,30 @@ def test_lazy_verifier_is_slashed_when_a_cheat_is_shown() -> None:
     else:
         pytest.skip("lazy worker never elected")
     stake = w.stake(lazy)
-    assert w.run(tid).proof_valid is False
+    task = w.run(tid)
+    lazy_slot = next(v for v in task.verifiers if v.pubkey == lazy)
+    assert task.proof_valid is False and task.bad_segment == lazy_slot.segment
     assert w.stake(lazy) == stake - stake * DEVNET.verifier_slash_bps // 10_000
+
+
+def test_accept_of_a_segment_not_shown_bad_is_not_slashed() -> None:
+    w = world(watcher=False)
+    acceptor = w.workers[0]
+    w.behaviour[acceptor] = "lazy"  # accepts; nobody shows its own segment bad
+    for salt in range(60):
+        tid = w.submit(cheat=True, salt=salt)
+        until(w, tid, Status.COMMIT)
+        slots = w.task(tid).verifiers
+        mine = [v for v in slots if v.pubkey == acceptor]
+        if mine and all(v.segment != mine[0].segment for v in slots if v is not mine[0]):
+            break
+        w.run(tid)
+    else:
+        pytest.skip("no suitable election")
+    stake = w.stake(acceptor)
+    task = w.run(tid)
+    assert task.proof_valid is False and task.bad_segment != mine[0].segment
+    assert w.stake(acceptor) == stake
 
 
 def test_false_accusing_verifier_loses_the_game_and_is_slashed() -> None:

@@ -208,9 +208,11 @@ def _challenge(state: MarketState, task: Task) -> None:
 def _forced_reveal(state: MarketState, task: Task) -> None:
     if state.height < task.deadline:
         return
+    # Challengers of an ACCEPT play first: their game judges the very verdict they named
+    # (an ACCEPT is only shown wrong on the segment where the solver loses).
+    accusers = [c.challenger for c in task.challenges if not c.claims_valid]
     rejecting = [v for v in task.verifiers if v.verdict and not v.verdict.accept]
-    accusers = [v.pubkey for v in rejecting if not v.forced_revealed]
-    accusers += [c.challenger for c in task.challenges if not c.claims_valid]
+    accusers += [v.pubkey for v in rejecting if not v.forced_revealed]
     task.accusers = list(dict.fromkeys(accusers))
     if not start_next_game(state, task):
         task.proof_valid = True

@@ -127,9 +127,10 @@ def tally(validators: dict[bytes, int], votes: dict[bytes, bool]) -> bool | None
 
 def finish_game(state: MarketState, task: Task, *, defender_won: bool) -> None:
     """A game ended: a lost defender decides the task; a lost accuser hands over to the next."""
+    segment = task.game.segment if task.game is not None else None
     task.game = None
     if not defender_won:
-        task.proof_valid = False
+        task.proof_valid, task.bad_segment = False, segment
         settle(state, task)
         return
     if not start_next_game(state, task):

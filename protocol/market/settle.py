@@ -1,10 +1,12 @@
 """Stage 8: judge every party against the decided truth, pay, slash, refund, release.
 
 Truth is one bit per task, `proof_valid`: True when nobody accused the solver or every
-accuser lost its bisection game, False when the solver lost a game. Each verifier and
-challenger is then right or wrong against that bit, with one exception: a verifier that
-revealed a forced-error secret is neither paid for a right verdict nor slashed for a
-wrong one beyond its work pay, and whoever challenged it and was right wins the jackpot.
+accuser lost its bisection game, False when the solver lost a game (on `bad_segment`).
+Each verifier and challenger is then right or wrong against that, with two refinements:
+an ACCEPT is shown wrong only on the segment the solver lost (each verifier checks one
+segment, and a good segment of a bad run is honestly accepted); and a verifier that
+revealed a forced-error secret is paid for its work and never slashed, while the first
+right challenger of its verdict wins the jackpot.
 """
 
 from __future__ import annotations
@@ -57,12 +59,20 @@ def _judge_verifiers(state: MarketState, task: Task, valid: bool) -> tuple[int, 
     for index, slot in enumerate(task.verifiers):
         if slot.verdict is None:
             continue
-        if slot.forced_revealed or slot.verdict.accept == valid:
+        if slot.forced_revealed or not _shown_wrong(task, slot.verdict.accept, slot.verdict.segment, valid):
             funds.pay_from_escrow(state, task, slot.pubkey, pay)
             continue
         slashed += funds.slash(state.workers[slot.pubkey], state.params.verifier_slash_bps)
         winners += [c.challenger for c in task.challenges if c.target == index and c.claims_valid == valid]
     return slashed, winners
+
+
+def _shown_wrong(task: Task, accept: bool, segment: int, valid: bool) -> bool:
+    """A REJECT is wrong when the proof stood; an ACCEPT only when the solver lost a game on
+    that very segment (an honest check of a good segment of a bad run is not wrong)."""
+    if valid:
+        return not accept
+    return accept and segment == task.bad_segment
 
 
 def _judge_challengers(state: MarketState, task: Task, valid: bool) -> tuple[int, list[bytes]]:

@@ -171,6 +171,7 @@ class Task:
     excluded: list[bytes] = field(default_factory=list)  # replaced parties, never re-elected
     replacements: int = 0
     proof_valid: bool | None = None  # decided truth, once known
+    bad_segment: int | None = None  # the segment on which the solver lost a game
     taxed: bool = False
     outcome: str = ""
 
