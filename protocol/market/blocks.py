@@ -164,6 +164,10 @@ def _elect_verifiers(state: MarketState, task: Task, count: int) -> bool:
     for key in picked:
         state.workers[key].jobs += 1
         segment = elections.sample_segment(task.verify_beacon, task.task_id, key, task.n_segments)
+        # Rule: someone always checks the final segment: the delivered weights, and where
+        # every shortcut (truncating, skipping, a late perturbation) shows.
+        if all(v.segment != task.n_segments - 1 for v in task.verifiers):
+            segment = task.n_segments - 1
         slot = VerifierSlot(key, segment=segment, beacon=state.beacon, elected_at=state.height)
         task.verifiers.append(slot)
     return bool(picked)
