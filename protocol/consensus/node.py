@@ -207,7 +207,10 @@ class ConsensusNode:
         parts = key.split("/")
         if len(parts) != 4 or parts[0] != "tm":
             return []
-        step, height, round_ = Step(int(parts[1])), int(parts[2]), int(parts[3])
+        try:
+            step, height, round_ = Step(int(parts[1])), int(parts[2]), int(parts[3])
+        except ValueError:  # not a key this core set: ignore it rather than fail
+            return []
         return self._run(self.machine.on_timeout(step, height, round_))
 
     def _on_message(self, ev: MessageReceived) -> list[Command]:
