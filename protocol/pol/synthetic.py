@@ -111,6 +111,11 @@ class SyntheticRun:
         start = self.state_digests(step)
         trace = self._honest_trace(step, start)
         claimed = self.state_digests(step + 1)
+        n = len(claimed[0])
+        ns = len(claimed[1]) // n
+        first_update = len(self.ops) - 1 - n
+        for p in range(n):
+            trace[first_update + p] = (claimed[0][p], *claimed[1][p * ns : (p + 1) * ns])
         trace[-1] = (group_hash(claimed[0]), group_hash(claimed[1]))
         return trace
 
