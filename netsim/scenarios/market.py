@@ -196,8 +196,12 @@ class MarketSim:
         self.nodes[self.watcher] = NodeRoles([WhistleblowerRole(self.watcher, Wallet(), bond=bond)])
         if self.liar is not None:
             self.nodes[self.liar] = NodeRoles([FalseChallenger(self.liar, Wallet(), bond=bond)])
+        # Capacity-aware submitters: keep concurrent duties (a solver, verifiers, maybe a
+        # profiler per task) within what the workers can hold.
+        duties = self.sc.params.verifier_count + 2
+        room = len(self.workers) * self.sc.params.max_jobs_per_worker // (duties * len(self.submitters))
         for s in self.submitters:
-            sub = SubmitterRole(s, Wallet(), max_in_flight=8)
+            sub = SubmitterRole(s, Wallet(), max_in_flight=max(1, min(8, room)))
             self.subs.append(sub)
             self.nodes[s] = NodeRoles([sub])
         sc = self.sc

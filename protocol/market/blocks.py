@@ -73,6 +73,11 @@ def _place(state: MarketState, task: Task) -> bool:
         if not picked:
             return False
         solver = picked[0]
+    # Rule: place a task only when enough verifiers could check it right now (one more if
+    # a profiler is needed), so solved work is rarely refunded for want of verifiers.
+    needed = p.verifier_count + (0 if task.reproducible or task.threshold_ppm is not None else 1)
+    if sum(1 for c in _verifier_candidates(state, task) if c[0] != solver) < needed:
+        return False
     profiler = task.profiler
     if task.reproducible:
         task.threshold_ppm = 0
