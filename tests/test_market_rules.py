@@ -453,3 +453,35 @@ def test_capacity_advert_ttl_rules() -> None:
         check_advert(ad, 31_000, 60_000)
     with pytest.raises(OutOfBounds):
         check_advert(replace(ad, expires_at=100_000), 2_000, 60_000)
+
+
+def test_one_verifier_always_checks_the_final_segment() -> None:
+    w = world()
+    for salt in range(5):
+        tid = w.submit(salt=salt)
+        until(w, tid, Status.COMMIT)
+        task = w.task(tid)
+        assert task.n_segments - 1 in {v.segment for v in task.verifiers}
+        w.run(tid)
+
+
+def test_task_waits_for_placement_while_too_few_verifiers_are_eligible() -> None:
+    w = world(n_workers=3)  # a solver plus two verifiers: one short of verifier_count
+    tid = w.submit()
+    assert w.run(tid).outcome == "unplaceable"
+
+
+def test_revealed_secret_does_not_excuse_duties_elected_after_the_reveal() -> None:
+    from protocol.market.process import process_forced_error_reveal
+    from tests.test_market_world import secret_of
+
+    w = world(params=replace(DEVNET, forced_error_ppm=PPM))
+    tid = w.submit()
+    until(w, tid, Status.FORCED_REVEAL)
+    slot = w.task(tid).verifiers[0]
+    worker = w.state.workers[slot.pubkey]
+    process_forced_error_reveal(w.state, slot.pubkey, ForcedErrorReveal(tid, secret_of(slot.pubkey), 0, 0))
+    assert worker.secret_commit is None and worker.revealed_secret == secret_of(slot.pubkey)
+    slot.forced_revealed = False
+    slot.elected_at = worker.revealed_at  # as if elected after the secret became public
+    refused(w, slot.pubkey, ForcedErrorReveal(tid, secret_of(slot.pubkey), 0, 0), BadReveal)
