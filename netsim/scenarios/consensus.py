@@ -99,6 +99,10 @@ class ConsensusScenario:
     faults: tuple[FaultAction, ...] = ()
     timeouts: TimeoutConfig = field(default_factory=lambda: TimeoutConfig(300, 200, 200, 100, 3000))
     rebroadcast_ms: int = 200
+    #: "toy" (HashChainApp) or "ledger" (protocol.ledger.Ledger from a genesis whose
+    #: stakes are `powers` x STAKE_UNIT, with the supply audit after every block).
+    app: str = "toy"
+    epoch_length: int = 100
 
     def behaviour(self, i: int) -> str:
         return self.behaviours[i] if i < len(self.behaviours) else "honest"
@@ -264,7 +268,34 @@ class SplitCore:
 # --- running ---------------------------------------------------------------------------------
 
 
+STAKE_UNIT = 1_000
+GENESIS_BALANCE = 1_000_000
+
+
+def ledger_genesis(sc: ConsensusScenario) -> Any:
+    """A devnet genesis where node i stakes powers[i] x STAKE_UNIT (epochs of the scenario's length)."""
+    from protocol.ledger.genesis import Genesis, GenesisAccount
+    from protocol.ledger.params import preset
+
+    params = preset("devnet").replace(epoch_length=sc.epoch_length)
+    keys = node_keys(sc.sim_config())
+    accounts = tuple(
+        GenesisAccount(k.public, GENESIS_BALANCE, power * STAKE_UNIT) for k, power in zip(keys, sc.powers)
+    )
+    return Genesis(sc.sim_config().chain_id, params, 0, accounts)
+
+
+def ledger_app(sc: ConsensusScenario) -> Callable[[tuple[Validator, ...]], Any]:
+    from protocol.ledger.ledger import Ledger
+
+    genesis = ledger_genesis(sc)
+    return lambda validators: Ledger.from_genesis(genesis, audit=True)
+
+
 def genesis_validators(sc: ConsensusScenario) -> tuple[Validator, ...]:
+    if sc.app == "ledger":
+        validators: tuple[Validator, ...] = ledger_app(sc)(()).validators()
+        return validators
     keys = node_keys(sc.sim_config())
     return tuple(Validator(k.public, p) for k, p in zip(keys, sc.powers))
 
@@ -281,6 +312,7 @@ def make_factory(
         genesis_validators=validators,
         timeouts=sc.timeouts,
         rebroadcast_ms=sc.rebroadcast_ms,
+        epoch_length=sc.epoch_length,
     )
     keys = node_keys(cfg)
     split_idx = [i for i in range(sc.n) if sc.behaviour(i) == "split"]
@@ -288,7 +320,7 @@ def make_factory(
     coalition = Coalition(
         {i: keys[i] for i in split_idx}, tuple(honest[: len(honest) // 2]), tuple(honest[len(honest) // 2 :])
     )
-    make_app = app_factory or HashChainApp
+    make_app = app_factory or (ledger_app(sc) if sc.app == "ledger" else HashChainApp)
 
     def factory(index: int, key: Keypair, disk: Disk) -> Any:
         node = ConsensusNode(ccfg, make_app(validators), key)

@@ -16,7 +16,7 @@ whenever a peer is seen at a higher height.
 from __future__ import annotations
 
 import contextlib
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +42,7 @@ from protocol.identity import Keypair, verify
 from protocol.records import decode_record, encode_record
 
 from .block import ZERO_HASH, Block, BlockHeader, block_hash, certificate_hash, evidence_root, tx_root
-from .evidence import DuplicateVoteEvidence, EvidencePool, make_evidence, verify_evidence
+from .evidence import DuplicateVoteEvidence, EvidencePool, make_evidence
 from .limits import MAX_BLOCK_EVIDENCE, MAX_BLOCK_TX_BYTES, MAX_BLOCK_TXS, MAX_SYNC_BATCH, MAX_VALIDATORS
 from .mempool import Mempool
 from .messages import BlockRequest, BlockResponse, CommittedBlock, Proposal, Status
@@ -58,7 +58,7 @@ from .tendermint import (
     Step,
     TimeoutConfig,
 )
-from .validation import ChainTip, check_block, check_committed
+from .validation import ChainTip, check_block, check_committed, check_evidence
 from .validators import ValidatorSet
 from .votes import (
     CommitCertificate,
@@ -96,6 +96,9 @@ class ConsensusConfig:
     rebroadcast_ms: int = 2000
     #: Wait this long for a block-sync answer before asking again.
     sync_retry_ms: int = 1000
+    #: Evidence older than this many heights is not included or accepted (keep it at or
+    #: below the application's own horizon, or committed evidence would be ignored).
+    max_evidence_age: int = 100
     #: Recent committed blocks kept in memory to serve peers that fall behind.
     block_cache: int = 1024
     #: Pause between committing a block and starting the next height. Zero is the fast
@@ -121,7 +124,10 @@ class ConsensusNode:
         self.me = None if key is None else key.public
         self.verifier: VerifyCache = VerifyCache(inner=verifier or verify)
         self.mempool = mempool if mempool is not None else Mempool()
-        self.evidence = EvidencePool()
+        self.evidence = EvidencePool(max_age=config.max_evidence_age)
+        # Validator powers of recent heights (sets are shared within an epoch, so this
+        # costs one dict per epoch plus a reference per height).
+        self._powers_at: OrderedDict[int, dict[bytes, int]] = OrderedDict()
         self.store = BlockStore(config.block_cache)
         self.height = 1
         self.vset = ValidatorSet.genesis(config.genesis_validators, config.max_validators)
@@ -220,7 +226,7 @@ class ConsensusNode:
         if isinstance(body, (Proposal, Vote)):
             return self._on_consensus(ev.sender, body, ev.raw)
         if isinstance(body, DuplicateVoteEvidence):
-            verify_evidence(self.cfg.chain_id, body, self._known_powers(), self.verifier)
+            check_evidence(self._tip(), body, self.verifier)
             self.evidence.add(body, self.height)
             return []
         if isinstance(body, BlockRequest):
@@ -428,6 +434,7 @@ class ConsensusNode:
         self.store.add(CommittedBlock(block, cert), size)
         self.mempool.remove(block.txs)
         self.evidence.mark_committed(block.evidence, h.height + 1)
+        self._remember_powers(h.height)
         self.prev_vset = self.vset
         nxt = self.vset.next_height()
         if h.height % self.cfg.epoch_length == 0:
@@ -477,6 +484,7 @@ class ConsensusNode:
             self.vset,
             self.app_hash,
             self.cfg.genesis_time,
+            self._powers_of,
         )
 
     def _valid(self, block: Block, h: bytes | None = None) -> bool:
@@ -496,11 +504,7 @@ class ConsensusNode:
         txs = tuple(
             self.app.select_txs(self.mempool.candidates(self.cfg.max_block_txs), self.cfg.max_block_bytes)
         )
-        evidence = tuple(
-            ev
-            for ev in self.evidence.pending(MAX_BLOCK_EVIDENCE)
-            if ev.height < self.height and not self.evidence.is_stale(ev, self.height)
-        )
+        evidence = tuple(ev for ev in self.evidence.pending(MAX_BLOCK_EVIDENCE) if self._evidence_ok(ev))
         prev_time = self.cfg.genesis_time if self.last_block is None else self.last_block.header.time
         header = BlockHeader(
             height=self.height,
@@ -514,12 +518,26 @@ class ConsensusNode:
         )
         return Block(header, txs, evidence, self.last_commit)
 
-    def _known_powers(self) -> dict[bytes, int]:
-        powers = dict(self.vset.powers())
-        if self.prev_vset is not None:
-            powers.update(self.prev_vset.powers())
-        return powers
+    def _remember_powers(self, height: int) -> None:
+        last = next(reversed(self._powers_at.values()), None) if self._powers_at else None
+        powers = self.vset.powers()
+        self._powers_at[height] = last if last == powers and last is not None else powers
+        while len(self._powers_at) > self.cfg.max_evidence_age + 1:
+            self._powers_at.popitem(last=False)
 
+    def _powers_of(self, height: int) -> dict[bytes, int] | None:
+        if height == self.height:
+            return self.vset.powers()
+        return self._powers_at.get(height)
+
+    def _evidence_ok(self, ev: DuplicateVoteEvidence) -> bool:
+        if ev.height >= self.height or self.evidence.is_stale(ev, self.height):
+            return False
+        try:
+            check_evidence(self._tip(), ev, self.verifier)
+        except ValidationError:
+            return False
+        return True
 
 def _pos(vote: Vote) -> tuple[int, int, int]:
     return (vote.height, vote.round, int(vote.vote_type))

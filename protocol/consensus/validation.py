@@ -8,12 +8,13 @@ accepts.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from protocol.errors import ValidationError
 
 from .block import ZERO_HASH, Block, block_hash, certificate_hash, evidence_root, tx_root
-from .evidence import EvidencePool, evidence_id, verify_evidence
+from .evidence import DuplicateVoteEvidence, EvidencePool, InvalidEvidence, evidence_id, verify_evidence
 from .limits import MAX_BLOCK_TX_BYTES
 from .validators import ValidatorSet
 from .votes import CommitCertificate, Verifier, verify_certificate
@@ -35,6 +36,9 @@ class ChainTip:
     vset: ValidatorSet  # the set of `height`
     app_hash: bytes
     genesis_time: int
+    #: The validator powers of a recent height (None when unknown or past the evidence
+    #: horizon): evidence is judged against the set of the height it happened at.
+    powers_at: Callable[[int], Mapping[bytes, int] | None]
 
 
 def check_block(tip: ChainTip, block: Block, evidence: EvidencePool, verifier: Verifier) -> None:
@@ -89,9 +93,6 @@ def _check_last_commit(tip: ChainTip, block: Block, verifier: Verifier) -> None:
 
 
 def _check_evidence(tip: ChainTip, block: Block, pool: EvidencePool, verifier: Verifier) -> None:
-    powers = dict(tip.vset.powers())
-    if tip.prev_vset is not None:
-        powers.update(tip.prev_vset.powers())
     ids: set[bytes] = set()
     for ev in block.evidence:
         # Rule: one piece of evidence per equivocation within a block.
@@ -105,11 +106,21 @@ def _check_evidence(tip: ChainTip, block: Block, pool: EvidencePool, verifier: V
         # Rule: no evidence from the future.
         if ev.height >= tip.height:
             raise InvalidBlock("evidence from a height not yet decided")
-        # Rule: it proves an equivocation by a known validator.
         try:
-            verify_evidence(tip.chain_id, ev, powers, verifier)
+            check_evidence(tip, ev, verifier)
         except ValidationError as exc:
             raise InvalidBlock(f"bad evidence: {exc}") from exc
+
+
+def check_evidence(tip: ChainTip, ev: DuplicateVoteEvidence, verifier: Verifier) -> None:
+    """The check a proposer applies before including evidence and a validator before
+    accepting a block with it: the same function, so they can never disagree."""
+    # Rule: we still know the validator set of the evidence's height.
+    powers = tip.powers_at(ev.height)
+    if powers is None:
+        raise InvalidEvidence(f"no validator set known for height {ev.height}")
+    # Rule: it proves an equivocation by a member of that set.
+    verify_evidence(tip.chain_id, ev, powers, verifier)
 
 
 def check_committed(tip: ChainTip, block: Block, cert: CommitCertificate, verifier: Verifier) -> None:
