@@ -485,3 +485,13 @@ def test_revealed_secret_does_not_excuse_duties_elected_after_the_reveal() -> No
     slot.forced_revealed = False
     slot.elected_at = worker.revealed_at  # as if elected after the secret became public
     refused(w, slot.pubkey, ForcedErrorReveal(tid, secret_of(slot.pubkey), 0, 0), BadReveal)
+
+
+def test_ended_tasks_are_forgotten_after_the_retention_window() -> None:
+    w = world(params=replace(DEVNET, ended_retention_blocks=3))
+    tid = w.submit()
+    w.run(tid)
+    assert tid in w.state.tasks
+    for _ in range(5):
+        w.block()
+    assert tid not in w.state.tasks

@@ -16,7 +16,7 @@ from protocol.market.elections import Role
 from protocol.market.game import finish_game, max_rounds, start_next_game
 from protocol.market.params import BPS, GFLOP, MarketParams
 from protocol.market.settle import refund, settle
-from protocol.market.state import MarketState, Status, Task, Turn, VerifierSlot
+from protocol.market.state import TERMINAL, MarketState, Status, Task, Turn, VerifierSlot
 
 
 def begin_block(state: MarketState, height: int, beacon: bytes, validators: dict[bytes, int]) -> None:
@@ -29,6 +29,15 @@ def end_block(state: MarketState) -> None:
     for task_id in sorted(t.task_id for t in state.open_tasks()):
         task = state.tasks[task_id]
         _STEPS[task.status](state, task)
+    _forget_ended(state)
+
+
+def _forget_ended(state: MarketState) -> None:
+    """Drop ended tasks past the retention window (they hold no value: escrow and bonds
+    were paid out when they ended)."""
+    horizon = state.height - state.params.ended_retention_blocks
+    for task_id in [t.task_id for t in state.tasks.values() if t.status in TERMINAL and t.deadline < horizon]:
+        del state.tasks[task_id]
 
 
 def train_blocks(params: MarketParams, gflops: int, flops: int) -> int:

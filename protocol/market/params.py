@@ -116,6 +116,9 @@ class MarketParams:
     max_jobs_per_worker: int
     #: Capacity adverts live at most this long (ms): stale capacity must not attract tasks.
     advert_max_ttl_ms: int
+    #: Ended tasks stay readable this long (roles and clients read outcomes), then go, so
+    #: the task table is bounded by the open-task cap plus what ends in this window.
+    ended_retention_blocks: int
 
     def jackpot_for(self, compute_cost: int) -> int:
         """Jackpot paid for catching a forced error on a task whose work costs `compute_cost`."""
@@ -193,6 +196,7 @@ DEVNET = MarketParams(
     max_challenges_per_task=8,
     max_jobs_per_worker=4,
     advert_max_ttl_ms=60_000,
+    ended_retention_blocks=1_000,
 )
 
 #: Windows sized for people and slow devices at ~6 s blocks (challenge window ~1 h);
@@ -216,6 +220,7 @@ MAINNET = replace(
     max_workers=100_000,
     max_open_tasks=50_000,
     advert_max_ttl_ms=600_000,
+    ended_retention_blocks=14_400,
 )
 
 PRESETS = {"devnet": DEVNET, "mainnet": MAINNET}
