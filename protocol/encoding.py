@@ -25,7 +25,10 @@ import msgpack
 from protocol.errors import LimitExceeded, Malformed, MessageTooLarge, NonCanonical
 from protocol.limits import DEFAULT_LIMITS, MAX_INT, MIN_INT, Limits
 
-__all__ = ["canonical_hash", "pack", "sha256", "unpack"]
+__all__ = ["canonical_hash", "pack", "pack_plain", "sha256", "unpack", "unpack_shallow"]
+
+#: Scalar types whose msgpack encoding needs no normalisation (ints are range-checked).
+_SCALARS = (type(None), bool, str, bytes)
 
 
 def _normalise(value: Any, depth: int = 0) -> Any:
@@ -41,7 +44,8 @@ def _normalise(value: Any, depth: int = 0) -> Any:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise Malformed("non-finite float cannot be encoded")
-        return value
+        # -0.0 == 0.0 in Python: one value, so one encoding.
+        return value if value != 0.0 else 0.0
     if isinstance(value, (bytearray, memoryview)):
         return bytes(value)
     if isinstance(value, (list, tuple)):
@@ -64,16 +68,24 @@ class _SortedMap(dict):  # type: ignore[type-arg]
 
 def pack(value: Any) -> bytes:
     """Encode a plain value (None/bool/int/float/str/bytes/list/tuple/dict) canonically."""
-    fast = _fast_pack(value)
-    if fast is not None:
-        return fast
-    out: bytes = msgpack.packb(_normalise(value), use_bin_type=True, use_single_float=False)
+    if type(value) in _SCALARS:
+        return pack_plain(value)
+    return pack_plain(_normalise(value))
+
+
+def pack_plain(value: Any) -> bytes:
+    """Encode a value that is already in canonical shape, skipping normalisation.
+
+    The caller vouches that it holds no maps, no non-finite floats or -0.0 and no
+    integers outside 64 bits: `protocol.schema.to_wire` output and values that a schema
+    decoder accepted qualify. Anything msgpack still refuses (a lone surrogate in a
+    string) is reported as Malformed rather than escaping as a library error.
+    """
+    try:
+        out: bytes = msgpack.packb(value, use_bin_type=True, use_single_float=False)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise Malformed(f"cannot encode value: {exc}") from exc
     return out
-
-
-def _fast_pack(value: Any) -> bytes | None:
-    """Skip normalisation for the common case of a flat or nested list of scalars."""
-    return None
 
 
 def _reject_ext(code: int, data: bytes) -> Any:
@@ -112,15 +124,45 @@ def unpack(data: bytes, limits: Limits = DEFAULT_LIMITS, *, check_canonical: boo
     Arrays decode as Python lists (never tuples) so that the result can be re-encoded
     and compared with the input.
     """
+    data = _as_bytes(data)
+    value = unpack_shallow(data, limits)
+    if type(value) in (list, dict):
+        _check_depth(value, limits.max_depth)
+    elif type(value) is float and not math.isfinite(value):
+        raise Malformed("non-finite float")
+    if check_canonical:
+        try:
+            again = pack(value)
+        except Malformed as exc:
+            raise NonCanonical(str(exc)) from exc
+        if again != data:
+            raise NonCanonical("input is not the canonical encoding of its value")
+    return value
+
+
+def _as_bytes(data: Any) -> bytes:
+    if type(data) is bytes:
+        return data
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise Malformed(f"expected bytes, got {type(data).__name__}")
+    return bytes(data)
+
+
+def unpack_shallow(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """Decode one msgpack value under every size and length limit, but leave the depth
+    bound and the canonical-form check to the caller.
+
+    A schema decoder bounds depth by its own structure and, once it has accepted the
+    value, can prove canonical form with one C-level re-encode (`pack_plain`); doing
+    both generically here would double the cost of every ingested message.
+    """
+    data = _as_bytes(data)
     if len(data) > limits.max_bytes:
         raise MessageTooLarge(f"{len(data)} bytes exceeds the {limits.max_bytes}-byte cap")
     if len(data) == 0:
         raise Malformed("empty input")
-    data = bytes(data)
     try:
-        value = msgpack.unpackb(
+        return msgpack.unpackb(
             data,
             raw=False,
             use_list=True,
@@ -141,6 +183,8 @@ def unpack(data: bytes, limits: Limits = DEFAULT_LIMITS, *, check_canonical: boo
     except (ValueError, msgpack.UnpackException) as exc:
         # ValueError covers truncated input, length-limit breaches and bad UTF-8
         # (UnicodeDecodeError is a ValueError).
+        if "max_ext_len" in str(exc):
+            raise Malformed("msgpack ext types are not allowed") from exc
         if "exceeds max" in str(exc):
             raise LimitExceeded(str(exc)) from exc
         raise Malformed(f"invalid msgpack: {exc}") from exc
@@ -149,15 +193,6 @@ def unpack(data: bytes, limits: Limits = DEFAULT_LIMITS, *, check_canonical: boo
     except (TypeError, RecursionError) as exc:
         # Unhashable map keys (a list used as a key) end up here.
         raise Malformed(f"invalid msgpack structure: {exc}") from exc
-    _check_depth(value, limits.max_depth)
-    if check_canonical:
-        try:
-            again = pack(value)
-        except Malformed as exc:
-            raise NonCanonical(str(exc)) from exc
-        if again != data:
-            raise NonCanonical("input is not the canonical encoding of its value")
-    return value
 
 
 def sha256(data: bytes) -> bytes:

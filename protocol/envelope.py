@@ -12,8 +12,11 @@ sender || body). The chain id and the type tag are in the domain so that a signa
 made for one network or one message type can never be replayed as another.
 
 Validation runs cheap checks first (size, outer shape, version, chain id, known type,
-body schema) and the ed25519 verify last, so junk costs a peer almost nothing to
-reject.
+body schema, canonical form) and the ed25519 verify last, so junk costs a peer almost
+nothing to reject. The canonical check is one C-level re-encode of the whole envelope,
+done only after the schema has accepted the body: at that point the value is known to
+hold nothing the plain packer could encode two ways, so the generic (Python-level)
+normalising path is not needed and ingest stays within a few percent of a bare verify.
 """
 
 from __future__ import annotations
@@ -22,8 +25,15 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.encoding import pack, sha256, unpack
-from protocol.errors import BadSignature, Malformed, UnsupportedVersion, WrongChain
+from protocol.encoding import pack_plain, sha256, unpack_shallow
+from protocol.errors import (
+    BadSignature,
+    LimitExceeded,
+    Malformed,
+    NonCanonical,
+    UnsupportedVersion,
+    WrongChain,
+)
 from protocol.identity import Keypair, verify
 from protocol.limits import DEFAULT_LIMITS, Limits
 from protocol.schema import from_wire, message_type, to_wire
@@ -31,8 +41,10 @@ from protocol.schema import from_wire, message_type, to_wire
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({PROTOCOL_VERSION})
 SIGNING_DOMAIN = b"polnet/sig/v1\x00"
+#: Longest chain id, in UTF-8 bytes (its length is one byte of the signing root).
 MAX_CHAIN_ID_LEN = 64
 ENVELOPE_FIELDS = 6
+MAX_TYPE_TAG = 2**16 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +65,14 @@ class Envelope:
 
 
 def signing_root(chain_id: str, type_tag: int, sender: bytes, body: bytes) -> bytes:
-    cid = chain_id.encode("utf-8")
+    """The 32 bytes an envelope's signature covers.
+
+    Chain id and type tag are hashed in (length-prefixed, fixed width) so the same body
+    bytes signed for another network or another message type give another root.
+    """
+    cid = _chain_id_bytes(chain_id)
+    if not 0 < type_tag <= MAX_TYPE_TAG:
+        raise LimitExceeded(f"type tag {type_tag} outside 1..{MAX_TYPE_TAG}")
     h = hashlib.sha256(SIGNING_DOMAIN)
     h.update(len(cid).to_bytes(1, "big"))
     h.update(cid)
@@ -63,17 +82,30 @@ def signing_root(chain_id: str, type_tag: int, sender: bytes, body: bytes) -> by
     return h.digest()
 
 
+def _chain_id_bytes(chain_id: str) -> bytes:
+    try:
+        cid = chain_id.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise Malformed(f"chain id is not valid UTF-8: {exc}") from None
+    if not 0 < len(cid) <= MAX_CHAIN_ID_LEN:
+        raise LimitExceeded(f"chain id must be 1..{MAX_CHAIN_ID_LEN} UTF-8 bytes")
+    return cid
+
+
 def seal(msg: Any, key: Keypair, chain_id: str, version: int = PROTOCOL_VERSION) -> bytes:
     """Encode and sign a registered message; the bytes are ready to publish."""
     tag: int = type(msg).TYPE_TAG
-    body = pack(to_wire(msg))
+    # to_wire has validated every bound, so the value is already in canonical shape.
+    body = pack_plain(to_wire(msg))
     sig = key.sign(signing_root(chain_id, tag, key.public, body))
-    return pack([version, chain_id, tag, key.public, body, sig])
+    if not 0 <= version <= 255:
+        raise LimitExceeded(f"protocol version {version} is not a u8")
+    return pack_plain([version, chain_id, tag, key.public, body, sig])
 
 
 def open_envelope(data: bytes, chain_id: str, limits: Limits = DEFAULT_LIMITS) -> Envelope:
     """Decode and verify an envelope, or raise the DecodeError that says why not."""
-    outer = unpack(data, limits)
+    outer = unpack_shallow(data, limits)
     version, env_chain, tag, sender, body, sig = _outer_fields(outer)
     # Rule: only versions this node speaks.
     if version not in SUPPORTED_VERSIONS:
@@ -83,8 +115,15 @@ def open_envelope(data: bytes, chain_id: str, limits: Limits = DEFAULT_LIMITS) -
         raise WrongChain(f"message for chain {env_chain!r}, this node is on {chain_id!r}")
     # Rule: a known message type (raises UnknownType).
     cls = message_type(tag)
-    # Rule: the body is canonical and matches the type's schema.
-    msg = from_wire(cls, unpack(body, limits))
+    # Rule: the body matches the type's schema (bounds every field and the depth).
+    body_value = unpack_shallow(body, limits)
+    msg = from_wire(cls, body_value)
+    # Rule: envelope and body are the canonical encoding of their values. Sound with the
+    # plain packer because the outer fields are typed scalars and the body passed its
+    # schema: re-encoding the outer array re-encodes the body's bytes verbatim, and
+    # those bytes are canonical iff they equal the plain encoding of what they decoded to.
+    if pack_plain(outer) != data or pack_plain(body_value) != body:
+        raise NonCanonical("envelope is not the canonical encoding of its value")
     # Rule, last because it is the expensive one: the sender signed exactly this.
     if not verify(sender, sig, signing_root(env_chain, tag, sender, body)):
         raise BadSignature("signature does not verify for the sender")
@@ -97,9 +136,9 @@ def _outer_fields(outer: Any) -> tuple[int, str, int, bytes, bytes, bytes]:
     version, env_chain, tag, sender, body, sig = outer
     if type(version) is not int or not 0 <= version < 256:
         raise Malformed("envelope version must be a u8")
-    if type(env_chain) is not str or not 0 < len(env_chain) <= MAX_CHAIN_ID_LEN:
-        raise Malformed("envelope chain id must be a short string")
-    if type(tag) is not int or not 0 < tag < 2**16:
+    if type(env_chain) is not str or not 0 < len(env_chain.encode("utf-8")) <= MAX_CHAIN_ID_LEN:
+        raise Malformed(f"envelope chain id must be a string of 1..{MAX_CHAIN_ID_LEN} bytes")
+    if type(tag) is not int or not 0 < tag <= MAX_TYPE_TAG:
         raise Malformed("envelope type tag must be a u16")
     if type(sender) is not bytes or len(sender) != 32:
         raise Malformed("envelope sender must be a 32-byte ed25519 public key")

@@ -9,7 +9,7 @@ in node/keys; here keys are only built from explicit seed or private bytes.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -41,6 +41,8 @@ def _b58encode(data: bytes) -> str:
 
 
 def _b58decode(text: str) -> bytes:
+    if not text.isascii():
+        raise Malformed("node id must be base58 (ASCII)")
     n = 0
     for ch in text.encode("ascii"):
         idx = _B58_ALPHABET.find(ch)
@@ -79,7 +81,7 @@ def public_key_from_node_id(text: str) -> bytes:
 class Keypair:
     """An ed25519 signing key with its public half cached as raw bytes."""
 
-    private: Ed25519PrivateKey
+    private: Ed25519PrivateKey = field(repr=False)
     public: bytes
 
     @classmethod

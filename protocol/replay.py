@@ -45,6 +45,8 @@ class SignedPositions:
     fresh) a position at or before one already used. Bounded to `capacity` signers."""
 
     def __init__(self, capacity: int = 10_000) -> None:
+        if capacity <= 0:
+            raise ValueError("capacity must be positive")
         self._last: OrderedDict[bytes, VotePosition] = OrderedDict()
         self._capacity = capacity
 

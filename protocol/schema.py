@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, TypeVar, Union, get_args, get_origin
 
-from protocol.errors import LimitExceeded, Malformed, UnknownType
+from protocol.errors import DecodeError, LimitExceeded, Malformed, NonCanonical, PolnetError, UnknownType
 from protocol.limits import MAX_ARRAY_LEN, MAX_BIN_LEN, MAX_INT, MAX_STR_LEN, MIN_INT
 
 T = TypeVar("T")
@@ -66,6 +66,9 @@ Encoder = Callable[[Any], Any]
 
 _MESSAGE_TYPES: dict[int, type[Any]] = {}
 _COMPILED: dict[type[Any], tuple[Encoder, Decoder]] = {}
+#: Leaf decoders whose happy path is one expression in `{x}`; record decoders inline it
+#: and call the decoder itself only when the expression fails (to raise its error).
+_INLINE_CHECKS: dict[Decoder, str] = {}
 MAX_SCHEMA_DEPTH = 16
 
 
@@ -128,6 +131,7 @@ def _int_codec(rng: IntRange) -> tuple[Encoder, Decoder]:
     def enc(v: Any) -> Any:
         return dec(v, 0)
 
+    _INLINE_CHECKS[dec] = f"type({{x}}) is int and {lo} <= {{x}} <= {hi}"
     return enc, dec
 
 
@@ -140,6 +144,8 @@ def _bytes_codec(ln: Len) -> tuple[Encoder, Decoder]:
         if not lo <= len(v) <= hi:
             raise LimitExceeded(f"byte string of length {len(v)} outside [{lo}, {hi}]")
         return v
+
+    _INLINE_CHECKS[dec] = f"type({{x}}) is bytes and {lo} <= len({{x}}) <= {hi}"
 
     def enc(v: Any) -> Any:
         if isinstance(v, (bytearray, memoryview)):
@@ -160,7 +166,15 @@ def _str_codec(ln: Len) -> tuple[Encoder, Decoder]:
             raise LimitExceeded(f"string of {n} bytes outside [{lo}, {hi}]")
         return v
 
+    # Non-ASCII strings fall back to `dec`, which measures their UTF-8 length.
+    _INLINE_CHECKS[dec] = f"type({{x}}) is str and {{x}}.isascii() and {lo} <= len({{x}}) <= {hi}"
+
     def enc(v: Any) -> Any:
+        if not v.isascii():
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise Malformed(f"string is not encodable as UTF-8: {exc}") from None
         return dec(v, 0)
 
     return enc, dec
@@ -176,17 +190,26 @@ def _bool_enc(v: Any) -> Any:
     return _bool_dec(v, 0)
 
 
+_INLINE_CHECKS[_bool_dec] = "type({x}) is bool"
+
+
 def _float_dec(v: Any, depth: int) -> float:
     if type(v) is not float:
         raise Malformed(f"expected float, got {type(v).__name__}")
     if not math.isfinite(v):
         raise Malformed("float must be finite")
+    if v == 0.0 and math.copysign(1.0, v) < 0:
+        # The encoder writes -0.0 as 0.0 (equal values, one encoding), so -0.0 on the
+        # wire can only come from a non-canonical encoder.
+        raise NonCanonical("-0.0 is not canonical; zero is encoded as +0.0")
     return v
 
 
 def _float_enc(v: Any) -> Any:
     if type(v) is int:
         v = float(v)
+    if v == 0.0:
+        v = 0.0
     return _float_dec(v, 0)
 
 
@@ -247,6 +270,8 @@ def _fixed_tuple_codec(inners: list[tuple[Encoder, Decoder]]) -> tuple[Encoder, 
     def dec(v: Any, depth: int) -> tuple[Any, ...]:
         if type(v) is not list or len(v) != n:
             raise Malformed(f"expected array of {n} items")
+        if depth >= MAX_SCHEMA_DEPTH:
+            raise LimitExceeded("schema nesting too deep")
         return tuple(d(x, depth + 1) for (_, d), x in zip(inners, v))
 
     def enc(v: Any) -> Any:
@@ -312,18 +337,8 @@ def _record_codec(cls: type[Any]) -> tuple[Encoder, Decoder]:
     names = [f.name for f in fields]
     decs = [d for _, d in codecs]
     encs = [e for e, _ in codecs]
-    n = len(fields)
     name = cls.__name__
-
-    def dec(v: Any, depth: int) -> Any:
-        if type(v) is not list:
-            raise Malformed(f"{name}: expected array, got {type(v).__name__}")
-        if len(v) != n:
-            raise Malformed(f"{name}: expected {n} fields, got {len(v)}")
-        if depth >= MAX_SCHEMA_DEPTH:
-            raise LimitExceeded("schema nesting too deep")
-        d1 = depth + 1
-        return cls(*[d(x, d1) for d, x in zip(decs, v)])
+    dec = _compile_record_decoder(cls, decs)
 
     def enc(v: Any) -> Any:
         if type(v) is not cls:
@@ -333,6 +348,63 @@ def _record_codec(cls: type[Any]) -> tuple[Encoder, Decoder]:
     cell["c"] = (enc, dec)
     _COMPILED[cls] = (enc, dec)
     return enc, dec
+
+
+def _record_shape_error(cls: type[Any], n: int, v: Any, depth: int) -> Any:
+    """Raise the error for a value that is not an array of exactly `n` fields."""
+    name = cls.__name__
+    if type(v) is not list:
+        raise Malformed(f"{name}: expected array, got {type(v).__name__}")
+    if len(v) != n:
+        raise Malformed(f"{name}: expected {n} fields, got {len(v)}")
+    raise LimitExceeded(f"{name}: schema nesting deeper than {MAX_SCHEMA_DEPTH}")
+
+
+def _build_record(cls: type[Any], args: tuple[Any, ...]) -> Any:
+    try:
+        return cls(*args)
+    except DecodeError:
+        raise
+    except (ValueError, TypeError, PolnetError) as exc:
+        # A record's own __post_init__ checks are part of its schema: whatever they
+        # raise, bytes from a peer must only ever produce a DecodeError.
+        raise Malformed(f"{cls.__name__}: {exc}") from exc
+
+
+def _compile_record_decoder(cls: type[Any], decs: list[Decoder]) -> Decoder:
+    """Generate one straight-line decoder for `cls` (as dataclasses and attrs generate
+    __init__): field checks inlined on the happy path, no per-field call or zip.
+
+    This is the hot path of ingest; a loop over field closures costs about as much as
+    the rest of envelope decoding together. The generated code only ever calls the
+    field decoders, so the accepted language is exactly theirs.
+    """
+    n = len(decs)
+    names = [f"x{i}" for i in range(n)]
+    ns: dict[str, Any] = {"_shape_error": _record_shape_error, "_cls": cls, "_n": n}
+    ns["_build"] = _build_record
+    lines = [
+        "def dec(v, depth):",
+        f"    if type(v) is not list or len(v) != {n} or depth >= {MAX_SCHEMA_DEPTH}:",
+        "        return _shape_error(_cls, _n, v, depth)",
+        "    d1 = depth + 1",
+    ]
+    if n:
+        lines.append(f"    {', '.join(names)}, = v")
+    for i, d in enumerate(decs):
+        ns[f"_d{i}"] = d
+        check = _INLINE_CHECKS.get(d)
+        call = f"x{i} = _d{i}(x{i}, d1)"
+        lines.append(f"    if not ({check.format(x=f'x{i}')}): {call}" if check else f"    {call}")
+    lines += [
+        "    try:",
+        f"        return _cls({', '.join(names)})",
+        "    except Exception:",
+        f"        return _build(_cls, ({', '.join(names)}{',' if n else ''}))",
+    ]
+    exec("\n".join(lines), ns)
+    result: Decoder = ns["dec"]
+    return result
 
 
 def to_wire(obj: Any) -> Any:
