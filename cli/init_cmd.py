@@ -1,14 +1,8 @@
-"""`polnet init`: make a data directory with a fresh key, a config and a genesis.
-
-Init refuses to touch a data directory that already holds a key or a config: a node's
-key is its identity and its stake, and overwriting it by re-running a setup script is
-the one mistake an operator cannot undo.
-"""
+"""`polnet init`: make a data directory with a fresh key, a config and a genesis."""
 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import typer
@@ -21,42 +15,10 @@ from node.config import (
     NetworkConfig,
     NodeConfig,
     RolesConfig,
-    config_to_toml,
 )
-from node.daemon import chain
-from node.daemon.keyfile import create_key_file
-from node.datadir import DataDir, write_atomic
-from protocol.errors import ConfigError
-from protocol.identity import Keypair
+from node.daemon.layout import init_datadir
 
 DEFAULT_DATA_DIR = Path(os.environ.get("POLNET_DATA_DIR", str(Path.home() / ".polnet")))
-
-
-def init_datadir(
-    root: Path,
-    cfg: NodeConfig,
-    *,
-    passphrase: str | None = None,
-    genesis: Path | None = None,
-    seed: bytes | None = None,
-) -> Keypair:
-    """Create the data dir tree, the key, config.toml and genesis; the library form of
-    `polnet init`, also used by `polnet swarm up` to lay out each node."""
-    cfg.validate()
-    datadir = DataDir(root)
-    for existing in (datadir.config, datadir.node_key):
-        if existing.exists():
-            raise ConfigError(f"{existing}: already exists; this data dir is initialised (use another one)")
-    if genesis is not None:
-        chain.check_genesis_file(genesis, cfg.chain_id)
-    datadir.create()
-    key = create_key_file(datadir.node_key, passphrase=passphrase, seed=seed)
-    if genesis is not None:
-        shutil.copyfile(genesis, datadir.genesis)
-    else:
-        write_atomic(datadir.genesis, chain.genesis_bytes(cfg.chain_id, [key]), mode=0o644)
-    write_atomic(datadir.config, config_to_toml(cfg).encode(), mode=0o600)
-    return key
 
 
 def _read_passphrase(encrypt: bool) -> str | None:

@@ -8,20 +8,20 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import trio
 import typer
 from rich.table import Table
 
 from cli.init_cmd import DEFAULT_DATA_DIR
 from cli.output import emit_json, fail, operator_errors, stdout
 from node.config import load_config
-from node.daemon.app import Daemon, Endpoints, run_until_signalled
 from node.daemon.keyfile import load_key_file
-from node.daemon.wiring import build_daemon
 from node.datadir import DataDir
 from protocol.errors import ConfigError
+
+if TYPE_CHECKING:
+    from node.daemon.app import Daemon, Endpoints
 
 app = typer.Typer(help="Run a node and look at it.", no_args_is_help=True)
 
@@ -42,7 +42,10 @@ def _configure_logging(level: str, as_json: bool) -> None:
 
 def load_daemon(data_dir: Path) -> Daemon:
     """Everything `node run` does before the event loop: each step fails with a clear
-    ConfigError/KeyFileError naming the file at fault."""
+    ConfigError/KeyFileError naming the file at fault. (The daemon's modules pull in
+    torch and libp2p, so they are imported here, not when any CLI command starts.)"""
+    from node.daemon.wiring import build_daemon
+
     datadir = DataDir(data_dir)
     datadir.check()
     cfg = load_config(datadir.config, os.environ)
@@ -55,6 +58,10 @@ def run(
     data_dir: Path = typer.Option(DEFAULT_DATA_DIR, "--data-dir", "-d", help="The node's data directory."),
 ) -> None:
     """Run the node in the foreground until SIGINT or SIGTERM."""
+    import trio
+
+    from node.daemon.app import run_until_signalled
+
     with operator_errors():
         daemon = load_daemon(data_dir)
         _configure_logging(daemon.config.log.level, daemon.config.log.json)

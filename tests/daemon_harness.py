@@ -12,12 +12,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from cli.init_cmd import init_datadir
 from node.config import AdminConfig, MetricsConfig, NetworkConfig, NodeConfig
+from node.daemon.layout import init_datadir
 from node.datadir import DataDir
 
 REPO = Path(__file__).resolve().parent.parent
-READY_TIMEOUT_S = 30.0
+#: Startup imports torch and libp2p; on a loaded 2-core box that alone can take 20 s.
+READY_TIMEOUT_S = 90.0
 
 
 def loopback_config(chain_id: str = "polnet-test", bootstrap: tuple[str, ...] = ()) -> NodeConfig:

@@ -183,6 +183,7 @@ class Daemon:
             ("GET", "/metrics"): self._get_metrics,
             ("POST", "/tx"): self._post_tx,
             ("GET", "/account/"): self._get_account,
+            ("GET", "/block/"): self._get_block,
         }
 
     async def _get_metrics(self, request: Request) -> Response:
@@ -243,6 +244,17 @@ class Daemon:
         except (ValueError, PolnetError):
             return _json(400, {"error": "account must be 64 hex chars or a node id"})
         return _json(200, self.chain.account(pubkey))
+
+    async def _get_block(self, request: Request) -> Response:
+        if self.chain is None:
+            return _json(503, {"error": "this node runs no chain"})
+        text = request.path.removeprefix("/block/")
+        if not text.isdigit() or len(text) > 19:
+            return _json(400, {"error": "block height must be a non-negative integer"})
+        doc = self.chain.block(int(text))
+        if doc is None:
+            return _json(404, {"error": f"block {text} is not among the recent blocks this node holds"})
+        return _json(200, doc)
 
 
 def _json(status: int, doc: dict[str, Any]) -> Response:

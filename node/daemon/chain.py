@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from protocol.consensus.block import block_hash
 from protocol.consensus.node import (
     OWN_VOTES_KEY,
     PERSIST_BLOCK,
@@ -125,6 +126,21 @@ class Chain:
             "jailed": stake.jailed,
             "unbondings": stake.unbondings,
             "height": self.height,
+        }
+
+    def block(self, height: int) -> dict[str, Any] | None:
+        """A recent committed block's identity (hash and the state root it built on)."""
+        cb = self.node.store.get(height)
+        if cb is None:
+            return None
+        h = cb.block.header
+        return {
+            "height": h.height,
+            "hash": block_hash(cb.block).hex(),
+            "app_hash": h.app_hash.hex(),
+            "proposer": h.proposer.hex(),
+            "time": h.time,
+            "txs": len(cb.block.txs),
         }
 
     def summary(self) -> dict[str, Any]:

@@ -1,0 +1,79 @@
+"""Several daemons as separate processes on loopback form a network and commit blocks;
+one killed with SIGKILL restarts from its data dir and catches up."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.daemon.layout import layout_localnet
+from tests.daemon_harness import get, start, status, stop, wait_ready
+
+NODES = 4
+#: Generous bounds: the box has 2 shared cores and each daemon is a python process.
+PROGRESS_TIMEOUT_S = 90.0
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def heights(eps: list[dict[str, Any]]) -> list[int]:
+    return [status(ep)["height"] for ep in eps]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.timeout(240)
+def test_processes_commit_blocks_and_a_sigkilled_node_catches_up(tmp_path: Path) -> None:
+    dirs = layout_localnet(tmp_path / "net", NODES, chain_id="polnet-itest", block_interval_ms=200)
+    procs: list[subprocess.Popen[bytes]] = [start(d) for d in dirs]
+    try:
+        eps = [wait_ready(d, p) for d, p in zip(dirs, procs, strict=True)]
+        wait_until(lambda: min(heights(eps)) >= 3, PROGRESS_TIMEOUT_S, "every node at height 3")
+        assert all(status(ep)["peers"] >= 1 for ep in eps)
+        assert "polnet_messages_in_total" in get(eps[0]["metrics"]).decode()
+
+        # Kill one validator outright; the other three hold > 2/3 of the stake and go on.
+        victim = NODES - 1
+        assert stop(procs[victim], signal.SIGKILL) == -signal.SIGKILL
+        before = heights(eps[:victim])
+        wait_until(
+            lambda: min(heights(eps[:victim])) >= max(before) + 3, PROGRESS_TIMEOUT_S, "progress without it"
+        )
+
+        # Restarted from its data dir, it replays what it had and syncs the rest.
+        procs[victim] = start(dirs[victim])
+        eps[victim] = wait_ready(dirs[victim], procs[victim])
+        st = status(eps[victim])
+        assert st["recovered"] is True
+        target = max(heights(eps[:victim]))
+        wait_until(
+            lambda: status(eps[victim])["height"] >= target,
+            PROGRESS_TIMEOUT_S,
+            "the restarted node to catch up",
+        )
+
+        # Every node holds the same block at a height all have passed.
+        h = min(heights(eps))
+        hashes = {json.loads(get(f"{ep['admin']}/block/{h}"))["hash"] for ep in eps}
+        assert len(hashes) == 1
+        for p in procs:
+            assert stop(p) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
