@@ -137,12 +137,14 @@ class Observations:
     committed_evidence: dict[int, dict[bytes, int]] = field(default_factory=dict)  # node -> id -> count
     injected: set[tuple[bytes, int, int, int]] = field(default_factory=set)  # equivocation positions
     commit_times: dict[int, dict[int, int]] = field(default_factory=dict)  # height -> node -> ms
+    tx_counts: dict[int, int] = field(default_factory=dict)  # node -> transactions committed
 
     def record_block(self, node: int, now: int, cb: CommittedBlock) -> None:
         h = cb.block.height
         self.commits.setdefault(h, {})[node] = block_hash(cb.block)
         self.app_hashes.setdefault(h, {})[node] = cb.block.header.app_hash
         self.commit_times.setdefault(h, {}).setdefault(node, now)
+        self.tx_counts[node] = self.tx_counts.get(node, 0) + len(cb.block.txs)
         seen = self.committed_evidence.setdefault(node, {})
         for ev in cb.block.evidence:
             eid = evidence_id(ev)

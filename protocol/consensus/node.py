@@ -68,7 +68,6 @@ from .votes import (
     Vote,
     make_certificate,
     sign_vote,
-    vote_root,
 )
 
 PERSIST_BLOCK = "consensus/block"
@@ -257,7 +256,7 @@ class ConsensusNode:
         signed = SignedVote(body, _envelope_signature(raw))
         # The shell verified the envelope, whose signature is the vote's: remember it so
         # the certificate that will carry this vote costs no second verify.
-        self.verifier.remember(body.validator, signed.signature, vote_root(self.cfg.chain_id, body))
+        self.verifier.remember_vote(signed)
         return self._count_vote(signed)
 
     def _count_vote(self, signed: SignedVote) -> list[Command]:
@@ -377,7 +376,7 @@ class ConsensusNode:
         if prior is not None:
             return prior if prior.vote == vote else None
         signed = sign_vote(self.cfg.chain_id, vote, self.key.sign)
-        self.verifier.remember(vote.validator, signed.signature, vote_root(self.cfg.chain_id, vote))
+        self.verifier.remember_vote(signed)
         self._own_votes[pos] = signed
         return signed
 
@@ -543,8 +542,16 @@ def _pos(vote: Vote) -> tuple[int, int, int]:
     return (vote.height, vote.round, int(vote.vote_type))
 
 
+#: A canonical envelope ends with its signature as msgpack bin8 of 64 bytes.
+_SIG_TRAILER = b"\xc4\x40"
+
+
 def _envelope_signature(raw: bytes) -> bytes:
-    """The signature of a verified envelope is the vote's own (see votes.vote_root)."""
+    """The signature of a verified envelope is the vote's own (see votes.vote_root).
+    The envelope is canonical and the signature its last field, so it is the last 64
+    bytes; anything else is decoded in full."""
+    if len(raw) > 66 and raw[-66:-64] == _SIG_TRAILER:
+        return raw[-64:]
     outer = unpack(raw)
     if type(outer) is not list or len(outer) != 6 or type(outer[5]) is not bytes:
         raise DecodeError("not an envelope")

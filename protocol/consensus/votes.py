@@ -34,12 +34,13 @@ class VerifyCache:
 
     The precommits in a certificate are, almost always, votes this node already received
     in verified envelopes; remembering those makes checking a certificate nearly free
-    instead of n ed25519 verifies per block. Only successes are cached, keyed by the
-    full (key, signature, root), so a cache hit can never accept anything new.
+    instead of n ed25519 verifies per block. Only successes are cached, keyed by
+    everything the signature covers, so a cache hit can never accept anything new.
     """
 
     def __init__(self, capacity: int = 8192, inner: Verifier = verify) -> None:
         self._ok: OrderedDict[tuple[bytes, bytes, bytes], None] = OrderedDict()
+        self._votes: OrderedDict[tuple[bytes, bytes], Vote] = OrderedDict()
         self._capacity = capacity
         self._inner = inner
 
@@ -47,6 +48,16 @@ class VerifyCache:
         self._ok[(public_key, signature, root)] = None
         if len(self._ok) > self._capacity:
             self._ok.popitem(last=False)
+
+    def remember_vote(self, signed: SignedVote) -> None:
+        """`signed` arrived in an envelope the shell verified (same signature, same root):
+        remember it without recomputing its root, which costs an encode and a hash."""
+        self._votes[(signed.vote.validator, signed.signature)] = signed.vote
+        if len(self._votes) > self._capacity:
+            self._votes.popitem(last=False)
+
+    def knows_vote(self, signed: SignedVote) -> bool:
+        return self._votes.get((signed.vote.validator, signed.signature)) == signed.vote
 
     def __call__(self, public_key: bytes, signature: bytes, root: bytes) -> bool:
         if (public_key, signature, root) in self._ok:
@@ -109,6 +120,8 @@ def vote_root(chain_id: str, vote: Vote) -> bytes:
 
 
 def verify_vote(chain_id: str, signed: SignedVote, verifier: Verifier = verify) -> bool:
+    if isinstance(verifier, VerifyCache) and verifier.knows_vote(signed):
+        return True
     return verifier(signed.vote.validator, signed.signature, vote_root(chain_id, signed.vote))
 
 
