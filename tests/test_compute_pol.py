@@ -18,6 +18,7 @@ from node.compute.verify import verify_proof
 from protocol.errors import BlobError
 from protocol.pol.oracle import HonestOracle
 from protocol.pol.pinpoint import Outcome
+from protocol.pol.sampling import op_tolerance
 from protocol.pol.spec import (
     LossKind,
     OptimizerKind,
@@ -149,17 +150,25 @@ def fetcher(run: Run):  # type: ignore[no-untyped-def]
     return lambda i: run.state_at(i * SPEC.checkpoint_interval)
 
 
+@pytest.fixture(scope="module")
+def threshold() -> float:
+    """The task's threshold as the network sets it: profiled across thread counts."""
+    return profile(SPEC, DATA, stretch_steps=4, thread_counts=(2,)).threshold
+
+
 @pytest.mark.parametrize("attack", attacks.CATALOG, ids=lambda a: a.name)
-def test_every_attack_is_caught_and_the_honest_outlier_is_not(attack: attacks.Attack) -> None:
+def test_every_attack_is_caught_and_the_honest_outlier_is_not(
+    attack: attacks.Attack, threshold: float
+) -> None:
     run = attack.build(SPEC, DATA, 0)
     for seed in (b"\x00" * 32, b"\x07" * 32):
-        verdict = verify_proof(SPEC, DATA, run.leaves(), fetcher(run), seed, threshold=0.0)
+        verdict = verify_proof(SPEC, DATA, run.leaves(), fetcher(run), seed, threshold=threshold)
         assert verdict.passed is attack.honest
     last = SPEC.num_segments - 1
     verifier = challenger_run(SPEC, DATA, run, last)
     if attack.honest or not verdict.initial_ok:
         return  # honest: no dispute; copied: refuted by the initial-weights check, no segment to bisect
-    report = dispute_segment(SPEC, DATA, run, verifier, last, tolerance=0.0)
+    report = dispute_segment(SPEC, DATA, run, verifier, last, tolerance=op_tolerance(threshold))
     assert report.outcome is Outcome.CHALLENGER_WINS
     assert report.rounds <= report.bound and report.referee_calls <= 1
 
