@@ -12,8 +12,9 @@ State root (documented in docs/ledger.md):
                                      for each non-empty table, sorted by name)
     merkle(xs)              = binary tree, node = SHA-256(0x01 || left || right), an odd
                               node is promoted unchanged, merkle([]) = SHA-256("polnet/empty")
-Leaf hashes are cached per entry and key order is kept sorted on insert, so a block
-rehashes only the tables it touched. Nothing depends on dict or set iteration order.
+Leaf hashes are cached per entry (recomputed lazily, once per block for an entry
+written many times) and key order is kept sorted on insert, so a block rehashes only the
+entries it touched and recombines only the tables it touched. Nothing depends on dict or set iteration order.
 """
 
 from __future__ import annotations
@@ -151,13 +152,15 @@ class State:
         if value is None:
             if key in data:
                 del data[key]
-                del leaves[key]
+                leaves.pop(key, None)
                 del keys[bisect.bisect_left(keys, key)]
             return
         if key not in data:
             bisect.insort(keys, key)
         data[key] = value
-        leaves[key] = _leaf(key, value)
+        # Hashed lazily in table_root: an account written several times in a block
+        # (nonce, fee, amount) is encoded and hashed once.
+        leaves.pop(key, None)
 
     def keys(self, table: str) -> list[bytes]:
         """Keys of a table in canonical (sorted) order; a copy, safe to mutate during."""
@@ -207,8 +210,15 @@ class State:
     def table_root(self, table: str) -> bytes:
         root = self._roots.get(table)
         if root is None:
-            leaves = self._leaves.get(table, {})
-            root = merkle_root([leaves[k] for k in self._keys.get(table, ())])
+            leaves = self._leaves.setdefault(table, {})
+            data = self._data.get(table, {})
+            ordered = []
+            for key in self._keys.get(table, ()):
+                leaf = leaves.get(key)
+                if leaf is None:
+                    leaf = leaves[key] = _leaf(key, data[key])
+                ordered.append(leaf)
+            root = merkle_root(ordered)
             self._roots[table] = root
         return root
 
