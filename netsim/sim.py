@@ -185,6 +185,10 @@ class Sim:
         """Run `fn(sim)` at virtual time `at` (inject client transactions, probe state)."""
         self._push(max(at, self.now), K_CALL, -1, fn)
 
+    def stop(self) -> None:
+        """End the run after the current event (a scenario reached its goal early)."""
+        self._heap.clear()
+
     def inject(self, node: int, event: Event) -> None:
         """Hand `event` to a node's core now, as a local client or operator would."""
         slot = self._nodes[node]

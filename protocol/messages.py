@@ -54,5 +54,6 @@ _MESSAGE_MODULES: tuple[str, ...] = (
     "protocol.consensus.messages",
     "protocol.ledger.txs",
     "protocol.market.messages",
+    "protocol.market.chain",
     "protocol.pol.messages",
 )

@@ -1,119 +1,319 @@
-"""Market scenario: N nodes running the market roles over many tasks, honest or Byzantine.
+"""The market end to end in netsim: every node runs `protocol.market.node.MarketNode`.
 
-Block-synchronous for now: a block is cut every `block_ms` of virtual time, the market's
-rules apply the transactions published since the last block, and every node's roles see
-the committed state. Compute is the synthetic trainer's proof structure in miniature
-(true state hash = H(task, segment, position)); a job finishes `flops / node FLOPS` of
-virtual time after it started. This drives the real role machines and ledger rules; it
-does not yet run consensus or netsim's network model underneath (see docs/market.md).
+That is the real stack: Tendermint consensus over netsim's network model (latency,
+jitter, loss), the PoS ledger with the market installed as its extension (market state
+in the ledger's tables, supply and custody audited after every block by every node),
+and each node's role machines, whose RunCompute netsim executes through
+`MarketCompute` (real torch for tiny models, or the synthetic hash model for sweeps).
 
-Byzantine workers follow the proof-of-learning attack catalog: each attack corrupts the
-committed checkpoints from some segment on (skipped steps, a different data order or
-copied checkpoints from the start; interpolation after the first segment; truncation
-from the middle; noise in the last segment), and two attacks fight the bisection
-(answering nothing, or answering inconsistently). Plus one lazy verifier (accepts
-without checking, ignores forcing) and one false challenger (challenges every accept).
+Layout of a run of N nodes: the first `validators` nodes validate (staked at genesis,
+arbitrate disputes); then submitters; one whistleblower; optionally one false challenger
+(challenges every accept without checking); the rest are workers (registered at genesis
+with capacity, price, stake and a forced-error secret) running solver + verifier roles.
+A fraction of the workers is Byzantine: each cheats as a solver with an attack of the
+catalog (node/compute's for torch; their synthetic equivalents for sweeps) or fights the
+bisection (silent, inconsistent); optionally one honest-looking lazy verifier accepts
+without checking and ignores its forced errors.
+
+Entry points: `run_market(config, on_progress)` (what `polnet demo` calls) and the
+registered netsim scenario "market" (`polnet sim run --scenario market --seed N
+--config JSON`; knobs in `SimConfig.params`, see `MarketConfig.from_params`).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from protocol.commands import ComputeDone, Publish, RunCompute
+from netsim.config import NetworkConfig, SimConfig
+from netsim.disk import Disk
+from netsim.registry import Scenario, register_scenario
+from netsim.scenarios.market_compute import BISECTION_ATTACKS, SYNTHETIC_ATTACKS, MarketCompute, TorchTask
+from netsim.sim import Sim, node_keys
+from protocol.commands import Command
+from protocol.consensus.node import OWN_VOTES_KEY, PERSIST_BLOCK, PERSIST_VOTES, ConsensusConfig
 from protocol.encoding import sha256
-from protocol.errors import ValidationError
 from protocol.identity import Keypair
+from protocol.ledger.genesis import Genesis, GenesisAccount
+from protocol.ledger.ledger import Ledger
+from protocol.ledger.params import preset
+from protocol.ledger.primitives import audit_supply
+from protocol.ledger.state import State
 from protocol.market import elections
-from protocol.market.blocks import begin_block, end_block
-from protocol.market.jobs import (
-    ArbitrationJob,
-    ArbitrationResult,
-    MarketTrainJob,
-    MarketTrainResult,
-    ProfileJob,
-    ProfileResult,
-    SegmentCheckJob,
-    SegmentCheckResult,
-    StateHashJob,
-    StateHashResult,
-)
-from protocol.market.params import DEVNET, MarketParams
-from protocol.market.process import process_tx
+from protocol.market.chain import audit_market, load_market, market_genesis_state, save_market
+from protocol.market.node import MarketNode
+from protocol.market.params import DEVNET, GFLOP, PRESETS, MarketParams
+from protocol.market.process import budget, process_register_worker, task_id_of
 from protocol.market.roles import (
     ArbiterRole,
-    ChainView,
     NodeRoles,
     SolverRole,
     SubmitterRole,
     VerifierRole,
     Wallet,
     WhistleblowerRole,
+    _Role,
 )
-from protocol.market.state import TERMINAL, MarketState, MemoryAccounts, Status, Task
+from protocol.market.settle import compute_cost, verifier_pay
+from protocol.market.state import TERMINAL, MarketState, Status, Task
 from protocol.market.txs import Challenge, DeviceClass, RegisterWorker, SubmitTask, Verdict, VerdictCommit
+from protocol.records import record_hash
 
-#: attack -> first corrupted segment as a fraction of the run (None: fights the bisection).
-ATTACKS: dict[str, float] = {
-    "skipped_steps": 0.0,
-    "data_order": 0.0,
-    "copied_checkpoints": 0.0,
-    "interpolated": 0.1,
-    "truncated": 0.5,
-    "noise": 0.95,
-    "bisect_silent": 0.0,
-    "bisect_inconsistent": 0.0,
-}
 STAKE = 200_000
 BALANCE = 10**10
-MAX_BLOCKS = 5_000
+VALIDATOR_STAKE = 100_000
+WORKER_PRICE = 5
+OFFERED_PRICE = 10
+#: Torch attacks a Byzantine solver may use (the catalog's honest outlier is not a cheat).
+TORCH_ATTACKS = ("skipped_steps", "truncated", "noisy_weights", "copied_checkpoints", "interpolated",
+                 "data_order", *BISECTION_ATTACKS)
 
 
 @dataclass(frozen=True)
-class MarketScenario:
+class MarketConfig:
     seed: int = 0
     nodes: int = 32
     tasks: int = 20
     byzantine_fraction: float = 0.0
     lazy_verifier: bool = False
     false_challenger: bool = False
-    params: MarketParams = DEVNET
-    block_ms: int = 1_000
+    #: "torch" (real training, small models) or "synthetic" (hash model, sweeps).
+    compute: str = "synthetic"
+    #: Torch datasets: "synthetic", "digits", or "mixed" (alternating).
+    dataset: str = "mixed"
+    preset: str = "devnet"
+    validators: int = 0  # 0: max(4, nodes // 8)
+    latency_ms: int = 50
+    jitter_ms: int = 10
+    loss: float = 0.0
+    #: Synthetic tasks' declared work and shape.
     gflops: int = 2_000
     steps: int = 100
     interval: int = 10
     ops_per_step: int = 16
+    #: Give up (every task not ended counts as a failed invariant) after this much virtual time.
+    max_sim_ms: int = 3_600_000
+    progress_ms: int = 5_000
+
+    @property
+    def params(self) -> MarketParams:
+        return PRESETS[self.preset]
+
+    @classmethod
+    def from_params(cls, seed: int, nodes: int, params: dict[str, Any]) -> MarketConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(seed=seed, nodes=nodes, **{k: v for k, v in params.items() if k in known})
+
+    def sim_config(self) -> SimConfig:
+        rng = random.Random(self.seed)
+        flops = tuple(10**12 * rng.choice((1, 2, 4)) for _ in range(self.nodes))
+        params = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("seed", "nodes")}
+        return SimConfig(
+            seed=self.seed, nodes=self.nodes, duration_ms=self.max_sim_ms, scenario="market",
+            chain_id="polnet-market-sim", key_prefix="market",
+            network=NetworkConfig(latency_ms=self.latency_ms, jitter_ms=self.jitter_ms, loss=self.loss),
+            flops=flops, params=params,
+        )
+
+
+@dataclass(frozen=True)
+class MarketProgress:
+    """What a live view draws: sent every `progress_ms` of virtual time and at the end."""
+
+    height: int
+    sim_ms: int
+    tasks_by_stage: dict[str, int]
+    settled: int
+    refunded: int
+    paid: int  # to solvers so far
+    slashes: int
+    jackpot: int
+
+
+@dataclass
+class TaskOutcome:
+    task_id: str
+    status: str
+    outcome: str
+    solver: int | None
+    attack: str | None
+    fee: int
+    paid: int
+    verifier_paid: int
+    refunded: int
+    accuracy: float | None
+    dataset: str
+    submit_to_end_blocks: int
+
+
+@dataclass
+class NodeOutcome:
+    index: int
+    role: str
+    balance_delta: int
+    stake_delta: int
+    slashed: bool
 
 
 @dataclass
 class MarketReport:
-    tasks: int = 0
-    settled: int = 0
-    refunded: int = 0
+    seed: int
+    config: MarketConfig
+    trace_hash: str = ""
+    tasks: list[TaskOutcome] = field(default_factory=list)
+    nodes: list[NodeOutcome] = field(default_factory=list)
+    jackpot_payouts: int = 0
+    forced_errors: int = 0
+    invariants: dict[str, bool] = field(default_factory=dict)
     cheats: int = 0
     cheats_caught: int = 0
     honest_stake_lost: int = 0
     slashes: int = 0
-    jackpot_payouts: int = 0
-    forced_errors: int = 0
-    supply_ok: bool = True
-    rejected_txs: int = 0
     blocks: int = 0
     sim_ms: int = 0
     wall_s: float = 0.0
     solver_flops: int = 0
     verify_flops: int = 0
-    submit_to_settle_blocks: list[int] = field(default_factory=list)
-    payments: dict[str, int] = field(default_factory=dict)
+    dispute_flops: int = 0
+
+    @property
+    def settled(self) -> int:
+        return sum(t.status == "SETTLED" for t in self.tasks)
+
+    @property
+    def refunded(self) -> int:
+        return sum(t.status == "REFUNDED" for t in self.tasks)
+
+    @property
+    def ok(self) -> bool:
+        return all(self.invariants.values())
+
+
+# --- layout --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Layout:
+    keys: list[Keypair]
+    validators: list[int]
+    submitters: list[int]
+    watcher: int
+    liar: int | None
+    workers: list[int]
+    attack: dict[int, str]
+    lazy: int | None
+
+    def role_of(self, i: int) -> str:
+        if i in self.validators:
+            return "validator"
+        if i in self.submitters:
+            return "submitter"
+        if i == self.watcher:
+            return "whistleblower"
+        if i == self.liar:
+            return "false_challenger"
+        if i == self.lazy:
+            return "lazy_verifier"
+        return f"byzantine:{self.attack[i]}" if i in self.attack else "worker"
+
+
+def layout(cfg: MarketConfig) -> Layout:
+    keys = node_keys(cfg.sim_config())
+    rng = random.Random(cfg.seed * 7919 + 1)
+    n_val = cfg.validators or max(4, cfg.nodes // 8)
+    n_sub = max(1, cfg.nodes // 8)
+    idx = list(range(cfg.nodes))
+    validators, submitters = idx[:n_val], idx[n_val : n_val + n_sub]
+    watcher = n_val + n_sub
+    rest = idx[watcher + 1 :]
+    liar = rest.pop() if cfg.false_challenger else None
+    n_byz = round(len(rest) * cfg.byzantine_fraction)
+    names = sorted(TORCH_ATTACKS if cfg.compute == "torch" else SYNTHETIC_ATTACKS)
+    attack = {w: names[i % len(names)] for i, w in enumerate(sorted(rng.sample(rest, n_byz)))}
+    honest = [w for w in rest if w not in attack]
+    lazy = honest[0] if cfg.lazy_verifier and honest else None
+    return Layout(keys, validators, submitters, watcher, liar, rest, attack, lazy)
+
+
+def worker_secret(key: Keypair) -> bytes:
+    return sha256(b"market-secret" + key.public)
+
+
+# --- tasks ----------------------------------------------------------------------------------------
+
+
+def build_tasks(cfg: MarketConfig) -> tuple[list[SubmitTask], dict[bytes, TorchTask]]:
+    if cfg.compute == "torch":
+        return _torch_tasks(cfg)
+    txs = [
+        SubmitTask(sha256(b"spec" + i.to_bytes(4, "big")), cfg.gflops, cfg.steps, cfg.interval,
+                   cfg.ops_per_step, DeviceClass.CPU, 1_024, True, OFFERED_PRICE, i, 0, 0)
+        for i in range(cfg.tasks)
+    ]
+    return txs, {}
+
+
+def _torch_tasks(cfg: MarketConfig) -> tuple[list[SubmitTask], dict[bytes, TorchTask]]:
+    import torch
+
+    from node.compute import datasets
+    from protocol.pol.flops import estimate
+    from protocol.pol.ops import step_ops
+    from protocol.pol.spec import LossKind, OptimizerKind, OptimizerSpec, ReproProfile, TaskSpec, linear, relu
+
+    torch.set_num_threads(1)
+    sets: list[tuple[str, Any, tuple[int, int]]] = []
+    if cfg.dataset in ("synthetic", "mixed"):
+        sets.append(("synthetic", datasets.synthetic(512, (16,), 4, cfg.seed), (16, 4)))
+    if cfg.dataset in ("digits", "mixed"):
+        sets.append(("digits", datasets.digits(), (64, 10)))
+    txs: list[SubmitTask] = []
+    out: dict[bytes, TorchTask] = {}
+    for i in range(cfg.tasks):
+        name, data, (d_in, classes) = sets[i % len(sets)]
+        spec = TaskSpec(1, (d_in,), classes, (linear(d_in, 16), relu(), linear(16, classes)),
+                        LossKind.CROSS_ENTROPY, OptimizerSpec(OptimizerKind.ADAM, 0.01), 32, 40, 10,
+                        data.digest, len(data), 1 + i, 2 + i, 3 + i, ReproProfile(threads=1))
+        spec_hash = record_hash(spec)
+        out[spec_hash] = TorchTask(spec, data, name)
+        gflops = max(1, -(-estimate(spec).total // GFLOP))
+        txs.append(SubmitTask(spec_hash, gflops, spec.steps, spec.checkpoint_interval,
+                              min(4_096, len(step_ops(spec))), DeviceClass.CPU, 1_024, True,
+                              OFFERED_PRICE, i, 0, 0))
+    return txs, out
+
+
+# --- genesis and nodes -------------------------------------------------------------------------
+
+
+def genesis_state(cfg: MarketConfig, lay: Layout, flops: tuple[int, ...]) -> State:
+    """Validators staked in the ledger; every worker registered in the market at genesis."""
+    params = preset("devnet")
+    accounts = tuple(
+        GenesisAccount(k.public, BALANCE, VALIDATOR_STAKE if i in lay.validators else 0)
+        for i, k in enumerate(lay.keys)
+    )
+    state = market_genesis_state(Genesis("polnet-market-sim", params, 0, accounts), cfg.params)
+    market = load_market(state)
+    for w in lay.workers:
+        key = lay.keys[w]
+        tx = RegisterWorker(DeviceClass.CPU, 16_384, flops[w], WORKER_PRICE, STAKE,
+                            elections.forced_error_commitment(worker_secret(key)), 0, 0)
+        process_register_worker(market, key.public, tx)
+    save_market(state, market)
+    audit_supply(state)
+    audit_market(state)
+    return state
 
 
 class LazyVerifier(VerifierRole):
     """Accepts everything without computing and never obeys a forced error."""
 
-    def on_view(self, market: MarketState) -> list[Any]:
-        out: list[Any] = []
+    def on_view(self, market: MarketState) -> list[Command]:
+        out: list[Command] = []
         for task in market.open_tasks():
             slot = self._slot(task)
             if task.status == Status.COMMIT and slot is not None and slot.commitment is None:
@@ -130,223 +330,236 @@ class LazyVerifier(VerifierRole):
 class FalseChallenger(WhistleblowerRole):
     """Challenges every accepting verdict without checking anything."""
 
-    def on_view(self, market: MarketState) -> list[Any]:
-        out: list[Any] = []
+    def on_view(self, market: MarketState) -> list[Command]:
+        out: list[Command] = []
         for task in market.open_tasks():
             if task.status != Status.CHALLENGE:
                 continue
             for i, slot in enumerate(task.verifiers):
                 if slot.verdict is not None and slot.verdict.accept and slot.pubkey != self.me:
-                    out += self._once(
-                        task, f"false{i}", Challenge(task.task_id, i, slot.segment, self.bond, 0, 0)
-                    )
+                    out += self._once(task, f"false{i}",
+                                      Challenge(task.task_id, i, slot.segment, self.bond, 0, 0))
         return out + self._play(market)
 
 
-class MarketSim:
-    def __init__(self, sc: MarketScenario) -> None:
-        self.sc = sc
-        self.rng = random.Random(sc.seed)
-        keys = [Keypair.derive(f"market/{sc.seed}/{i}").public for i in range(sc.nodes)]
-        n_val = max(4, sc.nodes // 8)
-        n_sub = max(1, sc.nodes // 8)
-        self.validators = {k: 100 for k in keys[:n_val]}
-        self.submitters = keys[n_val : n_val + n_sub]
-        self.watcher = keys[n_val + n_sub]
-        rest = keys[n_val + n_sub + 1 :]
-        self.liar = rest.pop() if sc.false_challenger else None
-        self.workers = rest
-        n_byz = round(len(self.workers) * sc.byzantine_fraction)
-        attacks = sorted(ATTACKS)
-        self.attack = {
-            w: attacks[i % len(attacks)] for i, w in enumerate(self.rng.sample(self.workers, n_byz))
-        }
-        honest = [w for w in self.workers if w not in self.attack]
-        self.lazy = honest[0] if sc.lazy_verifier else None
-        self.flops = {w: 10**12 * self.rng.choice((1, 2, 4)) for w in keys}
-        self.state = MarketState(params=sc.params, accounts=MemoryAccounts({k: BALANCE for k in keys}))
-        self.nodes: dict[bytes, NodeRoles] = {}
-        self.subs: list[SubmitterRole] = []
-        self._build_roles()
-        self.supply0 = self.state.supply()
-        self.inbox: list[tuple[bytes, Any]] = []
-        self.timers: list[tuple[int, int, bytes, str, Any]] = []
-        self.now = 0
-        self.report = MarketReport(tasks=sc.tasks)
-
-    def _build_roles(self) -> None:
-        for w in self.workers:
-            secret = sha256(b"market-secret" + w)
-            tx = RegisterWorker(
-                DeviceClass.CPU,
-                16_384,
-                self.flops[w],
-                5,
-                STAKE,
-                elections.forced_error_commitment(secret),
-                0,
-                0,
-            )
-            process_tx(self.state, w, tx)
-            verifier = (LazyVerifier if w == self.lazy else VerifierRole)(w, Wallet(), secret=secret)
-            self.nodes[w] = NodeRoles([SolverRole(w, Wallet()), verifier])
-        for v in self.validators:
-            self.nodes[v] = NodeRoles([ArbiterRole(v, Wallet())])
-        bond = self.sc.params.min_challenge_bond
-        self.nodes[self.watcher] = NodeRoles([WhistleblowerRole(self.watcher, Wallet(), bond=bond)])
-        if self.liar is not None:
-            self.nodes[self.liar] = NodeRoles([FalseChallenger(self.liar, Wallet(), bond=bond)])
-        # Capacity-aware submitters: keep concurrent duties (a solver, verifiers, maybe a
-        # profiler per task) within what the workers can hold.
-        duties = self.sc.params.verifier_count + 2
-        room = len(self.workers) * self.sc.params.max_jobs_per_worker // (duties * len(self.submitters))
-        for s in self.submitters:
-            sub = SubmitterRole(s, Wallet(), max_in_flight=max(1, min(8, room)))
-            self.subs.append(sub)
-            self.nodes[s] = NodeRoles([sub])
-        sc = self.sc
-        for i in range(sc.tasks):
-            tx = SubmitTask(
-                sha256(b"spec" + i.to_bytes(4, "big")),
-                sc.gflops,
-                sc.steps,
-                sc.interval,
-                sc.ops_per_step,
-                DeviceClass.CPU,
-                1_024,
-                True,
-                10,
-                i,
-                0,
-                0,
-            )
-            self.subs[i % len(self.subs)].queue.append(tx)
-
-    # --- synthetic compute --------------------------------------------------------------------------
-
-    def _first_bad(self, task: Task) -> int | None:
-        kind = self.attack.get(task.solver or b"")
-        return None if kind is None else int(ATTACKS[kind] * task.n_segments)
-
-    def compute(self, node: bytes, job: Any) -> Any | None:
-        task = self.state.tasks[job.task_id]
-        bad = self._first_bad(task)
-        tid = task.task_id
-        if isinstance(job, MarketTrainJob):
-            return MarketTrainResult(tid, sha256(tid + bytes([bad is not None])), task.n_segments + 1)
-        if isinstance(job, ProfileJob):
-            return ProfileResult(tid, 0, True)
-        if isinstance(job, SegmentCheckJob):
-            passed = bad is None or job.segment < bad
-            return SegmentCheckResult(tid, job.segment, passed, 0 if passed else 10**5)
-        if isinstance(job, StateHashJob):
-            return self._state_hash(node, task, job, bad)
-        if isinstance(job, ArbitrationJob):
-            truth = self._true_hash(tid, job.segment, job.position + 1)
-            right = job.defender_output == truth if job.defender_output else bad is None or job.segment < bad
-            return ArbitrationResult(tid, right)
-        raise ValueError(f"unknown job {type(job).__name__}")
-
-    def _true_hash(self, tid: bytes, segment: int, pos: int) -> bytes:
-        return sha256(tid + segment.to_bytes(4, "big") + pos.to_bytes(4, "big"))
-
-    def _state_hash(self, node: bytes, task: Task, job: StateHashJob, bad: int | None) -> Any | None:
-        kind = self.attack.get(node) if node == task.solver else None
-        if kind == "bisect_silent":
-            return None
-        digest = self._true_hash(task.task_id, job.segment, job.position)
-        if kind == "bisect_inconsistent":
-            digest = sha256(self.rng.randbytes(32))
-        elif kind is not None and bad is not None and job.segment >= bad and job.position >= 5:
-            digest = sha256(b"forged" + digest)
-        return StateHashResult(task.task_id, job.position, digest)
-
-    # --- driving --------------------------------------------------------------------------------------
-
-    def _execute(self, node: bytes, commands: list[Any]) -> None:
-        for cmd in commands:
-            if isinstance(cmd, Publish):
-                self.inbox.append((node, cmd.msg))
-            elif isinstance(cmd, RunCompute):
-                self._account_flops(node, cmd)
-                due = self.now + max(1, cmd.flops * 1_000 // self.flops[node])
-                self.timers.append((due, len(self.timers), node, cmd.job_id, cmd.job))
-
-    def _account_flops(self, node: bytes, cmd: RunCompute) -> None:
-        if isinstance(cmd.job, MarketTrainJob):
-            self.report.solver_flops += cmd.flops
-        elif isinstance(cmd.job, SegmentCheckJob | ArbitrationJob | StateHashJob):
-            self.report.verify_flops += cmd.flops
-
-    def _deliver_due(self) -> None:
-        due = sorted(t for t in self.timers if t[0] <= self.now)
-        self.timers = [t for t in self.timers if t[0] > self.now]
-        for _, _, node, job_id, job in due:
-            result = self.compute(node, job)
-            if result is not None:
-                self._execute(node, self.nodes[node].handle(self.now, ComputeDone(job_id, result)))
-
-    def block(self) -> None:
-        self.now += self.sc.block_ms
-        self._deliver_due()
-        h = self.state.height + 1
-        begin_block(
-            self.state,
-            h,
-            sha256(b"market-beacon" + self.sc.seed.to_bytes(8, "big") + h.to_bytes(8, "big")),
-            self.validators,
-        )
-        txs, self.inbox = self.inbox, []
-        for sender, tx in txs:
-            try:
-                process_tx(self.state, sender, tx)
-            except ValidationError:  # a late or out-of-turn move: refused, the block goes on
-                self.report.rejected_txs += 1
-        end_block(self.state)
-        self.report.supply_ok &= self.state.supply() == self.supply0
-        view = ChainView(h, self.state)
-        for node, roles in self.nodes.items():
-            self._execute(node, roles.handle(self.now, view))
-
-    def done(self) -> bool:
-        return sum(len(s.outcomes) for s in self.subs) == self.sc.tasks
-
-    def run(self) -> MarketReport:
-        start = time.perf_counter()
-        for _ in range(MAX_BLOCKS):
-            self.block()
-            if self.done():
-                break
-        self.report.wall_s = time.perf_counter() - start
-        self._summarise()
-        return self.report
-
-    def _summarise(self) -> None:
-        r = self.report
-        r.blocks, r.sim_ms = self.state.height, self.now
-        for task in self.state.tasks.values():
-            r.settled += task.status == Status.SETTLED
-            r.refunded += task.status == Status.REFUNDED
-            r.forced_errors += sum(v.forced_revealed for v in task.verifiers)
-            r.jackpot_payouts += len(
-                {
-                    c.target
-                    for c in task.challenges
-                    if task.verifiers[c.target].forced_revealed and c.claims_valid == task.proof_valid
-                }
-            )
-            if task.status in TERMINAL:
-                r.submit_to_settle_blocks.append(task.deadline - task.submitted_at)
-            if task.solver in self.attack and task.proof_root is not None:
-                r.cheats += 1
-                r.cheats_caught += task.proof_valid is False
-        honest = [w for w in self.workers if w not in self.attack and w != self.lazy]
-        r.honest_stake_lost = sum(
-            STAKE - self.state.workers[w].stake for w in honest if w in self.state.workers
-        )
-        r.slashes = sum(1 for w in self.state.workers.values() if w.stake < STAKE)
-        r.payments = {"jackpot_pool": self.state.jackpot}
+def node_roles(cfg: MarketConfig, lay: Layout, i: int, queue: list[SubmitTask]) -> NodeRoles:
+    key = lay.keys[i]
+    me = key.public
+    bond = cfg.params.min_challenge_bond
+    roles: list[_Role] = []
+    if i in lay.validators:
+        roles.append(ArbiterRole(me, Wallet()))
+    if i in lay.submitters:
+        duties = cfg.params.verifier_count + 2
+        room = len(lay.workers) * cfg.params.max_jobs_per_worker // (duties * len(lay.submitters))
+        mine = [tx for j, tx in enumerate(queue) if lay.submitters[j % len(lay.submitters)] == i]
+        roles.append(SubmitterRole(me, Wallet(), queue=mine, max_in_flight=max(1, min(8, room))))
+    if i == lay.watcher:
+        roles.append(WhistleblowerRole(me, Wallet(), bond=bond))
+    if i == lay.liar:
+        roles.append(FalseChallenger(me, Wallet(), bond=bond))
+    if i in lay.workers:
+        verifier = LazyVerifier if i == lay.lazy else VerifierRole
+        roles += [SolverRole(me, Wallet()), verifier(me, Wallet(), secret=worker_secret(key))]
+    return NodeRoles(roles)
 
 
-def run_market(sc: MarketScenario) -> MarketReport:
-    return MarketSim(sc).run()
+@dataclass
+class Built:
+    cfg: MarketConfig
+    sim_config: SimConfig
+    layout: Layout
+    genesis: State
+    submits: list[SubmitTask]
+    compute: MarketCompute
+    factory: Callable[[int, Keypair, Disk], MarketNode]
+
+
+def build(cfg: MarketConfig) -> Built:
+    sim_cfg = cfg.sim_config()
+    lay = layout(cfg)
+    genesis = genesis_state(cfg, lay, sim_cfg.flops)
+    submits, torch_tasks = build_tasks(cfg)
+    validators = Ledger(genesis.copy()).validators()
+    ccfg = ConsensusConfig(chain_id=sim_cfg.chain_id, genesis_validators=validators,
+                           epoch_length=genesis.params.epoch_length,
+                           block_interval_ms=cfg.params.block_time_ms)
+    attack_of = {lay.keys[w].public: name for w, name in lay.attack.items()}
+    compute = MarketCompute(attack_of, cfg.compute, torch_tasks, cfg.seed)
+
+    def factory(index: int, key: Keypair, disk: Disk) -> MarketNode:
+        roles = node_roles(cfg, lay, index, list(submits))
+        blocks = [v for _, v in disk.items(PERSIST_BLOCK)]
+        return MarketNode.create(genesis, ccfg, key, roles, blocks=blocks,
+                                 own_votes=disk.get(PERSIST_VOTES, OWN_VOTES_KEY), audit=True)
+
+    return Built(cfg, sim_cfg, lay, genesis, submits, compute, factory)
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+class _Watch:
+    """Reads one validator's committed market: progress events, early stop, the report."""
+
+    def __init__(self, built: Built, on_progress: Callable[[MarketProgress], None] | None) -> None:
+        self.built = built
+        self.on_progress = on_progress
+        self.observer = built.layout.validators[0]
+        self.expected = {task_id_of(built.layout.keys[built.layout.submitters[j % len(built.layout.submitters)]]
+                                    .public, tx) for j, tx in enumerate(built.submits)}
+        self.ended: dict[bytes, Task] = {}
+        self.ended_at: dict[bytes, int] = {}
+        self.last_height = 0
+        self.stopped_at = -1
+
+    def market(self, sim: Sim) -> MarketState | None:
+        core = sim.core(self.observer)
+        return core.market if isinstance(core, MarketNode) else None
+
+    def tick(self, sim: Sim) -> None:
+        market = self.market(sim)
+        if market is not None:
+            self._record(market)
+            if self.on_progress is not None:
+                self.on_progress(progress(market, sim.now, self.built.layout))
+        if len(self.ended) == len(self.expected):
+            self.stopped_at = sim.now
+            sim.stop()
+            return
+        sim.call_at(sim.now + self.built.cfg.progress_ms, self.tick)
+
+    def _record(self, market: MarketState) -> None:
+        self.last_height = market.height
+        for tid in self.expected:
+            task = market.tasks.get(tid)
+            if task is not None and task.status in TERMINAL and tid not in self.ended:
+                self.ended[tid] = task
+                self.ended_at[tid] = market.height
+
+
+def progress(market: MarketState, now: int, lay: Layout) -> MarketProgress:
+    stages: dict[str, int] = {}
+    paid = 0
+    for task in market.tasks.values():
+        stages[task.status.name] = stages.get(task.status.name, 0) + 1
+        if task.status == Status.SETTLED and task.proof_valid:
+            paid += compute_cost(task)
+    slashes = sum(1 for w in market.workers.values() if w.stake < STAKE)
+    return MarketProgress(market.height, now, stages, stages.get("SETTLED", 0), stages.get("REFUNDED", 0),
+                          paid, slashes, market.jackpot)
+
+
+def run_market(
+    config: MarketConfig, on_progress: Callable[[MarketProgress], None] | None = None
+) -> MarketReport:
+    """Run one market simulation on the real stack and report what happened."""
+    built = build(config)
+    watch = _Watch(built, on_progress)
+    sim = Sim(built.sim_config, built.factory, executor=built.compute)
+    built.compute.sim = sim
+    sim.call_at(config.progress_ms, watch.tick)
+    wall0 = time.perf_counter()
+    sim.run()
+    wall = time.perf_counter() - wall0
+    return _report(built, watch, sim, wall)
+
+
+def _report(built: Built, watch: _Watch, sim: Sim, wall: float) -> MarketReport:
+    cfg, lay = built.cfg, built.layout
+    core = sim.core(watch.observer)
+    assert isinstance(core, MarketNode)
+    market = core.market
+    watch._record(market)
+    genesis = load_market(built.genesis)
+    r = MarketReport(cfg.seed, cfg, trace_hash=sim.trace.hexdigest(), wall_s=wall,
+                     sim_ms=watch.stopped_at if watch.stopped_at >= 0 else sim.now,
+                     blocks=market.height)
+    index = {k.public: i for i, k in enumerate(lay.keys)}
+    for tid in sorted(watch.expected):
+        task = watch.ended.get(tid) or market.tasks.get(tid)
+        r.tasks.append(_task_outcome(built, task, tid, index, watch.ended_at.get(tid, market.height)))
+        if task is None:
+            continue
+        r.forced_errors += sum(v.forced_revealed for v in task.verifiers)
+        r.jackpot_payouts += len({c.target for c in task.challenges
+                                  if task.verifiers[c.target].forced_revealed and c.claims_valid == task.proof_valid})
+        if index.get(task.solver or b"") in lay.attack and task.proof_root is not None:
+            r.cheats += 1
+            r.cheats_caught += task.proof_valid is False
+    ledger = core.ledger.state
+    honest_lost = 0
+    for i, k in enumerate(lay.keys):
+        w0, w1 = genesis.workers.get(k.public), market.workers.get(k.public)
+        stake_delta = (w1.stake if w1 else 0) - (w0.stake if w0 else 0)
+        bal_delta = ledger.account(k.public).balance - built.genesis.account(k.public).balance
+        role = lay.role_of(i)
+        r.nodes.append(NodeOutcome(i, role, bal_delta, stake_delta, stake_delta < 0))
+        r.slashes += stake_delta < 0
+        if role == "worker":
+            honest_lost += max(0, -stake_delta)
+    r.honest_stake_lost = honest_lost
+    r.solver_flops, r.verify_flops = built.compute.stats.solver_flops, built.compute.stats.verify_flops
+    r.dispute_flops = built.compute.stats.dispute_flops
+    roots = {sim.core(i).ledger.app_hash() for i in sim.up_nodes() if isinstance(sim.core(i), MarketNode)
+             and sim.core(i).ledger.height == market.height}  # type: ignore[union-attr]
+    r.invariants = {
+        # every node audits supply and market custody after every block (a failure halts the run)
+        "supply_conserved_every_block": True,
+        "no_honest_stake_lost": honest_lost == 0,
+        "every_task_terminal": all(t.status in ("SETTLED", "REFUNDED") for t in r.tasks),
+        "every_cheat_caught": r.cheats_caught == r.cheats,
+        "nodes_agree_on_state_root": len(roots) <= 1,
+    }
+    return r
+
+
+def _task_outcome(built: Built, task: Task | None, tid: bytes, index: dict[bytes, int], ended: int) -> TaskOutcome:
+    if task is None:
+        return TaskOutcome(tid.hex()[:16], "UNKNOWN", "", None, None, 0, 0, 0, 0, None, "", 0)
+    market_like = MarketState(params=built.cfg.params)
+    fee = budget(market_like, task.gflops, task.max_price_per_gflop)
+    valid = task.status == Status.SETTLED and bool(task.proof_valid)
+    paid = compute_cost(task) if valid else 0
+    vpay = 0
+    if task.status == Status.SETTLED and task.solver_price:
+        per = verifier_pay(market_like, task)
+        vpay = per * (sum(v.verdict is not None for v in task.verifiers) + (task.profiler is not None))
+    tax = task.gflops * task.max_price_per_gflop * built.cfg.params.jackpot_tax_bps // 10_000 if task.taxed else 0
+    solver = index.get(task.solver) if task.solver else None
+    tt = built.compute.torch_tasks.get(task.spec_hash)
+    return TaskOutcome(
+        tid.hex()[:16], task.status.name, task.outcome, solver,
+        built.layout.attack.get(solver) if solver is not None else None,
+        fee, paid, vpay, max(0, fee - tax - paid - vpay) if task.status in TERMINAL else 0,
+        built.compute.stats.accuracy.get(tid), tt.dataset_name if tt else "synthetic-hash",
+        ended - task.submitted_at,
+    )
+
+
+# --- the registered netsim scenario -------------------------------------------------------------
+
+
+def _scenario(config: SimConfig) -> Scenario:
+    cfg = MarketConfig.from_params(config.seed, config.nodes, dict(config.params))
+    built = build(replace(cfg))
+    watch = _Watch(built, None)
+
+    def setup(sim: Sim) -> None:
+        built.compute.sim = sim
+        sim.call_at(cfg.progress_ms, watch.tick)
+
+    def all_ended(sim: Sim) -> None:
+        market = watch.market(sim)
+        if market is not None:
+            watch._record(market)
+        missing = len(watch.expected) - len(watch.ended)
+        if missing:
+            raise AssertionError(f"{missing} market tasks did not end")
+
+    from netsim.checks import Check
+
+    return Scenario(built.factory, [Check(all_ended, final=True)], built.compute, setup)
+
+
+register_scenario("market", _scenario)

@@ -9,6 +9,7 @@ deadlines, settlement) are in `protocol.market.blocks`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from protocol.market import elections
@@ -41,8 +42,9 @@ MAX_OPS_PER_STEP = 4_096
 
 
 def task_id_of(sender: bytes, tx: SubmitTask) -> bytes:
-    """Task ids bind the submitter, so nobody can squat another's id."""
-    return record_hash(tx)[:16] + sender[:16]
+    """Task ids bind the submitter, so nobody can squat another's id. Nonce and fee are left
+    out so a wallet may re-stamp a submit (after a nonce gap) without changing its id."""
+    return record_hash(replace(tx, nonce=0, fee=0))[:16] + sender[:16]
 
 
 def _task(state: MarketState, task_id: bytes, *stages: Status) -> Task:

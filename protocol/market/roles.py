@@ -150,8 +150,10 @@ class _Role:
                 out += self._run(task, "hash", game.round, job, OP_FLOPS)
         return out
 
-    def _move(self, task: Task, rnd: int, result: StateHashResult) -> list[Command]:
+    def _move(self, task: Task, rnd: int, result: Any) -> list[Command]:
         game = task.game
+        if not isinstance(result, StateHashResult):  # the shell had no answer (a silent party)
+            return []
         if task.status != Status.DISPUTE or game is None or game.round != rnd:
             return []
         if game.turn == Turn.DEFENDER and task.solver == self.me:

@@ -1,0 +1,176 @@
+"""`MarketNode`: the whole node as one sans-IO core (consensus + ledger/market + roles).
+
+Why one composite core: netsim and the daemon must drive exactly the same thing, or a
+simulation proves nothing about the daemon. A shell feeds `handle(now, event)` and
+executes the commands (Publish, SendTo, SetTimer, Persist, RunCompute, Log), as for the
+bare consensus core; this wrapper adds what the market needs on top:
+
+- events go to the consensus core (`ComputeDone` goes to the roles instead);
+- after every committed block the roles see the committed market (`ChainView`, a fresh
+  object thawed from the ledger tables, so a role can never touch consensus state);
+- the roles' transactions are stamped with this account's nonces and a fee, sealed,
+  admitted to the local mempool and gossiped on TOPIC_TXS as envelope bytes;
+- it keeps its own transactions flowing: a tx whose nonce was skipped or that no
+  longer applies is re-stamped or dropped, and pending ones are re-gossiped, so a lost
+  message or a role that acted on a stale view cannot stall the account's nonce chain;
+- after every block it rechecks the mempool against the new state (as Tendermint's
+  recheck), so txs that can never apply again stop costing every proposal a simulation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from protocol.commands import TOPIC_TXS, Command, ComputeDone, Event, Log, Publish, Tick
+from protocol.consensus.node import ConsensusConfig, ConsensusNode
+from protocol.envelope import seal
+from protocol.errors import DecodeError, ValidationError
+from protocol.identity import Keypair
+from protocol.ledger.ledger import Ledger
+from protocol.ledger.state import State
+from protocol.market.chain import load_market
+from protocol.market.roles import ChainView, NodeRoles
+from protocol.market.state import MarketState
+
+#: Own transactions waiting for inclusion, at most (a role publishes a handful per block).
+MAX_PENDING_TXS = 256
+#: Re-gossip an own tx still pending after this many blocks (gossip does not retransmit).
+REBROADCAST_BLOCKS = 3
+#: Largest market tx, for the per-byte part of the fee (market txs are a few hundred bytes).
+FEE_SIZE_BOUND = 2048
+#: Mempool entries rechecked per block (bounds the work one block can cause).
+MAX_RECHECK = 4096
+
+
+@dataclass(slots=True)
+class _Pending:
+    body: Any
+    raw: bytes
+    nonce: int
+    sent_at: int  # height at which it was last gossiped
+
+
+class MarketNode:
+    """Consensus over the ledger (with the market installed) plus this node's roles."""
+
+    def __init__(self, consensus: ConsensusNode, ledger: Ledger, key: Keypair, roles: NodeRoles) -> None:
+        self.consensus = consensus
+        self.ledger = ledger
+        self.key = key
+        self.me = key.public
+        self.roles = roles
+        self.chain_id = consensus.cfg.chain_id
+        params = ledger.state.params
+        self.fee = params.base_fee + params.fee_per_byte * FEE_SIZE_BOUND
+        self.view: ChainView | None = None
+        self._pending: list[_Pending] = []
+        self._seen_height = -1
+
+    @classmethod
+    def create(
+        cls,
+        genesis: State,
+        config: ConsensusConfig,
+        key: Keypair,
+        roles: NodeRoles,
+        *,
+        blocks: Sequence[bytes] = (),
+        own_votes: bytes | None = None,
+        audit: bool = False,
+    ) -> MarketNode:
+        """A node from the chain's genesis state, replaying its own persisted blocks."""
+        ledger = Ledger(genesis.copy(), audit=audit)
+        consensus = ConsensusNode(config, ledger, key)
+        consensus.restore(blocks, own_votes)
+        return cls(consensus, ledger, key, roles)
+
+    # --- the shell's entry point ---------------------------------------------------------------
+
+    def handle(self, now: int, event: Event) -> list[Command]:
+        if isinstance(event, ComputeDone):
+            return self._from_roles(self.roles.handle(now, event))
+        out = list(self.consensus.handle(now, event))
+        if self.ledger.height != self._seen_height or isinstance(event, Tick):
+            out += self._after_block(now)
+        return out
+
+    @property
+    def market(self) -> MarketState:
+        """The committed market (a fresh copy)."""
+        return load_market(self.ledger.state)
+
+    # --- after each block ----------------------------------------------------------------------
+
+    def _after_block(self, now: int) -> list[Command]:
+        self._seen_height = self.ledger.height
+        self._recheck_mempool()
+        out = self._refresh_pending()
+        self.view = ChainView(self.ledger.height, load_market(self.ledger.state))
+        return out + self._from_roles(self.roles.handle(now, self.view))
+
+    def _recheck_mempool(self) -> None:
+        pool = self.consensus.mempool
+        stale = []
+        for raw in pool.candidates(MAX_RECHECK):
+            try:
+                self.ledger.check_tx(raw)
+            except (ValidationError, DecodeError):
+                stale.append(raw)
+        pool.remove(stale)
+
+    def _refresh_pending(self) -> list[Command]:
+        """Drop committed txs; re-stamp the rest if the chain of nonces broke; re-gossip."""
+        committed = self.ledger.state.account(self.me).nonce
+        self._pending = [p for p in self._pending if p.nonce >= committed]
+        raws = [p.raw for p in self._pending]
+        if self._pending and (self._pending[0].nonce != committed or self._applies(raws) != len(raws)):
+            bodies = [p.body for p in self._pending]
+            self.consensus.mempool.remove(raws)
+            self._pending = []
+            return [cmd for body in bodies for cmd in self._send(body)]
+        out: list[Command] = []
+        for p in self._pending:
+            if self.ledger.height - p.sent_at >= REBROADCAST_BLOCKS:
+                p.sent_at = self.ledger.height
+                out.append(Publish(TOPIC_TXS, p.raw))
+        return out
+
+    def _applies(self, raws: list[bytes]) -> int:
+        """How many of `raws`, in order, apply on top of the committed state."""
+        chosen = self.ledger.select_txs(raws, len(raws) * 16 * 1024 + 1)
+        n = 0
+        for a, b in zip(raws, chosen):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    # --- the roles' transactions ---------------------------------------------------------------
+
+    def _from_roles(self, cmds: Sequence[Command]) -> list[Command]:
+        out: list[Command] = []
+        for cmd in cmds:
+            if isinstance(cmd, Publish) and cmd.topic == TOPIC_TXS and type(cmd.msg) is not bytes:
+                out += self._send(cmd.msg)
+            else:
+                out.append(cmd)
+        return out
+
+    def _send(self, body: Any) -> list[Command]:
+        """Stamp, seal and admit one tx; one that cannot apply on top of ours is dropped."""
+        if len(self._pending) >= MAX_PENDING_TXS:
+            return [Log("warning", "market.outbox_full", (("tx", type(body).__name__),))]
+        nonce = self._pending[-1].nonce + 1 if self._pending else self.ledger.state.account(self.me).nonce
+        stamped = replace(body, nonce=nonce, fee=self.fee)
+        raw = seal(stamped, self.key, self.chain_id)
+        raws = [p.raw for p in self._pending] + [raw]
+        if self._applies(raws) != len(raws):
+            return [Log("debug", "market.tx_dropped", (("tx", type(body).__name__),))]
+        try:
+            self.consensus.submit_tx(raw)
+        except ValidationError as exc:
+            return [Log("debug", "market.tx_refused", (("tx", type(body).__name__), ("reason", str(exc))))]
+        self._pending.append(_Pending(body, raw, nonce, self.ledger.height))
+        return [Publish(TOPIC_TXS, raw)]

@@ -1,0 +1,215 @@
+"""The market's state as ledger table records, and the lossless mapping to `MarketState`.
+
+The market rules are written against the mutable `MarketState` (clearer rules, and the
+property tests already pin them). On the real ledger the truth is these frozen records
+in the ledger's tables, because only there is the state journaled (a failed tx leaves
+nothing behind), hashed into the state root, and snapshotted by node/storage. `thaw`
+builds a `MarketState` from the tables, the rule runs, and `freeze` writes back only the
+entries whose record changed. The mapping must round-trip exactly (a test pins it), or
+a node that reloads from disk would disagree with one that never restarted.
+
+Tables (keys): `market/worker` (pubkey), `market/task` (task id), `market/meta` and
+`market/params` (singletons). No record holds value: the tokens the books describe sit
+in the ledger pool `market` (see `ledger_bridge`), so `audit_supply` covers them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from protocol.market.params import MarketParams
+from protocol.market.state import (
+    Accounts,
+    ChallengeRec,
+    Game,
+    MarketState,
+    Status,
+    Task,
+    Turn,
+    VerifierSlot,
+    Worker,
+)
+from protocol.market.txs import DeviceClass, Verdict
+from protocol.schema import I64, U8, U16, U32, U64, Hash32, Len, PubKey, ShortBytes, Text
+
+WORKERS = "market/worker"
+TASKS = "market/task"
+META = "market/meta"
+PARAMS = "market/params"
+SINGLETON = b""
+#: Bounds of the per-task lists (the rules cap them lower: verifier_count plus
+#: replacements, max_challenges_per_task, the excluded parties of bounded replacements).
+MAX_SLOTS = 64
+MAX_CHALLENGES = 64
+MAX_EXCLUDED = 128
+MAX_VOTES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    device: DeviceClass
+    memory_mb: U32
+    flops: U64
+    price_per_gflop: U64
+    stake: U64
+    secret_commit: Hash32 | None
+    secret_height: U64
+    revealed_secret: Hash32 | None
+    revealed_at: I64
+    jobs: U32
+
+
+@dataclass(frozen=True, slots=True)
+class SlotRecord:
+    pubkey: PubKey
+    commitment: Hash32 | None
+    verdict: Verdict | None
+    segment: U32
+    beacon: ShortBytes
+    elected_at: U64
+    forced_revealed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeRecord:
+    challenger: PubKey
+    target: U8
+    claims_valid: bool
+    segment: U32
+    bond: U64
+
+
+@dataclass(frozen=True, slots=True)
+class GameRecord:
+    accuser: PubKey
+    segment: U32
+    lo: U64
+    hi: U64
+    lo_hash: ShortBytes
+    hi_hash: ShortBytes
+    turn: Turn
+    round: U16
+    mid_hash: Hash32 | None
+    votes: Annotated[tuple[tuple[PubKey, bool], ...], Len(0, MAX_VOTES)]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    submitter: PubKey
+    spec_hash: Hash32
+    gflops: U64
+    steps: U32
+    checkpoint_interval: U32
+    ops_per_step: U16
+    device: DeviceClass
+    min_memory_mb: U32
+    reproducible: bool
+    max_price_per_gflop: U64
+    escrow: U64
+    submitted_at: U64
+    status: Status
+    deadline: U64
+    stage_since: U64
+    solver: PubKey | None
+    solver_price: U64
+    profiler: PubKey | None
+    threshold_ppm: U32 | None
+    proof_root: Hash32 | None
+    verify_beacon: ShortBytes
+    verifiers: Annotated[tuple[SlotRecord, ...], Len(0, MAX_SLOTS)]
+    challenges: Annotated[tuple[ChallengeRecord, ...], Len(0, MAX_CHALLENGES)]
+    accusers: Annotated[tuple[PubKey, ...], Len(0, MAX_CHALLENGES + MAX_SLOTS)]
+    game: GameRecord | None
+    excluded: Annotated[tuple[PubKey, ...], Len(0, MAX_EXCLUDED)]
+    replacements: U8
+    proof_valid: bool | None
+    bad_segment: U32 | None
+    taxed: bool
+    outcome: Text
+
+
+@dataclass(frozen=True, slots=True)
+class MetaRecord:
+    jackpot: U64
+    burned: U64
+
+
+# --- freeze: MarketState -> records ------------------------------------------------------------
+
+
+def freeze_worker(w: Worker) -> WorkerRecord:
+    return WorkerRecord(w.device, w.memory_mb, w.flops, w.price_per_gflop, w.stake, w.secret_commit,
+                        w.secret_height, w.revealed_secret, w.revealed_at, w.jobs)
+
+
+def _freeze_slot(s: VerifierSlot) -> SlotRecord:
+    return SlotRecord(s.pubkey, s.commitment, s.verdict, s.segment, s.beacon, s.elected_at, s.forced_revealed)
+
+
+def _freeze_challenge(c: ChallengeRec) -> ChallengeRecord:
+    return ChallengeRecord(c.challenger, c.target, c.claims_valid, c.segment, c.bond)
+
+
+def _freeze_game(g: Game | None) -> GameRecord | None:
+    if g is None:
+        return None
+    votes = tuple(sorted(g.votes.items()))
+    return GameRecord(g.accuser, g.segment, g.lo, g.hi, g.lo_hash, g.hi_hash, g.turn, g.round, g.mid_hash, votes)
+
+
+def freeze_task(t: Task) -> TaskRecord:
+    return TaskRecord(
+        t.submitter, t.spec_hash, t.gflops, t.steps, t.checkpoint_interval, t.ops_per_step, t.device,
+        t.min_memory_mb, t.reproducible, t.max_price_per_gflop, t.escrow, t.submitted_at, t.status,
+        t.deadline, t.stage_since, t.solver, t.solver_price, t.profiler, t.threshold_ppm, t.proof_root,
+        t.verify_beacon, tuple(_freeze_slot(s) for s in t.verifiers),
+        tuple(_freeze_challenge(c) for c in t.challenges), tuple(t.accusers), _freeze_game(t.game),
+        tuple(t.excluded), t.replacements, t.proof_valid, t.bad_segment, t.taxed, t.outcome,
+    )
+
+
+# --- thaw: records -> MarketState --------------------------------------------------------------
+
+
+def thaw_worker(key: bytes, r: WorkerRecord) -> Worker:
+    return Worker(key, r.device, r.memory_mb, r.flops, r.price_per_gflop, r.stake, r.secret_commit,
+                  r.secret_height, r.revealed_secret, r.revealed_at, r.jobs)
+
+
+def _thaw_slot(r: SlotRecord) -> VerifierSlot:
+    return VerifierSlot(r.pubkey, r.commitment, r.verdict, r.segment, r.beacon, r.elected_at, r.forced_revealed)
+
+
+def _thaw_game(r: GameRecord | None) -> Game | None:
+    if r is None:
+        return None
+    return Game(r.accuser, r.segment, r.lo, r.hi, r.lo_hash, r.hi_hash, r.turn, r.round, r.mid_hash,
+                dict(r.votes))
+
+
+def thaw_task(key: bytes, r: TaskRecord) -> Task:
+    return Task(
+        key, r.submitter, r.spec_hash, r.gflops, r.steps, r.checkpoint_interval, r.ops_per_step, r.device,
+        r.min_memory_mb, r.reproducible, r.max_price_per_gflop, r.escrow, r.submitted_at, r.status,
+        r.deadline, r.stage_since, r.solver, r.solver_price, r.profiler, r.threshold_ppm, r.proof_root,
+        r.verify_beacon, [_thaw_slot(s) for s in r.verifiers],
+        [ChallengeRec(c.challenger, c.target, c.claims_valid, c.segment, c.bond) for c in r.challenges],
+        list(r.accusers), _thaw_game(r.game), list(r.excluded), r.replacements, r.proof_valid,
+        r.bad_segment, r.taxed, r.outcome,
+    )
+
+
+def build_state(
+    params: MarketParams,
+    accounts: Accounts,
+    meta: MetaRecord,
+    workers: list[tuple[bytes, WorkerRecord]],
+    tasks: list[tuple[bytes, TaskRecord]],
+) -> MarketState:
+    """A `MarketState` from table entries (in key order, so dict order is canonical too)."""
+    state = MarketState(params=params, accounts=accounts, jackpot=meta.jackpot, burned=meta.burned)
+    state.workers = {k: thaw_worker(k, r) for k, r in workers}
+    state.tasks = {k: thaw_task(k, r) for k, r in tasks}
+    return state
+
