@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 
 from protocol.app import BlockContext
-from protocol.encoding import pack
-from protocol.errors import DecodeError
+from protocol.encoding import pack, unpack
+from protocol.errors import DecodeError, Malformed, NonCanonical
 from protocol.ledger import State, audit_supply, register_block_hook, register_table, register_tx
 from protocol.ledger.entries import Account
 from protocol.ledger.errors import InsufficientFunds, InvalidAmount, StakeLocked, SupplyError
@@ -26,7 +26,7 @@ from protocol.ledger.primitives import (
     to_pool,
     unlock_stake,
 )
-from protocol.ledger.state import ACCOUNTS, EMPTY_ROOT, merkle_root
+from protocol.ledger.state import ACCOUNTS, EMPTY_ROOT, SNAPSHOT_LIMITS, merkle_root
 from protocol.ledger.txs import SignedTx
 from protocol.schema import U64, Hash32, message
 from tests.test_ledger_support import KEYS, PUB, apply, ledger, tx
@@ -196,3 +196,17 @@ def test_registering_the_same_name_for_something_else_is_refused() -> None:
         register_block_hook("test-deposit", begin=_refund_due)
     with pytest.raises(TypeError):
         register_tx(_Deposit, _process_open)
+
+
+def test_snapshot_with_duplicated_or_missing_records_is_refused() -> None:
+    led = ledger()
+    snap = led.snapshot()
+    assert State.restore(DEVNET, snap).root() == led.app_hash()
+    tables = unpack(snap, SNAPSHOT_LIMITS)
+    accounts = next(t for t in tables if t[0] == ACCOUNTS)
+    accounts[1].append(accounts[1][0])
+    with pytest.raises(NonCanonical):
+        State.restore(DEVNET, pack(tables))
+    without_meta = [t for t in unpack(snap, SNAPSHOT_LIMITS) if t[0] != "meta"]
+    with pytest.raises(Malformed, match="meta"):
+        State.restore(DEVNET, pack(without_meta))

@@ -164,14 +164,23 @@ def validator_powers(state: State, height: int) -> dict[bytes, int]:
 def process_evidence(state: State, raw: bytes, reporter: bytes) -> SlashResult:
     """Slash an equivocation once, rewarding `reporter` (the tx sender or the proposer)."""
     params = state.params
-    eq: Equivocation = _verify(state, raw)
-    # Rule: not from the future (the block being applied is the newest height).
-    if eq.height > state.height:
-        raise StaleEvidence(f"evidence height {eq.height} is after the current height {state.height}")
-    # Rule: not older than max_evidence_age (its stake may be gone; its record is pruned).
-    if eq.height + params.max_evidence_age < state.height:
-        raise StaleEvidence(f"evidence height {eq.height} older than {params.max_evidence_age} blocks")
-    # Rule: each equivocation is slashed exactly once.
+
+    def powers_at(height: int) -> dict[bytes, int]:
+        """Called by the verifier once it has decoded the claimed height, before any
+        signature is checked, so stale evidence is refused cheaply."""
+        # Rule: not from the future (the block being applied is the newest height).
+        if height > state.height:
+            raise StaleEvidence(f"evidence height {height} is after the current height {state.height}")
+        # Rule: not older than max_evidence_age (its record of being slashed is pruned).
+        if height + params.max_evidence_age < state.height:
+            raise StaleEvidence(f"evidence height {height} older than {params.max_evidence_age} blocks")
+        return validator_powers(state, height)
+
+    # Rule: the evidence proves an equivocation by a member of the validator set of its
+    # height (consensus's rules: same signer, same position, different votes, valid
+    # signatures).
+    eq: Equivocation = state.verify_evidence(state.meta.chain_id, raw, powers_at)
+    # Rule: each equivocation (offender, height, round, step) is slashed exactly once.
     if state.get(EVIDENCE, eq.key) is not None:
         raise DuplicateEvidence("equivocation already slashed")
     state.put(EVIDENCE, eq.key, EvidenceSeen(eq.offender, eq.height))
@@ -186,13 +195,6 @@ def process_evidence(state: State, raw: bytes, reporter: bytes) -> SlashResult:
     )
 
 
-def _verify(state: State, raw: bytes) -> Equivocation:
-    # Rule: the evidence proves an equivocation by a member of the validator set of its
-    # height (consensus's rules: same signer, same position, different votes, valid
-    # signatures); a height whose set was pruned or does not exist yet is stale.
-    return state.verify_evidence(state.meta.chain_id, raw, lambda height: validator_powers(state, height))
-
-
 # --- block boundaries ------------------------------------------------------------------------------
 
 
@@ -201,7 +203,8 @@ def begin_block(state: State, block: BlockContext) -> None:
     # Rule: blocks apply in order, one height at a time.
     if block.height != meta.height + 1:
         raise BlockError(f"block height {block.height} after state height {meta.height}")
-    # Rule: block time never goes backwards (consensus bounds it; the ledger relies on it).
+    # Block time is monotone: consensus enforces it, and the ledger clamps rather than
+    # trusting it, because deadlines in extensions compare against it.
     time = max(block.time, meta.time)
     beacon = next_beacon(meta.beacon, block.height, block.last_commit_hash)
     state.set_meta(ChainMeta(meta.chain_id, block.height, time, beacon, meta.params_hash))

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from protocol.encoding import pack, sha256, unpack
-from protocol.errors import Malformed
+from protocol.errors import Malformed, NonCanonical
 from protocol.ledger.entries import (
     Account,
     ChainMeta,
@@ -255,6 +255,12 @@ class State:
                 if type(entry[1]) is not bytes:
                     raise Malformed(f"state snapshot entry in {name!r} must hold record bytes")
                 state._set(name, entry[0], decode_record(rec_cls, entry[1], SNAPSHOT_LIMITS))
+        if state.get(META, SINGLETON) is None or state.get(SUPPLY, SINGLETON) is None:
+            raise Malformed("state snapshot lacks the chain meta or supply record")
+        # Duplicate or unsorted entries would decode to a state whose root the snapshot's
+        # writer never had; the canonical form is unique, so compare with it.
+        if state.export() != bytes(data):
+            raise NonCanonical("state snapshot is not in canonical form")
         return state
 
     def copy(self) -> State:
