@@ -90,7 +90,7 @@ class Peer:
             "stats",
             received=self.received,
             cpu_s=time.process_time(),
-            peers=len(self.t.peers()),
+            peers=[key.hex() for key in self.t.peers()],
             mesh={topic: self.t.mesh_size(topic) for topic in self.t.config.gossip.topics},
             metrics=self.t.metrics(),
         )

@@ -73,6 +73,9 @@ log = logging.getLogger(__name__)
 
 #: Blob failures that prove the serving peer lied or broke the protocol.
 _PEER_FAULTS = (BlobHashMismatch, BlobOversized, BlobTruncated, BlobProtocolError)
+#: Publishers wait while any peer's outbound queue (32 RPCs in py-libp2p) holds this many.
+OUTBOUND_HIGH_WATER = 16
+BACKPRESSURE_POLL_S = 0.002
 #: Seconds `close` waits for libp2p to shut its listeners and connections.
 CLOSE_TIMEOUT_S = 5.0
 
@@ -92,6 +95,7 @@ class TransportConfig:
     #: Whether our own gossip comes back on `inbound` (the core already knows it).
     deliver_own: bool = False
     police_interval_s: float = 0.25
+    publish_backpressure_s: float = 2.0
     direct_timeout_s: float = 10.0
     max_direct_inflight: int = 64
 
@@ -102,6 +106,7 @@ class TransportCounters:
     msgs_in: int = 0
     direct_out: int = 0
     direct_in: int = 0
+    backpressure_timeouts: int = 0
     direct_rejected: int = 0
 
 
@@ -233,8 +238,22 @@ class Transport:
             raise TransportError(f"unknown topic {topic!r}")
         if len(raw) > MAX_GOSSIP_ENVELOPE_BYTES:
             raise MessageTooLarge(f"{len(raw)}-byte envelope exceeds gossip's {MAX_GOSSIP_ENVELOPE_BYTES}")
+        await self._wait_for_queue_room()
         await self.pubsub.publish(topic, raw)
         self.counters.msgs_out += 1
+
+    async def _wait_for_queue_room(self) -> None:
+        """Backpressure for publishers. py-libp2p (like go-libp2p) gives each peer an
+        outbound queue of 32 RPCs and silently drops what does not fit, so a burst of
+        publishes would mostly vanish; wait until every queue is below the high-water
+        mark, but never longer than `publish_backpressure_s` (one stalled peer must not
+        stall the node; it gets the drops instead)."""
+        deadline = trio.current_time() + self.config.publish_backpressure_s
+        while any(len(q) >= OUTBOUND_HIGH_WATER for q in list(self.pubsub.peer_queues.values())):
+            if trio.current_time() >= deadline:
+                self.counters.backpressure_timeouts += 1
+                return
+            await trio.sleep(BACKPRESSURE_POLL_S)
 
     async def _read_topic(self, topic: str, sub: Any) -> None:
         me = self.peer_id.to_bytes()
@@ -378,6 +397,7 @@ class Transport:
             "blob_bytes_in": b.fetched_bytes,
             "blob_bytes_out": b.served_bytes,
             "bans": self.police.bans_total,
+            "publish_backpressure_timeouts": c.backpressure_timeouts,
         }
 
     def _check_running(self) -> None:
