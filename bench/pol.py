@@ -88,7 +88,7 @@ def op_timing(spec: TaskSpec, run: Run) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=25, help="sampling seeds per attack (torch)")
-    ap.add_argument("--synthetic", type=int, default=400, help="synthetic cheat positions")
+    ap.add_argument("--synthetic", type=int, default=100, help="synthetic cheat positions")
     args = ap.parse_args()
     torch.set_num_threads(1)
     data = datasets.digits()
@@ -169,7 +169,7 @@ def main() -> None:
     )
 
     # --- synthetic sweep: any cheat position, default sampling, and the game --------------------
-    big = task(data, steps=4096, k=64)
+    big = task(data, steps=1024, k=64)
     syn_honest = SyntheticRun(big)
     syn_caught = syn_total = 0
     syn_rounds_ok = True
