@@ -11,10 +11,19 @@ import pytest
 from netsim import Crash, Restart, Sim
 from netsim.scenarios.consensus import ConsensusScenario, HashChainApp, Observations, run_scenario
 from protocol.app import BlockContext, BlockOutcome, Validator
-from protocol.commands import TOPIC_CONSENSUS, MessageReceived, Persist, Publish, SetTimer, Tick, TimerFired
+from protocol.commands import (
+    TOPIC_CONSENSUS,
+    MessageReceived,
+    Persist,
+    Publish,
+    SendTo,
+    SetTimer,
+    Tick,
+    TimerFired,
+)
 from protocol.consensus.block import block_hash
 from protocol.consensus.mempool import Mempool, MempoolFull
-from protocol.consensus.messages import BlockResponse, CommittedBlock, Proposal, Status
+from protocol.consensus.messages import BlockRequest, BlockResponse, CommittedBlock, Proposal, Status
 from protocol.consensus.node import (
     PERSIST_BLOCK,
     TIMER_NEXT_HEIGHT,
@@ -191,3 +200,18 @@ def test_hostile_consensus_messages_never_crash_the_node() -> None:
     # Garbage on the consensus topic is handled the same way.
     node.handle(30, MessageReceived(TOPIC_CONSENSUS, b"\x02" * 32, Vote(1, 0, 1, None, b"\x02" * 32), b""))  # type: ignore[arg-type]
     assert node.height == 1
+
+
+def test_block_sync_answers_are_rate_limited_per_peer() -> None:
+    sc, blocks = _chain()
+    node = _observer(sc)
+    _deliver(node, BlockResponse(tuple(blocks[:5])))
+    peer = b"\x07" * 32
+
+    def ask(now: int) -> int:
+        cmds = node.handle(now, MessageReceived(DIRECT, peer, BlockRequest(1, 16), b""))
+        return sum(isinstance(c, SendTo) and isinstance(c.msg, BlockResponse) for c in cmds)
+
+    assert ask(1_000) == 1
+    assert [ask(1_000 + i) for i in range(1, 50)] == [0] * 49
+    assert ask(1_000 + node.cfg.serve_interval_ms) == 1

@@ -9,10 +9,16 @@ from netsim import Check, Crash, Heal, InvariantViolation, NetworkConfig, Partit
 from netsim.scenarios.consensus import (
     ConsensusScenario,
     Observations,
+    genesis_validators,
     honest_nodes,
     run_scenario,
     seeded_byzantine,
 )
+from protocol.consensus.evidence import DuplicateVoteEvidence
+from protocol.consensus.messages import CommittedBlock
+from protocol.consensus.node import PERSIST_BLOCK
+from protocol.encoding import canonical_hash
+from protocol.records import decode_record
 
 SWEEP_SEEDS = 200
 #: Liveness bound: after the liveness phase starts (all faults healed, crashed nodes
@@ -92,8 +98,6 @@ def test_every_injected_equivocation_is_committed_as_evidence_exactly_once() -> 
 
 
 def _assert_evidence_committed_once(sc: ConsensusScenario, obs: Observations) -> None:
-    from protocol.encoding import canonical_hash
-
     honest = honest_nodes(sc)
     top = min(obs.height_of(i) for i in honest)
     assert top >= 5
@@ -146,3 +150,18 @@ def test_same_seed_gives_the_same_trace_and_another_seed_does_not() -> None:
     b, _ = run_scenario(sc)
     c, _ = run_scenario(ConsensusScenario(seed=12, behaviours=("equivocate",), duration_ms=600))
     assert a.trace_hash == b.trace_hash != c.trace_hash
+
+
+def test_split_attack_precommits_are_caught_from_the_commit_certificate() -> None:
+    """The splitter precommits A to one honest node and B to the others: no honest node sees
+    both votes, but the certificate that commits B carries the B precommit, which conflicts
+    with the A precommit logged by the first node: it becomes evidence and is committed."""
+    sc = ConsensusScenario(seed=0, behaviours=("split",), duration_ms=2_000)
+    sims: list[Sim] = []
+    _, obs = run_scenario(sc, setup=sims.append)
+    splitter = genesis_validators(sc)[0].pubkey
+    for node in honest_nodes(sc):
+        assert sum(obs.committed_evidence.get(node, {}).values()) >= 2
+    blocks = [decode_record(CommittedBlock, v).block for _, v in sims[0].disk(1).items(PERSIST_BLOCK)]
+    evidence: list[DuplicateVoteEvidence] = [ev for b in blocks for ev in b.evidence]
+    assert evidence and all(ev.validator == splitter for ev in evidence)

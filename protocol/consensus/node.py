@@ -66,6 +66,8 @@ from .votes import (
     Verifier,
     VerifyCache,
     Vote,
+    VoteType,
+    certificate_votes,
     make_certificate,
     sign_vote,
 )
@@ -75,6 +77,8 @@ PERSIST_VOTES = "consensus/own-votes"
 OWN_VOTES_KEY = b"current"
 #: Messages buffered for the next height (a round's worth from every validator and some).
 MAX_FUTURE_MESSAGES = 4 * MAX_VALIDATORS
+#: Peers whose last block-sync answer time is remembered (for the serve rate limit).
+MAX_SERVED_PEERS = 4 * MAX_VALIDATORS
 TIMER_REBROADCAST = "consensus/rebroadcast"
 TIMER_NEXT_HEIGHT = "consensus/next-height"
 
@@ -98,6 +102,8 @@ class ConsensusConfig:
     #: Evidence older than this many heights is not included or accepted (keep it at or
     #: below the application's own horizon, or committed evidence would be ignored).
     max_evidence_age: int = 100
+    #: At most one block-sync answer per peer per this interval.
+    serve_interval_ms: int = 200
     #: Recent committed blocks kept in memory to serve peers that fall behind.
     block_cache: int = 1024
     #: Pause between committing a block and starting the next height. Zero is the fast
@@ -141,6 +147,7 @@ class ConsensusNode:
         self._valid_cache: dict[bytes, bool] = {}
         self._future: deque[tuple[bytes, Any, bytes]] = deque(maxlen=MAX_FUTURE_MESSAGES)
         self._sync_deadline = -1
+        self._served: OrderedDict[bytes, int] = OrderedDict()
         self._progress_mark: tuple[int, int, int] = (-1, -1, -1)
         self.machine = self._new_machine()
         self._prev_machine: HeightMachine | None = None
@@ -269,6 +276,17 @@ class ConsensusNode:
                 return [Log("warn", "consensus.equivocation", (("validator", signed.vote.validator.hex()),))]
         return self._run(actions)
 
+    def _certificate_evidence(self, cert: CommitCertificate, machine: HeightMachine | None) -> None:
+        if machine is None or machine.height != cert.height:
+            return
+        logged = machine.votes.get((cert.round, VoteType.PRECOMMIT))
+        if logged is None:
+            return
+        for signed in certificate_votes(cert):
+            prior = logged.by_validator.get(signed.vote.validator)
+            if prior is not None and prior.vote != signed.vote:
+                self.evidence.add(make_evidence(prior, signed), self.height)
+
     def _late_vote(self, signed: SignedVote) -> list[Command]:
         """A vote for the height we just decided: too late to count, not too late to
         prove an equivocation (the conflicting twin often arrives after the decision)."""
@@ -315,7 +333,17 @@ class ConsensusNode:
     # --- block sync -------------------------------------------------------------------------------
 
     def _serve(self, peer: bytes, from_height: int, count: int) -> list[Command]:
+        # Rule: one answer per peer per serve interval, so requests cannot be used to make
+        # this node send megabytes per message received.
+        last = self._served.get(peer)
+        if last is not None and self.now - last < self.cfg.serve_interval_ms:
+            return []
         blocks = self.store.range(from_height, min(count, MAX_SYNC_BATCH))
+        if blocks:
+            self._served[peer] = self.now
+            self._served.move_to_end(peer)
+            if len(self._served) > MAX_SERVED_PEERS:
+                self._served.popitem(last=False)
         return [SendTo(peer, BlockResponse(tuple(blocks)))] if blocks else []
 
     def _on_blocks(self, blocks: tuple[CommittedBlock, ...]) -> list[Command]:
@@ -429,6 +457,11 @@ class ConsensusNode:
             evidence=tuple(encode_record(ev) for ev in block.evidence),
             last_commit_hash=h.last_commit_hash,
         )
+        # Certificates are checked before we get here; a precommit in one that conflicts
+        # with a precommit we logged is an equivocation that targeted us (a split attack).
+        self._certificate_evidence(cert, self.machine)
+        if block.last_commit is not None:
+            self._certificate_evidence(block.last_commit, self._prev_machine)
         outcome = self.app.finalize_block(ctx)
         self.store.add(CommittedBlock(block, cert), size)
         self.mempool.remove(block.txs)
