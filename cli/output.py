@@ -37,6 +37,19 @@ def operator_errors() -> Iterator[None]:
         yield
     except PolnetError as exc:
         fail(str(exc))
+    except BaseExceptionGroup as group:
+        # trio reports a service that failed at start as a group; unwrap ours.
+        ours, rest = group.split(PolnetError)
+        if ours is None or rest is not None:
+            raise
+        fail(str(_first_leaf(ours)))
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 def emit_json(doc: Any) -> None:

@@ -147,3 +147,11 @@ def test_swarm_refuses_a_directory_that_is_not_empty(tmp_path: Path) -> None:
     code, out = invoke("swarm", "up", "--dir", str(tmp_path / "s"), "--nodes", "2")
     assert code == 1
     assert "not empty" in out
+
+
+def test_node_run_with_a_corrupt_chain_database_names_it_and_stops_cleanly(node_dir: DataDir) -> None:
+    node_dir.chain_db.write_bytes(b"this is not sqlite" * 100)
+    code, out = invoke("node", "run", "-d", str(node_dir.root))
+    assert code == 1
+    assert "chain.sqlite: chain database unreadable" in out
+    assert not node_dir.endpoints.exists()

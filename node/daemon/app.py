@@ -29,7 +29,7 @@ from node.config import NodeConfig
 from node.daemon.chain import Chain
 from node.daemon.driver import CoreDriver
 from node.daemon.http import Request, Response, Routes, serve_http
-from node.daemon.ports import Network
+from node.daemon.ports import Network, Store
 from node.daemon.solo import SoloNetwork
 from node.daemon.state import BootInfo, DaemonState
 from node.datadir import DataDir
@@ -105,6 +105,8 @@ class Daemon:
                 await self._run_services(task_status)
             finally:
                 self.datadir.clear_endpoints()
+                if self.chain is not None:
+                    self.chain.store.close()
                 self.state.stop()
                 self.state.close()
                 log.info("node stopped", extra={"node_id": self.key.node_id})
@@ -124,10 +126,11 @@ class Daemon:
             if self._chain_factory is not None:
                 self.chain = await trio.to_thread.run_sync(self._chain_factory, self)
             core: Core = self.chain.node if self.chain is not None else IdleCore()
+            store: Store = self.chain.store if self.chain is not None else self.state
             self.driver = CoreDriver(
                 core,
                 self.network,
-                self.state,
+                store,
                 self.metrics,
                 compute_threads=self.config.compute.threads,
             )

@@ -10,11 +10,11 @@ also re-checks every block's state root against our own ledger.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from node.storage import ChainStore
 from protocol.consensus.block import block_hash
 from protocol.consensus.node import (
     OWN_VOTES_KEY,
@@ -33,14 +33,6 @@ DEVNET_BALANCE = 1_000_000_000
 DEVNET_STAKE = 10_000_000
 #: A genesis file lists accounts and stakes; anything this large is not one.
 MAX_GENESIS_BYTES = 16 * 1024 * 1024
-
-
-class BlockSource(Protocol):
-    """Where persisted consensus records are read back from at start."""
-
-    def load_kind(self, kind: str) -> Iterable[bytes]: ...
-
-    def load(self, kind: str, key: bytes) -> bytes | None: ...
 
 
 def genesis_document(chain_id: str, members: list[Keypair], genesis_time: int = 0) -> dict[str, Any]:
@@ -91,10 +83,21 @@ class Chain:
     genesis: Genesis
     ledger: Ledger
     node: ConsensusNode
+    store: ChainStore  # node/storage's sqlite: what the core Persists goes here
 
     @classmethod
-    def open(cls, genesis: Genesis, key: Keypair, source: BlockSource, block_interval_ms: int) -> Chain:
+    def open(cls, genesis: Genesis, key: Keypair, db_path: Path, block_interval_ms: int) -> Chain:
+        """Open the chain database (refusing another chain's) and replay it."""
         load_all()
+        store = ChainStore.open(db_path, genesis.chain_id)
+        try:
+            return cls._restore(genesis, key, store, block_interval_ms)
+        except BaseException:
+            store.close()
+            raise
+
+    @classmethod
+    def _restore(cls, genesis: Genesis, key: Keypair, store: ChainStore, block_interval_ms: int) -> Chain:
         ledger = Ledger.from_genesis(genesis)
         params = genesis.params
         cfg = ConsensusConfig(
@@ -106,8 +109,8 @@ class Chain:
             block_interval_ms=block_interval_ms,
         )
         node = ConsensusNode(cfg, ledger, key)
-        node.restore(source.load_kind(PERSIST_BLOCK), source.load(PERSIST_VOTES, OWN_VOTES_KEY))
-        return cls(genesis, ledger, node)
+        node.restore(store.load_kind(PERSIST_BLOCK), store.load(PERSIST_VOTES, OWN_VOTES_KEY))
+        return cls(genesis, ledger, node, store)
 
     @property
     def height(self) -> int:

@@ -23,8 +23,7 @@ def build_daemon(datadir: DataDir, config: NodeConfig, key: Keypair) -> Daemon:
     genesis = read_genesis(datadir.genesis)  # fail before any service starts
 
     def open_chain(daemon: Daemon) -> Chain:
-        assert daemon.state is not None
-        return Chain.open(genesis, key, daemon.state, config.chain.block_interval_ms)
+        return Chain.open(genesis, key, datadir.chain_db, config.chain.block_interval_ms)
 
     async def open_network(daemon: Daemon, nursery: trio.Nursery) -> Any:
         return await start_transport(config, key, BlobDir(datadir.blobs), nursery)
