@@ -9,6 +9,8 @@ slashed at most once.
 
 from __future__ import annotations
 
+import contextlib
+
 from typing import Any
 
 import hypothesis.strategies as st
@@ -16,6 +18,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from protocol.consensus.votes import VoteType
+from protocol.errors import PolnetError
 from protocol.ledger import Ledger
 from protocol.ledger.params import DEVNET
 from protocol.ledger.primitives import audit_supply
@@ -146,6 +149,17 @@ class LedgerMachine(RuleBasedStateMachine):
             assert self.led.state.stake(PUB[v]).jailed
         elif not in_set or pos in self.slashed_positions:
             assert self.led.state.stake(PUB[v]).bonded == before
+
+    @rule(i=who, j=who, a=amount, s=nonce_shift, extra=st.integers(0, 3))
+    def mempool_calls_leave_no_trace(self, i: int, j: int, a: int, s: int, extra: int) -> None:
+        root, export = self.led.app_hash(), self.led.snapshot()
+        nonce = self._nonce(i, s)
+        raws = [tx(KEYS[i], Transfer(PUB[j], a, nonce + k, PARAMS.base_fee)) for k in range(extra + 1)]
+        for raw in raws:
+            with contextlib.suppress(PolnetError):
+                self.led.check_tx(raw)
+        self.led.select_txs(raws, 10**6)
+        assert self.led.app_hash() == root and self.led.snapshot() == export
 
     @rule(n=st.integers(1, 4))
     def empty_blocks(self, n: int) -> None:
