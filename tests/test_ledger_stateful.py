@@ -10,7 +10,6 @@ slashed at most once.
 from __future__ import annotations
 
 import contextlib
-
 from typing import Any
 
 import hypothesis.strategies as st
