@@ -19,7 +19,6 @@ from protocol.ledger.errors import (
     FeeTooLow,
     InsufficientFunds,
     InvalidAmount,
-    InvalidEvidence,
     NonceError,
     StaleEvidence,
 )
@@ -264,7 +263,6 @@ def validators_for(state: State, height: int) -> tuple[Validator, ...]:
 
 
 __all__ = [
-    "InvalidEvidence",
     "advance_epoch",
     "begin_block",
     "check_fee",
