@@ -36,7 +36,7 @@ def _forget_ended(state: MarketState) -> None:
     """Drop ended tasks past the retention window (they hold no value: escrow and bonds
     were paid out when they ended)."""
     horizon = state.height - state.params.ended_retention_blocks
-    for task_id in [t.task_id for t in state.tasks.values() if t.status in TERMINAL and t.deadline < horizon]:
+    for task_id in state.task_keys_where(lambda t: t.status in TERMINAL and t.deadline < horizon):
         del state.tasks[task_id]
 
 

@@ -29,7 +29,7 @@ from protocol.market.errors import MarketError
 from protocol.market.ledger_bridge import MARKET_POOL, LedgerAccounts
 from protocol.market.params import MarketParams, check_params
 from protocol.market.process import MARKET_TX_TYPES, process_tx
-from protocol.market.state import TERMINAL, MarketState
+from protocol.market.state import TERMINAL, LazyTable, MarketState
 from protocol.market.store import (
     META,
     PARAMS,
@@ -84,20 +84,24 @@ def _validators(state: State) -> dict[bytes, int]:
 
 def save_market(state: State, market: MarketState) -> None:
     """Write back the entries whose record changed (each write is journaled)."""
-    _save_table(state, WORKERS, {k: freeze_worker(w) for k, w in market.workers.items()})
-    _save_table(state, TASKS, {k: freeze_task(t) for k, t in market.tasks.items()})
+    _save_table(state, WORKERS, market.workers, freeze_worker)
+    _save_table(state, TASKS, market.tasks, freeze_task)
     meta = MetaRecord(market.jackpot, market.burned)
     if state.get(META, SINGLETON) != meta:
         state.put(META, SINGLETON, meta)
 
 
-def _save_table(state: State, table: str, records: dict[bytes, Any]) -> None:
-    for key in state.keys(table):
-        if key not in records:
-            state.put(table, key, None)
-    for key in sorted(records):
-        if state.get(table, key) != records[key]:
-            state.put(table, key, records[key])
+def _save_table(state: State, table: str, objects: Any, freeze: Any) -> None:
+    if isinstance(objects, LazyTable):  # only what the rules touched
+        deleted, live = sorted(objects.deleted), objects.live
+    else:
+        deleted, live = [k for k in state.keys(table) if k not in objects], objects
+    for key in deleted:
+        state.put(table, key, None)
+    for key in sorted(live):
+        record = freeze(live[key])
+        if state.get(table, key) != record:
+            state.put(table, key, record)
 
 
 def process_market_tx(state: State, tx: SignedTx[Any]) -> None:
@@ -114,18 +118,23 @@ def market_end_block(state: State, block: BlockContext) -> None:
     market = load_market(state)
     end_block(market)
     save_market(state, market)
-    audit_market(state, market)
+    audit_market(state)
 
 
-def audit_market(state: State, market: MarketState | None = None) -> None:
+def audit_market(state: State) -> None:
     """The market's books (stakes, escrows, bonds, jackpot) equal its ledger pool.
 
     With `protocol.ledger.primitives.audit_supply` (which counts the pool) this makes
     supply conservation cover the market's custody too. A mismatch is a bug: the hook
-    raises, the block does not apply, and the node halts rather than forks.
+    raises, the block does not apply, and the node halts rather than forks. It reads the
+    stored records, so run it after `save_market`.
     """
-    m = market if market is not None else load_market(state)
-    books = m.held() + m.burned
+    meta: MetaRecord | None = state.get(META, SINGLETON)
+    if meta is None:
+        raise MarketNotInstalled("this chain has no market")
+    stakes = sum(rec.stake for _, rec in state.items(WORKERS))
+    escrows = sum(rec.escrow + sum(c.bond for c in rec.challenges) for _, rec in state.items(TASKS))
+    books = stakes + escrows + meta.jackpot + meta.burned
     pool = state.pool(MARKET_POOL)
     if books != pool:
         raise SupplyError(f"market books hold {books} but the market pool holds {pool}")

@@ -11,10 +11,10 @@ hashes a canonical plain view of them for the ledger's state root.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from protocol.encoding import canonical_hash
 from protocol.market.errors import InsufficientFunds
@@ -180,6 +180,62 @@ class Task:
         return max(1, -(-self.steps // self.checkpoint_interval))
 
 
+V = TypeVar("V")
+
+
+class LazyTable(MutableMapping[bytes, V], Generic[V]):
+    """A ledger table seen as mutable objects, thawed only when touched.
+
+    A market tx touches one task and a worker or two; thawing every task of the ledger
+    for each tx (and again for every node's view) dominated a netsim run. Entries read
+    are thawed once and kept (`live`), so mutations stick; `deleted` remembers removals;
+    the saver writes back only those. Iteration is in key order, like the ledger's.
+    """
+
+    def __init__(self, records: dict[bytes, Any], thaw: Callable[[bytes, Any], V]) -> None:
+        self.records = records
+        self._thaw = thaw
+        self.live: dict[bytes, V] = {}
+        self.deleted: set[bytes] = set()
+
+    def __getitem__(self, key: bytes) -> V:
+        hit = self.live.get(key)
+        if hit is not None:
+            return hit
+        if key in self.deleted or key not in self.records:
+            raise KeyError(key)
+        value = self.live[key] = self._thaw(key, self.records[key])
+        return value
+
+    def __setitem__(self, key: bytes, value: V) -> None:
+        self.live[key] = value
+        self.deleted.discard(key)
+
+    def __delitem__(self, key: bytes) -> None:
+        self[key]  # KeyError if absent
+        del self.live[key]
+        self.deleted.add(key)
+
+    def __iter__(self) -> Iterator[bytes]:
+        keys = (set(self.records) - self.deleted) | set(self.live)
+        return iter(sorted(keys))
+
+    def __len__(self) -> int:
+        return len((set(self.records) - self.deleted) | set(self.live))
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.live or (key in self.records and key not in self.deleted)
+
+    def keys_where(self, on_record: Callable[[Any], bool], on_value: Callable[[V], bool]) -> list[bytes]:
+        """Keys whose entry passes, testing the stored record where nothing was thawed."""
+        out = []
+        for key in self:
+            hit = self.live.get(key)
+            if (on_value(hit) if hit is not None else on_record(self.records[key])):
+                out.append(key)
+        return out
+
+
 @dataclass(slots=True)
 class MarketState:
     params: MarketParams = DEVNET
@@ -187,8 +243,8 @@ class MarketState:
     height: int = 0
     beacon: bytes = b"\x00" * 32
     validators: dict[bytes, int] = field(default_factory=dict)
-    workers: dict[bytes, Worker] = field(default_factory=dict)
-    tasks: dict[bytes, Task] = field(default_factory=dict)
+    workers: MutableMapping[bytes, Worker] = field(default_factory=dict)
+    tasks: MutableMapping[bytes, Task] = field(default_factory=dict)
     jackpot: int = 0
     burned: int = 0
 
@@ -203,7 +259,13 @@ class MarketState:
         return self.accounts.total() + self.held() + self.burned
 
     def open_tasks(self) -> Iterable[Task]:
-        return (t for t in self.tasks.values() if t.status not in TERMINAL)
+        return (self.tasks[k] for k in self.task_keys_where(lambda t: t.status not in TERMINAL))
+
+    def task_keys_where(self, pred: Callable[[Any], bool]) -> list[bytes]:
+        """Task ids whose task passes `pred` (which reads only fields records share)."""
+        if isinstance(self.tasks, LazyTable):
+            return self.tasks.keys_where(pred, pred)
+        return [k for k in sorted(self.tasks) if pred(self.tasks[k])]
 
 
 def _plain(value: Any) -> Any:

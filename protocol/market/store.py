@@ -23,6 +23,7 @@ from protocol.market.state import (
     Accounts,
     ChallengeRec,
     Game,
+    LazyTable,
     MarketState,
     Status,
     Task,
@@ -207,9 +208,9 @@ def build_state(
     workers: list[tuple[bytes, WorkerRecord]],
     tasks: list[tuple[bytes, TaskRecord]],
 ) -> MarketState:
-    """A `MarketState` from table entries (in key order, so dict order is canonical too)."""
+    """A `MarketState` over table entries; tasks and workers thaw when first touched."""
     state = MarketState(params=params, accounts=accounts, jackpot=meta.jackpot, burned=meta.burned)
-    state.workers = {k: thaw_worker(k, r) for k, r in workers}
-    state.tasks = {k: thaw_task(k, r) for k, r in tasks}
+    state.workers = LazyTable(dict(workers), thaw_worker)
+    state.tasks = LazyTable(dict(tasks), thaw_task)
     return state
 
