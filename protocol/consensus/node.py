@@ -18,10 +18,9 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict, deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.app import Application, BlockContext, Validator
+from protocol.app import Application, BlockContext
 from protocol.commands import (
     TOPIC_CONSENSUS,
     TOPIC_TXS,
@@ -36,16 +35,25 @@ from protocol.commands import (
     Tick,
     TimerFired,
 )
-from protocol.encoding import pack, unpack
+from protocol.encoding import unpack
 from protocol.errors import DecodeError, ValidationError
 from protocol.identity import Keypair, verify
 from protocol.records import decode_record, encode_record
 
 from .block import ZERO_HASH, Block, BlockHeader, block_hash, certificate_hash, evidence_root, tx_root
+from .config import (
+    OWN_VOTES_KEY,
+    PERSIST_BLOCK,
+    PERSIST_VOTES,
+    TIMER_NEXT_HEIGHT,
+    TIMER_REBROADCAST,
+    ConsensusConfig,
+)
 from .evidence import DuplicateVoteEvidence, EvidencePool, make_evidence
-from .limits import MAX_BLOCK_EVIDENCE, MAX_BLOCK_TX_BYTES, MAX_BLOCK_TXS, MAX_SYNC_BATCH, MAX_VALIDATORS
+from .limits import MAX_BLOCK_EVIDENCE, MAX_SYNC_BATCH, MAX_VALIDATORS
 from .mempool import Mempool
 from .messages import BlockRequest, BlockResponse, CommittedBlock, Proposal, Status
+from .signer import VoteSigner
 from .sync import BlockStore
 from .tendermint import (
     Action,
@@ -56,7 +64,6 @@ from .tendermint import (
     Inputs,
     ScheduleTimeout,
     Step,
-    TimeoutConfig,
 )
 from .validation import ChainTip, check_block, check_committed, check_evidence
 from .validators import ValidatorSet
@@ -69,47 +76,22 @@ from .votes import (
     VoteType,
     certificate_votes,
     make_certificate,
-    sign_vote,
 )
 
-PERSIST_BLOCK = "consensus/block"
-PERSIST_VOTES = "consensus/own-votes"
-OWN_VOTES_KEY = b"current"
+__all__ = [
+    "OWN_VOTES_KEY",
+    "PERSIST_BLOCK",
+    "PERSIST_VOTES",
+    "TIMER_NEXT_HEIGHT",
+    "TIMER_REBROADCAST",
+    "ConsensusConfig",
+    "ConsensusNode",
+]
+
 #: Messages buffered for the next height (a round's worth from every validator and some).
 MAX_FUTURE_MESSAGES = 4 * MAX_VALIDATORS
 #: Peers whose last block-sync answer time is remembered (for the serve rate limit).
 MAX_SERVED_PEERS = 4 * MAX_VALIDATORS
-TIMER_REBROADCAST = "consensus/rebroadcast"
-TIMER_NEXT_HEIGHT = "consensus/next-height"
-
-
-@dataclass(frozen=True, slots=True)
-class ConsensusConfig:
-    chain_id: str
-    genesis_validators: tuple[Validator, ...]
-    genesis_time: int = 0
-    timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
-    #: The committee changes only after heights that are multiples of this.
-    epoch_length: int = 100
-    max_validators: int = MAX_VALIDATORS
-    max_block_txs: int = MAX_BLOCK_TXS
-    max_block_bytes: int = MAX_BLOCK_TX_BYTES
-    #: Resend own messages when (height, round, step) has not moved for this long: the
-    #: network may lose messages and gossip does not retransmit.
-    rebroadcast_ms: int = 2000
-    #: Wait this long for a block-sync answer before asking again.
-    sync_retry_ms: int = 1000
-    #: Evidence older than this many heights is not included or accepted (keep it at or
-    #: below the application's own horizon, or committed evidence would be ignored).
-    max_evidence_age: int = 100
-    #: At most one block-sync answer per peer per this interval.
-    serve_interval_ms: int = 200
-    #: Recent committed blocks kept in memory to serve peers that fall behind.
-    block_cache: int = 1024
-    #: Pause between committing a block and starting the next height. Zero is the fast
-    #: path (the next proposer proposes at once); a single-validator chain needs > 0 or it
-    #: produces empty blocks without virtual time passing.
-    block_interval_ms: int = 0
 
 
 class ConsensusNode:
@@ -142,7 +124,7 @@ class ConsensusNode:
         self.last_hash = ZERO_HASH
         self.app_hash = app.app_hash()
         self.now = 0
-        self._own_votes: dict[tuple[int, int, int], SignedVote] = {}
+        self.signer = VoteSigner(config.chain_id, key)
         self._answered: set[tuple[bytes, int, int]] = set()  # bounded: validators x rounds
         self._valid_cache: dict[bytes, bool] = {}
         self._future: deque[tuple[bytes, Any, bytes]] = deque(maxlen=MAX_FUTURE_MESSAGES)
@@ -166,10 +148,7 @@ class ConsensusNode:
                 raise ValidationError(f"stored block {cb.block.height} does not extend the restored state")
             self._apply_commit(cb.block, cb.commit, len(raw))
         if own_votes is not None:
-            for item in unpack(own_votes):
-                sv = decode_record(SignedVote, item)
-                if sv.vote.height == self.height:
-                    self._own_votes[_pos(sv.vote)] = sv
+            self.signer.load(own_votes, self.height)
 
     # --- the shell's entry point ----------------------------------------------------------------
 
@@ -305,8 +284,7 @@ class ConsensusNode:
         if key in self._answered or self.me is None:
             return []
         self._answered.add(key)
-        mine = [sv.vote for (_, r, _), sv in sorted(self._own_votes.items()) if r == vote.round]
-        return [SendTo(vote.validator, v) for v in mine]
+        return [SendTo(vote.validator, sv.vote) for sv in self.signer.votes_of_round(vote.round)]
 
     def _on_future(self, sender: bytes, body: Proposal | Vote, raw: bytes) -> list[Command]:
         cmds: list[Command] = []
@@ -380,10 +358,11 @@ class ConsensusNode:
             if isinstance(a, BroadcastProposal):
                 cmds.append(Publish(TOPIC_CONSENSUS, Proposal(self.height, a.round, a.valid_round, a.block)))
             elif isinstance(a, BroadcastVote):
-                signed = self._sign(a.vote)
+                signed = self.signer.sign(a.vote)
                 if signed is None:
-                    continue
-                cmds.append(Persist(PERSIST_VOTES, OWN_VOTES_KEY, self._own_votes_blob()))
+                    continue  # never a second, different vote for one position
+                self.verifier.remember_vote(signed)
+                cmds.append(Persist(PERSIST_VOTES, OWN_VOTES_KEY, self.signer.dump()))
                 cmds.append(Publish(TOPIC_CONSENSUS, signed.vote))
                 more, _ = self.machine.on_vote(signed)
                 queue.extend(more)
@@ -395,31 +374,13 @@ class ConsensusNode:
                 return cmds  # the old machine is gone; _commit ran the new one
         return cmds
 
-    def _sign(self, vote: Vote) -> SignedVote | None:
-        """Sign once per position: after a restart, re-send what we signed, never a
-        different vote (that would be our own equivocation)."""
-        assert self.key is not None
-        pos = _pos(vote)
-        prior = self._own_votes.get(pos)
-        if prior is not None:
-            return prior if prior.vote == vote else None
-        signed = sign_vote(self.cfg.chain_id, vote, self.key.sign)
-        self.verifier.remember_vote(signed)
-        self._own_votes[pos] = signed
-        return signed
-
-    def _own_votes_blob(self) -> bytes:
-        return pack([encode_record(v) for v in self._own_votes.values()])
-
     def _rebroadcast(self) -> list[Command]:
         cmds: list[Command] = [self._rebroadcast_timer()]
         m = self.machine
         prop = m.proposals.get(m.round)
         if prop is not None and m.me is not None and self.vset.proposer(m.round) == m.me:
             cmds.append(Publish(TOPIC_CONSENSUS, Proposal(self.height, m.round, prop[2], prop[0])))
-        for (_, r, _), sv in sorted(self._own_votes.items(), key=lambda kv: kv[0]):
-            if r >= m.round - 1:
-                cmds.append(Publish(TOPIC_CONSENSUS, sv.vote))
+        cmds += [Publish(TOPIC_CONSENSUS, sv.vote) for sv in self.signer.votes(m.round - 1)]
         head = self.last_hash
         cmds.append(Publish(TOPIC_CONSENSUS, Status(self.height - 1, head)))
         return cmds
@@ -434,7 +395,7 @@ class ConsensusNode:
         raw = encode_record(cb)
         cmds: list[Command] = [Persist(PERSIST_BLOCK, block.height.to_bytes(8, "big"), raw)]
         self._apply_commit(block, cert, len(raw))
-        cmds.append(Persist(PERSIST_VOTES, OWN_VOTES_KEY, self._own_votes_blob()))
+        cmds.append(Persist(PERSIST_VOTES, OWN_VOTES_KEY, self.signer.dump()))
         # The next height starts from a timer, not recursively: with one validator (or a
         # buffered backlog) deciding is instant, and each height must return to the shell.
         cmds.append(SetTimer(self.now + self.cfg.block_interval_ms, TIMER_NEXT_HEIGHT))
@@ -475,7 +436,7 @@ class ConsensusNode:
         self.last_block, self.last_commit, self.app_hash = block, cert, outcome.app_hash
         self.last_hash = cert.block_hash
         self.height = h.height + 1
-        self._own_votes = {}
+        self.signer.new_height()
         self._answered = set()
         self._valid_cache = {}
         self._prev_machine = self.machine
@@ -570,9 +531,6 @@ class ConsensusNode:
         except ValidationError:
             return False
         return True
-
-def _pos(vote: Vote) -> tuple[int, int, int]:
-    return (vote.height, vote.round, int(vote.vote_type))
 
 
 #: A canonical envelope ends with its signature as msgpack bin8 of 64 bytes.
