@@ -129,9 +129,9 @@ def swarm_phase(n: int, msgs: int, publishers: int, rate: float) -> dict[str, fl
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=12)
-    ap.add_argument("--msgs", type=int, default=15, help="messages per publisher in the swarm")
+    ap.add_argument("--msgs", type=int, default=10, help="messages per publisher in the swarm")
     ap.add_argument("--publishers", type=int, default=3)
-    ap.add_argument("--rate", type=float, default=1.5, help="messages/s per publisher: keep the swarm "
+    ap.add_argument("--rate", type=float, default=0.5, help="messages/s per publisher: keep the swarm "
                     "below saturation, so latency measures the network rather than CPU queueing")
     ap.add_argument("--flood", type=int, default=500, help="messages in the one-node throughput flood")
     args = ap.parse_args()

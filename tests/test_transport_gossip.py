@@ -15,6 +15,8 @@ from node.transport.gossip import TokenBucket
 from node.transport.host import build_host, peer_id_of, public_key_of
 from node.transport.localswarm import open_swarm, swarm_keys, wait_connected
 from protocol.commands import TOPIC_CONSENSUS, TOPIC_TXS
+from protocol.envelope import seal
+from protocol.errors import BadSignature, WrongChain
 from protocol.identity import Keypair
 from protocol.messages import Ping, Pong
 
@@ -87,7 +89,7 @@ def test_direct_message_reaches_only_its_addressee_verified() -> None:
     trio.run(main)
 
 
-def test_publish_is_refused_before_start_and_on_unknown_topics() -> None:
+def test_publish_is_refused_before_start_on_unknown_topics_and_for_forged_envelopes() -> None:
     async def main() -> None:
         t = Transport(TransportConfig(chain_id=CHAIN), Keypair.derive("lonely"))
         with pytest.raises(NotRunning):
@@ -95,6 +97,13 @@ def test_publish_is_refused_before_start_and_on_unknown_topics() -> None:
         async with Transport.open(TransportConfig(chain_id=CHAIN), Keypair.derive("lonely2")) as t2:
             with pytest.raises(TransportError):
                 await t2.publish("not/a/topic", Ping(1))
+            forged = bytearray(seal(Ping(1), Keypair.derive("wallet"), CHAIN))
+            forged[-1] ^= 1
+            with pytest.raises(BadSignature):
+                await t2.publish_sealed(TOPIC_TXS, bytes(forged))
+            with pytest.raises(WrongChain):
+                await t2.publish_sealed(TOPIC_TXS, seal(Ping(1), Keypair.derive("wallet"), "other"))
+            assert t2.metrics()["messages_out"] == 0
 
     trio.run(main)
 
