@@ -7,6 +7,8 @@ import dataclasses
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netsim import Crash, Restart, Sim
 from netsim.scenarios.consensus import ConsensusScenario, HashChainApp, Observations, run_scenario
@@ -30,6 +32,7 @@ from protocol.consensus.node import (
     ConsensusConfig,
     ConsensusNode,
 )
+from protocol.consensus.signer import VoteSigner
 from protocol.consensus.votes import Vote, VoteType
 from protocol.identity import Keypair
 from protocol.records import decode_record
@@ -215,3 +218,54 @@ def test_block_sync_answers_are_rate_limited_per_peer() -> None:
     assert ask(1_000) == 1
     assert [ask(1_000 + i) for i in range(1, 50)] == [0] * 49
     assert ask(1_000 + node.cfg.serve_interval_ms) == 1
+
+
+def test_the_signer_never_signs_two_different_votes_for_one_position_even_after_restart() -> None:
+    key = Keypair.derive("signer")
+    signer = VoteSigner("c", key)
+    a = Vote(3, 1, VoteType.PREVOTE, b"\x01" * 32, key.public)
+    b = dataclasses.replace(a, block_hash=None)
+    first = signer.sign(a)
+    assert first is not None and signer.sign(a) == first and signer.sign(b) is None
+    again = VoteSigner("c", key)
+    again.load(signer.dump(), height=3)
+    assert again.sign(b) is None and again.sign(a) == first
+    stale = VoteSigner("c", key)
+    stale.load(signer.dump(), height=4)  # votes of an older height are dropped
+    assert stale.votes() == []
+
+
+_hashes = st.one_of(st.none(), st.binary(min_size=32, max_size=32))
+_FUZZ_KEYS = [Keypair.derive("fuzzed").public, Keypair.derive("fuzzed/2").public]
+_votes = st.builds(
+    Vote,
+    st.one_of(st.integers(0, 3), st.integers(0, 2**64 - 1)),
+    st.one_of(st.integers(0, 10), st.integers(0, 2**32 - 1)),
+    st.sampled_from(VoteType),
+    _hashes,
+    st.one_of(st.sampled_from(_FUZZ_KEYS), st.binary(min_size=32, max_size=32)),
+)
+_others = st.one_of(
+    st.builds(Status, st.integers(0, 2**64 - 1), st.binary(min_size=32, max_size=32)),
+    st.builds(BlockRequest, st.integers(0, 2**64 - 1), st.integers(0, 2**16 - 1)),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.one_of(_votes, _others), st.binary(max_size=80)), max_size=20))
+def test_arbitrary_well_typed_messages_never_crash_the_node_or_move_it_backwards(
+    msgs: list[tuple[object, bytes]],
+) -> None:
+    node = _fresh_validator()
+    for i, (body, raw) in enumerate(msgs):
+        sender = body.validator if isinstance(body, Vote) else b"\x07" * 32
+        node.handle(100 + i, MessageReceived(TOPIC_CONSENSUS, sender, body, raw))
+    assert node.height >= 1
+
+
+def _fresh_validator() -> ConsensusNode:
+    key = Keypair.derive("fuzzed")
+    vals = tuple(Validator(k, 1) for k in _FUZZ_KEYS)
+    node = ConsensusNode(ConsensusConfig(chain_id="f", genesis_validators=vals), HashChainApp(vals), key)
+    node.handle(0, Tick())
+    return node
