@@ -269,3 +269,31 @@ def _fresh_validator() -> ConsensusNode:
     node = ConsensusNode(ConsensusConfig(chain_id="f", genesis_validators=vals), HashChainApp(vals), key)
     node.handle(0, Tick())
     return node
+
+
+def _pair() -> tuple[ConsensusNode, Keypair, tuple[Validator, ...]]:
+    me, other = Keypair.derive("pair/me"), Keypair.derive("pair/other")
+    vals = (Validator(me.public, 1), Validator(other.public, 1))
+    node = ConsensusNode(ConsensusConfig(chain_id="p", genesis_validators=vals), HashChainApp(vals), me)
+    return node, me, vals
+
+
+def test_a_restarted_validator_keeps_the_lock_its_precommit_implies() -> None:
+    node, me, _ = _pair()
+    signer = VoteSigner("p", me)
+    locked = b"\x0a" * 32
+    signer.sign(Vote(1, 2, VoteType.PRECOMMIT, locked, me.public))
+    signer.sign(Vote(1, 3, VoteType.PRECOMMIT, None, me.public))
+    node.restore([], signer.dump())
+    assert (node.machine.locked_round, node.machine.locked_hash) == (2, locked)
+
+
+def test_a_live_block_from_a_clock_far_ahead_is_not_valid() -> None:
+    node, _, _ = _pair()
+    node.handle(1_000, Tick())
+    block = node._get_value()
+    assert node._valid(block)
+    ahead = dataclasses.replace(
+        block, header=dataclasses.replace(block.header, time=1_000 + node.cfg.max_clock_drift_ms + 1)
+    )
+    assert not node._valid(ahead)

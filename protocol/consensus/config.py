@@ -41,6 +41,8 @@ class ConsensusConfig:
     max_evidence_age: int = 100
     #: At most one block-sync answer per peer per this interval.
     serve_interval_ms: int = 200
+    #: A live block's time may be at most this far ahead of this node's clock.
+    max_clock_drift_ms: int = 10_000
     #: Recent committed blocks kept in memory to serve peers that fall behind.
     block_cache: int = 1024
     #: Pause between committing a block and starting the next height. Zero is the fast

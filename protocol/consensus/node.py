@@ -149,6 +149,11 @@ class ConsensusNode:
             self._apply_commit(cb.block, cb.commit, len(raw))
         if own_votes is not None:
             self.signer.load(own_votes, self.height)
+            # Rule: a precommit for a value is a lock on it, and a lock survives restarts
+            # (forgetting it would let this node prevote against its own precommit).
+            for sv in self.signer.votes():
+                if sv.vote.vote_type == VoteType.PRECOMMIT and sv.vote.block_hash is not None:
+                    self.machine.restore_lock(sv.vote.round, sv.vote.block_hash)
 
     # --- the shell's entry point ----------------------------------------------------------------
 
@@ -342,9 +347,8 @@ class ConsensusNode:
             return []
         try:
             check_committed(self._tip(), block, cert, self.verifier)
+            check_block(self._tip(), block, self.evidence, self.verifier)
         except ValidationError:
-            return []
-        if not self._valid(block):
             return []
         return self._commit(block, cert)
 
@@ -486,7 +490,9 @@ class ConsensusNode:
         if cached is None:
             try:
                 check_block(self._tip(), block, self.evidence, self.verifier)
-                cached = True
+                # Rule (live blocks only, not block sync): the proposer's clock is not far
+                # ahead of ours, so a proposer cannot drag the chain's time into the future.
+                cached = block.header.time <= self.now + self.cfg.max_clock_drift_ms
             except ValidationError:
                 cached = False
             self._valid_cache[h] = cached

@@ -159,6 +159,12 @@ class HeightMachine:
         vs.power += power
         return self._run(), None
 
+    def restore_lock(self, round_: int, h: bytes) -> None:
+        """After a restart: we precommitted `h` in `round_`, so we are locked on it (the
+        block itself may be gone; the lock only needs its hash to refuse other values)."""
+        if round_ > self.locked_round:
+            self.locked_round, self.locked_hash = round_, h
+
     def has_vote(self, signed: SignedVote) -> bool:
         """True when exactly this vote is already counted (a duplicate or a rebroadcast)."""
         v = signed.vote
@@ -319,7 +325,7 @@ class HeightMachine:
         return 0 if vs is None else vs.power_for.get(h, 0)
 
     def _is_locked_on(self, h: bytes) -> bool:
-        return self.locked_value is not None and self.locked_hash == h
+        return self.locked_round >= 0 and self.locked_hash == h
 
     def _valid(self, block: Block, h: bytes) -> bool:
         return self.inp.valid(block, h)
