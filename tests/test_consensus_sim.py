@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from netsim import Check, Crash, Heal, InvariantViolation, NetworkConfig, Partition, Restart, Sim
+from netsim import (
+    Check,
+    Crash,
+    Heal,
+    InvariantViolation,
+    NemesisConfig,
+    NetworkConfig,
+    Partition,
+    Restart,
+    Sim,
+)
 from netsim.scenarios.consensus import (
     ConsensusScenario,
     Observations,
@@ -30,12 +40,25 @@ LIVENESS_BOUND_MS = 8_000
 
 def _sweep_scenario(seed: int) -> ConsensusScenario:
     """4 or 5 equal validators, one Byzantine (silent, equivocating or splitting), a lossy,
-    reordering network whose loss and jitter vary with the seed."""
+    reordering network whose loss and jitter vary with the seed; every third seed also
+    runs the nemesis (partitions, isolation, clogging, loss bursts, pauses and crashes of
+    the honest nodes, at most one node at a time) during the run."""
     n = 4 + seed % 2
     sc = seeded_byzantine(seed, n)
     net = NetworkConfig(latency_ms=20, jitter_ms=10 + seed % 40, loss=(seed % 5) * 0.02)
+    nemesis = None
+    if seed % 3 == 0:
+        honest = tuple(i for i in range(n) if sc.behaviour(i) == "honest")
+        nemesis = NemesisConfig(
+            mean_gap_ms=150,
+            min_fault_ms=50,
+            max_fault_ms=300,
+            max_faulty=1,
+            targets=honest,
+            lose_unsynced=0.0,
+        )
     return ConsensusScenario(
-        seed=seed, powers=sc.powers, behaviours=sc.behaviours, duration_ms=1200, network=net
+        seed=seed, powers=sc.powers, behaviours=sc.behaviours, duration_ms=1200, network=net, nemesis=nemesis
     )
 
 

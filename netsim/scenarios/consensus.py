@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from netsim import Check, Disk, NetworkConfig, Report, Sim, SimConfig, node_keys, run
+from netsim import Check, Disk, NemesisConfig, NetworkConfig, Report, Sim, SimConfig, node_keys, run
 from netsim.faults import FaultAction
 from protocol.app import BlockContext, BlockOutcome, Validator
 from protocol.commands import TOPIC_CONSENSUS, Command, Event, MessageReceived, Persist, Publish, SendTo
@@ -97,6 +97,9 @@ class ConsensusScenario:
     liveness_ms: int = 0
     network: NetworkConfig = field(default_factory=lambda: NetworkConfig(latency_ms=20, jitter_ms=10))
     faults: tuple[FaultAction, ...] = ()
+    #: A seeded random fault plan for the safety phase (crashes lose no synced write:
+    #: Persist must reach disk before the messages of the same step leave the node).
+    nemesis: NemesisConfig | None = None
     timeouts: TimeoutConfig = field(default_factory=lambda: TimeoutConfig(300, 200, 200, 100, 3000))
     rebroadcast_ms: int = 200
     #: "toy" (HashChainApp) or "ledger" (protocol.ledger.Ledger from a genesis whose
@@ -121,6 +124,7 @@ class ConsensusScenario:
             chain_id="polnet-consensus-sim",
             network=self.network,
             faults=self.faults,
+            nemesis=self.nemesis,
         )
 
     def byzantine_power_fraction(self) -> float:
