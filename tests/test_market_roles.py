@@ -141,7 +141,7 @@ def test_roles_settle_honest_tasks_with_no_rejected_tx() -> None:
 
 
 def test_roles_catch_a_cheating_solver_by_bisection_and_arbitration() -> None:
-    cheater = key("rw0")
+    cheater = key("rw1")  # elected solver under the task ids (which exclude nonce and fee)
     swarm = Swarm(cheaters=frozenset({cheater}))
     swarm.run(tasks=6)
     cheated = [t for t in swarm.state.tasks.values() if t.solver == cheater]

@@ -45,7 +45,7 @@ from protocol.ledger.state import State
 from protocol.market import elections
 from protocol.market.chain import audit_market, load_market, market_genesis_state, save_market
 from protocol.market.node import MarketNode
-from protocol.market.params import DEVNET, GFLOP, PRESETS, MarketParams
+from protocol.market.params import GFLOP, PRESETS, MarketParams
 from protocol.market.process import budget, process_register_worker, task_id_of
 from protocol.market.roles import (
     ArbiterRole,
@@ -406,8 +406,9 @@ class _Watch:
         self.built = built
         self.on_progress = on_progress
         self.observer = built.layout.validators[0]
-        self.expected = {task_id_of(built.layout.keys[built.layout.submitters[j % len(built.layout.submitters)]]
-                                    .public, tx) for j, tx in enumerate(built.submits)}
+        subs = built.layout.submitters
+        self.expected = {task_id_of(built.layout.keys[subs[j % len(subs)]].public, tx)
+                         for j, tx in enumerate(built.submits)}
         self.ended: dict[bytes, Task] = {}
         self.ended_at: dict[bytes, int] = {}
         self.last_height = 0
@@ -482,8 +483,9 @@ def _report(built: Built, watch: _Watch, sim: Sim, wall: float) -> MarketReport:
         if task is None:
             continue
         r.forced_errors += sum(v.forced_revealed for v in task.verifiers)
+        forced = {i for i, v in enumerate(task.verifiers) if v.forced_revealed}
         r.jackpot_payouts += len({c.target for c in task.challenges
-                                  if task.verifiers[c.target].forced_revealed and c.claims_valid == task.proof_valid})
+                                  if c.target in forced and c.claims_valid == task.proof_valid})
         if index.get(task.solver or b"") in lay.attack and task.proof_root is not None:
             r.cheats += 1
             r.cheats_caught += task.proof_valid is False
@@ -514,7 +516,9 @@ def _report(built: Built, watch: _Watch, sim: Sim, wall: float) -> MarketReport:
     return r
 
 
-def _task_outcome(built: Built, task: Task | None, tid: bytes, index: dict[bytes, int], ended: int) -> TaskOutcome:
+def _task_outcome(
+    built: Built, task: Task | None, tid: bytes, index: dict[bytes, int], ended: int
+) -> TaskOutcome:
     if task is None:
         return TaskOutcome(tid.hex()[:16], "UNKNOWN", "", None, None, 0, 0, 0, 0, None, "", 0)
     market_like = MarketState(params=built.cfg.params)
@@ -525,7 +529,8 @@ def _task_outcome(built: Built, task: Task | None, tid: bytes, index: dict[bytes
     if task.status == Status.SETTLED and task.solver_price:
         per = verifier_pay(market_like, task)
         vpay = per * (sum(v.verdict is not None for v in task.verifiers) + (task.profiler is not None))
-    tax = task.gflops * task.max_price_per_gflop * built.cfg.params.jackpot_tax_bps // 10_000 if task.taxed else 0
+    work = task.gflops * task.max_price_per_gflop
+    tax = work * built.cfg.params.jackpot_tax_bps // 10_000 if task.taxed else 0
     solver = index.get(task.solver) if task.solver else None
     tt = built.compute.torch_tasks.get(task.spec_hash)
     return TaskOutcome(

@@ -77,7 +77,9 @@ class ComputeStats:
 class MarketCompute:
     """netsim `Executor` for market jobs. `sim` is set by the scenario's setup hook."""
 
-    def __init__(self, attack_of: dict[bytes, str], mode: str, torch_tasks: dict[bytes, TorchTask], seed: int):
+    def __init__(
+        self, attack_of: dict[bytes, str], mode: str, torch_tasks: dict[bytes, TorchTask], seed: int
+    ) -> None:
         self.attack_of = attack_of  # solver pubkey -> attack name
         self.mode = mode
         self.torch_tasks = torch_tasks  # spec hash -> TorchTask

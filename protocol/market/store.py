@@ -156,7 +156,8 @@ def _freeze_game(g: Game | None) -> GameRecord | None:
     if g is None:
         return None
     votes = tuple(sorted(g.votes.items()))
-    return GameRecord(g.accuser, g.segment, g.lo, g.hi, g.lo_hash, g.hi_hash, g.turn, g.round, g.mid_hash, votes)
+    return GameRecord(g.accuser, g.segment, g.lo, g.hi, g.lo_hash, g.hi_hash, g.turn, g.round, g.mid_hash,
+                      votes)
 
 
 def freeze_task(t: Task) -> TaskRecord:
@@ -179,7 +180,8 @@ def thaw_worker(key: bytes, r: WorkerRecord) -> Worker:
 
 
 def _thaw_slot(r: SlotRecord) -> VerifierSlot:
-    return VerifierSlot(r.pubkey, r.commitment, r.verdict, r.segment, r.beacon, r.elected_at, r.forced_revealed)
+    return VerifierSlot(r.pubkey, r.commitment, r.verdict, r.segment, r.beacon, r.elected_at,
+                        r.forced_revealed)
 
 
 def _thaw_game(r: GameRecord | None) -> Game | None:
