@@ -28,6 +28,7 @@ from typing import Any
 from netsim.compute import flops_to_ms
 from protocol.commands import RunCompute
 from protocol.encoding import sha256
+from protocol.errors import PolnetError
 from protocol.market.jobs import (
     ArbitrationJob,
     ArbitrationResult,
@@ -210,7 +211,10 @@ class MarketCompute:
             tt, run = self.torch_tasks[task.spec_hash], self._runs[task.task_id]
             honest = challenger_run(tt.spec, tt.data, run, job.segment, threads=1)
             tolerance = op_tolerance((task.threshold_ppm or 0) / 1e6)
-            report = dispute_segment(tt.spec, tt.data, run, honest, job.segment, tolerance)
+            try:
+                report = dispute_segment(tt.spec, tt.data, run, honest, job.segment, tolerance)
+            except PolnetError:  # nothing to pinpoint inside the segment (e.g. a forged start)
+                return False
             if report.outcome != Outcome.BOTH_WRONG:
                 return bool(report.outcome == Outcome.DEFENDER_WINS)
         truth = self._true_hash(task.task_id, job.segment, job.position + 1)
