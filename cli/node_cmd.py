@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import urllib.error
 import urllib.request
@@ -18,6 +17,7 @@ from cli.output import emit_json, fail, operator_errors, stdout
 from node.config import load_config
 from node.daemon.keyfile import load_key_file
 from node.datadir import DataDir
+from node.logs import configure_logging
 from protocol.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -29,15 +29,6 @@ app = typer.Typer(help="Run a node and look at it.", no_args_is_help=True)
 HTTP_TIMEOUT_S = 5.0
 #: Admin answers are small JSON documents.
 MAX_ANSWER_BYTES = 1024 * 1024
-
-
-def _configure_logging(level: str, as_json: bool) -> None:
-    try:
-        from node.logs import configure_logging
-    except ModuleNotFoundError:
-        logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        return
-    configure_logging(level, json=as_json)
 
 
 def load_daemon(data_dir: Path) -> Daemon:
@@ -64,7 +55,7 @@ def run(
 
     with operator_errors():
         daemon = load_daemon(data_dir)
-        _configure_logging(daemon.config.log.level, daemon.config.log.json)
+        configure_logging(daemon.config.log.level, json=daemon.config.log.json)
 
         def ready(endpoints: Endpoints) -> None:
             doc = {"node_id": endpoints.node_id, "admin": endpoints.admin}

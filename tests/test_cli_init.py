@@ -109,3 +109,14 @@ def test_init_on_a_path_that_is_a_file_fails_cleanly(tmp_path: Path) -> None:
     code, out = invoke("init", "-d", str(f))
     assert code == 1
     assert "not a directory" in out
+
+
+def test_an_encrypted_key_needs_its_passphrase_to_run(tmp_path: Path) -> None:
+    root = tmp_path / "n"
+    env = {"POLNET_KEY_PASSPHRASE": "correct horse"}
+    code, out = invoke("init", "-d", str(root), "--encrypt", env=env)
+    assert code == 0, out
+    assert load_key_file(DataDir(root).node_key, "correct horse").node_id in out
+    code, out = invoke("wallet", "balance", "-d", str(root), env={"POLNET_KEY_PASSPHRASE": "wrong"})
+    assert code == 1
+    assert "node.key" in out
