@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 import multiaddr
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from libp2p import new_host
 from libp2p.abc import IHost
 from libp2p.crypto.ed25519 import create_new_key_pair
@@ -83,6 +85,19 @@ async def rogue_peer(victim_addr: str, seed: bytes) -> AsyncIterator[tuple[IHost
             yield rogue, pubsub
         finally:
             await rogue.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_validator_verdict_on_arbitrary_bytes_is_a_bool_never_an_exception(data: bytes) -> None:
+    me = peer_id_of(Keypair.derive("me").public)
+    v = EnvelopeValidator(CHAIN, GossipConfig(), lambda: 0.0, lambda p, r: None, me)
+
+    class Msg:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+    assert v(peer_id_of(Keypair.derive("peer").public), Msg(data)) is False  # type: ignore[arg-type]
 
 
 def test_hostile_stock_libp2p_peer_is_rejected_scored_down_and_banned() -> None:

@@ -37,9 +37,13 @@ def test_a_dozen_processes_form_a_network_deliver_gossip_and_move_a_blob() -> No
             assert len(got) == want, f"node {i} got {len(got)} of {want}"
             assert senders == {sw.keys[p].public.hex() for p in publishers if p != i}
             assert len({(e["sender"], e["nonce"]) for e in got}) == want  # no duplicates
+        deadline = time.monotonic() + 30
+        while sw.keys[1].public.hex() not in sw.stats(2)["peers"]:  # node 2 dials node 1 (ring)
+            assert time.monotonic() < deadline, "node 2 never connected to its bootstrap node 1"
+            time.sleep(0.2)
         sw.send(1, "put 300000")
         digest = sw.wait_for(1, lambda e: e["event"] == "stored", 30)["digest"]
-        sw.send(2, f"fetch {digest} 400000")  # node 2 dials node 1 (ring predecessor)
+        sw.send(2, f"fetch {digest} 400000")
         answer = sw.wait_for(2, lambda e: e["event"] in ("fetched", "fetch_failed"), 60)
         assert answer == {"event": "fetched", "digest": digest, "size": 300000}
         assert all(sw.stats(i)["metrics"]["messages_rejected"] == 0 for i in range(N))

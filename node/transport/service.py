@@ -349,7 +349,8 @@ class Transport:
         self.police.note_invalid(peer)
 
     def score(self, peer: ID) -> float:
-        return float(self.router.scorer.score(peer, list(self.config.gossip.topics)))
+        scorer = self.router.scorer
+        return 0.0 if scorer is None else float(scorer.score(peer, list(self.config.gossip.topics)))
 
     def banned_peers(self) -> list[ID]:
         return self.police.banned()
