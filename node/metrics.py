@@ -11,6 +11,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from protocol import errors
 from protocol.commands import TOPICS
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -72,8 +73,6 @@ def _topic(topic: str) -> str:
 
 def reject_reason(exc: BaseException) -> str:
     """Map an error to a metric label from the closed set."""
-    from protocol import errors
-
     table: tuple[tuple[type[BaseException], str], ...] = (
         (errors.MessageTooLarge, "too_large"),
         (errors.UnknownType, "unknown_type"),
