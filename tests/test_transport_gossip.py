@@ -10,10 +10,11 @@ import trio
 from node.transport import Transport, TransportConfig
 from node.transport.dialer import Backoff, BackoffConfig
 from node.transport.direct import DIRECT_TOPIC
-from node.transport.errors import NotRunning, TransportError
+from node.transport.errors import ListenFailed, NotRunning, TransportError
 from node.transport.gossip import TokenBucket
 from node.transport.host import build_host, peer_id_of, public_key_of
 from node.transport.localswarm import open_swarm, swarm_keys, wait_connected
+from node.transport.procswarm import free_ports
 from protocol.commands import TOPIC_CONSENSUS, TOPIC_TXS
 from protocol.envelope import seal
 from protocol.errors import BadSignature, WrongChain
@@ -138,5 +139,17 @@ def test_bootstrap_peer_is_redialed_after_it_restarts() -> None:
                 while a_key.public not in b.peers():
                     await trio.sleep(0.05)
             nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_second_node_on_a_port_in_use_fails_to_start_instead_of_sharing_it() -> None:
+    async def main() -> None:
+        [port] = free_ports(1)
+        cfg = TransportConfig(chain_id=CHAIN, listen_port=port)
+        async with Transport.open(cfg, Keypair.derive("first")):
+            with pytest.raises(ListenFailed):
+                async with Transport.open(cfg, Keypair.derive("second")):
+                    pass
 
     trio.run(main)

@@ -19,6 +19,10 @@ class PeerUnavailable(TransportError):
     """No connection to the peer could be made or kept."""
 
 
+class ListenFailed(TransportError):
+    """The listen address could not be bound (usually: the port is in use)."""
+
+
 class NotRunning(TransportError):
     """The transport was used before it started or after it stopped."""
 

@@ -250,6 +250,7 @@ class EnvelopeValidator:
         on_reject: Callable[[ID, str], None],
         self_id: ID,
         cache_size: int = 4096,
+        cache_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self._chain_id = chain_id
         self._self_id = self_id
@@ -258,6 +259,8 @@ class EnvelopeValidator:
         self._bucket = TokenBucket(cfg.peer_msgs_per_s, cfg.peer_burst)
         self._verified: OrderedDict[bytes, Envelope] = OrderedDict()
         self._cache_size = cache_size
+        self._cache_bytes = cache_bytes
+        self._cached_bytes = 0
         self.counters = VerdictCounters()
 
     def __call__(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
@@ -278,12 +281,22 @@ class EnvelopeValidator:
 
     def take_verified(self, data: bytes) -> Envelope | None:
         """The envelope the validator already opened for these bytes, if still cached."""
-        return self._verified.pop(sha256(data), None)
+        env = self._verified.pop(sha256(data), None)
+        if env is not None:
+            self._cached_bytes -= len(env.raw)
+        return env
 
     def _remember(self, env: Envelope) -> None:
+        """Bounded by count and by bytes: validated messages that the library then
+        drops (full subscription queue) are never taken, and each may be ~1 MiB."""
+        old = self._verified.pop(env.message_id, None)
+        if old is not None:
+            self._cached_bytes -= len(old.raw)
         self._verified[env.message_id] = env
-        if len(self._verified) > self._cache_size:
-            self._verified.popitem(last=False)
+        self._cached_bytes += len(env.raw)
+        while len(self._verified) > self._cache_size or self._cached_bytes > self._cache_bytes:
+            _, evicted = self._verified.popitem(last=False)
+            self._cached_bytes -= len(evicted.raw)
 
     def _reject(self, forwarder: ID, reason: str) -> None:
         self.counters.rejected += 1

@@ -9,6 +9,7 @@ also offer TLS, secio and plaintext, and plaintext would let a peer claim any id
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 
 import multiaddr
@@ -25,6 +26,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
+from node.transport.errors import ListenFailed
 from protocol.errors import ConfigError
 from protocol.identity import Keypair, node_id, public_key_from_node_id
 
@@ -60,6 +62,22 @@ def build_host(key: Keypair) -> IHost:
         enable_upnp=False,
         negotiate_timeout=NEGOTIATE_TIMEOUT_S,
     )
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Refuse a port another process already listens on. py-libp2p 0.8.1 listens with
+    SO_REUSEPORT (for hole punching), so a second node on the same port would bind
+    "successfully" and the kernel would split inbound connections between the two. A
+    probe bind without SO_REUSEPORT fails if anyone is listening there."""
+    if port == 0:
+        return
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.bind((host, port))
+    except OSError as exc:
+        raise ListenFailed(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    finally:
+        probe.close()
 
 
 def tcp_listen_addr(host: str, port: int) -> multiaddr.Multiaddr:

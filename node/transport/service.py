@@ -44,6 +44,7 @@ from node.transport.errors import (
     BlobProtocolError,
     BlobTruncated,
     BlobUnavailable,
+    ListenFailed,
     NotRunning,
     PeerUnavailable,
     TransportError,
@@ -57,6 +58,7 @@ from node.transport.gossip import (
 )
 from node.transport.host import (
     build_host,
+    ensure_port_free,
     full_addrs,
     parse_peer_addr,
     peer_id_of,
@@ -146,16 +148,25 @@ class Transport:
         cls, config: TransportConfig, keypair: Keypair, blob_provider: BlobProvider | None = None
     ) -> AsyncIterator[Transport]:
         transport = cls(config, keypair, blob_provider)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(transport.run)
-            try:
-                yield transport
-            finally:
-                nursery.cancel_scope.cancel()
+        ensure_port_free(config.listen_host, config.listen_port)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(transport.run)
+                try:
+                    yield transport
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The service task ends quietly on cancel, so a lone error is the caller's
+            # own (or a failed start): re-raise it as itself, not wrapped in a group.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; reports the dialable listen addresses when ready."""
         listen = tcp_listen_addr(self.config.listen_host, self.config.listen_port)
+        ensure_port_free(self.config.listen_host, self.config.listen_port)
         try:
             async with (
                 background_trio_service(self.pubsub),
@@ -172,6 +183,9 @@ class Transport:
             self._inbound_send.close()
 
     async def _serve(self, task_status: Any) -> None:
+        if not self.host.get_addrs():  # py-libp2p logs a failed bind and carries on
+            cfg = self.config
+            raise ListenFailed(f"could not listen on {cfg.listen_host}:{cfg.listen_port} (in use?)")
         await self.pubsub.wait_until_ready()
         subs = [(topic, await self.pubsub.subscribe(topic)) for topic in self.config.gossip.topics]
         async with trio.open_nursery() as nursery:
@@ -306,7 +320,8 @@ class Transport:
             self._direct_inflight -= 1
         await _close(stream)
         self.counters.direct_in += 1
-        await self._inbound_send.send(MessageReceived(DIRECT_TOPIC, env.sender, env.body, env.raw))
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):  # shutting down
+            await self._inbound_send.send(MessageReceived(DIRECT_TOPIC, env.sender, env.body, env.raw))
 
     # --- blobs -----------------------------------------------------------------------------
 
