@@ -21,9 +21,10 @@ normalising path is not needed and ingest stays within a few percent of a bare v
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
+from hashlib import sha256 as _sha256
+from typing import Any, NoReturn
 
 from protocol.encoding import pack_plain, sha256, unpack_shallow
 from protocol.errors import (
@@ -34,9 +35,9 @@ from protocol.errors import (
     UnsupportedVersion,
     WrongChain,
 )
-from protocol.identity import Keypair, verify
+from protocol.identity import PUBLIC_KEY_LEN, SIGNATURE_LEN, Keypair, verify
 from protocol.limits import DEFAULT_LIMITS, Limits
-from protocol.schema import from_wire, message_type, to_wire
+from protocol.schema import frozen_constructor, message_type, record_decoder, to_wire
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({PROTOCOL_VERSION})
@@ -64,32 +65,31 @@ class Envelope:
         return sha256(self.raw)
 
 
+_new_envelope = frozen_constructor(Envelope)
+
+
 def signing_root(chain_id: str, type_tag: int, sender: bytes, body: bytes) -> bytes:
     """The 32 bytes an envelope's signature covers.
 
     Chain id and type tag are hashed in (length-prefixed, fixed width) so the same body
     bytes signed for another network or another message type give another root.
     """
-    cid = _chain_id_bytes(chain_id)
-    if not 0 < type_tag <= MAX_TYPE_TAG:
-        raise LimitExceeded(f"type tag {type_tag} outside 1..{MAX_TYPE_TAG}")
-    h = hashlib.sha256(SIGNING_DOMAIN)
-    h.update(len(cid).to_bytes(1, "big"))
-    h.update(cid)
-    h.update(type_tag.to_bytes(2, "big"))
-    h.update(sender)
-    h.update(body)
-    return h.digest()
+    return _sha256(_root_prefix(chain_id, type_tag) + sender + body).digest()
 
 
-def _chain_id_bytes(chain_id: str) -> bytes:
+@lru_cache(maxsize=1024)
+def _root_prefix(chain_id: str, type_tag: int) -> bytes:
+    """DOMAIN || len(chain_id) || chain_id || type_tag: fixed per (chain, type), so cached
+    (bounded: a node verifies messages of its own chain and the registered types only)."""
     try:
         cid = chain_id.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise Malformed(f"chain id is not valid UTF-8: {exc}") from None
     if not 0 < len(cid) <= MAX_CHAIN_ID_LEN:
         raise LimitExceeded(f"chain id must be 1..{MAX_CHAIN_ID_LEN} UTF-8 bytes")
-    return cid
+    if not 0 < type_tag <= MAX_TYPE_TAG:
+        raise LimitExceeded(f"type tag {type_tag} outside 1..{MAX_TYPE_TAG}")
+    return SIGNING_DOMAIN + bytes([len(cid)]) + cid + type_tag.to_bytes(2, "big")
 
 
 def seal(msg: Any, key: Keypair, chain_id: str, version: int = PROTOCOL_VERSION) -> bytes:
@@ -106,18 +106,33 @@ def seal(msg: Any, key: Keypair, chain_id: str, version: int = PROTOCOL_VERSION)
 def open_envelope(data: bytes, chain_id: str, limits: Limits = DEFAULT_LIMITS) -> Envelope:
     """Decode and verify an envelope, or raise the DecodeError that says why not."""
     outer = unpack_shallow(data, limits)
-    version, env_chain, tag, sender, body, sig = _outer_fields(outer)
+    # Rule: the outer value is [u8, str, u16, bytes32, bytes, bytes64].
+    if type(outer) is not list or len(outer) != ENVELOPE_FIELDS:
+        raise Malformed(f"envelope must be an array of {ENVELOPE_FIELDS} fields")
+    version, env_chain, tag, sender, body, sig = outer
+    if not (
+        type(version) is int
+        and type(env_chain) is str
+        and type(tag) is int
+        and 0 < tag <= MAX_TYPE_TAG
+        and type(sender) is bytes
+        and len(sender) == PUBLIC_KEY_LEN
+        and type(body) is bytes
+        and type(sig) is bytes
+        and len(sig) == SIGNATURE_LEN
+    ):
+        _raise_outer_error(outer)
     # Rule: only versions this node speaks.
     if version not in SUPPORTED_VERSIONS:
         raise UnsupportedVersion(f"protocol version {version} not supported")
     # Rule: the message belongs to our chain.
     if env_chain != chain_id:
-        raise WrongChain(f"message for chain {env_chain!r}, this node is on {chain_id!r}")
+        _raise_chain_error(env_chain, chain_id)
     # Rule: a known message type (raises UnknownType).
     cls = message_type(tag)
     # Rule: the body matches the type's schema (bounds every field and the depth).
     body_value = unpack_shallow(body, limits)
-    msg = from_wire(cls, body_value)
+    msg = record_decoder(cls)(body_value, 0)
     # Rule: envelope and body are the canonical encoding of their values. Sound with the
     # plain packer because the outer fields are typed scalars and the body passed its
     # schema: re-encoding the outer array re-encodes the body's bytes verbatim, and
@@ -125,25 +140,29 @@ def open_envelope(data: bytes, chain_id: str, limits: Limits = DEFAULT_LIMITS) -
     if pack_plain(outer) != data or pack_plain(body_value) != body:
         raise NonCanonical("envelope is not the canonical encoding of its value")
     # Rule, last because it is the expensive one: the sender signed exactly this.
-    if not verify(sender, sig, signing_root(env_chain, tag, sender, body)):
+    if not verify(sender, sig, _sha256(_root_prefix(env_chain, tag) + sender + body).digest()):
         raise BadSignature("signature does not verify for the sender")
-    return Envelope(version, env_chain, sender, msg, sig, bytes(data))
+    raw = data if type(data) is bytes else bytes(data)
+    return _new_envelope(version, env_chain, sender, msg, sig, raw)
 
 
-def _outer_fields(outer: Any) -> tuple[int, str, int, bytes, bytes, bytes]:
-    if type(outer) is not list or len(outer) != ENVELOPE_FIELDS:
-        raise Malformed(f"envelope must be an array of {ENVELOPE_FIELDS} fields")
-    version, env_chain, tag, sender, body, sig = outer
-    if type(version) is not int or not 0 <= version < 256:
-        raise Malformed("envelope version must be a u8")
-    if type(env_chain) is not str or not 0 < len(env_chain.encode("utf-8")) <= MAX_CHAIN_ID_LEN:
-        raise Malformed(f"envelope chain id must be a string of 1..{MAX_CHAIN_ID_LEN} bytes")
+def _raise_outer_error(outer: list[Any]) -> NoReturn:
+    """Name the first outer field that is wrong (off the hot path)."""
+    version, env_chain, tag, sender, body, _ = outer
+    if type(version) is not int:
+        raise Malformed("envelope version must be an integer")
+    if type(env_chain) is not str:
+        raise Malformed("envelope chain id must be a string")
     if type(tag) is not int or not 0 < tag <= MAX_TYPE_TAG:
         raise Malformed("envelope type tag must be a u16")
-    if type(sender) is not bytes or len(sender) != 32:
+    if type(sender) is not bytes or len(sender) != PUBLIC_KEY_LEN:
         raise Malformed("envelope sender must be a 32-byte ed25519 public key")
     if type(body) is not bytes:
         raise Malformed("envelope body must be a byte string")
-    if type(sig) is not bytes or len(sig) != 64:
-        raise Malformed("envelope signature must be 64 bytes")
-    return version, env_chain, tag, sender, body, sig
+    raise Malformed("envelope signature must be 64 bytes")
+
+
+def _raise_chain_error(env_chain: str, chain_id: str) -> NoReturn:
+    if not 0 < len(env_chain.encode("utf-8")) <= MAX_CHAIN_ID_LEN:
+        raise Malformed(f"envelope chain id must be a string of 1..{MAX_CHAIN_ID_LEN} bytes")
+    raise WrongChain(f"message for chain {env_chain!r}, this node is on {chain_id!r}")

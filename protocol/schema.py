@@ -334,20 +334,38 @@ def _record_codec(cls: type[Any]) -> tuple[Encoder, Decoder]:
     hints = typing.get_type_hints(cls, include_extras=True)
     fields = tuple(f for f in dataclasses.fields(cls) if f.init)
     codecs = [_codec_for(hints[f.name]) for f in fields]
-    names = [f.name for f in fields]
-    decs = [d for _, d in codecs]
-    encs = [e for e, _ in codecs]
-    name = cls.__name__
-    dec = _compile_record_decoder(cls, decs)
-
-    def enc(v: Any) -> Any:
-        if type(v) is not cls:
-            raise Malformed(f"expected {name}, got {type(v).__name__}")
-        return [e(getattr(v, a)) for e, a in zip(encs, names)]
-
+    dec = _compile_record_decoder(cls, [d for _, d in codecs])
+    enc = _compile_record_encoder(cls, [f.name for f in fields], codecs)
     cell["c"] = (enc, dec)
     _COMPILED[cls] = (enc, dec)
     return enc, dec
+
+
+def _wrong_record_type(cls: type[Any], v: Any) -> Any:
+    raise Malformed(f"expected {cls.__name__}, got {type(v).__name__}")
+
+
+def _compile_record_encoder(
+    cls: type[Any], names: list[str], codecs: list[tuple[Encoder, Decoder]]
+) -> Encoder:
+    """Generate the straight-line encoder of `cls`: the mirror of the record decoder.
+
+    A leaf whose inline check passes is already its own wire value (the leaf encoders
+    only convert or reject values that fail it), so the field encoder is called only
+    for nested values and for values that fail the check.
+    """
+    ns: dict[str, Any] = {"_cls": cls, "_wrong": _wrong_record_type}
+    lines = ["def enc(v):", "    if type(v) is not _cls:", "        return _wrong(_cls, v)"]
+    for i, (name, (e, d)) in enumerate(zip(names, codecs)):
+        ns[f"_e{i}"] = e
+        lines.append(f"    x{i} = v.{name}")
+        check = _INLINE_CHECKS.get(d)
+        call = f"x{i} = _e{i}(x{i})"
+        lines.append(f"    if not ({check.format(x=f'x{i}')}): {call}" if check else f"    {call}")
+    lines.append(f"    return [{', '.join(f'x{i}' for i in range(len(names)))}]")
+    exec("\n".join(lines), ns)
+    result: Encoder = ns["enc"]
+    return result
 
 
 def _record_shape_error(cls: type[Any], n: int, v: Any, depth: int) -> Any:
@@ -383,6 +401,7 @@ def _compile_record_decoder(cls: type[Any], decs: list[Decoder]) -> Decoder:
     names = [f"x{i}" for i in range(n)]
     ns: dict[str, Any] = {"_shape_error": _record_shape_error, "_cls": cls, "_n": n}
     ns["_build"] = _build_record
+    ns["_make"] = frozen_constructor(cls)
     lines = [
         "def dec(v, depth):",
         f"    if type(v) is not list or len(v) != {n} or depth >= {MAX_SCHEMA_DEPTH}:",
@@ -398,7 +417,7 @@ def _compile_record_decoder(cls: type[Any], decs: list[Decoder]) -> Decoder:
         lines.append(f"    if not ({check.format(x=f'x{i}')}): {call}" if check else f"    {call}")
     lines += [
         "    try:",
-        f"        return _cls({', '.join(names)})",
+        f"        return _make({', '.join(names)})",
         "    except Exception:",
         f"        return _build(_cls, ({', '.join(names)}{',' if n else ''}))",
     ]
@@ -407,9 +426,59 @@ def _compile_record_decoder(cls: type[Any], decs: list[Decoder]) -> Decoder:
     return result
 
 
+def frozen_constructor(cls: type[T]) -> Callable[..., T]:
+    """A faster equivalent of `cls(*fields)` for a frozen, slotted dataclass.
+
+    A frozen dataclass's __init__ assigns each field through object.__setattr__, which
+    costs more than decoding the fields did. When __init__ is the generated one and
+    does nothing else (no __post_init__, no init=False fields, no custom __new__), the
+    same instance can be built by writing the slots directly. Otherwise `cls` itself is
+    returned, so validation in __post_init__ always runs.
+    """
+    setters = _slot_setters(cls)
+    if setters is None:
+        return cls
+    names = [f"x{i}" for i in range(len(setters))]
+    ns: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    lines = [f"def make({', '.join(names)}):", "    o = _new(_cls)"]
+    for i, setter in enumerate(setters):
+        ns[f"_s{i}"] = setter
+        lines.append(f"    _s{i}(o, x{i})")
+    lines.append("    return o")
+    exec("\n".join(lines), ns)
+    make: Callable[..., T] = ns["make"]
+    return make
+
+
+def _slot_setters(cls: type[Any]) -> list[Callable[[Any, Any], None]] | None:
+    if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
+        return None
+    if cls.__new__ is not object.__new__:
+        return None
+    init = cls.__dict__.get("__init__")
+    code = getattr(init, "__code__", None)
+    if code is None or code.co_filename != "<string>":  # not dataclasses' generated __init__
+        return None
+    setters = []
+    for f in dataclasses.fields(cls):
+        slot = cls.__dict__.get(f.name)
+        if not f.init or type(slot) is not types.MemberDescriptorType:
+            return None
+        setters.append(slot.__set__)
+    return setters
+
+
 def to_wire(obj: Any) -> Any:
     """The plain (msgpack-ready) value of a schema dataclass, validating bounds."""
     return _record_codec(type(obj))[0](obj)
+
+
+def record_decoder(cls: type[T]) -> Callable[[Any, int], T]:
+    """The compiled decoder of `cls` (value, depth) -> instance, for hot paths that
+    decode the same type many times."""
+    codec = _COMPILED.get(cls)
+    dec: Callable[[Any, int], T] = (codec or _record_codec(cls))[1]
+    return dec
 
 
 def from_wire(cls: type[T], value: Any) -> T:

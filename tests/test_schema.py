@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import math
-from dataclasses import dataclass, replace
+from dataclasses import FrozenInstanceError, dataclass, fields, replace
 from typing import Annotated, Any
 
 import msgpack
@@ -26,6 +26,7 @@ from protocol.schema import (
     Len,
     Text,
     from_wire,
+    frozen_constructor,
     message,
     message_type,
     registered_messages,
@@ -247,3 +248,40 @@ def test_random_bytes_only_raise_decode_errors_for_every_type(data: bytes) -> No
     for cls in CLASSES:
         with contextlib.suppress(DecodeError):
             decode_record(cls, data)
+
+
+# --- the generated fast paths build exactly what the slow paths build -------------------------------
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=IDS)
+def test_fast_construction_equals_dataclass_init_for_every_message_type(cls: type[Any]) -> None:
+    make = frozen_constructor(cls)
+
+    @PER_TYPE
+    @given(record_strategy(cls))
+    def check(msg: Any) -> None:
+        args = [getattr(msg, f.name) for f in fields(cls)]
+        built = make(*args)
+        assert type(built) is cls and built == msg and hash(built) == hash(msg)
+        with pytest.raises(FrozenInstanceError):
+            built.__setattr__(fields(cls)[0].name, args[0])
+
+    check()
+
+
+def test_records_that_validate_themselves_keep_their_init() -> None:
+    assert frozen_constructor(Positive) is Positive
+
+    @dataclass(frozen=True)
+    class NoSlots:
+        x: int
+
+    assert frozen_constructor(NoSlots) is NoSlots
+
+
+def test_the_generated_encoder_converts_what_the_leaf_encoders_convert() -> None:
+    # bytearray is accepted and normalised to bytes; an IntEnum member in an int field is not.
+    wire = to_wire(Hello("a", 1, bytearray(b"\x00" * 32), 2))  # type: ignore[arg-type]
+    assert type(wire[2]) is bytes
+    with pytest.raises(Malformed):
+        to_wire(Ping(Colour.RED))
