@@ -49,3 +49,23 @@ def test_a_dozen_processes_form_a_network_deliver_gossip_and_move_a_blob() -> No
         assert all(sw.stats(i)["metrics"]["messages_rejected"] == 0 for i in range(N))
         codes = sw.stop()
     assert codes == [0] * N
+
+
+def test_a_peer_killed_with_sigkill_restarts_on_its_port_and_is_back_in_the_mesh() -> None:
+    with ProcSwarm(4, "kill") as sw:
+        sw.start(timeout_s=90)
+        _wait_for_mesh(sw, 60)
+        assert sw.kill(2) == -9
+        time.sleep(1.0)
+        sw.send(0, "publish 2 10")  # the survivors keep working without it
+        for i in (1, 3):
+            assert len(sw.collect(i, lambda e: e["event"] == "recv", 2, 30)) == 2
+        sw.restart(2, timeout_s=60)
+        deadline = time.monotonic() + 60
+        while len(sw.stats(2)["peers"]) < 2 or sw.stats(2)["mesh"][TOPIC_TXS] < 1:
+            assert time.monotonic() < deadline, "restarted node did not rejoin"
+            time.sleep(0.2)
+        sw.send(0, "publish 3 10")
+        got = sw.collect(2, lambda e: e["event"] == "recv", 3, 30)
+        assert len(got) == 3 and {e["sender"] for e in got} == {sw.keys[0].public.hex()}
+        assert sw.stop() == [0, 0, 0, 0]

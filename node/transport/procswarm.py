@@ -80,6 +80,17 @@ class ProcSwarm:
                 continue
         q.put({"event": "exited", "rc": proc.wait()})
 
+    def kill(self, i: int) -> int:
+        """SIGKILL node i (no goodbye to anyone) and reap it."""
+        self.procs[i].kill()
+        return self.procs[i].wait()
+
+    def restart(self, i: int, timeout_s: float = 60.0) -> Event:
+        """Start node i again with the same key and port; returns its ready event."""
+        self.queues[i] = queue.Queue()
+        self.procs[i] = self._launch(i)
+        return self.wait_for(i, lambda e: e["event"] == "ready", timeout_s)
+
     def send(self, i: int, line: str) -> None:
         proc = self.procs[i]
         assert proc.stdin is not None

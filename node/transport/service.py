@@ -66,7 +66,7 @@ from node.transport.host import (
     tcp_listen_addr,
 )
 from node.transport.police import PENALTY_BAD_BLOB, PENALTY_BAD_DIRECT, PeerPolice
-from protocol.commands import BlobFetched, Fetch, MessageReceived
+from protocol.commands import BlobFetched, Fetch, MessageReceived, Publish, SendTo
 from protocol.envelope import open_envelope, seal
 from protocol.errors import BlobError, DecodeError, MessageTooLarge
 from protocol.identity import Keypair
@@ -348,6 +348,17 @@ class Transport:
                 if isinstance(exc, _PEER_FAULTS):
                     self.police.penalise(pid, PENALTY_BAD_BLOB)
         raise BlobUnavailable(digest, reasons)
+
+    async def execute(self, cmd: Publish | SendTo | Fetch) -> BlobFetched | None:
+        """Run one network command of a core; a fetch answers with its BlobFetched event.
+        A failed direct send raises PeerUnavailable (the core's timers cover it)."""
+        if isinstance(cmd, Publish):
+            await self.publish(cmd.topic, cmd.msg)
+            return None
+        if isinstance(cmd, SendTo):
+            await self.send_to(cmd.peer, cmd.msg)
+            return None
+        return await self.execute_fetch(cmd)
 
     async def execute_fetch(self, cmd: Fetch) -> BlobFetched:
         """The shell side of the core's `Fetch` command."""
