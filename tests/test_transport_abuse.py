@@ -23,11 +23,13 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 from libp2p.utils.varint import encode_varint_prefixed
 
-from node.transport import TransportConfig
+from node.transport import Transport, TransportConfig
 from node.transport.direct import DIRECT_PROTOCOL
+from node.transport.errors import PeerUnavailable
 from node.transport.gossip import EnvelopeValidator, GossipConfig
 from node.transport.host import peer_id_of
 from node.transport.localswarm import open_swarm, swarm_keys, wait_connected
+from node.transport.police import PeerPolice
 from protocol.commands import TOPIC_TXS
 from protocol.envelope import seal
 from protocol.identity import Keypair
@@ -108,9 +110,11 @@ def test_hostile_stock_libp2p_peer_is_rejected_scored_down_and_banned() -> None:
             await wait_connected(ts, TOPIC_TXS, 15)
             victim = ts[0]
             async with rogue_peer(victim.listen_addrs[0], b"r" * 32) as (rogue, pubsub):
-                stream = await rogue.new_stream(victim.peer_id, [DIRECT_PROTOCOL])
-                await stream.write(encode_varint_prefixed(b"\x93junk"))  # a bad direct message
-                await stream.close()
+                someone_elses = seal(Ping(5), Keypair.derive("someone"), CHAIN)  # valid, not first-hand
+                for direct in (b"\x93junk", someone_elses):
+                    stream = await rogue.new_stream(victim.peer_id, [DIRECT_PROTOCOL])
+                    await stream.write(encode_varint_prefixed(direct))
+                    await stream.close()
                 for payload in _bad_payloads():
                     await pubsub.publish(TOPIC_TXS, payload)
                     await trio.sleep(0.05)
@@ -121,7 +125,8 @@ def test_hostile_stock_libp2p_peer_is_rejected_scored_down_and_banned() -> None:
                     while rogue.get_id() in victim.host.get_connected_peers():
                         await trio.sleep(0.05)
             m = victim.metrics()
-            assert victim.validator.counters.rejected >= 2 and m["bans"] == 1
+            assert victim.validator.counters.rejected >= 1 and victim.counters.direct_rejected == 2
+            assert m["bans"] == 1
             assert m["messages_in"] == 0  # nothing bad was delivered
             assert all(t.metrics()["messages_in"] == 0 for t in ts[1:])  # nor forwarded
             await _swarm_still_works(ts, keys)
@@ -154,3 +159,28 @@ async def _swarm_still_works(ts: list, keys: list) -> None:
     with trio.fail_after(10):
         got = await ts[0].inbound.receive()
     assert got.body == Ping(99) and got.sender == keys[1].public
+
+
+def test_police_bans_below_threshold_then_forgives_when_the_ban_expires() -> None:
+    now = [0.0]
+    police = PeerPolice(ban_threshold=-40.0, ban_s=60.0, clock=lambda: now[0])
+    peer = peer_id_of(Keypair.derive("bad").public)
+    police.penalise(peer, 30.0)
+    assert police.app_score(peer) == -30.0 and peer in police.suspects
+    assert not police.should_ban(-30.0) and police.should_ban(-41.0)
+    police.ban(peer)
+    now[0] = 59.9
+    assert police.is_banned(peer) and police.expire() == []
+    now[0] = 60.0
+    assert police.expire() == [peer]
+    assert not police.is_banned(peer) and police.app_score(peer) == 0.0
+
+
+def test_direct_send_to_an_unreachable_peer_raises_peer_unavailable() -> None:
+    async def main() -> None:
+        cfg = TransportConfig(chain_id=CHAIN, direct_timeout_s=2.0)
+        async with Transport.open(cfg, Keypair.derive("alone")) as t:
+            with pytest.raises(PeerUnavailable):
+                await t.send_to(Keypair.derive("nobody").public, Ping(1))
+
+    trio.run(main)
