@@ -70,6 +70,12 @@ def test_issue_byzantine_run_32_nodes_over_seeds(seed: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("seed", range(30, 36))
+def test_byzantine_sweep_16_nodes(seed: int) -> None:
+    check(run_market(MarketConfig(seed=seed, nodes=16, tasks=8, **BYZANTINE)))  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
 def test_torch_swarm_with_cheaters_from_the_attack_catalog() -> None:
     r = run_market(MarketConfig(seed=5, nodes=12, tasks=6, compute="torch", byzantine_fraction=0.5))
     check(r)
