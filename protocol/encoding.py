@@ -30,6 +30,13 @@ __all__ = ["canonical_hash", "pack", "pack_plain", "sha256", "unpack", "unpack_s
 #: Scalar types whose msgpack encoding needs no normalisation (ints are range-checked).
 _SCALARS = (type(None), bool, str, bytes)
 
+# One packer, reused: `msgpack.packb` builds a Packer with a 256 KiB buffer on every
+# call, which costs more than packing a whole envelope. Sharing it is safe: it has no
+# `default` hook, so packing never runs Python bytecode and cannot be interleaved with
+# another thread's use under the GIL; and `pack` resets the buffer on error as well as
+# on success (autoreset).
+_PACKER = msgpack.Packer(use_bin_type=True, use_single_float=False, autoreset=True)
+
 
 def _normalise(value: Any, depth: int = 0) -> Any:
     """Turn a plain value into the exact shape the packer will emit canonically."""
@@ -82,7 +89,7 @@ def pack_plain(value: Any) -> bytes:
     string) is reported as Malformed rather than escaping as a library error.
     """
     try:
-        out: bytes = msgpack.packb(value, use_bin_type=True, use_single_float=False)
+        out: bytes = _PACKER.pack(value)
     except (ValueError, TypeError, OverflowError) as exc:
         raise Malformed(f"cannot encode value: {exc}") from exc
     return out

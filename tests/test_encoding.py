@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.encoding import canonical_hash, pack, sha256, unpack
+from protocol.encoding import canonical_hash, pack, pack_plain, sha256, unpack
 from protocol.errors import DecodeError, LimitExceeded, Malformed, MessageTooLarge, NonCanonical
 from protocol.limits import MAX_DEPTH, MAX_MESSAGE_BYTES, Limits
 
@@ -177,3 +177,19 @@ def test_random_bytes_only_raise_decode_errors(data: bytes) -> None:
         return
     # Anything accepted is the one canonical encoding of what it decoded to.
     assert pack(value) == data
+
+
+def test_a_failed_encode_leaves_the_shared_packer_clean() -> None:
+    with pytest.raises(Malformed):
+        pack_plain([b"written first", "\ud800"])
+    assert pack_plain([1]) == b"\x91\x01"
+
+
+def test_the_shared_packer_gives_each_thread_its_own_bytes() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    values = [[i, "x" * (i % 50), bytes(i % 300)] for i in range(2000)]
+    expected = [msgpack.packb(v, use_bin_type=True) for v in values]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(pack_plain, values, chunksize=1))
+    assert got == expected
