@@ -153,3 +153,22 @@ def test_second_node_on_a_port_in_use_fails_to_start_instead_of_sharing_it() -> 
                     pass
 
     trio.run(main)
+
+
+def test_a_silent_bootstrap_address_does_not_delay_dialing_the_others() -> None:
+    async def main() -> None:
+        silent = trio.socket.socket()
+        await silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # accepts TCP, never answers the Noise handshake
+        silent_addr = f"/ip4/127.0.0.1/tcp/{silent.getsockname()[1]}/p2p/{Keypair.derive('mute').node_id}"
+        slow = BackoffConfig(dial_timeout_s=20.0, check_interval_s=0.1)
+        async with Transport.open(TransportConfig(chain_id=CHAIN), Keypair.derive("target")) as target:
+            both = (silent_addr, target.listen_addrs[0])
+            cfg = TransportConfig(chain_id=CHAIN, bootstrap=both, backoff=slow)
+            async with Transport.open(cfg, Keypair.derive("dialer")) as t:
+                with trio.fail_after(5):  # well under the 20 s the silent dial may take
+                    while Keypair.derive("target").public not in t.peers():
+                        await trio.sleep(0.05)
+        silent.close()
+
+    trio.run(main)

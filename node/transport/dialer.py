@@ -61,21 +61,32 @@ async def keep_connected(
     is_banned: Callable[[ID], bool],
     rng: random.Random,
 ) -> None:
-    """Runs forever: every `check_interval_s`, dial each due, disconnected bootstrap peer."""
+    """Runs forever: every `check_interval_s`, dial each due, disconnected bootstrap peer
+    (concurrently, so one blackholed address does not delay the others)."""
     backoff = Backoff(cfg, rng)
     me = host.get_id()
     while True:
         now = trio.current_time()
         connected = set(host.get_connected_peers())
-        for info in peers:
-            pid = info.peer_id
-            if pid == me or pid in connected or is_banned(pid) or not backoff.due(pid, now):
-                continue
-            try:
-                with trio.fail_after(cfg.dial_timeout_s):
-                    await host.connect(info)
-                backoff.succeeded(pid)
-            except Exception as exc:  # a bad peer must never stop the dialer
-                wait = backoff.failed(pid, trio.current_time())
-                log.debug("dial %s failed (%s); retry in %.1fs", pid, type(exc).__name__, wait)
+        due = [
+            info
+            for info in peers
+            if info.peer_id != me
+            and info.peer_id not in connected
+            and not is_banned(info.peer_id)
+            and backoff.due(info.peer_id, now)
+        ]
+        async with trio.open_nursery() as nursery:
+            for info in due:
+                nursery.start_soon(_dial, host, info, cfg, backoff)
         await trio.sleep(cfg.check_interval_s)
+
+
+async def _dial(host: IHost, info: PeerInfo, cfg: BackoffConfig, backoff: Backoff) -> None:
+    try:
+        with trio.fail_after(cfg.dial_timeout_s):
+            await host.connect(info)
+        backoff.succeeded(info.peer_id)
+    except Exception as exc:  # a bad peer must never stop the dialer
+        wait = backoff.failed(info.peer_id, trio.current_time())
+        log.debug("dial %s failed (%s); retry in %.1fs", info.peer_id, type(exc).__name__, wait)

@@ -48,7 +48,10 @@ def emit(event: str, **fields: Any) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m node.transport.peer", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m node.transport.peer",
+        description="One transport host in its own process, driven over stdin/stdout (JSON lines).",
+    )
     p.add_argument("--label", required=True, help="derives the node key (test/bench identities only)")
     p.add_argument("--chain-id", default="devnet")
     p.add_argument("--host", default="127.0.0.1")
