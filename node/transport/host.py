@@ -21,6 +21,8 @@ from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.rcmgr import new_resource_manager
+from libp2p.rcmgr.connection_limits import ConnectionLimits
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
@@ -32,6 +34,17 @@ from protocol.identity import Keypair, node_id, public_key_from_node_id
 
 #: Seconds a multistream-select negotiation may take before the stream is dropped.
 NEGOTIATE_TIMEOUT_S = 10
+#: Connection caps, stated here rather than inherited: a node keeps a mesh of ~6 peers
+#: per topic plus bootstrap and sync peers, so these leave ample room while bounding
+#: what a flood of dialers can make it hold.
+CONNECTION_LIMITS = ConnectionLimits(
+    max_pending_inbound=64,
+    max_pending_outbound=64,
+    max_established_inbound=128,
+    max_established_outbound=128,
+    max_established_per_peer=4,
+    max_established_total=256,
+)
 
 
 def libp2p_keypair(key: Keypair) -> Libp2pKeyPair:
@@ -61,6 +74,7 @@ def build_host(key: Keypair) -> IHost:
         enable_mDNS=False,
         enable_upnp=False,
         negotiate_timeout=NEGOTIATE_TIMEOUT_S,
+        resource_manager=new_resource_manager(connection_limits=CONNECTION_LIMITS),
     )
 
 
