@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import math
+import typing
 from dataclasses import FrozenInstanceError, dataclass, fields, replace
 from typing import Annotated, Any
 
@@ -15,16 +16,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol.encoding import pack
-from protocol.errors import DecodeError, LimitExceeded, Malformed, NonCanonical
+from protocol.errors import DecodeError, LimitExceeded, Malformed, NonCanonical, PolnetError
 from protocol.messages import Hello, Ping
 from protocol.records import decode_record, encode_record, record_hash
 from protocol.schema import (
     I64,
+    MAX_SCHEMA_DEPTH,
     U8,
     U64,
     Hash32,
     Len,
     Text,
+    _codec_for,
     from_wire,
     frozen_constructor,
     message,
@@ -285,3 +288,68 @@ def test_the_generated_encoder_converts_what_the_leaf_encoders_convert() -> None
     assert type(wire[2]) is bytes
     with pytest.raises(Malformed):
         to_wire(Ping(Colour.RED))
+
+
+# --- differential: generated record decoders vs the field closures they inline -------------------------
+
+NASTY_LEAVES = st.one_of(
+    st.sampled_from([0, 1, -1, 255, 256, 2**16, 2**32, 2**63 - 1, 2**63, 2**64 - 1, -(2**63)]),
+    st.booleans(),
+    st.none(),
+    st.floats(),
+    st.text(max_size=300),
+    st.binary(max_size=70),
+    st.just([]),
+)
+
+
+def _reference_decode(cls: type[Any], value: Any, depth: int = 0) -> Any:
+    """What a record decoder must do, written plainly with the field closures."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    decs = [_codec_for(hints[f.name])[1] for f in fields(cls)]
+    if type(value) is not list or len(value) != len(decs):
+        raise Malformed("shape")
+    if depth >= MAX_SCHEMA_DEPTH:
+        raise LimitExceeded("depth")
+    args = [d(x, depth + 1) for d, x in zip(decs, value)]
+    try:
+        return cls(*args)
+    except (ValueError, TypeError, PolnetError) as exc:
+        raise Malformed(str(exc)) from exc
+
+
+def _outcome(fn: Any, *args: Any) -> Any:
+    try:
+        return ("ok", fn(*args))
+    except DecodeError as exc:
+        return ("error", type(exc))
+
+
+def _leaf_paths(value: Any, path: tuple[int, ...] = ()) -> list[tuple[int, ...]]:
+    if type(value) is list:
+        out = [path] if path else []
+        for i, item in enumerate(value):
+            out += _leaf_paths(item, (*path, i))
+        return out
+    return [path]
+
+
+def _replaced(value: Any, path: tuple[int, ...], leaf: Any) -> Any:
+    if not path:
+        return leaf
+    copy = list(value)
+    copy[path[0]] = _replaced(copy[path[0]], path[1:], leaf)
+    return copy
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=IDS)
+def test_generated_decoders_agree_with_the_plain_reference_on_mutated_values(cls: type[Any]) -> None:
+    @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(record_strategy(cls), st.data())
+    def check(msg: Any, data: st.DataObject) -> None:
+        wire = to_wire(msg)
+        path = data.draw(st.sampled_from(_leaf_paths(wire)), label="path")
+        mutated = _replaced(wire, path, data.draw(NASTY_LEAVES, label="leaf"))
+        assert _outcome(from_wire, cls, mutated) == _outcome(_reference_decode, cls, mutated)
+
+    check()
