@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from netsim.config import NetworkConfig, SimConfig
@@ -220,8 +220,7 @@ class Layout:
         return f"byzantine:{self.attack[i]}" if i in self.attack else "worker"
 
 
-def layout(cfg: MarketConfig) -> Layout:
-    keys = node_keys(cfg.sim_config())
+def layout(cfg: MarketConfig, keys: list[Keypair]) -> Layout:
     rng = random.Random(cfg.seed * 7919 + 1)
     n_val = cfg.validators or max(4, cfg.nodes // 8)
     n_sub = max(1, cfg.nodes // 8)
@@ -289,14 +288,14 @@ def _torch_tasks(cfg: MarketConfig) -> tuple[list[SubmitTask], dict[bytes, Torch
 # --- genesis and nodes -------------------------------------------------------------------------
 
 
-def genesis_state(cfg: MarketConfig, lay: Layout, flops: tuple[int, ...]) -> State:
+def genesis_state(cfg: MarketConfig, lay: Layout, flops: tuple[int, ...], chain_id: str) -> State:
     """Validators staked in the ledger; every worker registered in the market at genesis."""
     params = preset("devnet")
     accounts = tuple(
         GenesisAccount(k.public, BALANCE, VALIDATOR_STAKE if i in lay.validators else 0)
         for i, k in enumerate(lay.keys)
     )
-    state = market_genesis_state(Genesis("polnet-market-sim", params, 0, accounts), cfg.params)
+    state = market_genesis_state(Genesis(chain_id, params, 0, accounts), cfg.params)
     market = load_market(state)
     for w in lay.workers:
         key = lay.keys[w]
@@ -375,10 +374,12 @@ class Built:
     factory: Callable[[int, Keypair, Disk], MarketNode]
 
 
-def build(cfg: MarketConfig) -> Built:
-    sim_cfg = cfg.sim_config()
-    lay = layout(cfg)
-    genesis = genesis_state(cfg, lay, sim_cfg.flops)
+def build(cfg: MarketConfig, sim_cfg: SimConfig | None = None) -> Built:
+    """Everything a run needs; `sim_cfg` (keys, chain id, FLOPS) defaults to the config's own."""
+    sim_cfg = sim_cfg or cfg.sim_config()
+    lay = layout(cfg, node_keys(sim_cfg))
+    flops = tuple(sim_cfg.flops_of(i) for i in range(sim_cfg.nodes))
+    genesis = genesis_state(cfg, lay, flops, sim_cfg.chain_id)
     submits, torch_tasks = build_tasks(cfg)
     validators = Ledger(genesis.copy()).validators()
     ccfg = ConsensusConfig(chain_id=sim_cfg.chain_id, genesis_validators=validators,
@@ -547,7 +548,7 @@ def _task_outcome(
 
 def _scenario(config: SimConfig) -> Scenario:
     cfg = MarketConfig.from_params(config.seed, config.nodes, dict(config.params))
-    built = build(replace(cfg))
+    built = build(cfg, config)
     watch = _Watch(built, None)
 
     def setup(sim: Sim) -> None:
