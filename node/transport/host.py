@@ -34,6 +34,8 @@ from protocol.identity import Keypair, node_id, public_key_from_node_id
 
 #: Seconds a multistream-select negotiation may take before the stream is dropped.
 NEGOTIATE_TIMEOUT_S = 10
+#: How long the "is anyone listening on our port" probe waits for an answer.
+PORT_PROBE_TIMEOUT_S = 1.0
 #: Connection caps, stated here rather than inherited: a node keeps a mesh of ~6 peers
 #: per topic plus bootstrap and sync peers, so these leave ample room while bounding
 #: what a flood of dialers can make it hold.
@@ -79,19 +81,21 @@ def build_host(key: Keypair) -> IHost:
 
 
 def ensure_port_free(host: str, port: int) -> None:
-    """Refuse a port another process already listens on. py-libp2p 0.8.1 listens with
-    SO_REUSEPORT (for hole punching), so a second node on the same port would bind
-    "successfully" and the kernel would split inbound connections between the two. A
-    probe bind without SO_REUSEPORT fails if anyone is listening there."""
+    """Refuse a port another process already listens on. py-libp2p 0.8.1 listens (and
+    dials out from its listen port) with SO_REUSEPORT, for hole punching, so a second
+    node on the same port would bind "successfully" and the kernel would split inbound
+    connections between the two. A bind probe cannot tell that apart from the
+    half-closed connections a crashed predecessor leaves on the port, so probe the way
+    a peer would: if something accepts a connection there, the port is taken."""
     if port == 0:
         return
-    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    target = "127.0.0.1" if host in ("0.0.0.0", "") else host
     try:
-        probe.bind((host, port))
-    except OSError as exc:
-        raise ListenFailed(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    finally:
-        probe.close()
+        with socket.create_connection((target, port), timeout=PORT_PROBE_TIMEOUT_S):
+            pass
+    except OSError:
+        return  # refused (or unreachable): nobody is listening
+    raise ListenFailed(f"cannot listen on {host}:{port}: another process is listening there")
 
 
 def tcp_listen_addr(host: str, port: int) -> multiaddr.Multiaddr:

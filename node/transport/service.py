@@ -148,7 +148,6 @@ class Transport:
         cls, config: TransportConfig, keypair: Keypair, blob_provider: BlobProvider | None = None
     ) -> AsyncIterator[Transport]:
         transport = cls(config, keypair, blob_provider)
-        ensure_port_free(config.listen_host, config.listen_port)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(transport.run)
