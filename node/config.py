@@ -37,6 +37,9 @@ MAX_COMPUTE_THREADS = 256
 MAX_BLOCK_INTERVAL_MS = 600_000
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+#: Attacks of node/compute's catalog a demo worker may train with (named here so that
+#: reading a config does not import torch; a test pins them to the catalog).
+CHEATS = ("skipped_steps", "truncated", "noisy_weights", "copied_checkpoints", "interpolated", "data_order")
 
 
 def _port(name: str, value: int) -> None:
@@ -129,9 +132,21 @@ class RolesConfig:
     worker: bool = False
     verifier: bool = False
     whistleblower: bool = False
+    #: What a worker bonds and asks per GFLOP when it registers on the ledger.
+    worker_stake: int = 200_000
+    worker_price: int = 5
+    #: Demo and test knob: a worker that trains with this attack of node/compute's catalog
+    #: (it will be caught and slashed). Empty: honest.
+    cheat: str = ""
 
     def validate(self) -> None:
-        return None
+        if not 0 < self.worker_stake < 2**63:
+            raise ConfigError(f"[roles] worker_stake must be a positive integer, got {self.worker_stake}")
+        if not 0 < self.worker_price < 2**32:
+            raise ConfigError(f"[roles] worker_price must be a positive integer, got {self.worker_price}")
+        if self.cheat and self.cheat not in CHEATS:
+            names = ", ".join(CHEATS)
+            raise ConfigError(f"[roles] cheat must be empty or one of {names}, got {self.cheat!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ class NodeMetrics:
         self.height = Gauge("polnet_height", "Height of the last committed block.", registry=r)
         self.tasks = Gauge("polnet_tasks", "Tasks known to the ledger, by state.", ["state"], registry=r)
         self.stake = Gauge("polnet_stake", "This node's bonded stake.", registry=r)
+        self.worker_stake = Gauge("polnet_worker_stake", "This node's stake as a market worker.", registry=r)
         self.validators = Gauge("polnet_validators", "Size of the current validator set.", registry=r)
         self.messages_in = Counter("polnet_messages_in", "Verified messages received.", ["topic"], registry=r)
         self.messages_out = Counter("polnet_messages_out", "Messages published.", ["topic"], registry=r)

@@ -29,15 +29,26 @@ from node.config import NodeConfig
 from node.daemon.chain import Chain
 from node.daemon.driver import CoreDriver
 from node.daemon.http import Request, Response, Routes, serve_http
-from node.daemon.ports import Network, Store
+from node.daemon.ports import ComputeRunner, Network, Store
 from node.daemon.solo import SoloNetwork
 from node.daemon.state import BootInfo, DaemonState
+from node.daemon.tasks import (
+    MAX_TASKS_LISTED,
+    market_summary,
+    parse_task_request,
+    queue_task,
+    queued_ids,
+    task_doc,
+    workers_doc,
+)
 from node.datadir import DataDir
 from node.metrics import CONTENT_TYPE, NodeMetrics, reject_reason
 from protocol.commands import TOPIC_TXS, Core
 from protocol.envelope import open_envelope
 from protocol.errors import PolnetError
 from protocol.identity import Keypair, public_key_from_node_id
+from protocol.market.roles import SubmitterRole
+from protocol.market.state import Status
 
 log = logging.getLogger("polnet.daemon")
 
@@ -66,6 +77,7 @@ class IdleCore:
 
 NetworkFactory = Callable[["Daemon", trio.Nursery], Any]
 ChainFactory = Callable[["Daemon"], Chain]
+ComputeFactory = Callable[["Daemon"], ComputeRunner]
 
 
 class Daemon:
@@ -77,6 +89,7 @@ class Daemon:
         *,
         chain_factory: ChainFactory | None = None,
         network_factory: NetworkFactory | None = None,
+        compute_factory: ComputeFactory | None = None,
         capacity_seconds: float = 0.2,
     ) -> None:
         self.datadir = datadir
@@ -85,6 +98,9 @@ class Daemon:
         self.metrics = NodeMetrics()
         self._chain_factory = chain_factory
         self._network_factory = network_factory
+        self._compute_factory = compute_factory
+        self.compute: ComputeRunner | None = None
+        self.submitter: SubmitterRole | None = None
         self._capacity_seconds = capacity_seconds
         self.started_at = time.time()
         self.boot: BootInfo | None = None
@@ -125,13 +141,16 @@ class Daemon:
                 self.network, p2p = await self._network_factory(self, nursery)
             if self._chain_factory is not None:
                 self.chain = await trio.to_thread.run_sync(self._chain_factory, self)
-            core: Core = self.chain.node if self.chain is not None else IdleCore()
+            if self._compute_factory is not None:
+                self.compute = self._compute_factory(self)
+            core: Core = self.chain.core if self.chain is not None else IdleCore()
             store: Store = self.chain.store if self.chain is not None else self.state
             self.driver = CoreDriver(
                 core,
                 self.network,
                 store,
                 self.metrics,
+                compute=self.compute,
                 compute_threads=self.config.compute.threads,
             )
             await nursery.start(self.driver.run)
@@ -171,12 +190,26 @@ class Daemon:
                 self.metrics.height.set(self.chain.height)
                 self.metrics.stake.set(self.chain.ledger.state.stake(self.key.public).bonded)
                 self.metrics.validators.set(len(self.chain.node.vset.validators))
+                self._task_metrics()
             counters = getattr(self.network, "counters", None)
             if counters is not None:
                 rejected = counters().get("messages_rejected", 0)
                 self.metrics.messages_rejected.labels("gossip").inc(max(0, rejected - rejected_seen))
                 rejected_seen = max(rejected, rejected_seen)
             await trio.sleep(METRICS_REFRESH_S)
+
+    def _task_metrics(self) -> None:
+        assert self.chain is not None
+        view = self.chain.core.view
+        counts = dict.fromkeys((s.name for s in Status), 0)
+        worker = None
+        if view is not None:
+            for task in view.market.tasks.values():
+                counts[task.status.name] += 1
+            worker = view.market.workers.get(self.key.public)
+        for name, n in counts.items():
+            self.metrics.tasks.labels(name).set(n)
+        self.metrics.worker_stake.set(worker.stake if worker is not None else 0)
 
     # --- endpoints -------------------------------------------------------------------
 
@@ -187,6 +220,9 @@ class Daemon:
             ("POST", "/tx"): self._post_tx,
             ("GET", "/account/"): self._get_account,
             ("GET", "/block/"): self._get_block,
+            ("POST", "/task"): self._post_task,
+            ("GET", "/task/"): self._get_task,
+            ("GET", "/tasks"): self._get_tasks,
         }
 
     async def _get_metrics(self, request: Request) -> Response:
@@ -208,6 +244,7 @@ class Daemon:
             "events_handled": self.driver.events_handled if self.driver else 0,
             "capacity": asdict(self.capacity) if self.capacity else None,
             "roles": asdict(self.config.roles),
+            "market": market_summary(self.chain.core, self.key.public) if self.chain else None,
             "endpoints": asdict(self.endpoints) if self.endpoints else None,
         }
 
@@ -258,6 +295,50 @@ class Daemon:
         if doc is None:
             return _json(404, {"error": f"block {text} is not among the recent blocks this node holds"})
         return _json(200, doc)
+
+
+    async def _post_task(self, request: Request) -> Response:
+        if self.chain is None or self.submitter is None:
+            return _json(503, {"error": "this node runs no chain"})
+        try:
+            tx = parse_task_request(request.body, self.compute, self.chain.core)
+        except PolnetError as exc:
+            return _json(400, {"error": str(exc)})
+        tid = queue_task(self.submitter, tx)
+        return _json(202, {"task_id": tid.hex()})
+
+    async def _get_task(self, request: Request) -> Response:
+        if self.chain is None:
+            return _json(503, {"error": "this node runs no chain"})
+        text, _, action = request.path.removeprefix("/task/").partition("/")
+        try:
+            tid = bytes.fromhex(text)
+        except ValueError:
+            return _json(400, {"error": "task id must be hex"})
+        task = self.chain.core.market.tasks.get(tid)
+        if task is None:
+            queued = self.submitter is not None and tid in queued_ids(self.submitter)
+            if queued:
+                return _json(200, {"task_id": text, "status": "QUEUED"})
+            return _json(404, {"error": f"no task {text} on the ledger (or it ended long ago)"})
+        doc = task_doc(task, self.compute)
+        if action == "result":
+            if self.compute is None or not hasattr(self.compute, "final_weights"):
+                return _json(503, {"error": "this node runs no compute"})
+            try:
+                digest, acc = await trio.to_thread.run_sync(self.compute.final_weights, task)
+            except PolnetError as exc:
+                return _json(409, {"error": str(exc), **doc})
+            doc.update(weights_blob=digest.hex(), accuracy=acc)
+        return _json(200, doc)
+
+    async def _get_tasks(self, request: Request) -> Response:
+        if self.chain is None:
+            return _json(503, {"error": "this node runs no chain"})
+        market = self.chain.core.market
+        docs = [task_doc(t, self.compute) for t in list(market.tasks.values())[:MAX_TASKS_LISTED]]
+        return _json(200, {"height": self.chain.height, "jackpot": market.jackpot, "tasks": docs,
+                           "workers": workers_doc(market)})
 
 
 def _json(status: int, doc: dict[str, Any]) -> Response:

@@ -26,6 +26,10 @@ from protocol.consensus.node import (
 from protocol.errors import ConfigError, PolnetError
 from protocol.identity import Keypair
 from protocol.ledger import Genesis, Ledger, parse_genesis
+from protocol.market.chain import market_genesis_state
+from protocol.market.node import MarketNode
+from protocol.market.params import DEVNET, MarketParams
+from protocol.market.roles import NodeRoles
 from protocol.messages import load_all
 
 #: Devnet balances: enough to pay fees and bond for a long demo.
@@ -82,35 +86,57 @@ def check_genesis_file(path: Path, chain_id: str) -> None:
 class Chain:
     genesis: Genesis
     ledger: Ledger
-    node: ConsensusNode
+    core: MarketNode  # consensus + ledger with the market + this node's roles
     store: ChainStore  # node/storage's sqlite: what the core Persists goes here
 
+    @property
+    def node(self) -> ConsensusNode:
+        return self.core.consensus
+
     @classmethod
-    def open(cls, genesis: Genesis, key: Keypair, db_path: Path, block_interval_ms: int) -> Chain:
+    def open(
+        cls,
+        genesis: Genesis,
+        key: Keypair,
+        db_path: Path,
+        block_interval_ms: int,
+        roles: NodeRoles | None = None,
+        market: MarketParams = DEVNET,
+    ) -> Chain:
         """Open the chain database (refusing another chain's) and replay it."""
         load_all()
         store = ChainStore.open(db_path, genesis.chain_id)
         try:
-            return cls._restore(genesis, key, store, block_interval_ms)
+            return cls._restore(genesis, key, store, block_interval_ms, roles or NodeRoles(()), market)
         except BaseException:
             store.close()
             raise
 
     @classmethod
-    def _restore(cls, genesis: Genesis, key: Keypair, store: ChainStore, block_interval_ms: int) -> Chain:
-        ledger = Ledger.from_genesis(genesis)
+    def _restore(
+        cls,
+        genesis: Genesis,
+        key: Keypair,
+        store: ChainStore,
+        block_interval_ms: int,
+        roles: NodeRoles,
+        market: MarketParams,
+    ) -> Chain:
+        state = market_genesis_state(genesis, market)
         params = genesis.params
         cfg = ConsensusConfig(
             chain_id=genesis.chain_id,
-            genesis_validators=ledger.validators(),
+            genesis_validators=Ledger(state.copy()).validators(),
             genesis_time=genesis.time,
             epoch_length=params.epoch_length,
             max_validators=params.max_validators,
             block_interval_ms=block_interval_ms,
         )
-        node = ConsensusNode(cfg, ledger, key)
-        node.restore(store.load_kind(PERSIST_BLOCK), store.load(PERSIST_VOTES, OWN_VOTES_KEY))
-        return cls(genesis, ledger, node, store)
+        core = MarketNode.create(
+            state, cfg, key, roles,
+            blocks=list(store.load_kind(PERSIST_BLOCK)), own_votes=store.load(PERSIST_VOTES, OWN_VOTES_KEY),
+        )
+        return cls(genesis, core.ledger, core, store)
 
     @property
     def height(self) -> int:

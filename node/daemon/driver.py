@@ -135,7 +135,10 @@ class CoreDriver:
 
     async def _execute_one(self, cmd: Command) -> None:
         if isinstance(cmd, Publish):
-            await self.network.publish(cmd.topic, cmd.msg)
+            if isinstance(cmd.msg, bytes):  # an envelope the core sealed itself (MarketNode's txs)
+                await self.network.publish_sealed(cmd.topic, cmd.msg)
+            else:
+                await self.network.publish(cmd.topic, cmd.msg)
             self.metrics.message_out(cmd.topic)
         elif isinstance(cmd, SendTo):
             await self.network.send_to(cmd.peer, cmd.msg)

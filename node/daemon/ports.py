@@ -18,6 +18,9 @@ class Network(Protocol):
     async def publish(self, topic: str, msg: Any) -> None:
         """Seal `msg` with the node key and gossip it on `topic`."""
 
+    async def publish_sealed(self, topic: str, raw: bytes) -> None:
+        """Gossip an envelope that is already sealed (and verified) unchanged."""
+
     async def send_to(self, peer: bytes, msg: Any) -> None:
         """Send one sealed message to one peer (by public key)."""
 

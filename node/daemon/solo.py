@@ -21,6 +21,9 @@ class SoloNetwork:
     async def publish(self, topic: str, msg: Any) -> None:
         self.published += 1
 
+    async def publish_sealed(self, topic: str, raw: bytes) -> None:
+        self.published += 1
+
     async def send_to(self, peer: bytes, msg: Any) -> None:
         return None
 

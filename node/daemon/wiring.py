@@ -1,4 +1,4 @@
-"""Choose the parts a daemon runs: the chain core and the real transport.
+"""Choose the parts a daemon runs: the market chain core, the real transport, compute.
 
 Kept apart from app.py so the daemon's lifecycle does not change when a subsystem is
 wired in, and tests can build a Daemon with parts of their own.
@@ -15,23 +15,36 @@ from node.daemon.app import Daemon
 from node.daemon.blobdir import BlobDir
 from node.daemon.chain import Chain, read_genesis
 from node.daemon.network import start_transport
+from node.daemon.roles import build_roles
 from node.datadir import DataDir
+from protocol.errors import ConfigError
 from protocol.identity import Keypair
+from protocol.market.params import DEVNET
 
 
 def build_daemon(datadir: DataDir, config: NodeConfig, key: Keypair) -> Daemon:
     genesis = read_genesis(datadir.genesis)  # fail before any service starts
-
-    def open_chain(daemon: Daemon) -> Chain:
-        return Chain.open(genesis, key, datadir.chain_db, config.chain.block_interval_ms)
-
-    async def open_network(daemon: Daemon, nursery: trio.Nursery) -> Any:
-        return await start_transport(config, key, BlobDir(datadir.blobs), nursery)
-
     if genesis.chain_id != config.chain_id:
-        from protocol.errors import ConfigError
-
         raise ConfigError(
             f"{datadir.genesis}: genesis is for chain {genesis.chain_id!r}, config says {config.chain_id!r}"
         )
-    return Daemon(datadir, config, key, chain_factory=open_chain, network_factory=open_network)
+    blobs = BlobDir(datadir.blobs)
+
+    def open_chain(daemon: Daemon) -> Chain:
+        roles = build_roles(config.roles, key, DEVNET, daemon.capacity)
+        daemon.submitter = roles.submitter
+        return Chain.open(genesis, key, datadir.chain_db, config.chain.block_interval_ms, roles.roles, DEVNET)
+
+    async def open_network(daemon: Daemon, nursery: trio.Nursery) -> Any:
+        return await start_transport(config, key, blobs, nursery)
+
+    def open_compute(daemon: Daemon) -> Any:
+        from node.daemon.compute import MarketComputeRunner  # torch: only once the node starts
+
+        assert daemon.chain is not None
+        core = daemon.chain.core
+        return MarketComputeRunner(blobs, daemon.network.fetch_blob, lambda: core.view, key.public,
+                                   cheat=config.roles.cheat)
+
+    return Daemon(datadir, config, key, chain_factory=open_chain, network_factory=open_network,
+                  compute_factory=open_compute)
