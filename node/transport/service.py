@@ -113,6 +113,9 @@ class TransportCounters:
 
 
 class Transport:
+    """One node's network presence. Construction wires everything (so handlers exist
+    before the first connection); `run` or `open` makes it live."""
+
     def __init__(
         self, config: TransportConfig, keypair: Keypair, blob_provider: BlobProvider | None = None
     ) -> None:
