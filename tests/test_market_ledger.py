@@ -60,7 +60,7 @@ def register(key: Keypair, stake: int = 200_000) -> RegisterWorker:
     return RegisterWorker(DeviceClass.CPU, 4096, 10**12, 5, stake, secret, 0, 0)
 
 
-def submit(price: int = 10, salt: int = 0) -> SubmitTask:
+def submit(price: int = 40, salt: int = 0) -> SubmitTask:
     return SubmitTask(b"\1" * 32, 1_000, 100, 10, 16, DeviceClass.CPU, 1024, True, price, salt, 0, 0)
 
 

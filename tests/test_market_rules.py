@@ -112,8 +112,8 @@ def test_deregister_with_open_duty_is_refused() -> None:
 def test_submit_escrows_budget_and_tax_is_taken_only_at_placement() -> None:
     w = world()
     before = w.state.accounts.balance(w.submitter)
-    tid = w.submit(gflops=1_000, price=10)
-    work = 10_000
+    tid = w.submit(gflops=1_000, price=40)
+    work = 40_000
     assert before - w.state.accounts.balance(w.submitter) == work + work // 10 + work // 10
     assert w.state.jackpot == 0
     w.block()
@@ -135,7 +135,7 @@ def test_submit_with_interval_beyond_steps_is_refused() -> None:
 def test_same_task_id_twice_is_refused() -> None:
     w = world()
     w.submit(salt=7)
-    tx = SubmitTask(sha256(b"spec"), 1_000, 100, 10, 8, DeviceClass.CPU, 1024, True, 10, 7, 0, 0)
+    tx = SubmitTask(sha256(b"spec"), 1_000, 100, 10, 8, DeviceClass.CPU, 1024, True, 40, 7, 0, 0)
     refused(w, w.submitter, tx, OutOfBounds)
 
 
@@ -150,7 +150,7 @@ def test_task_nobody_can_take_is_refunded_whole_at_the_placement_deadline() -> N
 
 
 def test_solver_price_above_the_offer_is_not_eligible() -> None:
-    w = world()
+    w = world(params=replace(DEVNET, min_price_per_gflop=1, verifier_pay_bps=3_000))
     tid = w.submit(price=4)  # every worker asks 5
     assert w.run(tid).outcome == "unplaceable"
 

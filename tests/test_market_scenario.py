@@ -34,10 +34,10 @@ def test_small_honest_swarm_settles_every_task_and_reports_progress() -> None:
     check(r)
     assert r.settled == 4 and r.slashes == 0 and r.cheats == 0
     assert seen and seen[-1].settled == 4 and seen[-1].height >= seen[0].height
-    assert all(t.paid == t.fee * 5 // 12 for t in r.tasks)  # solver price 5 of the offered 10 (+20%)
+    assert all(t.paid == t.fee * 5 // 12 for t in r.tasks)  # solver price 1_000 of the offered 2_000 (+20%)
 
 
-@pytest.mark.parametrize("seed", [2, 4])  # regression seeds: each has a cheating solver elected
+@pytest.mark.parametrize("seed", [4, 5])  # regression seeds: each has a cheating solver elected
 def test_byzantine_swarm_catches_every_cheat_and_spares_honest_stake(seed: int) -> None:
     r = run_market(MarketConfig(seed=seed, nodes=16, tasks=8, **BYZANTINE))  # type: ignore[arg-type]
     check(r)

@@ -98,7 +98,7 @@ class World:
             audit_supply(ledger)
             assert custody_matches(self.state, ledger)
 
-    def submit(self, *, reproducible: bool = True, gflops: int = 1_000, price: int = 10, cheat: bool = False,
+    def submit(self, *, reproducible: bool = True, gflops: int = 1_000, price: int = 40, cheat: bool = False,
                salt: int = 0, device: DeviceClass = DeviceClass.CPU) -> bytes:
         tx = SubmitTask(sha256(b"spec"), gflops, 100, 10, 8, device, 1024, reproducible, price, salt, 0, 0)
         task_id = task_id_of(self.submitter, tx)

@@ -62,11 +62,15 @@ from protocol.market.state import TERMINAL, MarketState, Status, Task
 from protocol.market.txs import Challenge, DeviceClass, RegisterWorker, SubmitTask, Verdict, VerdictCommit
 from protocol.records import record_hash
 
-STAKE = 200_000
-BALANCE = 10**10
+BALANCE = 10**12
 VALIDATOR_STAKE = 100_000
-WORKER_PRICE = 5
-OFFERED_PRICE = 10
+#: Prices in base units per GFLOP (see protocol/market/params.py, "Scale"): workers ask
+#: half of what submitters offer, so the unused half of the work budget is refunded.
+WORKER_PRICE = 1_000
+OFFERED_PRICE = 2_000
+#: Worker stakes are this many times the largest task budget of the run: twice what
+#: `max_budget_per_stake_bps` (50%) requires, so every worker is eligible for every task.
+STAKE_PER_BUDGET = 4
 #: Torch attacks a Byzantine solver may use (the catalog's honest outlier is not a cheat).
 TORCH_ATTACKS = ("skipped_steps", "truncated", "noisy_weights", "copied_checkpoints", "interpolated",
                  "data_order", *BISECTION_ATTACKS)
@@ -156,6 +160,9 @@ class NodeOutcome:
     balance_delta: int
     stake_delta: int
     slashed: bool
+    #: Ledger tx fees this node paid (nonce x fee); balance_delta + fees_paid is what the
+    #: market rules paid it (validators also earn the proposers' share of everyone's fees).
+    fees_paid: int = 0
 
 
 @dataclass
@@ -178,6 +185,14 @@ class MarketReport:
     solver_flops: int = 0
     verify_flops: int = 0
     dispute_flops: int = 0
+    #: The ended tasks as the observer's ledger holds them (for audits of the payments).
+    final_tasks: list[Task] = field(default_factory=list, repr=False)
+    #: Height at which each task ended, by task id.
+    ended_at: dict[bytes, int] = field(default_factory=dict, repr=False)
+    #: Node public keys by index, each worker's genesis stake, and the fee of one tx.
+    node_keys: list[bytes] = field(default_factory=list, repr=False)
+    worker_stake: int = 0
+    tx_fee: int = 0
 
     @property
     def settled(self) -> int:
@@ -237,6 +252,13 @@ def layout(cfg: MarketConfig, keys: list[Keypair]) -> Layout:
     return Layout(keys, validators, submitters, watcher, liar, rest, attack, lazy)
 
 
+def worker_stake(cfg: MarketConfig, submits: list[SubmitTask]) -> int:
+    """Stakes in the units of the run's budgets (not a constant that dwarfs them)."""
+    largest = max((budget(MarketState(params=cfg.params), tx.gflops, tx.max_price_per_gflop)
+                   for tx in submits), default=0)
+    return max(cfg.params.min_worker_stake, STAKE_PER_BUDGET * largest)
+
+
 def worker_secret(key: Keypair) -> bytes:
     return sha256(b"market-secret" + key.public)
 
@@ -288,7 +310,7 @@ def _torch_tasks(cfg: MarketConfig) -> tuple[list[SubmitTask], dict[bytes, Torch
 # --- genesis and nodes -------------------------------------------------------------------------
 
 
-def genesis_state(cfg: MarketConfig, lay: Layout, flops: tuple[int, ...], chain_id: str) -> State:
+def genesis_state(cfg: MarketConfig, lay: Layout, flops: tuple[int, ...], chain_id: str, stake: int) -> State:
     """Validators staked in the ledger; every worker registered in the market at genesis."""
     params = preset("devnet")
     accounts = tuple(
@@ -299,7 +321,7 @@ def genesis_state(cfg: MarketConfig, lay: Layout, flops: tuple[int, ...], chain_
     market = load_market(state)
     for w in lay.workers:
         key = lay.keys[w]
-        tx = RegisterWorker(DeviceClass.CPU, 16_384, flops[w], WORKER_PRICE, STAKE,
+        tx = RegisterWorker(DeviceClass.CPU, 16_384, flops[w], WORKER_PRICE, stake,
                             elections.forced_error_commitment(worker_secret(key)), 0, 0)
         process_register_worker(market, key.public, tx)
     save_market(state, market)
@@ -327,7 +349,8 @@ class LazyVerifier(VerifierRole):
 
 
 class FalseChallenger(WhistleblowerRole):
-    """Challenges every accepting verdict without checking anything."""
+    """Challenges every accepting verdict without checking anything, so it has nothing
+    to play a bisection game with: its games are lost by silence."""
 
     def on_view(self, market: MarketState) -> list[Command]:
         out: list[Command] = []
@@ -338,7 +361,7 @@ class FalseChallenger(WhistleblowerRole):
                 if slot.verdict is not None and slot.verdict.accept and slot.pubkey != self.me:
                     out += self._once(task, f"false{i}",
                                       Challenge(task.task_id, i, slot.segment, self.bond, 0, 0))
-        return out + self._play(market)
+        return out
 
 
 def node_roles(cfg: MarketConfig, lay: Layout, i: int, queue: list[SubmitTask]) -> NodeRoles:
@@ -370,6 +393,7 @@ class Built:
     layout: Layout
     genesis: State
     submits: list[SubmitTask]
+    stake: int
     compute: MarketCompute
     factory: Callable[[int, Keypair, Disk], MarketNode]
 
@@ -379,8 +403,9 @@ def build(cfg: MarketConfig, sim_cfg: SimConfig | None = None) -> Built:
     sim_cfg = sim_cfg or cfg.sim_config()
     lay = layout(cfg, node_keys(sim_cfg))
     flops = tuple(sim_cfg.flops_of(i) for i in range(sim_cfg.nodes))
-    genesis = genesis_state(cfg, lay, flops, sim_cfg.chain_id)
     submits, torch_tasks = build_tasks(cfg)
+    stake = worker_stake(cfg, submits)
+    genesis = genesis_state(cfg, lay, flops, sim_cfg.chain_id, stake)
     validators = Ledger(genesis.copy()).validators()
     ccfg = ConsensusConfig(chain_id=sim_cfg.chain_id, genesis_validators=validators,
                            epoch_length=genesis.params.epoch_length,
@@ -394,7 +419,7 @@ def build(cfg: MarketConfig, sim_cfg: SimConfig | None = None) -> Built:
         return MarketNode.create(genesis, ccfg, key, roles, blocks=blocks,
                                  own_votes=disk.get(PERSIST_VOTES, OWN_VOTES_KEY), audit=True)
 
-    return Built(cfg, sim_cfg, lay, genesis, submits, compute, factory)
+    return Built(cfg, sim_cfg, lay, genesis, submits, stake, compute, factory)
 
 
 # --- running ----------------------------------------------------------------------------------
@@ -424,7 +449,7 @@ class _Watch:
         if market is not None:
             self._record(market)
             if self.on_progress is not None:
-                self.on_progress(progress(market, sim.now, self.built.layout))
+                self.on_progress(progress(market, sim.now, self.built.stake))
         if len(self.ended) == len(self.expected):
             self.stopped_at = sim.now
             sim.stop()
@@ -440,14 +465,14 @@ class _Watch:
                 self.ended_at[tid] = market.height
 
 
-def progress(market: MarketState, now: int, lay: Layout) -> MarketProgress:
+def progress(market: MarketState, now: int, stake: int) -> MarketProgress:
     stages: dict[str, int] = {}
     paid = 0
     for task in market.tasks.values():
         stages[task.status.name] = stages.get(task.status.name, 0) + 1
         if task.status == Status.SETTLED and task.proof_valid:
             paid += compute_cost(task)
-    slashes = sum(1 for w in market.workers.values() if w.stake < STAKE)
+    slashes = sum(1 for w in market.workers.values() if w.stake < stake)
     return MarketProgress(market.height, now, stages, stages.get("SETTLED", 0), stages.get("REFUNDED", 0),
                           paid, slashes, market.jackpot)
 
@@ -478,11 +503,14 @@ def _report(built: Built, watch: _Watch, sim: Sim, wall: float) -> MarketReport:
                      sim_ms=watch.stopped_at if watch.stopped_at >= 0 else sim.now,
                      blocks=market.height)
     index = {k.public: i for i, k in enumerate(lay.keys)}
+    r.node_keys, r.worker_stake, r.tx_fee = [k.public for k in lay.keys], built.stake, core.fee
     for tid in sorted(watch.expected):
         task = watch.ended.get(tid) or market.tasks.get(tid)
         r.tasks.append(_task_outcome(built, task, tid, index, watch.ended_at.get(tid, market.height)))
         if task is None:
             continue
+        r.final_tasks.append(task)
+        r.ended_at[tid] = watch.ended_at.get(tid, market.height)
         r.forced_errors += sum(v.forced_revealed for v in task.verifiers)
         forced = {i for i, v in enumerate(task.verifiers) if v.forced_revealed}
         r.jackpot_payouts += len({c.target for c in task.challenges
@@ -497,7 +525,8 @@ def _report(built: Built, watch: _Watch, sim: Sim, wall: float) -> MarketReport:
         stake_delta = (w1.stake if w1 else 0) - (w0.stake if w0 else 0)
         bal_delta = ledger.account(k.public).balance - built.genesis.account(k.public).balance
         role = lay.role_of(i)
-        r.nodes.append(NodeOutcome(i, role, bal_delta, stake_delta, stake_delta < 0))
+        fees = (ledger.account(k.public).nonce - built.genesis.account(k.public).nonce) * core.fee
+        r.nodes.append(NodeOutcome(i, role, bal_delta, stake_delta, stake_delta < 0, fees))
         r.slashes += stake_delta < 0
         if role == "worker":
             honest_lost += max(0, -stake_delta)

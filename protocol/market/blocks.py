@@ -240,7 +240,7 @@ def _forced_reveal(state: MarketState, task: Task) -> None:
 def _dispute(state: MarketState, task: Task) -> None:
     # Rule: the party that misses its move's deadline loses the game.
     if state.height >= task.deadline and task.game is not None:
-        finish_game(state, task, defender_won=task.game.turn == Turn.ACCUSER)
+        finish_game(state, task, defender_won=task.game.turn == Turn.ACCUSER, proved=False)
 
 
 def _arbitration(state: MarketState, task: Task) -> None:

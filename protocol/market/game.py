@@ -125,12 +125,22 @@ def tally(validators: dict[bytes, int], votes: dict[bytes, bool]) -> bool | None
     return None
 
 
-def finish_game(state: MarketState, task: Task, *, defender_won: bool) -> None:
-    """A game ended: a lost defender decides the task; a lost accuser hands over to the next."""
-    segment = task.game.segment if task.game is not None else None
-    task.game = None
+def finish_game(state: MarketState, task: Task, *, defender_won: bool, proved: bool = True) -> None:
+    """A game ended: a lost defender decides the task; a lost accuser hands over to the next.
+
+    `proved` is False when the game ended by the defender's silence: the solver is still a
+    cheat (it could not defend its own proof), but nothing was shown about the accuser's
+    claim or the segment, so the accuser is not the one who proved it (a challenger that
+    never checked anything would otherwise be paid for a solver's silence) and no ACCEPT
+    is judged on that segment (an honest check of a good segment must not be slashed
+    because a cheating solver went quiet in a game about it)."""
+    game, task.game = task.game, None
+    if game is not None and defender_won:
+        task.lost.append(game.accuser)
     if not defender_won:
-        task.proof_valid, task.bad_segment = False, segment
+        task.proof_valid = False
+        if game is not None and proved:
+            task.bad_segment, task.winner = game.segment, game.accuser
         settle(state, task)
         return
     if not start_next_game(state, task):

@@ -5,9 +5,21 @@ seconds of virtual time; `MAINNET` gives humans and slow GPUs room to answer. Bo
 pass `check_params`, which is where the incentive arithmetic lives as code, not prose.
 
 Units: money is integer base units; work is GFLOP (1e9 floating-point operations,
-the "gas" of a task); fractions are basis points (bps, 1/10_000) or parts per million
-(ppm) so that no float ever enters the ledger; durations are block heights because
-deadlines are enforced at block boundaries (a block clock cannot be skewed by one node).
+the "gas" of a task, rounded up: the smallest task is 1 GFLOP); fractions are basis
+points (bps, 1/10_000) or parts per million (ppm) so that no float ever enters the
+ledger; durations are block heights because deadlines are enforced at block boundaries
+(a block clock cannot be skewed by one node).
+
+Scale. Prices are set so that integer division never rounds a payment to nothing and
+stakes are set in the same units as budgets, as multiples of the largest budget a worker
+may take. With the devnet floor of 30 units/GFLOP the smallest task (1 GFLOP) still
+pays each of 3 verifiers 30 * 10% / 3 = 1 unit (`check_params` refuses a floor that
+pays 0). A worker may take a task whose budget is at most `max_budget_per_stake_bps`
+(50%) of its stake, so a stake of S backs budgets up to S / 2: at the netsim scenario's
+1_000 units/GFLOP asked (2_000 offered, 2_400 escrowed with verifier budget and tax), a
+1 GFLOP torch task escrows 2_400 against worker stakes of 4 x the largest budget, and a
+2_000 GFLOP synthetic task 4_800_000 against stakes of 19_200_000: fees and stakes are
+of the same order, so a slash is visibly the price of a cheat, not noise next to it.
 
 The jackpot rule (Truebit's forced errors, applied to verifiers). A whistleblower re-checks a
 verifier's sampled segments; that costs about what the verifier spent:
@@ -153,6 +165,9 @@ def check_params(p: MarketParams) -> None:
     # Rule: cheating never pays: a solver's slash exceeds any budget it is allowed to take.
     if p.solver_slash_bps < p.max_budget_per_stake_bps:
         raise ConfigError("solver_slash_bps must be >= max_budget_per_stake_bps")
+    # Rule: the smallest task (1 GFLOP at the floor price) pays each verifier something.
+    if p.min_price_per_gflop * p.verifier_pay_bps // BPS // max(1, p.verifier_count) < 1:
+        raise ConfigError("min_price_per_gflop too low: verifier pay of a 1-GFLOP task rounds to 0")
     # Rule: at least one verifier, and every window at least one block.
     if p.verifier_count < 1:
         raise ConfigError("verifier_count must be >= 1")
@@ -165,7 +180,7 @@ def check_params(p: MarketParams) -> None:
 
 #: Short windows for netsim and local swarms: seconds of virtual time per task.
 DEVNET = MarketParams(
-    min_price_per_gflop=1,
+    min_price_per_gflop=30,
     verifier_pay_bps=1_000,
     jackpot_tax_bps=1_000,
     verifier_count=3,
@@ -203,9 +218,9 @@ DEVNET = MarketParams(
 #: stakes sized so one slash outweighs a large task's budget.
 MAINNET = replace(
     DEVNET,
-    min_price_per_gflop=10,
-    min_worker_stake=1_000_000,
-    min_challenge_bond=50_000,
+    min_price_per_gflop=1_000,
+    min_worker_stake=100_000_000,
+    min_challenge_bond=5_000_000,
     block_time_ms=6_000,
     placement_blocks=600,
     profile_blocks=300,

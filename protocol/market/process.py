@@ -234,12 +234,13 @@ def process_challenge(state: MarketState, sender: bytes, tx: Challenge) -> None:
         raise OutOfBounds("already challenged this verdict")
     if len(task.challenges) >= p.max_challenges_per_task:
         raise OutOfBounds("challenge list full")
-    # Rule: the disputed segment exists.
-    if tx.segment >= task.n_segments:
-        raise OutOfBounds("segment out of range")
-    state.accounts.debit(sender, tx.bond)
     verdict = task.verifiers[tx.target].verdict
     assert verdict is not None
+    # Rule: a challenge disputes the verdict's own segment (it is judged on that segment,
+    # so a challenger cannot win on one segment by naming another verifier's verdict).
+    if tx.segment != verdict.segment:
+        raise OutOfBounds(f"challenge names segment {tx.segment}, the verdict is on {verdict.segment}")
+    state.accounts.debit(sender, tx.bond)
     task.challenges.append(ChallengeRec(sender, tx.target, not verdict.accept, tx.segment, tx.bond))
 
 

@@ -1,19 +1,30 @@
 """Stage 8: judge every party against the decided truth, pay, slash, refund, release.
 
 Truth is one bit per task, `proof_valid`: True when nobody accused the solver or every
-accuser lost its bisection game, False when the solver lost a game (on `bad_segment`).
-Each verifier and challenger is then right or wrong against that, with two refinements:
-an ACCEPT is shown wrong only on the segment the solver lost (each verifier checks one
-segment, and a good segment of a bad run is honestly accepted); and a verifier that
-revealed a forced-error secret is paid for its work and never slashed, while the first
-right challenger of its verdict wins the jackpot.
+accuser lost its bisection game, False when the solver lost a game (on `bad_segment`,
+against `winner`). Each verifier and challenger is then right or wrong against that,
+with two refinements: an ACCEPT is shown wrong only on the segment the solver lost (each
+verifier checks one segment, and a good segment of a bad run is honestly accepted); and
+a verifier that revealed a forced-error secret is paid for its work and never slashed,
+while the first right challenger of its verdict wins the jackpot.
+
+Who earns a slash's reward share. Only the party that supplied the proof: the solver's
+slash and the slash of every ACCEPT the same game showed wrong go to `winner` (the
+accuser whose game the solver lost by arbitration; after a silent defence, the first
+unforced rejecting verifier); a REJECT shown wrong on a valid run goes to the first
+right challenger of that REJECT (the whistleblower who re-checked it). Everyone
+else who merely said the same thing gets its bond back and nothing more: paying every
+"me too" accuser a share let a challenger who never checked anything profit from other
+parties' proofs (the demo's false challenger ended +10,660 before this rule). An accuser
+that lost its own game (silent, or shown wrong move by move) forfeits its bond whatever
+the final truth, so a challenge that cannot be played costs its author.
 """
 
 from __future__ import annotations
 
 from protocol.market import funds
 from protocol.market.params import BPS
-from protocol.market.state import MarketState, Status, Task
+from protocol.market.state import ChallengeRec, MarketState, Status, Task
 
 
 def compute_cost(task: Task) -> int:
@@ -28,68 +39,92 @@ def verifier_pay(state: MarketState, task: Task) -> int:
 
 def settle(state: MarketState, task: Task) -> None:
     valid = bool(task.proof_valid)
-    slashed, winners = _judge_solver(state, task, valid)
-    s2, w2 = _judge_verifiers(state, task, valid)
-    s3, w3 = _judge_challengers(state, task, valid)
-    funds.distribute(state, slashed + s2 + s3, winners + w2 + w3, state.params.whistleblower_reward_bps)
+    reward_bps = state.params.whistleblower_reward_bps
+    proven = _judge_solver(state, task, valid)
+    proven += _judge_verifiers(state, task, valid)
+    funds.distribute(state, proven, _provers(task, valid), reward_bps)
+    _judge_challengers(state, task, valid)
     if task.profiler is not None:
         funds.pay_from_escrow(state, task, task.profiler, verifier_pay(state, task))
     _close(state, task, Status.SETTLED, "valid" if valid else "invalid")
 
 
-def _judge_solver(state: MarketState, task: Task, valid: bool) -> tuple[int, list[bytes]]:
+def _provers(task: Task, valid: bool) -> list[bytes]:
+    """Who earns the reward share of the slashes a lost defence caused: the accuser that
+    won by arbitration; after a silent defence, the first unforced rejecting verifier
+    (its elected check found the cheat before any game); else nobody (all to the jackpot)."""
+    if valid:
+        return []
+    if task.winner is not None:
+        return [task.winner]
+    rejecting = (v.pubkey for v in task.verifiers if v.verdict is not None and not v.verdict.accept
+                 and not v.forced_revealed)
+    first = next(rejecting, None)
+    return [first] if first is not None else []
+
+
+def _judge_solver(state: MarketState, task: Task, valid: bool) -> int:
+    """Pay a valid solver; slash a shown cheat (its reward goes to the game's winner)."""
     assert task.solver is not None
     if valid:
         funds.pay_from_escrow(state, task, task.solver, compute_cost(task))
-        return 0, []
-    amount = funds.slash(state.workers[task.solver], state.params.solver_slash_bps)
-    accusers = [v.pubkey for v in task.verifiers if _accused(v.verdict) and not v.forced_revealed]
-    accusers += [c.challenger for c in task.challenges if not c.claims_valid]
-    return amount, accusers
+        return 0
+    return funds.slash(state.workers[task.solver], state.params.solver_slash_bps)
 
 
-def _accused(verdict: object) -> bool:
-    return verdict is not None and not getattr(verdict, "accept", True)
-
-
-def _judge_verifiers(state: MarketState, task: Task, valid: bool) -> tuple[int, list[bytes]]:
-    slashed = 0
-    winners: list[bytes] = []
+def _judge_verifiers(state: MarketState, task: Task, valid: bool) -> int:
+    """Pay right (and revealed forced) verdicts. Returns the slashes the game's winner
+    proved; a wrong REJECT's slash is distributed here to whoever challenged it first."""
+    proven = 0
     pay = verifier_pay(state, task)
+    reward_bps = state.params.whistleblower_reward_bps
     for index, slot in enumerate(task.verifiers):
         if slot.verdict is None:
             continue
-        if slot.forced_revealed or not _shown_wrong(task, slot.verdict.accept, slot.verdict.segment, valid):
+        if slot.forced_revealed or not verdict_shown_wrong(task, slot.verdict.accept, slot.verdict.segment):
             funds.pay_from_escrow(state, task, slot.pubkey, pay)
             continue
-        slashed += funds.slash(state.workers[slot.pubkey], state.params.verifier_slash_bps)
-        winners += [c.challenger for c in task.challenges if c.target == index and c.claims_valid == valid]
-    return slashed, winners
+        amount = funds.slash(state.workers[slot.pubkey], state.params.verifier_slash_bps)
+        if slot.verdict.accept:
+            proven += amount
+            continue
+        right = [c.challenger for c in task.challenges if c.target == index and challenge_right(task, c)]
+        funds.distribute(state, amount, right[:1], reward_bps)
+    return proven
 
 
-def _shown_wrong(task: Task, accept: bool, segment: int, valid: bool) -> bool:
+def verdict_shown_wrong(task: Task, accept: bool, segment: int) -> bool:
     """A REJECT is wrong when the proof stood; an ACCEPT only when the solver lost a game on
     that very segment (an honest check of a good segment of a bad run is not wrong)."""
-    if valid:
+    if task.proof_valid:
         return not accept
     return accept and segment == task.bad_segment
 
 
-def _judge_challengers(state: MarketState, task: Task, valid: bool) -> tuple[int, list[bytes]]:
-    forfeited = 0
+def challenge_right(task: Task, challenge: ChallengeRec) -> bool:
+    """A challenge is right when its target verdict is shown wrong and it did not lose its
+    own game."""
+    slot = task.verifiers[challenge.target]
+    if slot.verdict is None or challenge.challenger in task.lost:
+        return False
+    return verdict_shown_wrong(task, slot.verdict.accept, slot.verdict.segment)
+
+
+def _judge_challengers(state: MarketState, task: Task, valid: bool) -> None:
+    """Bonds back to right challengers, to the jackpot from wrong ones; the first right
+    challenger of a revealed forced error wins the jackpot."""
     jackpot = state.params.jackpot_for(compute_cost(task))
     paid_targets: set[int] = set()
     for challenge in task.challenges:
         bond, challenge.bond = challenge.bond, 0
-        if challenge.claims_valid != valid:
-            forfeited += bond
+        if not challenge_right(task, challenge):
+            state.jackpot += bond
             continue
         state.accounts.credit(challenge.challenger, bond)
         # Rule: the first right challenger of a revealed forced error wins the jackpot.
         if task.verifiers[challenge.target].forced_revealed and challenge.target not in paid_targets:
             paid_targets.add(challenge.target)
             funds.pay_from_jackpot(state, challenge.challenger, jackpot)
-    return forfeited, []
 
 
 def refund(state: MarketState, task: Task, why: str) -> None:

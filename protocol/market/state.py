@@ -174,6 +174,8 @@ class Task:
     bad_segment: int | None = None  # the segment on which the solver lost a game
     taxed: bool = False
     outcome: str = ""
+    winner: bytes | None = None  # the accuser whose game the solver lost: it proved the cheat
+    lost: list[bytes] = field(default_factory=list)  # accusers that lost their own game
 
     @property
     def n_segments(self) -> int:

@@ -128,6 +128,8 @@ class TaskRecord:
     bad_segment: U32 | None
     taxed: bool
     outcome: Text
+    winner: PubKey | None
+    lost: Annotated[tuple[PubKey, ...], Len(0, MAX_CHALLENGES + MAX_SLOTS)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +169,8 @@ def freeze_task(t: Task) -> TaskRecord:
         t.deadline, t.stage_since, t.solver, t.solver_price, t.profiler, t.threshold_ppm, t.proof_root,
         t.verify_beacon, tuple(_freeze_slot(s) for s in t.verifiers),
         tuple(_freeze_challenge(c) for c in t.challenges), tuple(t.accusers), _freeze_game(t.game),
-        tuple(t.excluded), t.replacements, t.proof_valid, t.bad_segment, t.taxed, t.outcome,
+        tuple(t.excluded), t.replacements, t.proof_valid, t.bad_segment, t.taxed, t.outcome, t.winner,
+        tuple(t.lost),
     )
 
 
@@ -199,7 +202,7 @@ def thaw_task(key: bytes, r: TaskRecord) -> Task:
         r.verify_beacon, [_thaw_slot(s) for s in r.verifiers],
         [ChallengeRec(c.challenger, c.target, c.claims_valid, c.segment, c.bond) for c in r.challenges],
         list(r.accusers), _thaw_game(r.game), list(r.excluded), r.replacements, r.proof_valid,
-        r.bad_segment, r.taxed, r.outcome,
+        r.bad_segment, r.taxed, r.outcome, r.winner, list(r.lost),
     )
 
 
