@@ -29,6 +29,8 @@ app = typer.Typer(help="Run a node and look at it.", no_args_is_help=True)
 HTTP_TIMEOUT_S = 5.0
 #: Admin answers are small JSON documents.
 MAX_ANSWER_BYTES = 1024 * 1024
+#: How long a stopped node waits for a compute thread still in torch before it exits.
+THREAD_GRACE_S = 2.0
 
 
 def load_daemon(data_dir: Path) -> Daemon:
@@ -62,6 +64,25 @@ def run(
             typer.echo(f"ready {json.dumps(doc)}", err=True)
 
         trio.run(run_until_signalled, daemon, ready)
+    _exit_past_compute_threads()
+
+
+def _exit_past_compute_threads() -> None:
+    """A compute job abandoned at shutdown may still be inside torch's C++ code; letting
+    the interpreter finalise under it aborts the process ("terminate called without an
+    active exception"). The daemon has already stopped cleanly and flushed its state, so
+    wait a little for such threads and then leave without finalising."""
+    import logging
+    import threading
+    import time
+
+    deadline = time.monotonic() + THREAD_GRACE_S
+    for t in threading.enumerate():
+        if t is not threading.main_thread():
+            t.join(max(0.0, deadline - time.monotonic()))
+    if any(t.is_alive() for t in threading.enumerate() if t is not threading.main_thread()):
+        logging.shutdown()
+        os._exit(0)
 
 
 def get_json(url: str) -> Any:

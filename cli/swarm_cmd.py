@@ -25,6 +25,8 @@ from rich.live import Live
 from rich.table import Table
 
 from cli.output import emit_json, fail, operator_errors, stdout
+from cli.swarm_market import MarketWatch, node_pubkeys, submit_tasks, swarm_roles, task_docs
+from node.config import RolesConfig
 from node.daemon.layout import MAX_LOCALNET_NODES, layout_localnet
 from node.datadir import DataDir
 from protocol.errors import ConfigError
@@ -36,6 +38,9 @@ HTTP_TIMEOUT_S = 2.0
 #: Startup imports torch and libp2p in every process; on a small shared box that is slow.
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
+#: A solver, three verifiers (the devnet's verifier_count) and a whistleblower.
+MIN_MARKET_NODES = 5
+MIN_HONEST_WORKERS = 3
 
 
 @dataclass
@@ -43,6 +48,7 @@ class SwarmNode:
     index: int
     datadir: DataDir
     proc: subprocess.Popen[bytes]
+    role: str = ""
     admin: str | None = None
     last: dict[str, Any] = field(default_factory=dict)
 
@@ -83,19 +89,25 @@ def _spawn(dd: DataDir) -> subprocess.Popen[bytes]:
     )
 
 
-def _table(nodes: list[SwarmNode], elapsed: float, target: int) -> Table:
-    table = Table(title=f"polnet swarm: {len(nodes)} nodes, {elapsed:5.1f} s, target height {target}")
-    for col in ("node", "id", "state", "height", "peers", "mempool"):
+def _table(nodes: list[SwarmNode], elapsed: float, market: MarketWatch | None) -> Table:
+    title = f"polnet swarm: {len(nodes)} nodes, {elapsed:5.1f} s"
+    if market is not None:
+        title += f" | {market.headline()}"
+    table = Table(title=title)
+    for col in ("node", "id", "role", "state", "height", "peers", "mempool", "stake"):
         table.add_column(col)
     for n in nodes:
         chain = n.last.get("chain") or {}
+        mkt = n.last.get("market") or {}
         table.add_row(
             f"{n.index:02d}",
             str(n.last.get("node_id", ""))[-10:],
+            n.role,
             n.state,
             str(n.height),
             str(n.last.get("peers", "")),
             str(chain.get("mempool", "")),
+            str(mkt.get("worker_stake") if mkt.get("worker_stake") is not None else ""),
         )
     return table
 
@@ -132,29 +144,80 @@ def _stop_all(nodes: list[SwarmNode]) -> list[int | None]:
     return codes
 
 
-def _run(nodes: list[SwarmNode], blocks: int, duration: float, live: bool) -> float:
+def _wait_ready(nodes: list[SwarmNode], view: Live, start: float) -> None:
+    deadline = start + READY_TIMEOUT_S
+    while any(n.admin is None or not n.last for n in nodes):
+        _poll(nodes)
+        view.update(_table(nodes, time.monotonic() - start, None))
+        if time.monotonic() > deadline:
+            raise ConfigError(f"not every node was ready within {READY_TIMEOUT_S:.0f} s")
+        time.sleep(POLL_S)
+
+
+def _poll(nodes: list[SwarmNode]) -> None:
+    for n in nodes:
+        n.poll()
+    if any(n.proc.poll() is not None for n in nodes):
+        bad = next(n for n in nodes if n.proc.poll() is not None)
+        raise ConfigError(f"node {bad.index} exited early; see {bad.datadir.root / 'node.log'}")
+
+
+def _run(nodes: list[SwarmNode], plan: Plan, live: bool) -> float:
     start = time.monotonic()
-    ready_deadline = start + READY_TIMEOUT_S
-    with Live(_table(nodes, 0, blocks), console=stdout, refresh_per_second=4, transient=not live) as view:
+    with Live(_table(nodes, 0, None), console=stdout, refresh_per_second=4, transient=not live) as view:
+        _wait_ready(nodes, view, start)
+        market = plan.market = plan.watch(nodes) if plan.tasks else None
+        submitted = False
         while True:
-            for n in nodes:
-                n.poll()
+            _poll(nodes)
             elapsed = time.monotonic() - start
-            view.update(_table(nodes, elapsed, blocks))
-            if any(n.proc.poll() is not None for n in nodes):
-                raise ConfigError("a node exited early; see its node.log")
-            if any(n.admin is None for n in nodes) and time.monotonic() > ready_deadline:
-                raise ConfigError(f"not every node was ready within {READY_TIMEOUT_S:.0f} s")
-            if all(n.height >= blocks for n in nodes) or elapsed >= duration:
+            if market is not None:
+                market.poll()
+                if not submitted and market.registered() >= plan.workers:
+                    market.task_ids = submit_tasks(nodes[0].datadir, market.admin, plan.docs)
+                    submitted = True
+            view.update(_table(nodes, elapsed, market))
+            if elapsed >= plan.duration:
+                return elapsed
+            if market is not None:
+                if market.done():
+                    return elapsed
+            elif all(n.height >= plan.blocks for n in nodes):
                 return elapsed
             time.sleep(POLL_S)
+
+
+@dataclass
+class Plan:
+    blocks: int
+    duration: float
+    tasks: int
+    cheaters: int
+    roles: list[RolesConfig]
+    pubkeys: list[str] = field(default_factory=list)
+    market: MarketWatch | None = None
+
+    @property
+    def workers(self) -> int:
+        return sum(r.worker for r in self.roles)
+
+    @property
+    def docs(self) -> list[dict[str, Any]]:
+        return task_docs(self.tasks, self.cheaters)
+
+    def watch(self, nodes: list[SwarmNode]) -> MarketWatch:
+        assert nodes[0].admin is not None
+        return MarketWatch(nodes[0].admin, self.roles, self.pubkeys)
 
 
 @app.command()
 def up(
     nodes: int = typer.Option(4, "--nodes", "-n", min=1, max=MAX_LOCALNET_NODES, help="How many daemons."),
-    blocks: int = typer.Option(10, min=1, max=1_000_000, help="Stop when every node reaches this height."),
-    duration: float = typer.Option(180.0, min=1.0, max=86_400.0, help="Stop after this many seconds anyway."),
+    tasks: int = typer.Option(0, "--tasks", "-t", min=0, max=64, help="Real training tasks to submit."),
+    cheaters: int = typer.Option(0, "--cheaters", "-c", min=0, max=MAX_LOCALNET_NODES,
+                                 help="Workers that cheat (each with an attack from the catalog)."),
+    blocks: int = typer.Option(10, min=1, max=1_000_000, help="Without tasks: stop at this height."),
+    duration: float = typer.Option(300.0, min=1.0, max=86_400.0, help="Stop after this many seconds anyway."),
     block_interval_ms: int = typer.Option(500, min=0, max=600_000, help="Pause between heights."),
     directory: Path | None = typer.Option(
         None, "--dir", help="Where to lay out the nodes (default: a temp dir)."
@@ -162,44 +225,125 @@ def up(
     chain_id: str = typer.Option("polnet-local", help="Chain id of the local network."),
     as_json: bool = typer.Option(False, "--json", help="Print the final report as JSON."),
 ) -> None:
-    """Start N daemons on loopback, show their progress live, stop them, report."""
+    """Start N daemons on loopback, run T training tasks through the market, report."""
+    _check_shape(nodes, tasks, cheaters)
     root = directory if directory is not None else Path(tempfile.mkdtemp(prefix="polnet-swarm-"))
+    roles = swarm_roles(nodes, cheaters) if tasks else None
     with operator_errors():
-        dirs = layout_localnet(root, nodes, chain_id=chain_id, block_interval_ms=block_interval_ms)
-    swarm = [SwarmNode(i, d, _spawn(d)) for i, d in enumerate(dirs)]
+        dirs = layout_localnet(root, nodes, chain_id=chain_id, block_interval_ms=block_interval_ms,
+                               roles=roles)
+    plan = Plan(blocks, duration, tasks, cheaters, roles or [], node_pubkeys(dirs) if tasks else [])
+    swarm = [SwarmNode(i, d, _spawn(d), role=_role_name(plan, i)) for i, d in enumerate(dirs)]
     error: str | None = None
     elapsed = 0.0
     try:
-        elapsed = _run(swarm, blocks, duration, live=not as_json)
+        elapsed = _run(swarm, plan, live=not as_json)
     except ConfigError as exc:
         error = str(exc)
     except KeyboardInterrupt:
         error = "interrupted"
+    report = _report(swarm, plan, plan.market, root, elapsed, error)
+    if as_json:
+        emit_json(report)
+    else:
+        _print_report(report)
+    problem = _problem(report, plan)
+    if problem is not None:
+        fail(f"{problem} (logs in {root})")
+
+
+def _check_shape(nodes: int, tasks: int, cheaters: int) -> None:
+    with operator_errors():
+        if tasks and nodes < MIN_MARKET_NODES:
+            raise ConfigError(f"a market swarm needs at least {MIN_MARKET_NODES} nodes "
+                              "(a solver, three verifiers and a whistleblower)")
+        if cheaters and not tasks:
+            raise ConfigError("--cheaters needs --tasks: cheaters only show up when there is work")
+        if tasks and nodes - 1 - cheaters < MIN_HONEST_WORKERS:
+            raise ConfigError(f"--cheaters {cheaters} leaves fewer than {MIN_HONEST_WORKERS} honest workers "
+                              f"among {nodes - 1}")
+
+
+def _role_name(plan: Plan, i: int) -> str:
+    if not plan.roles:
+        return "validator"
+    r = plan.roles[i]
+    if r.cheat:
+        return f"cheat:{r.cheat}"
+    return "worker" if r.worker else "whistleblower"
+
+
+def _report(
+    swarm: list[SwarmNode], plan: Plan, market: MarketWatch | None, root: Path, elapsed: float,
+    error: str | None,
+) -> dict[str, Any]:
+    for n in swarm:
+        with contextlib.suppress(OSError, ValueError):
+            n.poll()
     height, agreed = _agreement(swarm)
+    audits = [bool((n.last.get("market") or {}).get("supply_audit_ok")) for n in swarm]
+    mkt: dict[str, Any] = {}
+    if market is not None:
+        market.poll()
+        mkt = market.report()
     codes = _stop_all(swarm)
     report = {
-        "nodes": nodes,
+        "nodes": len(swarm),
         "dir": str(root),
         "seconds": round(elapsed, 2),
         "min_height": min((n.height for n in swarm), default=0),
         "max_height": max((n.height for n in swarm), default=0),
         "agreed_height": height,
         "same_block_at_agreed_height": agreed,
+        "supply_conserved_on_every_node": all(audits) if plan.tasks else None,
         "blocks_per_s": round(height / elapsed, 3) if elapsed else 0.0,
         "exit_codes": codes,
         "clean_shutdown": all(c == 0 for c in codes),
         "error": error,
     }
-    if as_json:
-        emit_json(report)
-    else:
-        _print_report(report)
-    if error is not None or not agreed or report["min_height"] < blocks:
-        fail(error or f"the swarm did not reach height {blocks} in agreement (logs in {root})")
+    if plan.tasks:
+        report["market"] = mkt
+    return report
+
+
+def _problem(report: dict[str, Any], plan: Plan) -> str | None:
+    if report["error"] is not None:
+        return str(report["error"])
+    if not report["same_block_at_agreed_height"]:
+        return "the nodes do not hold the same block at a common height"
+    if not plan.tasks:
+        reached = report["min_height"] >= plan.blocks
+        return None if reached else f"the swarm did not reach height {plan.blocks}"
+    mkt = report.get("market") or {}
+    if report["supply_conserved_on_every_node"] is not True:
+        return "a node's supply or market audit failed"
+    ended = mkt.get("settled", 0) + mkt.get("refunded", 0)
+    if ended < plan.tasks:
+        return f"only {ended} of {plan.tasks} tasks ended within {plan.duration:.0f} s"
+    if mkt.get("honest_slashed"):
+        return f"honest workers were slashed: {mkt['honest_slashed']}"
+    if mkt.get("cheats_caught") != mkt.get("cheats_placed"):
+        return "a cheat was not caught"
+    return None
 
 
 def _print_report(report: dict[str, Any]) -> None:
+    mkt = report.pop("market", None)
     table = Table(title="swarm report", show_header=False)
     for key, value in report.items():
         table.add_row(key, str(value))
     stdout.print(table)
+    if not mkt:
+        return
+    tasks = Table(title="tasks")
+    for col in ("task", "status", "outcome", "solver", "cheat", "accuracy", "paid", "challenges"):
+        tasks.add_column(col)
+    for row in mkt["tasks"]:
+        tasks.add_row(*(str(row.get(c)) for c in ("task", "status", "outcome", "solver", "cheat", "accuracy",
+                                                   "paid", "challenges")))
+    stdout.print(tasks)
+    summary = Table(title="market", show_header=False)
+    for key, value in mkt.items():
+        if key != "tasks":
+            summary.add_row(key, str(value))
+    stdout.print(summary)

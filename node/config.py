@@ -134,7 +134,7 @@ class RolesConfig:
     whistleblower: bool = False
     #: What a worker bonds and asks per GFLOP when it registers on the ledger.
     worker_stake: int = 200_000
-    worker_price: int = 5
+    worker_price: int = 60  # twice the devnet floor (MarketParams.min_price_per_gflop)
     #: Demo and test knob: a worker that trains with this attack of node/compute's catalog
     #: (it will be caught and slashed). Empty: honest.
     cheat: str = ""

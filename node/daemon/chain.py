@@ -10,7 +10,7 @@ also re-checks every block's state root against our own ledger.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,22 @@ from protocol.messages import load_all
 #: Devnet balances: enough to pay fees and bond for a long demo.
 DEVNET_BALANCE = 1_000_000_000
 DEVNET_STAKE = 10_000_000
+#: The market's stage deadlines as real daemons run them. The devnet preset's windows are
+#: sized for netsim, where compute costs virtual time; a daemon trains, fetches proofs and
+#: re-executes segments in wall time, on a box it may share with the whole swarm, so its
+#: deadlines (in blocks of about a second) leave room for that. Every node of a chain must
+#: use the same parameters: they are part of the state root.
+REALTIME_MARKET = replace(
+    DEVNET,
+    profile_blocks=30,
+    train_base_blocks=60,
+    commit_blocks=40,
+    reveal_blocks=15,
+    challenge_window_blocks=20,
+    forced_reveal_blocks=15,
+    move_blocks=15,
+    arbitration_blocks=30,
+)
 #: A genesis file lists accounts and stakes; anything this large is not one.
 MAX_GENESIS_BYTES = 16 * 1024 * 1024
 
@@ -101,7 +117,7 @@ class Chain:
         db_path: Path,
         block_interval_ms: int,
         roles: NodeRoles | None = None,
-        market: MarketParams = DEVNET,
+        market: MarketParams = REALTIME_MARKET,
     ) -> Chain:
         """Open the chain database (refusing another chain's) and replay it."""
         load_all()

@@ -15,7 +15,15 @@ import shutil
 import socket
 from pathlib import Path
 
-from node.config import AdminConfig, ChainConfig, MetricsConfig, NetworkConfig, NodeConfig, config_to_toml
+from node.config import (
+    AdminConfig,
+    ChainConfig,
+    MetricsConfig,
+    NetworkConfig,
+    NodeConfig,
+    RolesConfig,
+    config_to_toml,
+)
 from node.daemon import chain
 from node.daemon.keyfile import create_key_file
 from node.datadir import DataDir, write_atomic
@@ -62,7 +70,11 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
 
 
 def layout_localnet(
-    root: Path, n: int, chain_id: str = "polnet-local", block_interval_ms: int = 500
+    root: Path,
+    n: int,
+    chain_id: str = "polnet-local",
+    block_interval_ms: int = 500,
+    roles: list[RolesConfig] | None = None,
 ) -> list[DataDir]:
     """n data dirs under `root` on 127.0.0.1: one genesis with every node a funded
     validator, fixed p2p ports, every node bootstrapping to all the others (so any one
@@ -88,6 +100,8 @@ def layout_localnet(
     for i in range(n):
         net = NetworkConfig("127.0.0.1", ports[i], tuple(a for j, a in enumerate(addrs) if j != i))
         cfg = dataclasses.replace(base, network=net)
+        if roles is not None:
+            cfg = dataclasses.replace(cfg, roles=roles[i])
         init_datadir(root / f"node{i:02d}", cfg, genesis=genesis, seed=seeds[i])
         dirs.append(DataDir(root / f"node{i:02d}"))
     return dirs

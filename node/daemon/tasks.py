@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from protocol.errors import ValidationError
+from protocol.errors import PolnetError, ValidationError
+from protocol.ledger.primitives import audit_supply
+from protocol.market.chain import audit_market
 from protocol.market.node import MarketNode
 from protocol.market.process import budget, task_id_of
 from protocol.market.roles import SubmitterRole
@@ -104,9 +106,21 @@ def market_summary(core: MarketNode, me: bytes) -> dict[str, Any] | None:
         stages[task.status.name] = stages.get(task.status.name, 0) + 1
     worker = market.workers.get(me)
     return {
+        "height": view.height,
+        "supply_audit_ok": _audits(core),
         "tasks": stages,
         "jackpot": market.jackpot,
         "workers": len(market.workers),
         "worker_stake": worker.stake if worker else None,
     }
 
+
+
+def _audits(core: MarketNode) -> bool:
+    """Whether the committed state conserves supply and the market's books balance."""
+    try:
+        audit_supply(core.ledger.state)
+        audit_market(core.ledger.state)
+    except PolnetError:
+        return False
+    return True

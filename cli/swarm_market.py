@@ -1,0 +1,154 @@
+"""The market side of `polnet swarm up`: who is a worker or a cheater, which tasks go in,
+and what the final report says about them.
+
+Layout of N nodes: every node validates (funded and staked at genesis); node 0 is also
+the whistleblower and the submitter; the others are workers. The last `cheaters`
+workers train with an attack from node/compute's catalog and ask a lower price than the
+honest workers; when there are cheaters, the first task offers a price only they accept,
+so the demo always shows a cheat being placed, caught, slashed and refunded (the other
+tasks are open to every worker, cheaters included, by stake-weighted election).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.config import CHEATS, RolesConfig
+from node.datadir import DataDir
+from protocol.market.params import PRESETS
+
+FLOOR = PRESETS["devnet"].min_price_per_gflop
+HONEST_PRICE = 2 * FLOOR
+CHEAT_PRICE = FLOOR
+#: A task only cheaters accept (their price is below it, the honest workers' above).
+BAIT_PRICE = FLOOR + FLOOR // 2
+OPEN_PRICE = 4 * FLOOR
+WORKER_STAKE = 200_000
+TERMINAL = ("SETTLED", "REFUNDED")
+HTTP_TIMEOUT_S = 3.0
+RESULT_TIMEOUT_S = 120.0
+
+
+def swarm_roles(n: int, cheaters: int) -> list[RolesConfig]:
+    roles = [RolesConfig(validator=True, whistleblower=True)]
+    for i in range(1, n):
+        cheat = CHEATS[(i - (n - cheaters)) % len(CHEATS)] if i >= n - cheaters else ""
+        price = CHEAT_PRICE if cheat else HONEST_PRICE
+        roles.append(RolesConfig(validator=True, worker=True, worker_stake=WORKER_STAKE, worker_price=price,
+                                 cheat=cheat))
+    return roles
+
+
+def task_docs(tasks: int, cheaters: int) -> list[dict[str, Any]]:
+    """Small real training tasks, alternating the two built-in datasets."""
+    docs = []
+    for i in range(tasks):
+        dataset = "digits" if i % 2 else "synthetic"
+        price = BAIT_PRICE if cheaters and i == 0 else OPEN_PRICE
+        docs.append({"dataset": dataset, "hidden": [16], "steps": 40, "checkpoint_interval": 10,
+                     "batch_size": 32, "optimizer": "adam", "lr": 0.01, "seed": 1 + i,
+                     "max_price_per_gflop": price})
+    return docs
+
+
+def _get(url: str, timeout: float = HTTP_TIMEOUT_S) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.loads(resp.read(4 * 1024 * 1024))
+
+
+@dataclass
+class MarketWatch:
+    """Reads node 0's view of the market while the swarm runs."""
+
+    admin: str
+    roles: list[RolesConfig]
+    pubkeys: list[str]
+    task_ids: list[str] = field(default_factory=list)
+    last: dict[str, Any] = field(default_factory=dict)
+
+    def poll(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.last = _get(f"{self.admin}/tasks")
+
+    def tasks(self) -> dict[str, dict[str, Any]]:
+        return {t["task_id"]: t for t in self.last.get("tasks", []) if t["task_id"] in self.task_ids}
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        return {w["pubkey"]: w for w in self.last.get("workers", [])}
+
+    def registered(self) -> int:
+        return len(self.workers())
+
+    def stages(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        seen = self.tasks()
+        for tid in self.task_ids:
+            name = seen[tid]["status"] if tid in seen else "QUEUED"
+            out[name] = out.get(name, 0) + 1
+        return out
+
+    def done(self) -> bool:
+        seen = self.tasks()
+        return bool(self.task_ids) and all(seen.get(t, {}).get("status") in TERMINAL for t in self.task_ids)
+
+    def slashed(self) -> list[int]:
+        workers = self.workers()
+        return [i for i, pk in enumerate(self.pubkeys)
+                if pk in workers and workers[pk]["stake"] < self.roles[i].worker_stake]
+
+    def paid(self) -> int:
+        return sum(t["paid"] for t in self.tasks().values())
+
+    def headline(self) -> str:
+        stages = " ".join(f"{k}:{v}" for k, v in sorted(self.stages().items()))
+        return (f"workers {self.registered()}/{sum(r.worker for r in self.roles)} | tasks {stages or '-'} | "
+                f"paid {self.paid()} | slashed {len(self.slashed())} | jackpot {self.last.get('jackpot', 0)}")
+
+    def report(self, with_accuracy: bool = True) -> dict[str, Any]:
+        index = {pk: i for i, pk in enumerate(self.pubkeys)}
+        seen = self.tasks()
+        rows = []
+        for tid in self.task_ids:
+            t = seen.get(tid, {"status": "QUEUED"})
+            solver = index.get(t.get("solver") or "")
+            cheat = (self.roles[solver].cheat or None) if solver is not None else None
+            row = {"task": tid[:16], "status": t["status"], "outcome": t.get("outcome", ""),
+                   "solver": solver, "cheat": cheat,
+                   "proof_valid": t.get("proof_valid"), "paid": t.get("paid", 0),
+                   "challenges": t.get("challenges", 0), "accuracy": None}
+            if with_accuracy and t["status"] == "SETTLED" and t.get("proof_valid"):
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    answer = _get(f"{self.admin}/task/{tid}/result", RESULT_TIMEOUT_S)
+                    row["accuracy"] = round(answer["accuracy"], 4)
+            rows.append(row)
+        cheats = [r for r in rows if r["cheat"] and r["proof_valid"] is not None]
+        honest = [i for i, r in enumerate(self.roles) if r.worker and not r.cheat]
+        return {
+            "tasks": rows,
+            "settled": sum(r["status"] == "SETTLED" for r in rows),
+            "refunded": sum(r["status"] == "REFUNDED" for r in rows),
+            "paid_to_solvers": sum(r["paid"] for r in rows),
+            "slashed_nodes": self.slashed(),
+            "cheats_placed": len(cheats),
+            "cheats_caught": sum(r["proof_valid"] is False for r in cheats),
+            "honest_slashed": [i for i in self.slashed() if i in honest],
+            "jackpot": self.last.get("jackpot", 0),
+        }
+
+
+def node_pubkeys(dirs: list[DataDir]) -> list[str]:
+    from node.daemon.keyfile import load_key_file
+
+    return [load_key_file(d.node_key).public.hex() for d in dirs]
+
+
+def submit_tasks(dd: DataDir, admin: str, docs: list[dict[str, Any]]) -> list[str]:
+    from cli.task_cmd import submit_built
+    from cli.task_spec import build_task
+
+    return [submit_built(dd, admin, build_task(doc, Path("."))) for doc in docs]

@@ -1,0 +1,168 @@
+"""`polnet task submit|status|result`: buy training from the network.
+
+`submit` reads a spec file (see cli/task_spec.py), puts the spec and dataset blobs in the
+local node's blob directory (workers fetch them from it by hash), and asks the node to
+submit the task: the node checks the blobs and the escrow before queueing it, so a task
+that could never run is refused at once with the reason. `result` writes the trained
+weights of a settled task; every tensor has been checked, by hash, against the proof
+root the solver committed on the ledger before it is written.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.table import Table
+
+from cli.init_cmd import DEFAULT_DATA_DIR
+from cli.node_cmd import HTTP_TIMEOUT_S, MAX_ANSWER_BYTES, admin_url, get_json
+from cli.output import emit_json, fail, operator_errors, stdout
+from node.daemon.blobdir import BlobDir
+from node.datadir import DataDir, write_atomic
+from protocol.errors import ConfigError
+from protocol.records import encode_record
+
+if TYPE_CHECKING:
+    from cli.task_spec import BuiltTask
+
+app = typer.Typer(help="Submit training tasks and fetch their results.", no_args_is_help=True)
+
+DataDirOpt = typer.Option(DEFAULT_DATA_DIR, "--data-dir", "-d", help="Data dir of the local node.")
+JsonOpt = typer.Option(False, "--json", help="Print the raw JSON answer.")
+#: Fetching and checking the final weights can take a while on a busy node.
+RESULT_TIMEOUT_S = 120.0
+
+
+def _task_id(text: str) -> str:
+    t = text.strip().lower()
+    if len(t) != 64 or any(c not in "0123456789abcdef" for c in t):
+        raise ConfigError(f"{text!r} is not a task id (64 hex characters, as `task submit` prints)")
+    return t
+
+
+def _post_json(url: str, doc: dict[str, Any]) -> dict[str, Any]:
+    req = urllib.request.Request(url, data=json.dumps(doc).encode(), method="POST",
+                                 headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:
+            out: dict[str, Any] = json.loads(resp.read(MAX_ANSWER_BYTES))
+            return out
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = json.loads(exc.read(MAX_ANSWER_BYTES)).get("error", "")
+        except ValueError:
+            reason = f"HTTP {exc.code}"
+        raise ConfigError(f"the node refused the task: {reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise ConfigError(f"{url}: node not reachable ({exc}); is it running?") from None
+
+
+def _datadir(data_dir: Path) -> DataDir:
+    if not Path(data_dir).is_dir():
+        fail(f"{data_dir}: data directory not found")
+    return DataDir(data_dir)
+
+
+def submit_built(dd: DataDir, url: str, built: BuiltTask) -> str:
+    """Put the task's blobs where the node serves them, then ask the node to submit it."""
+    blobs = BlobDir(dd.blobs)
+    blobs.put(encode_record(built.spec))
+    blobs.put(built.dataset_blob)
+    answer = _post_json(f"{url}/task", {"submit": encode_record(built.submit).hex()})
+    return str(answer["task_id"])
+
+
+@app.command()
+def submit(
+    spec_file: Path = typer.Argument(..., help="Task spec (TOML, or JSON by suffix)."),
+    data_dir: Path = DataDirOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Validate a spec file, price it from its FLOPs, and submit it through the local node."""
+    from cli.task_spec import build_task, read_spec_file  # torch: only when submitting
+
+    with operator_errors():
+        doc = read_spec_file(spec_file)
+        dd = _datadir(data_dir)
+        url = admin_url(data_dir)
+        built = build_task(doc, spec_file.resolve().parent)
+        task_id = submit_built(dd, url, built)
+    out = {"task_id": task_id, "gflops": built.gflops,
+           "max_price_per_gflop": built.submit.max_price_per_gflop, "steps": built.spec.steps,
+           "dataset": built.spec.dataset_hash.hex()}
+    if as_json:
+        emit_json(out)
+    else:
+        stdout.print(f"submitted task {out['task_id']} ({built.gflops} GFLOP at most "
+                     f"{built.submit.max_price_per_gflop}/GFLOP); follow it with `polnet task status`")
+
+
+@app.command()
+def status(task_id: str = typer.Argument(..., help="Task id."), data_dir: Path = DataDirOpt,
+           as_json: bool = JsonOpt) -> None:
+    """Show where a task is in its eight stages."""
+    with operator_errors():
+        tid = _task_id(task_id)
+        _datadir(data_dir)
+        doc = get_json(f"{admin_url(data_dir)}/task/{tid}")
+    if as_json:
+        emit_json(doc)
+        return
+    table = Table(show_header=False, box=None)
+    for key in ("task_id", "status", "outcome", "solver", "proof_valid", "paid", "verifiers", "challenges"):
+        if key in doc:
+            table.add_row(key, str(doc[key]))
+    stdout.print(table)
+
+
+@app.command()
+def result(
+    task_id: str = typer.Argument(..., help="Task id."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the weights (.safetensors)."),
+    data_dir: Path = DataDirOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write a settled task's trained weights, checked against its committed proof."""
+    with operator_errors():
+        tid = _task_id(task_id)
+        dd = _datadir(data_dir)
+        if out.exists() and out.is_dir():
+            raise ConfigError(f"{out}: is a directory; give a file name such as weights.safetensors")
+        if not out.parent.is_dir():
+            raise ConfigError(f"{out.parent}: directory not found")
+        doc = get_json(f"{admin_url(data_dir)}/task/{tid}")
+        if doc.get("status") != "SETTLED" or not doc.get("proof_valid"):
+            raise ConfigError(f"task {tid[:16]} has no accepted result (status {doc.get('status')}, "
+                              f"outcome {doc.get('outcome') or 'none yet'})")
+        doc = _get_slow(f"{admin_url(data_dir)}/task/{tid}/result")
+        data = BlobDir(dd.blobs).read(bytes.fromhex(doc["weights_blob"]))
+        if data is None:
+            raise ConfigError("the node reported weights it does not hold (or they fail their hash)")
+        write_atomic(out, data, mode=0o644)
+    summary = {"task_id": tid, "out": str(out), "bytes": len(data), "accuracy": doc.get("accuracy"),
+               "weights_blob": doc["weights_blob"]}
+    if as_json:
+        emit_json(summary)
+    else:
+        acc = doc.get("accuracy")
+        stdout.print(f"wrote {out} ({len(data)} bytes); accuracy on the task's data {acc:.3f}")
+
+
+def _get_slow(url: str) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=RESULT_TIMEOUT_S) as resp:
+            out: dict[str, Any] = json.loads(resp.read(MAX_ANSWER_BYTES))
+            return out
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = json.loads(exc.read(MAX_ANSWER_BYTES)).get("error", "")
+        except ValueError:
+            reason = f"HTTP {exc.code}"
+        raise ConfigError(f"the node could not produce the result: {reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise ConfigError(f"{url}: node not reachable ({exc}); is it running?") from None

@@ -1,0 +1,191 @@
+"""A task spec file (TOML or JSON) -> the protocol's TaskSpec, its dataset and SubmitTask.
+
+The file is declarative and small on purpose: a model is a stack of whitelisted layers
+described by widths, never code; the dataset is a built-in one or a safetensors file
+holding `x` (float32) and `y` (int64). Every key is checked, unknown keys are errors
+(a misspelt `stpes` must not silently train the default), and the fee follows from the
+spec's estimated FLOPs, as the market prices it.
+
+    dataset = "digits"               # "digits", "synthetic", or a path to a .safetensors
+    hidden = [32]                    # hidden layer widths (ReLU between layers)
+    steps = 40
+    checkpoint_interval = 10
+    batch_size = 32
+    optimizer = "adam"               # "adam", "adamw" or "sgd"
+    lr = 0.01
+    seed = 1                         # model init, data order and dropout seeds derive from it
+    max_price_per_gflop = 120        # at least the chain's floor (devnet: 30)
+    [synthetic]                      # only for dataset = "synthetic"
+    samples = 512
+    features = 16
+    classes = 4
+    seed = 1
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protocol.errors import ConfigError, PolnetError
+from protocol.market.params import GFLOP
+from protocol.market.txs import DeviceClass, SubmitTask
+from protocol.pol.spec import (
+    MAX_BATCH,
+    MAX_STEPS,
+    MAX_WIDTH,
+    LossKind,
+    OptimizerKind,
+    OptimizerSpec,
+    ReproProfile,
+    TaskSpec,
+    linear,
+    relu,
+    validate_spec,
+)
+from protocol.records import record_hash
+
+MAX_SPEC_FILE = 64 * 1024
+MAX_HIDDEN_LAYERS = 8
+MAX_PRICE = 10**9
+MIN_MEMORY_MB = 1024
+#: The ledger game bisects over (step x op) positions; ops beyond this are one position.
+MAX_OPS_PER_STEP = 4096
+OPTIMIZERS = {"adam": OptimizerKind.ADAM, "adamw": OptimizerKind.ADAMW, "sgd": OptimizerKind.SGD}
+DEFAULTS: dict[str, Any] = {
+    "hidden": [32], "steps": 40, "checkpoint_interval": 10, "batch_size": 32, "optimizer": "adam",
+    "lr": 0.01, "seed": 1, "max_price_per_gflop": 120,
+}
+SYNTHETIC_DEFAULTS = {"samples": 512, "features": 16, "classes": 4, "seed": 1}
+_KEYS = {"dataset", "synthetic", *DEFAULTS}
+
+
+@dataclass(frozen=True)
+class BuiltTask:
+    spec: TaskSpec
+    dataset_blob: bytes
+    submit: SubmitTask
+    gflops: int
+
+
+def read_spec_file(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()[: MAX_SPEC_FILE + 1]
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: spec file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a spec file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_SPEC_FILE:
+        raise ConfigError(f"{path}: larger than {MAX_SPEC_FILE} bytes; a spec is a page of settings")
+    try:
+        text = raw.decode("utf-8")
+        doc = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        kind = "JSON" if path.suffix == ".json" else "TOML"
+        raise ConfigError(f"{path}: invalid {kind}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: the spec must be a table of settings")
+    return doc
+
+
+def _int(doc: dict[str, Any], key: str, lo: int, hi: int) -> int:
+    v = doc[key]
+    if type(v) is not int or not lo <= v <= hi:
+        raise ConfigError(f"{key} must be an integer in {lo}..{hi}, got {v!r}")
+    return v
+
+
+def _dataset(doc: dict[str, Any], base: Path) -> Any:
+    from node.compute import datasets
+
+    name = doc.get("dataset")
+    if not isinstance(name, str) or not name:
+        raise ConfigError('dataset is required: "digits", "synthetic" or a path to a .safetensors file')
+    if name == "digits":
+        return datasets.digits()
+    if name == "synthetic":
+        syn = {**SYNTHETIC_DEFAULTS, **_table(doc.get("synthetic", {}), "synthetic", SYNTHETIC_DEFAULTS)}
+        return datasets.synthetic(_int(syn, "samples", 1, 1 << 20), (_int(syn, "features", 1, MAX_WIDTH),),
+                                  _int(syn, "classes", 2, 1000), _int(syn, "seed", 0, 2**63))
+    path = (base / name) if not Path(name).is_absolute() else Path(name)
+    if not path.is_file():
+        raise ConfigError(f"dataset {name!r}: not a built-in name and no such file")
+    from node.compute.tensors import blob_id
+
+    blob = path.read_bytes()
+    x_shape = _peek_shape(blob)
+    return datasets.load(blob, blob_id(blob), x_shape)
+
+
+def _peek_shape(blob: bytes) -> tuple[int, ...]:
+    from node.compute.tensors import decode_blob
+
+    arrays = decode_blob(blob)
+    if "x" not in arrays:
+        raise ConfigError("dataset file must hold tensors 'x' and 'y'")
+    return tuple(arrays["x"].shape[1:])
+
+
+def _table(value: Any, where: str, known: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{where}] must be a table")
+    for key in value:
+        if key not in known:
+            raise ConfigError(f"unknown key {key!r} in [{where}]; known: {', '.join(sorted(known))}")
+    return value
+
+
+def build_task(doc: dict[str, Any], base: Path) -> BuiltTask:
+    """Validate a parsed spec file and build everything a submission needs."""
+    from protocol.pol.flops import estimate
+    from protocol.pol.ops import step_ops
+
+    for key in doc:
+        if key not in _KEYS:
+            raise ConfigError(f"unknown key {key!r}; known: {', '.join(sorted(_KEYS))}")
+    d = {**DEFAULTS, **doc}
+    hidden = d["hidden"]
+    if (not isinstance(hidden, list) or len(hidden) > MAX_HIDDEN_LAYERS
+            or not all(type(w) is int and 1 <= w <= MAX_WIDTH for w in hidden)):
+        raise ConfigError(f"hidden must be a list of at most {MAX_HIDDEN_LAYERS} widths in 1..{MAX_WIDTH}")
+    if d["optimizer"] not in OPTIMIZERS:
+        raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {d['optimizer']!r}")
+    lr = d["lr"]
+    if type(lr) not in (int, float) or not 0 < lr <= 10:
+        raise ConfigError(f"lr must be a number in (0, 10], got {lr!r}")
+    steps = _int(d, "steps", 1, MAX_STEPS)
+    interval = _int(d, "checkpoint_interval", 1, steps)
+    if steps % interval:
+        raise ConfigError(f"steps ({steps}) must be a multiple of checkpoint_interval ({interval})")
+    batch = _int(d, "batch_size", 1, MAX_BATCH)
+    seed = _int(d, "seed", 0, 2**62)
+    price = _int(d, "max_price_per_gflop", 1, MAX_PRICE)
+    data = _dataset(doc, base)
+    if len(data.x.shape) != 2:
+        raise ConfigError("dataset x must be 2-D [samples, features] for a stack of linear layers")
+    d_in, classes = int(data.x.shape[1]), int(data.y.max()) + 1
+    widths = [d_in, *hidden, classes]
+    layers = []
+    for i in range(len(widths) - 1):
+        layers += [linear(widths[i], widths[i + 1])] + ([relu()] if i < len(widths) - 2 else [])
+    spec = TaskSpec(1, (d_in,), classes, tuple(layers), LossKind.CROSS_ENTROPY,
+                    OptimizerSpec(OPTIMIZERS[d["optimizer"]], float(lr)), batch, steps, interval,
+                    data.digest, len(data), seed, seed + 1, seed + 2, ReproProfile(threads=1))
+    try:
+        validate_spec(spec)
+    except PolnetError as exc:
+        raise ConfigError(f"the spec is not a valid task: {exc}") from None
+    gflops = max(1, -(-estimate(spec).total // GFLOP))
+    salt = int.from_bytes(os.urandom(8), "big") >> 1  # the same spec twice is two tasks
+    ops = min(MAX_OPS_PER_STEP, len(step_ops(spec)))
+    submit = SubmitTask(record_hash(spec), gflops, steps, interval, ops, DeviceClass.CPU, MIN_MEMORY_MB,
+                        True, price, salt, 0, 0)
+    return BuiltTask(spec, data.blob, submit, gflops)
