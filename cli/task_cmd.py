@@ -88,9 +88,9 @@ def submit(
 
     with operator_errors():
         doc = read_spec_file(spec_file)
+        built = build_task(doc, spec_file.resolve().parent)  # a bad spec fails before the node is asked
         dd = _datadir(data_dir)
         url = admin_url(data_dir)
-        built = build_task(doc, spec_file.resolve().parent)
         task_id = submit_built(dd, url, built)
     out = {"task_id": task_id, "gflops": built.gflops,
            "max_price_per_gflop": built.submit.max_price_per_gflop, "steps": built.spec.steps,
