@@ -133,13 +133,12 @@ def audit(r: MarketReport, keys: list[bytes], stake0: int) -> None:
     assert fee_income == txs * per_tx, where
 
 
-@pytest.mark.parametrize("seed", [5, 6])
+@pytest.mark.parametrize("seed", [1, 2])  # both: a cheat, the lazy verifier slashed, a forced error
 def test_every_balance_and_stake_change_matches_the_rules(seed: int) -> None:
     r = run_market(MarketConfig(seed=seed, nodes=12, tasks=6, **BYZANTINE))  # type: ignore[arg-type]
-    assert r.ok and r.cheats >= 1 and r.slashes >= 1
+    assert r.ok and r.cheats >= 1 and r.slashes >= 2
+    assert r.jackpot_payouts == 1  # the forced-error path is in this audit too
     audit(r, r.node_keys, r.worker_stake)
-    if seed == 6:
-        assert r.jackpot_payouts == 1  # the forced-error path is in this audit too
 
 
 @pytest.mark.parametrize("seed", [0, 2, 5, 7])

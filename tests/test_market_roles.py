@@ -42,6 +42,7 @@ from protocol.market.roles import (
 )
 from protocol.market.state import TERMINAL, MarketState, MemoryAccounts, Status
 from protocol.market.txs import DeviceClass, RegisterWorker, SubmitTask
+from protocol.pol.merkle import CheckpointLeaf, leaf_hash, merkle_root
 from tests.test_market_world import BALANCE, STAKE, key
 
 DIVERGE = 37
@@ -81,7 +82,10 @@ class Swarm:
         task = self.state.tasks[tid]
         cheat = task.solver in self.cheaters
         if isinstance(job, MarketTrainJob):
-            return MarketTrainResult(tid, sha256(tid + bytes([cheat])), task.n_segments + 1)
+            k = task.checkpoint_interval
+            leaves = tuple(CheckpointLeaf(i * k, sha256(tid + bytes([cheat, i])), sha256(tid), 0)
+                           for i in range(task.n_segments + 1))
+            return MarketTrainResult(tid, merkle_root([leaf_hash(x) for x in leaves]), len(leaves), leaves)
         if isinstance(job, ProfileJob):
             return ProfileResult(tid, 1_000, True)
         if isinstance(job, SegmentCheckJob):
@@ -147,6 +151,7 @@ def test_roles_catch_a_cheating_solver_by_bisection_and_arbitration() -> None:
     cheated = [t for t in swarm.state.tasks.values() if t.solver == cheater]
     assert cheated, "the cheater was never elected solver"
     assert all(t.outcome == "invalid" for t in cheated)
+    assert all(t.winner is not None for t in cheated)  # decided by arbitration, not by silence
     assert all(t.outcome == "valid" for t in swarm.state.tasks.values() if t.solver != cheater)
     assert swarm.state.workers[cheater].stake < STAKE
     assert all(swarm.state.workers[pk].stake == STAKE for pk in swarm.workers if pk != cheater)

@@ -25,6 +25,7 @@ from protocol.market.txs import (
     Challenge,
     DeviceClass,
     ForcedErrorReveal,
+    GameOpen,
     ProfileReport,
     ProveCommit,
     RegisterWorker,
@@ -33,6 +34,7 @@ from protocol.market.txs import (
     VerdictCommit,
     VerdictReveal,
 )
+from protocol.pol.merkle import CheckpointLeaf, inclusion_proof, leaf_hash, merkle_root
 
 BALANCE = 10**9
 STAKE = 100_000
@@ -140,11 +142,25 @@ class World:
     def _training(self, task: Task) -> list[tuple[bytes, Any]]:
         out: list[tuple[bytes, Any]] = []
         if task.proof_root is None and self.acts(task.solver):
-            root = sha256(task.task_id + (b"cheat" if task.task_id in self.cheats else b""))
+            root = merkle_root([leaf_hash(x) for x in self.leaves(task)])
             out.append((task.solver, ProveCommit(task.task_id, root, task.n_segments + 1, 0, 0)))
         if task.threshold_ppm is None and self.acts(task.profiler):
             out.append((task.profiler, ProfileReport(task.task_id, 1_000, True, 0, 0)))
         return out
+
+    def leaves(self, task: Task) -> list[CheckpointLeaf]:
+        """The solver's checkpoints (a cheat's differ), committed as a real Merkle tree."""
+        tag = task.task_id + (b"cheat" if task.task_id in self.cheats else b"")
+        k = task.checkpoint_interval
+        return [CheckpointLeaf(min(i * k, task.steps), sha256(tag + bytes([i])), sha256(tag), 0)
+                for i in range(task.n_segments + 1)]
+
+    def game_open(self, task: Task) -> GameOpen:
+        assert task.game is not None
+        leaves, s = self.leaves(task), task.game.segment
+        hashes = [leaf_hash(x) for x in leaves]
+        return GameOpen(task.task_id, leaves[s], inclusion_proof(hashes, s), leaves[s + 1],
+                        inclusion_proof(hashes, s + 1), 0, 0)
 
     def forced(self, task: Task, pk: bytes) -> bool:
         slot = next(v for v in task.verifiers if v.pubkey == pk)
@@ -203,11 +219,13 @@ class World:
             if not self.acts(task.solver):
                 return []
             assert task.solver is not None
+            if not game.opened:
+                return [(task.solver, self.game_open(task))]
             digest = sha256(task.task_id + game.round.to_bytes(2, "big"))
             return [(task.solver, BisectClaim(task.task_id, game.round, digest, 0, 0))]
-        if not self.acts(game.accuser):
+        if not self.acts(game.accuser) or game.mid_hash is None:
             return []
-        return [(game.accuser, BisectReply(task.task_id, game.round, True, 0, 0))]
+        return [(game.accuser, BisectReply(task.task_id, game.round, game.mid_hash, 0, 0))]
 
     def _arbitration(self, task: Task) -> list[tuple[bytes, Any]]:
         assert task.game is not None

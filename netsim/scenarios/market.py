@@ -93,11 +93,10 @@ class MarketConfig:
     latency_ms: int = 50
     jitter_ms: int = 10
     loss: float = 0.0
-    #: Synthetic tasks' declared work and shape.
+    #: Synthetic tasks' declared work and shape (ops per step follow from the spec).
     gflops: int = 2_000
     steps: int = 100
     interval: int = 10
-    ops_per_step: int = 16
     #: Give up (every task not ended counts as a failed invariant) after this much virtual time.
     max_sim_ms: int = 3_600_000
     progress_ms: int = 5_000
@@ -269,12 +268,27 @@ def worker_secret(key: Keypair) -> bytes:
 def build_tasks(cfg: MarketConfig) -> tuple[list[SubmitTask], dict[bytes, TorchTask]]:
     if cfg.compute == "torch":
         return _torch_tasks(cfg)
-    txs = [
-        SubmitTask(sha256(b"spec" + i.to_bytes(4, "big")), cfg.gflops, cfg.steps, cfg.interval,
-                   cfg.ops_per_step, DeviceClass.CPU, 1_024, True, OFFERED_PRICE, i, 0, 0)
-        for i in range(cfg.tasks)
-    ]
-    return txs, {}
+    return _synthetic_tasks(cfg)
+
+
+def _synthetic_tasks(cfg: MarketConfig) -> tuple[list[SubmitTask], dict[bytes, TorchTask]]:
+    """Specs for protocol/pol's synthetic trainer: the declared work is `cfg.gflops` (the
+    sweep's economics), the shape (steps, interval, ops per step) is the spec's own."""
+    from protocol.pol.ops import step_ops
+    from protocol.pol.spec import LossKind, OptimizerKind, OptimizerSpec, ReproProfile, TaskSpec, linear, relu
+
+    txs: list[SubmitTask] = []
+    out: dict[bytes, TorchTask] = {}
+    for i in range(cfg.tasks):
+        spec = TaskSpec(1, (4,), 2, (linear(4, 4), relu(), linear(4, 2)), LossKind.CROSS_ENTROPY,
+                        OptimizerSpec(OptimizerKind.SGD, 0.1), 8, cfg.steps, cfg.interval,
+                        sha256(b"synthetic-data" + i.to_bytes(4, "big")), 64, 1 + i, 2 + i, 3 + i,
+                        ReproProfile(threads=1))
+        spec_hash = record_hash(spec)
+        out[spec_hash] = TorchTask(spec, None, "synthetic-hash")
+        txs.append(SubmitTask(spec_hash, cfg.gflops, spec.steps, spec.checkpoint_interval,
+                              len(step_ops(spec)), DeviceClass.CPU, 1_024, True, OFFERED_PRICE, i, 0, 0))
+    return txs, out
 
 
 def _torch_tasks(cfg: MarketConfig) -> tuple[list[SubmitTask], dict[bytes, TorchTask]]:

@@ -1,19 +1,26 @@
-"""How the market scenario answers the roles' RunCompute: real torch, or a hash model.
+"""How the market scenario answers the roles' RunCompute: real torch, or pol's synthetic trainer.
 
 netsim charges virtual time from FLOPS; this executor decides what a job *returns*.
+Both modes have the same proof structure, so the ledger's game is played on real digests:
 
 - `torch`: tasks are tiny MLPs (node/compute) on the synthetic dataset or scikit-learn
   digits. The solver really trains (honestly, or with a cheat from node/compute's attack
-  catalog) and its Merkle root is the real root of its checkpoints; verifiers and
-  whistleblowers really re-execute their segment from the solver's checkpoint
-  (`verify_segment`, plus the seeded-init check that catches copied runs); validators
-  arbitrating a dispute run protocol/pol's two-phase pinpoint game to one operation and
-  its referee (`node.compute.dispute.dispute_segment`) and vote its outcome. The
-  ledger-side bisection moves use per-position digests derived from those torch
-  verdicts (the solver's digests diverge inside the segments torch found wrong).
-- `synthetic`: the same proof structure in miniature for big seed sweeps: the true state
-  at (segment, position) is a hash, a cheat corrupts every segment from a first bad one
-  (where each attack of the catalog shows first), no torch at all.
+  catalog) and commits the real Merkle root of its checkpoints, keeping the leaves to
+  open disputes with membership proofs; verifiers and whistleblowers re-execute their
+  segment from the solver's committed checkpoint (`verify_segment`, plus the seeded-init
+  check that catches copied runs). In a dispute each party's digests come from real
+  intermediate tensors (`node.compute.trace.TorchSource`): the solver's from its claimed
+  run, the accuser's from an honest re-execution from the committed start checkpoint.
+- `synthetic`: protocol/pol's `SyntheticRun` (a hash-chain trainer with exactly the op
+  dataflow of real training) for big seed sweeps: the catalog's cheats become pol's
+  `Cheat`s, verification re-executes the segment from the committed checkpoint, and the
+  game's digests are the runs' real state hashes and op-chain values. No torch at all.
+
+Positions of the ledger game (`protocol.market.game`): position `i * ops + j` of segment
+s is the state hash at step s*k+i when j = 0, else the op-chain value after op j-1 of
+that step. Validators arbitrate position lo -> lo+1: they check the agreed input digest
+against an honest re-execution from the committed checkpoint, then execute that one
+operation and compare the output with the defender's claim.
 
 Results are memoised per (task, segment): every node that re-checks the same segment
 gets the same answer, which is what determinism of the profile means.
@@ -22,13 +29,13 @@ gets the same answer, which is what determinism of the profile means.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from netsim.compute import flops_to_ms
 from protocol.commands import RunCompute
 from protocol.encoding import sha256
-from protocol.errors import PolnetError
 from protocol.market.jobs import (
     ArbitrationJob,
     ArbitrationResult,
@@ -42,17 +49,27 @@ from protocol.market.jobs import (
     StateHashResult,
 )
 from protocol.market.state import Task
+from protocol.pol.merkle import leaf_hash
+from protocol.pol.ops import chain_values
+from protocol.pol.oracle import TraceSource, state_hash_of
+from protocol.pol.spec import TaskSpec
+from protocol.pol.synthetic import Cheat, SyntheticRun
 
-#: Synthetic model: first corrupted segment as a fraction of the run, per attack.
-SYNTHETIC_ATTACKS: dict[str, float] = {
-    "skipped_steps": 0.0,
-    "data_order": 0.0,
-    "copied_checkpoints": 0.0,
-    "interpolated": 0.1,
-    "truncated": 0.5,
-    "noisy_weights": 0.95,
-    "bisect_silent": 0.0,
-    "bisect_inconsistent": 0.0,
+
+def _skip_early(spec: TaskSpec) -> Cheat:
+    return Cheat(skip_from=max(1, spec.checkpoint_interval // 2))
+
+
+#: Synthetic equivalents of the attack catalog, as pol `Cheat`s (where each shows first).
+SYNTHETIC_ATTACKS: dict[str, Callable[[TaskSpec], Cheat]] = {
+    "skipped_steps": _skip_early,
+    "data_order": lambda spec: Cheat(data_seed=spec.data_seed + 7),
+    "copied_checkpoints": lambda spec: Cheat(corrupt_at=1),
+    "interpolated": lambda spec: Cheat(corrupt_at=spec.steps // 10 + 1),
+    "truncated": lambda spec: Cheat(skip_from=spec.steps // 2),
+    "noisy_weights": lambda spec: Cheat(corrupt_at=spec.steps - spec.checkpoint_interval // 2),
+    "bisect_silent": _skip_early,
+    "bisect_inconsistent": _skip_early,
 }
 #: Attacks on the bisection itself: the solver trains like `skipped_steps`, then plays badly.
 BISECTION_ATTACKS = ("bisect_silent", "bisect_inconsistent")
@@ -60,10 +77,11 @@ BISECTION_ATTACKS = ("bisect_silent", "bisect_inconsistent")
 
 @dataclass
 class TorchTask:
-    """What a submitter ships with a torch task: the spec and its dataset (by hash)."""
+    """What a submitter ships with a task: the spec and its dataset (by hash; None for
+    the synthetic trainer, which needs no data)."""
 
     spec: Any  # protocol.pol.spec.TaskSpec
-    data: Any  # node.compute.datasets.Dataset
+    data: Any  # node.compute.datasets.Dataset | None
     dataset_name: str
 
 
@@ -89,7 +107,10 @@ class MarketCompute:
         self.stats = ComputeStats()
         self._runs: dict[bytes, Any] = {}
         self._seg_ok: dict[tuple[bytes, int], tuple[bool, int]] = {}
-        self._arb: dict[tuple[bytes, int], bool] = {}
+        self._arb: dict[tuple[bytes, int, int, bytes], bool] = {}
+        self._honest_runs: dict[tuple[bytes, int], Any] = {}
+        self._digests: dict[tuple[bytes, bool, int, int], bytes] = {}
+        self._store: Any = None
 
     # --- Executor ------------------------------------------------------------------------------
 
@@ -135,25 +156,25 @@ class MarketCompute:
 
     def _train(self, task: Task) -> MarketTrainResult:
         tid = task.task_id
+        tt = self.torch_tasks[task.spec_hash]
+        name = self._attack(task)
         if self.mode != "torch":
-            bad = self._first_bad(task)
-            return MarketTrainResult(tid, sha256(tid + bytes([bad is not None])), task.n_segments + 1)
+            cheat = SYNTHETIC_ATTACKS[name](tt.spec) if name is not None else None
+            srun = SyntheticRun(tt.spec, cheat)
+            leaves, root = srun.train()
+            self._runs[tid] = srun
+            return MarketTrainResult(tid, root, len(leaves), tuple(leaves))
         from node.compute import attacks
         from node.compute.trainer import accuracy
 
-        tt = self.torch_tasks[task.spec_hash]
-        name = self._attack(task)
         if name in BISECTION_ATTACKS:
             name = "skipped_steps"
         build = next((a.build for a in attacks.CATALOG if a.name == name), attacks.honest)
         run = build(tt.spec, tt.data, 1)
         self._runs[tid] = run
         self.stats.accuracy[tid] = accuracy(tt.spec, tt.data, run.state_at(tt.spec.steps))
-        return MarketTrainResult(tid, run.root(), tt.spec.num_checkpoints)
-
-    def _first_bad(self, task: Task) -> int | None:
-        name = self._attack(task)
-        return None if name is None else int(SYNTHETIC_ATTACKS[name] * task.n_segments)
+        leaves = run.leaves()
+        return MarketTrainResult(tid, run.root(), len(leaves), tuple(leaves))
 
     def _segment_ok(self, task: Task, segment: int) -> tuple[bool, int]:
         key = (task.task_id, segment)
@@ -162,60 +183,88 @@ class MarketCompute:
         return self._seg_ok[key]
 
     def _check(self, task: Task, segment: int) -> tuple[bool, int]:
-        if self.mode != "torch":
-            bad = self._first_bad(task)
-            ok = bad is None or segment < bad
-            return ok, 0 if ok else 100_000
-        from node.compute.verify import initial_matches, verify_segment
-
         tt, run = self.torch_tasks[task.spec_hash], self._runs.get(task.task_id)
         if run is None:  # nothing was committed by this shell: nothing to re-execute against
             return False, 1_000_000
         k = tt.spec.checkpoint_interval
+        if self.mode != "torch":
+            honest = self._honest(task, segment)
+            if SyntheticRun(tt.spec).state_digests(0) != run.state_digests(0):
+                return False, 1_000_000  # not this task's seeded initial weights
+            ok = leaf_hash(honest.leaf((segment + 1) * k)) == leaf_hash(run.leaf((segment + 1) * k))
+            return ok, 0 if ok else 1_000_000
+        from node.compute.verify import initial_matches, verify_segment
+
         if not initial_matches(tt.spec, run.state_at(0)):
             return False, 1_000_000
         res, _ = verify_segment(tt.spec, tt.data, segment, run.state_at(segment * k),
                                 run.state_at((segment + 1) * k), (task.threshold_ppm or 0) / 1e6, threads=1)
         return bool(res.passed), min(1_000_000, int(res.distance * 1e6))
 
-    # --- the dispute ----------------------------------------------------------------------------
+    # --- the dispute: real digests from the parties' traces ---------------------------------------
 
-    def _true_hash(self, tid: bytes, segment: int, pos: int) -> bytes:
-        return sha256(tid + segment.to_bytes(4, "big") + pos.to_bytes(8, "big"))
+    def _honest(self, task: Task, segment: int) -> Any:
+        """An honest re-execution of `segment` from the solver's committed checkpoint."""
+        key = (task.task_id, segment)
+        if key not in self._honest_runs:
+            tt, run = self.torch_tasks[task.spec_hash], self._runs[task.task_id]
+            start = segment * tt.spec.checkpoint_interval
+            if self.mode != "torch":
+                honest = SyntheticRun(tt.spec)
+                honest.seed_state(start, run.state_digests(start))
+                self._honest_runs[key] = honest
+            else:
+                from node.compute.dispute import challenger_run
+
+                self._honest_runs[key] = challenger_run(tt.spec, tt.data, run, segment, threads=1)
+        return self._honest_runs[key]
+
+    def _source(self, run: Any) -> TraceSource:
+        if self.mode != "torch":
+            src: TraceSource = run
+            return src
+        from node.compute.tensors import TensorStore
+        from node.compute.trace import TorchSource
+
+        if self._store is None:
+            self._store = TensorStore()
+        return TorchSource(run, self._store)
+
+    def _digest(self, task: Task, run: Any, segment: int, position: int) -> bytes:
+        """A party's digest at a game position (see the module docstring)."""
+        key = (task.task_id, run is self._runs[task.task_id], segment, position)
+        if key not in self._digests:
+            src = self._source(run)
+            k, ops = task.checkpoint_interval, task.ops_per_step
+            step, j = segment * k + position // ops, position % ops
+            start = state_hash_of(src.state_digests(step))
+            self._digests[key] = start if j == 0 else chain_values(start, src.step_trace(step)[:j])[j - 1]
+        return self._digests[key]
 
     def _state_hash(self, me: bytes, task: Task, job: StateHashJob) -> StateHashResult | None:
+        if task.task_id not in self._runs:
+            return None
         name = self._attack(task) if me == task.solver else None
         if name == "bisect_silent":
             return None
-        digest = self._true_hash(task.task_id, job.segment, job.position)
         if name == "bisect_inconsistent":
-            digest = sha256(self.rng.randbytes(32))
-        elif me == task.solver and job.position >= 1 and not self._segment_ok(task, job.segment)[0]:
-            digest = sha256(b"forged" + digest)
-        return StateHashResult(task.task_id, job.position, digest)
+            return StateHashResult(task.task_id, job.position, sha256(self.rng.randbytes(32)))
+        run = self._runs[task.task_id] if me == task.solver else self._honest(task, job.segment)
+        return StateHashResult(task.task_id, job.position, self._digest(task, run, job.segment, job.position))
 
     def _arbitrate(self, task: Task, job: ArbitrationJob) -> bool:
-        key = (task.task_id, job.segment)
+        key = (task.task_id, job.segment, job.position, job.defender_output)
         if key not in self._arb:
             self._arb[key] = self._referee(task, job)
         return self._arb[key]
 
     def _referee(self, task: Task, job: ArbitrationJob) -> bool:
-        if self._segment_ok(task, job.segment)[0]:
-            return True  # the solver's segment re-executes: nothing to pinpoint, it is right
-        if self.mode == "torch" and task.task_id in self._runs:
-            from node.compute.dispute import challenger_run, dispute_segment
-            from protocol.pol.pinpoint import Outcome
-            from protocol.pol.sampling import op_tolerance
-
-            tt, run = self.torch_tasks[task.spec_hash], self._runs[task.task_id]
-            honest = challenger_run(tt.spec, tt.data, run, job.segment, threads=1)
-            tolerance = op_tolerance((task.threshold_ppm or 0) / 1e6)
-            try:
-                report = dispute_segment(tt.spec, tt.data, run, honest, job.segment, tolerance)
-            except PolnetError:  # nothing to pinpoint inside the segment (e.g. a forged start)
-                return False
-            if report.outcome != Outcome.BOTH_WRONG:
-                return bool(report.outcome == Outcome.DEFENDER_WINS)
-        truth = self._true_hash(task.task_id, job.segment, job.position + 1)
-        return job.defender_output == truth
+        """Re-execute the one operation after `position` from the agreed input and judge the
+        defender's output. An input no honest re-execution reaches cannot be judged against
+        the defender: the accuser agreed to it."""
+        if task.task_id not in self._runs:
+            return False
+        honest = self._honest(task, job.segment)
+        if self._digest(task, honest, job.segment, job.position) != job.input_hash:
+            return True
+        return self._digest(task, honest, job.segment, job.position + 1) == job.defender_output

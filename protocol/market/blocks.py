@@ -52,7 +52,7 @@ def lifetime_bound(params: MarketParams, task: Task, slowest_flops: int) -> int:
     train = train_blocks(params, task.gflops, slowest_flops) + params.profile_blocks
     verify = params.placement_blocks + params.commit_blocks + params.reveal_blocks + 2
     games = params.verifier_count + params.max_challenges_per_task
-    dispute = games * (2 * max_rounds(task) * params.move_blocks + params.arbitration_blocks + 1)
+    dispute = games * ((2 * max_rounds(task) + 1) * params.move_blocks + params.arbitration_blocks + 1)
     tail = params.challenge_window_blocks + params.forced_reveal_blocks + dispute
     return tries * (params.placement_blocks + train + verify + 2) + tail + 2
 

@@ -32,3 +32,7 @@ class BadReveal(MarketError):
 
 class OutOfBounds(MarketError):
     """A value or a count is outside the market's limits."""
+
+
+class BadProof(MarketError):
+    """A checkpoint is not proven to belong to the committed proof of learning."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from protocol.pol.merkle import CheckpointLeaf
 from protocol.schema import U32, Hash32
 
 
@@ -20,9 +21,13 @@ class MarketTrainJob:
 
 @dataclass(frozen=True, slots=True)
 class MarketTrainResult:
+    """The proof: its root, and the leaves, which the solver keeps to open any dispute
+    with Merkle membership proofs (a shell that leaves them out cannot defend)."""
+
     task_id: Hash32
     merkle_root: Hash32
     n_checkpoints: U32
+    leaves: tuple[CheckpointLeaf, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +63,9 @@ class SegmentCheckResult:
 
 @dataclass(frozen=True, slots=True)
 class StateHashJob:
-    """This party's own state hash at one (step x op) position of a disputed segment."""
+    """This party's own digest at one (step x op) position of a disputed segment: at
+    `step * ops_per_step + j`, the state hash of the step (j = 0) or the op-chain value
+    after op j-1 of that step (see `protocol.market.game`)."""
 
     task_id: Hash32
     segment: U32
@@ -74,13 +81,15 @@ class StateHashResult:
 
 @dataclass(frozen=True, slots=True)
 class ArbitrationJob:
-    """Re-execute the single operation at `position` from the agreed input hash."""
+    """Re-execute the single operation at `position` from the agreed input digest and
+    judge the defender's output digest (the accuser's own is given for the record)."""
 
     task_id: Hash32
     segment: U32
     position: U32
     input_hash: bytes
     defender_output: bytes
+    accuser_output: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 from protocol.market import elections
 from protocol.market.errors import BadReveal, NotAuthorized, OutOfBounds, UnknownTask, WrongStage
-from protocol.market.game import apply_claim, apply_reply, apply_vote
+from protocol.market.game import apply_claim, apply_open, apply_reply, apply_vote
 from protocol.market.settle import refund
 from protocol.market.state import ChallengeRec, MarketState, Status, Task, VerifierSlot, Worker
 from protocol.market.txs import (
@@ -24,6 +24,7 @@ from protocol.market.txs import (
     Challenge,
     DeregisterWorker,
     ForcedErrorReveal,
+    GameOpen,
     ProfileReport,
     ProveCommit,
     RegisterWorker,
@@ -269,6 +270,11 @@ def process_forced_error_reveal(state: MarketState, sender: bytes, tx: ForcedErr
 # --- stage 7: dispute and arbitration ----------------------------------------------------------------
 
 
+def process_game_open(state: MarketState, sender: bytes, tx: GameOpen) -> None:
+    task = _task(state, tx.task_id, Status.DISPUTE)
+    apply_open(state, task, sender, tx)
+
+
 def process_bisect_claim(state: MarketState, sender: bytes, tx: BisectClaim) -> None:
     task = _task(state, tx.task_id, Status.DISPUTE)
     apply_claim(state, task, sender, tx.round, tx.digest)
@@ -276,7 +282,7 @@ def process_bisect_claim(state: MarketState, sender: bytes, tx: BisectClaim) -> 
 
 def process_bisect_reply(state: MarketState, sender: bytes, tx: BisectReply) -> None:
     task = _task(state, tx.task_id, Status.DISPUTE)
-    apply_reply(state, task, sender, tx.round, tx.agree)
+    apply_reply(state, task, sender, tx.round, tx.digest)
 
 
 def process_arbitration_vote(state: MarketState, sender: bytes, tx: ArbitrationVote) -> None:
@@ -297,6 +303,7 @@ _RULES: dict[type[Any], Callable[[MarketState, bytes, Any], Any]] = {
     BisectClaim: process_bisect_claim,
     BisectReply: process_bisect_reply,
     ArbitrationVote: process_arbitration_vote,
+    GameOpen: process_game_open,
 }
 
 

@@ -39,6 +39,7 @@ from protocol.market.txs import (
     BisectReply,
     Challenge,
     ForcedErrorReveal,
+    GameOpen,
     ProfileReport,
     ProveCommit,
     SubmitTask,
@@ -46,6 +47,7 @@ from protocol.market.txs import (
     VerdictCommit,
     VerdictReveal,
 )
+from protocol.pol.merkle import CheckpointLeaf, inclusion_proof, leaf_hash
 
 #: Jobs one role keeps in flight; more tasks wait for the next block.
 MAX_PENDING_JOBS = 64
@@ -145,9 +147,10 @@ class _Role:
             if task.status != Status.DISPUTE or game is None:
                 continue
             mine = task.solver if game.turn == Turn.DEFENDER else game.accuser
-            if mine == self.me:
-                job = StateHashJob(task.task_id, game.segment, (game.lo + game.hi) // 2)
-                out += self._run(task, "hash", game.round, job, OP_FLOPS)
+            if mine != self.me or not game.opened:
+                continue
+            job = StateHashJob(task.task_id, game.segment, (game.lo + game.hi) // 2)
+            out += self._run(task, f"hash:{game.accuser.hex()}", game.round, job, OP_FLOPS)
         return out
 
     def _move(self, task: Task, rnd: int, result: Any) -> list[Command]:
@@ -159,25 +162,45 @@ class _Role:
         if game.turn == Turn.DEFENDER and task.solver == self.me:
             return self._publish(BisectClaim(task.task_id, rnd, result.digest, 0, 0))
         if game.turn == Turn.ACCUSER and game.accuser == self.me:
-            return self._publish(BisectReply(task.task_id, rnd, result.digest == game.mid_hash, 0, 0))
+            return self._publish(BisectReply(task.task_id, rnd, result.digest, 0, 0))
         return []
 
 
 @dataclass
 class SolverRole(_Role):
+    """Trains, commits the proof, keeps its leaves, and defends: it opens each game with
+    the disputed segment's checkpoints and their Merkle proofs, then posts its digests."""
+
+    leaves: dict[bytes, tuple[CheckpointLeaf, ...]] = field(default_factory=dict)
+
     def on_view(self, market: MarketState) -> list[Command]:
         out = self._play(market)
+        self.leaves = {t: v for t, v in self.leaves.items() if t in market.tasks}
         for task in market.open_tasks():
             if task.status == Status.TRAINING and task.solver == self.me and task.proof_root is None:
                 job = MarketTrainJob(task.task_id, task.spec_hash)
                 out += self._run(task, "train", 0, job, task.gflops * GFLOP)
+            out += self._open(task)
         return out
 
+    def _open(self, task: Task) -> list[Command]:
+        game, leaves = task.game, self.leaves.get(task.task_id, ())
+        if task.status != Status.DISPUTE or game is None or game.opened or task.solver != self.me:
+            return []
+        if len(leaves) != task.n_segments + 1:
+            return []  # nothing to prove membership with: silence (the game is lost)
+        hashes = [leaf_hash(x) for x in leaves]
+        s = game.segment
+        tx = GameOpen(task.task_id, leaves[s], inclusion_proof(hashes, s), leaves[s + 1],
+                      inclusion_proof(hashes, s + 1), 0, 0)
+        return self._once(task, f"open:{game.accuser.hex()}", tx)
+
     def on_done(self, task: Task, duty: str, rnd: int, result: Any) -> list[Command]:
-        if duty == "hash":
+        if duty.startswith("hash"):
             return self._move(task, rnd, result)
         mine = task.status == Status.TRAINING and task.solver == self.me
         if isinstance(result, MarketTrainResult) and mine:
+            self.leaves[task.task_id] = result.leaves
             return self._publish(ProveCommit(task.task_id, result.merkle_root, result.n_checkpoints, 0, 0))
         return []
 
@@ -225,7 +248,7 @@ class VerifierRole(_Role):
         return elections.is_forced(self.secret, slot.beacon, task.task_id, ppm)
 
     def on_done(self, task: Task, duty: str, rnd: int, result: Any) -> list[Command]:
-        if duty == "hash":
+        if duty.startswith("hash"):
             return self._move(task, rnd, result)
         if isinstance(result, ProfileResult) and task.status == Status.TRAINING:
             return self._publish(ProfileReport(task.task_id, result.threshold_ppm, result.spec_ok, 0, 0))
@@ -263,7 +286,7 @@ class WhistleblowerRole(_Role):
         return out
 
     def on_done(self, task: Task, duty: str, rnd: int, result: Any) -> list[Command]:
-        if duty == "hash":
+        if duty.startswith("hash"):
             return self._move(task, rnd, result)
         if not isinstance(result, SegmentCheckResult) or task.status != Status.CHALLENGE:
             return []
@@ -284,8 +307,9 @@ class ArbiterRole(_Role):
         for task in market.open_tasks():
             game = task.game
             if task.status == Status.ARBITRATION and game is not None and self.me not in game.votes:
-                job = ArbitrationJob(task.task_id, game.segment, game.lo, game.lo_hash, game.hi_hash)
-                out += self._run(task, "arbitrate", game.round, job, OP_FLOPS)
+                job = ArbitrationJob(task.task_id, game.segment, game.lo, game.lo_hash, game.hi_hash,
+                                     game.accuser_hi)
+                out += self._run(task, f"arbitrate:{game.accuser.hex()}", game.round, job, OP_FLOPS)
         return out
 
     def on_done(self, task: Task, duty: str, rnd: int, result: Any) -> list[Command]:

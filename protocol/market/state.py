@@ -124,8 +124,9 @@ class ChallengeRec:
 class Game:
     """One bisection game over the positions of a disputed segment (steps x ops).
 
-    Both sides agree at `lo` (the committed checkpoint) and disagree at `hi`; each round
-    the defender posts the state hash at the midpoint and the accuser agrees or not.
+    The defender opens it with the segment's committed checkpoints (Merkle proofs), which
+    fix `lo_hash` and `hi_hash`; both sides agree at `lo` and disagree at `hi`; each round
+    the defender posts its digest at the midpoint and the accuser posts its own.
     """
 
     accuser: bytes
@@ -138,6 +139,8 @@ class Game:
     round: int = 0
     mid_hash: bytes | None = None
     votes: dict[bytes, bool] = field(default_factory=dict)  # validator -> defender right
+    opened: bool = False  # the defender showed the segment's committed checkpoints
+    accuser_hi: bytes = b""  # the accuser's own digest at `hi` (its claim against hi_hash)
 
 
 @dataclass(slots=True)

@@ -93,6 +93,8 @@ class GameRecord:
     round: U16
     mid_hash: Hash32 | None
     votes: Annotated[tuple[tuple[PubKey, bool], ...], Len(0, MAX_VOTES)]
+    opened: bool
+    accuser_hi: ShortBytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +161,7 @@ def _freeze_game(g: Game | None) -> GameRecord | None:
         return None
     votes = tuple(sorted(g.votes.items()))
     return GameRecord(g.accuser, g.segment, g.lo, g.hi, g.lo_hash, g.hi_hash, g.turn, g.round, g.mid_hash,
-                      votes)
+                      votes, g.opened, g.accuser_hi)
 
 
 def freeze_task(t: Task) -> TaskRecord:
@@ -191,7 +193,7 @@ def _thaw_game(r: GameRecord | None) -> Game | None:
     if r is None:
         return None
     return Game(r.accuser, r.segment, r.lo, r.hi, r.lo_hash, r.hi_hash, r.turn, r.round, r.mid_hash,
-                dict(r.votes))
+                dict(r.votes), r.opened, r.accuser_hi)
 
 
 def thaw_task(key: bytes, r: TaskRecord) -> Task:

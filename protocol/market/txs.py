@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from protocol.pol.merkle import CheckpointLeaf, MerkleProof
 from protocol.schema import U8, U16, U32, U64, Hash32, message
 
 
@@ -149,11 +150,12 @@ class BisectClaim:
 @message(0x5A)
 @dataclass(frozen=True, slots=True)
 class BisectReply:
-    """Accuser's move: whether its own state at the midpoint matches the defender's."""
+    """Accuser's move: its own digest at the midpoint. The ledger compares it with the
+    defender's, so both sides are bound to a value at every position they were asked."""
 
     task_id: Hash32
     round: U16
-    agree: bool
+    digest: Hash32
     nonce: U64
     fee: U64
 
@@ -166,6 +168,22 @@ class ArbitrationVote:
     task_id: Hash32
     round: U16
     defender_right: bool
+    nonce: U64
+    fee: U64
+
+
+@message(0x5C)
+@dataclass(frozen=True, slots=True)
+class GameOpen:
+    """Defender's first move of a game: the disputed segment's two checkpoint leaves with
+    their Merkle membership proofs against the committed root. The game's ends are then
+    the committed states, not values the defender picks after the accusation."""
+
+    task_id: Hash32
+    start: CheckpointLeaf
+    start_proof: MerkleProof
+    end: CheckpointLeaf
+    end_proof: MerkleProof
     nonce: U64
     fee: U64
 
@@ -183,4 +201,5 @@ MarketTx = (
     | BisectClaim
     | BisectReply
     | ArbitrationVote
+    | GameOpen
 )
