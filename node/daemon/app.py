@@ -293,7 +293,7 @@ class Daemon:
             return _json(400, {"error": "block height must be a non-negative integer"})
         doc = self.chain.block(int(text))
         if doc is None:
-            return _json(404, {"error": f"block {text} is not among the recent blocks this node holds"})
+            return _json(404, {"error": f"this node holds no block {text}"})
         return _json(200, doc)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from node.daemon.blockstore import DiskBackedBlocks
 from node.storage import ChainStore
 from protocol.consensus.block import block_hash
 from protocol.consensus.node import (
@@ -152,6 +153,9 @@ class Chain:
             state, cfg, key, roles,
             blocks=list(store.load_kind(PERSIST_BLOCK)), own_votes=store.load(PERSIST_VOTES, OWN_VOTES_KEY),
         )
+        # Serve block sync from sqlite too, so peers down for longer than the in-memory
+        # cache of recent blocks can still catch up from us.
+        core.consensus.store = DiskBackedBlocks(cfg.block_cache, store.load)
         return cls(genesis, core.ledger, core, store)
 
     @property
@@ -174,7 +178,7 @@ class Chain:
         }
 
     def block(self, height: int) -> dict[str, Any] | None:
-        """A recent committed block's identity (hash and the state root it built on)."""
+        """A committed block's identity (hash and the state root it built on)."""
         cb = self.node.store.get(height)
         if cb is None:
             return None
