@@ -61,7 +61,7 @@ def register(key: Keypair, stake: int = 200_000) -> RegisterWorker:
 
 
 def submit(price: int = 40, salt: int = 0) -> SubmitTask:
-    return SubmitTask(b"\1" * 32, 1_000, 100, 10, 16, DeviceClass.CPU, 1024, True, price, salt, 0, 0)
+    return SubmitTask(b"\1" * 32, 1_000, 640, 10, 16, DeviceClass.CPU, 1024, True, price, salt, 0, 0)
 
 
 def market_tables(state: State) -> tuple[bytes, ...]:

@@ -4,8 +4,8 @@ The oracle below re-derives each node's expected payments from the ended tasks' 
 and docs/market.md ("Money") alone, walking tasks in the order they ended, and the test
 compares it with what the ledger actually did: per node, balance delta plus the tx fees
 it paid, and stake delta. Validators earn nothing from the market, only the proposers'
-share of all tx fees, which is checked in total. The runs include a cheating solver, a
-lazy verifier, a false challenger and (seed 6) a forced error paid from the jackpot.
+share of all tx fees, which is checked in total. The runs include cheating solvers, a
+lazy verifier, a false challenger and (seed 15) a forced error paid from the jackpot.
 """
 
 from __future__ import annotations
@@ -133,11 +133,12 @@ def audit(r: MarketReport, keys: list[bytes], stake0: int) -> None:
     assert fee_income == txs * per_tx, where
 
 
-@pytest.mark.parametrize("seed", [1, 2])  # both: a cheat, the lazy verifier slashed, a forced error
+@pytest.mark.parametrize("seed", [2, 15])  # cheats caught, the lazy verifier slashed; 15: a jackpot
 def test_every_balance_and_stake_change_matches_the_rules(seed: int) -> None:
     r = run_market(MarketConfig(seed=seed, nodes=12, tasks=6, **BYZANTINE))  # type: ignore[arg-type]
-    assert r.ok and r.cheats >= 1 and r.slashes >= 2
-    assert r.jackpot_payouts == 1  # the forced-error path is in this audit too
+    lazy = next(n for n in r.nodes if n.role == "lazy_verifier")
+    assert r.ok and r.cheats >= 2 and lazy.slashed
+    assert r.jackpot_payouts == (seed == 15)  # the forced-error path is in this audit too
     audit(r, r.node_keys, r.worker_stake)
 
 

@@ -127,7 +127,7 @@ class Swarm:
 
     def run(self, tasks: int, max_blocks: int = 1_500) -> None:
         spec = sha256(b"role-spec")
-        self.sub.queue = [SubmitTask(spec, 1_000, 100, 10, 8, DeviceClass.CPU, 1024, True, 40, s, 0, 0)
+        self.sub.queue = [SubmitTask(spec, 1_000, 640, 10, 8, DeviceClass.CPU, 1024, True, 40, s, 0, 0)
                           for s in range(tasks)]
         for _ in range(max_blocks):
             self.block()

@@ -122,8 +122,16 @@ def test_submit_escrows_budget_and_tax_is_taken_only_at_placement() -> None:
 
 def test_submit_below_price_floor_is_refused() -> None:
     w = World(params=replace(DEVNET, min_price_per_gflop=5))
-    tx = SubmitTask(sha256(b"s"), 10, 10, 5, 4, DeviceClass.CPU, 1, True, 4, 0, 0, 0)
+    tx = SubmitTask(sha256(b"s"), 10, 640, 10, 4, DeviceClass.CPU, 1, True, 4, 0, 0, 0)
     refused(w, w.submitter, tx, OutOfBounds)
+
+
+def test_submit_with_too_few_segments_for_cheap_checks_is_refused() -> None:
+    w = World()
+    assert DEVNET.min_segments == 64  # one check re-executes at most 1/64 of the work
+    tx = SubmitTask(sha256(b"s"), 10, 630, 10, 4, DeviceClass.CPU, 1, True, 40, 0, 0, 0)
+    refused(w, w.submitter, tx, OutOfBounds)
+    assert w.apply(w.submitter, replace(tx, steps=640)) is None
 
 
 def test_submit_with_interval_beyond_steps_is_refused() -> None:
@@ -135,7 +143,7 @@ def test_submit_with_interval_beyond_steps_is_refused() -> None:
 def test_same_task_id_twice_is_refused() -> None:
     w = world()
     w.submit(salt=7)
-    tx = SubmitTask(sha256(b"spec"), 1_000, 100, 10, 8, DeviceClass.CPU, 1024, True, 40, 7, 0, 0)
+    tx = SubmitTask(sha256(b"spec"), 1_000, 640, 10, 8, DeviceClass.CPU, 1024, True, 40, 7, 0, 0)
     refused(w, w.submitter, tx, OutOfBounds)
 
 
@@ -466,7 +474,7 @@ def test_one_verifier_always_checks_the_final_segment() -> None:
 
 
 def test_task_waits_for_placement_while_too_few_verifiers_are_eligible() -> None:
-    w = world(n_workers=3)  # a solver plus two verifiers: one short of verifier_count
+    w = world(n_workers=2)  # a solver plus one verifier: one short of verifier_count
     tid = w.submit()
     assert w.run(tid).outcome == "unplaceable"
 

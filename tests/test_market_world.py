@@ -37,7 +37,7 @@ from protocol.market.txs import (
 from protocol.pol.merkle import CheckpointLeaf, inclusion_proof, leaf_hash, merkle_root
 
 BALANCE = 10**9
-STAKE = 100_000
+STAKE = 1_000_000
 FLOPS = 10**12
 
 
@@ -102,7 +102,7 @@ class World:
 
     def submit(self, *, reproducible: bool = True, gflops: int = 1_000, price: int = 40, cheat: bool = False,
                salt: int = 0, device: DeviceClass = DeviceClass.CPU) -> bytes:
-        tx = SubmitTask(sha256(b"spec"), gflops, 100, 10, 8, device, 1024, reproducible, price, salt, 0, 0)
+        tx = SubmitTask(sha256(b"spec"), gflops, 640, 10, 8, device, 1024, reproducible, price, salt, 0, 0)
         task_id = task_id_of(self.submitter, tx)
         err = self.apply(self.submitter, tx)
         assert err is None, err

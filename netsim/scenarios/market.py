@@ -95,7 +95,7 @@ class MarketConfig:
     loss: float = 0.0
     #: Synthetic tasks' declared work and shape (ops per step follow from the spec).
     gflops: int = 2_000
-    steps: int = 100
+    steps: int = 640  # 64 segments: the devnet's minimum (one check = 1/64 of the work)
     interval: int = 10
     #: Give up (every task not ended counts as a failed invariant) after this much virtual time.
     max_sim_ms: int = 3_600_000
@@ -310,7 +310,7 @@ def _torch_tasks(cfg: MarketConfig) -> tuple[list[SubmitTask], dict[bytes, Torch
     for i in range(cfg.tasks):
         name, data, (d_in, classes) = sets[i % len(sets)]
         spec = TaskSpec(1, (d_in,), classes, (linear(d_in, 16), relu(), linear(16, classes)),
-                        LossKind.CROSS_ENTROPY, OptimizerSpec(OptimizerKind.ADAM, 0.01), 32, 40, 10,
+                        LossKind.CROSS_ENTROPY, OptimizerSpec(OptimizerKind.ADAM, 0.01), 32, 64, 1,
                         data.digest, len(data), 1 + i, 2 + i, 3 + i, ReproProfile(threads=1))
         spec_hash = record_hash(spec)
         out[spec_hash] = TorchTask(spec, data, name)

@@ -229,8 +229,10 @@ def _forced_reveal(state: MarketState, task: Task) -> None:
     # Challengers of an ACCEPT play first: their game judges the very verdict they named
     # (an ACCEPT is only shown wrong on the segment where the solver loses).
     accusers = [c.challenger for c in task.challenges if not c.claims_valid]
-    rejecting = [v for v in task.verifiers if v.verdict and not v.verdict.accept]
-    accusers += [v.pubkey for v in rejecting if not v.forced_revealed]
+    # A verifier's true finding is its verdict, or the opposite when it revealed a forced
+    # error: a forced ACCEPT hid a failed check, so that verifier accuses too (otherwise a
+    # cheat whose other verifier is lazy would pass whenever no whistleblower re-checked).
+    accusers += [v.pubkey for v in task.verifiers if v.verdict and v.verdict.accept == v.forced_revealed]
     task.accusers = list(dict.fromkeys(accusers))
     if not start_next_game(state, task):
         task.proof_valid = True

@@ -124,6 +124,9 @@ def process_submit_task(state: MarketState, sender: bytes, tx: SubmitTask) -> by
     # Rule: a checkpoint interval within the run, and a bounded op sequence per step.
     if not 0 < tx.checkpoint_interval <= tx.steps or not 0 < tx.ops_per_step <= MAX_OPS_PER_STEP:
         raise OutOfBounds("checkpoint interval or ops per step out of range")
+    # Rule: enough segments that one verifier's check is at most sampling_bps of the work.
+    if -(-tx.steps // tx.checkpoint_interval) < p.min_segments:
+        raise OutOfBounds(f"fewer than {p.min_segments} segments (steps / checkpoint interval)")
     # Rule: the offered price clears the protocol floor.
     if tx.max_price_per_gflop < p.min_price_per_gflop:
         raise OutOfBounds(f"price below the floor {p.min_price_per_gflop}")

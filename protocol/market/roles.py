@@ -51,14 +51,13 @@ from protocol.pol.merkle import CheckpointLeaf, inclusion_proof, leaf_hash
 
 #: Jobs one role keeps in flight; more tasks wait for the next block.
 MAX_PENDING_JOBS = 64
-#: A verification re-runs a sampled segment; charged as this share of the training FLOPs.
-SEGMENT_FLOPS_BPS = 200
 #: One state hash or one arbitrated operation: tiny next to a training step.
 OP_FLOPS = 10**6
 
 
 def _segment_flops(task: Task) -> int:
-    return task.gflops * GFLOP * SEGMENT_FLOPS_BPS // 10_000
+    """A verification re-runs one segment: its share of the declared training FLOPs."""
+    return task.gflops * GFLOP // task.n_segments
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,12 +262,27 @@ class VerifierRole(_Role):
         return []
 
 
+#: Share of ACCEPT verdicts a whistleblower re-checks (it re-checks every REJECT: in an
+#: honest network those are exactly the forced errors, which pay the jackpot). 25% keeps
+#: the network's verification under 5% of training (see protocol/market/params.py).
+ACCEPT_CHECK_PPM = 250_000
+
+
 @dataclass
 class WhistleblowerRole(_Role):
-    """Re-checks revealed verdicts during the challenge window and challenges wrong ones."""
+    """Re-checks revealed verdicts during the challenge window and challenges wrong ones:
+    every REJECT, and a beacon-drawn share of ACCEPTs (unpredictable to the verifiers,
+    whose verdicts are fixed before the draw's beacon is known)."""
 
     bond: int = 0
     checks_per_block: int = 8
+    accept_check_ppm: int = ACCEPT_CHECK_PPM
+
+    def _wants(self, market: MarketState, task: Task, index: int, accept: bool) -> bool:
+        if not accept:
+            return True
+        seed = sha256(b"whistle" + market.beacon + task.task_id + self.me + bytes([index]))
+        return int.from_bytes(seed[:8], "big") % 1_000_000 < self.accept_check_ppm
 
     def on_view(self, market: MarketState) -> list[Command]:
         out = self._play(market)
@@ -278,6 +292,11 @@ class WhistleblowerRole(_Role):
                 continue
             for index, slot in enumerate(task.verifiers):
                 if budget <= 0 or slot.pubkey == self.me or slot.verdict is None:
+                    continue
+                if (task.task_id, "check", index) in self.done:
+                    continue
+                if not self._wants(market, task, index, slot.verdict.accept):
+                    self.done.add((task.task_id, "check", index))  # drawn once, not every block
                     continue
                 job = SegmentCheckJob(task.task_id, task.proof_root, slot.segment, task.threshold_ppm or 0)
                 started = self._run(task, "check", index, job, _segment_flops(task))
