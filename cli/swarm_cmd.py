@@ -1,7 +1,10 @@
 """`polnet swarm up --nodes N`: a local network of real daemons on 127.0.0.1.
 
 Each node is a separate `polnet node run` process with its own data dir, so the swarm
-exercises exactly what operators run: real TCP, real gossip, one sqlite per node. The
+exercises exactly what operators run: real TCP, real gossip, one sqlite per node; up to
+IN_PROCESS_MAX_NODES nodes run by default as daemons in one process (cli/swarm_inproc.py),
+where start-up, not the nodes, would dominate. With `--tasks` the swarm is a market
+(cli/swarm_market.py). The
 live view polls every node's admin endpoint; the final report says whether the nodes
 agreed (the same block hash at a common height) and how fast blocks came.
 """
@@ -25,6 +28,7 @@ from rich.live import Live
 from rich.table import Table
 
 from cli.output import emit_json, fail, operator_errors, stdout
+from cli.swarm_inproc import IN_PROCESS_MAX_NODES, InProcessSwarm, in_process
 from cli.swarm_market import MarketWatch, node_pubkeys, submit_tasks, swarm_roles, task_docs
 from node.config import RolesConfig
 from node.daemon.layout import MAX_LOCALNET_NODES, layout_localnet
@@ -41,13 +45,14 @@ STOP_TIMEOUT_S = 15.0
 #: A solver, three verifiers (the devnet's verifier_count) and a whistleblower.
 MIN_MARKET_NODES = 5
 MIN_HONEST_WORKERS = 3
+MODES = ("auto", "process", "inprocess")
 
 
 @dataclass
 class SwarmNode:
     index: int
     datadir: DataDir
-    proc: subprocess.Popen[bytes]
+    proc: Any  # subprocess.Popen, or an InProcessNode with the same slice of its interface
     role: str = ""
     admin: str | None = None
     last: dict[str, Any] = field(default_factory=dict)
@@ -224,8 +229,12 @@ def up(
     ),
     chain_id: str = typer.Option("polnet-local", help="Chain id of the local network."),
     as_json: bool = typer.Option(False, "--json", help="Print the final report as JSON."),
+    mode: str = typer.Option("auto", help=f"process, inprocess, or auto (inprocess up to "
+                                          f"{IN_PROCESS_MAX_NODES} nodes)."),
 ) -> None:
     """Start N daemons on loopback, run T training tasks through the market, report."""
+    if mode not in MODES:
+        fail(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     _check_shape(nodes, tasks, cheaters)
     root = directory if directory is not None else Path(tempfile.mkdtemp(prefix="polnet-swarm-"))
     roles = swarm_roles(nodes, cheaters) if tasks else None
@@ -233,7 +242,11 @@ def up(
         dirs = layout_localnet(root, nodes, chain_id=chain_id, block_interval_ms=block_interval_ms,
                                roles=roles)
     plan = Plan(blocks, duration, tasks, cheaters, roles or [], node_pubkeys(dirs) if tasks else [])
-    swarm = [SwarmNode(i, d, _spawn(d), role=_role_name(plan, i)) for i, d in enumerate(dirs)]
+    if in_process(nodes, mode):
+        procs: list[Any] = InProcessSwarm(dirs, root / "swarm.log").start()
+    else:
+        procs = [_spawn(d) for d in dirs]
+    swarm = [SwarmNode(i, d, p, role=_role_name(plan, i)) for i, (d, p) in enumerate(zip(dirs, procs))]
     error: str | None = None
     elapsed = 0.0
     try:

@@ -6,8 +6,10 @@ checkpoints walked down from the committed Merkle root, see proofblobs.py), does
 tensor work with node/compute under the task's reproducibility profile, and returns the
 job's result record. It returns None (the roles' "no answer") when the task is unknown.
 
-Jobs run one at a time: the profile sets torch's process-wide thread count and
-determinism flags, so two concurrent jobs would race on them and lose bit-reproducibility.
+Jobs run one at a time per process (a module-level lock, so several daemons in one
+process, as `swarm up` runs small swarms, share it too): the profile sets torch's
+process-wide thread count and determinism flags, so two concurrent jobs would race on
+them and lose bit-reproducibility.
 
 The bisection game's per-position digests follow the model netsim's market scenario
 uses (docs/market.md, "Not done yet"): the true state at (segment, position) is a hash,
@@ -68,6 +70,7 @@ CACHE_ITEMS = 16
 PPM = 1_000_000
 
 AsyncFetch = Callable[[bytes, int], Awaitable[bytes]]
+_TORCH = threading.Lock()
 
 
 class _Lru(OrderedDict[Any, Any]):
@@ -102,14 +105,13 @@ class MarketComputeRunner:
         self._view = view
         self.me = me
         self.cheat = cheat or None
-        self._lock = threading.Lock()
         self._specs = _Lru()
         self._data = _Lru()
         self._seg = _Lru()
         self.trained: dict[bytes, TrainedModel] = {}
 
     def __call__(self, job_id: str, job: Any) -> Any:
-        with self._lock:
+        with _TORCH:
             return self._run(job)
 
     # --- blobs -----------------------------------------------------------------------------------
@@ -242,7 +244,7 @@ class MarketComputeRunner:
         their accuracy on the task's dataset; every tensor is checked against the root."""
         if task.proof_root is None:
             raise BlobError("the task has no committed proof")
-        with self._lock:
+        with _TORCH:
             spec = self.spec(task.spec_hash)
             data = self.dataset(spec)
             leaf = leaf_at(self.get, task.proof_root, spec.num_checkpoints, spec.num_checkpoints - 1)
