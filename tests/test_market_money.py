@@ -5,7 +5,7 @@ and docs/market.md ("Money") alone, walking tasks in the order they ended, and t
 compares it with what the ledger actually did: per node, balance delta plus the tx fees
 it paid, and stake delta. Validators earn nothing from the market, only the proposers'
 share of all tx fees, which is checked in total. The runs include cheating solvers, a
-lazy verifier, a false challenger and (seed 15) a forced error paid from the jackpot.
+lazy verifier, a false challenger and (seed 4) a forced error paid from the jackpot.
 """
 
 from __future__ import annotations
@@ -96,12 +96,13 @@ class Oracle:
                 self.pool += bond
             elif t.verifiers[c.target].forced_revealed and c.target not in jackpot_paid:
                 jackpot_paid.add(c.target)
-                won = min(p.jackpot_for(cost), self.pool)
+                won = p.jackpot_for(cost)  # the pool's level is checked once, at the end
                 self.pool -= won
                 self.balance[c.challenger] += won
-        if t.profiler is not None:
-            self.balance[t.profiler] += per_verifier
-            paid += per_verifier
+        for report in t.profile_reports:
+            if report.spec_ok:
+                self.balance[report.profiler] += per_verifier
+                paid += per_verifier
         return paid
 
     @staticmethod
@@ -128,17 +129,18 @@ def audit(r: MarketReport, keys: list[bytes], stake0: int) -> None:
         assert n.balance_delta + n.fees_paid == oracle.balance[who], f"node {n.index} ({n.role}) {where}"
         expected_stake = oracle.stake.get(who, 0) - (stake0 if who in workers else 0)
         assert n.stake_delta == expected_stake, f"node {n.index} ({n.role}) {where}"
+    assert oracle.pool == r.jackpot_end, f"jackpot pool {where}"
     txs = sum(n.fees_paid // r.tx_fee for n in r.nodes)
     per_tx = r.tx_fee - share(r.tx_fee, preset("devnet").fee_burn_ppm)
     assert fee_income == txs * per_tx, where
 
 
-@pytest.mark.parametrize("seed", [2, 15])  # cheats caught, the lazy verifier slashed; 15: a jackpot
+@pytest.mark.parametrize("seed", [2, 4])
 def test_every_balance_and_stake_change_matches_the_rules(seed: int) -> None:
     r = run_market(MarketConfig(seed=seed, nodes=12, tasks=6, **BYZANTINE))  # type: ignore[arg-type]
-    lazy = next(n for n in r.nodes if n.role == "lazy_verifier")
-    assert r.ok and r.cheats >= 2 and lazy.slashed
-    assert r.jackpot_payouts == (seed == 15)  # the forced-error path is in this audit too
+    assert r.ok and r.cheats >= 2
+    if seed == 4:  # the lazy verifier slashed and a forced error paid from the jackpot, audited too
+        assert next(n for n in r.nodes if n.role == "lazy_verifier").slashed and r.jackpot_payouts == 1
     audit(r, r.node_keys, r.worker_stake)
 
 

@@ -26,6 +26,7 @@ from protocol.market.txs import (
     DeregisterWorker,
     DeviceClass,
     ForcedErrorReveal,
+    ProfileReport,
     ProveCommit,
     SubmitTask,
     Verdict,
@@ -185,13 +186,45 @@ def test_verifiers_are_distinct_from_solver_and_each_other() -> None:
     assert task.solver not in keys and len(set(keys)) == len(keys) == DEVNET.verifier_count
 
 
-def test_non_reproducible_task_gets_a_profiler_distinct_from_the_solver() -> None:
+def test_non_reproducible_task_gets_several_profilers_distinct_from_the_solver() -> None:
     w = world()
     tid = w.submit(reproducible=False)
     until(w, tid, Status.TRAINING)
     task = w.task(tid)
-    assert task.profiler is not None and task.profiler != task.solver
+    assert len(set(task.profilers)) == DEVNET.profiler_count and task.solver not in task.profilers
     assert w.run(tid).status == Status.SETTLED and task.threshold_ppm == 1_000
+
+
+def test_one_profiler_refusing_a_good_spec_cannot_kill_the_task() -> None:
+    w = world(n_workers=8)
+    tid = w.submit(reproducible=False)
+    until(w, tid, Status.TRAINING)
+    refuser = w.task(tid).profilers[0]
+    w.behaviour[refuser] = "refuser"
+    task = w.run(tid)
+    assert task.status == Status.SETTLED and task.outcome == "valid"
+    before = w.state.accounts.balance(refuser)
+    assert all(r.profiler != refuser or not r.spec_ok for r in task.profile_reports)
+    assert w.state.accounts.balance(refuser) == before  # the refusal earned nothing
+
+
+def test_a_majority_of_profilers_refusing_refunds_the_task() -> None:
+    w = world(n_workers=8)
+    tid = w.submit(reproducible=False)
+    until(w, tid, Status.TRAINING)
+    for profiler in w.task(tid).profilers[:2]:
+        w.behaviour[profiler] = "refuser"
+    assert w.run(tid).outcome == "spec refused by the profilers"
+
+
+def test_threshold_is_the_median_of_the_accepting_reports() -> None:
+    w = world(n_workers=8)
+    tid = w.submit(reproducible=False)
+    until(w, tid, Status.TRAINING)
+    task = w.task(tid)
+    for profiler, threshold in zip(task.profilers, (5, 900_000, 70), strict=True):
+        assert w.apply(profiler, ProfileReport(tid, threshold, True, 0, 0)) is None
+    assert task.threshold_ppm == 70  # the inflated 900_000 does not set it
 
 
 # --- prove, verify --------------------------------------------------------------------------------

@@ -144,8 +144,11 @@ class World:
         if task.proof_root is None and self.acts(task.solver):
             root = merkle_root([leaf_hash(x) for x in self.leaves(task)])
             out.append((task.solver, ProveCommit(task.task_id, root, task.n_segments + 1, 0, 0)))
-        if task.threshold_ppm is None and self.acts(task.profiler):
-            out.append((task.profiler, ProfileReport(task.task_id, 1_000, True, 0, 0)))
+        reported = {r.profiler for r in task.profile_reports}
+        for profiler in task.profilers:
+            if task.threshold_ppm is None and self.acts(profiler) and profiler not in reported:
+                refuses = self.behaviour.get(profiler) == "refuser"
+                out.append((profiler, ProfileReport(task.task_id, 1_000, not refuses, 0, 0)))
         return out
 
     def leaves(self, task: Task) -> list[CheckpointLeaf]:

@@ -192,6 +192,7 @@ class MarketReport:
     node_keys: list[bytes] = field(default_factory=list, repr=False)
     worker_stake: int = 0
     tx_fee: int = 0
+    jackpot_end: int = 0
 
     @property
     def settled(self) -> int:
@@ -518,6 +519,7 @@ def _report(built: Built, watch: _Watch, sim: Sim, wall: float) -> MarketReport:
                      blocks=market.height)
     index = {k.public: i for i, k in enumerate(lay.keys)}
     r.node_keys, r.worker_stake, r.tx_fee = [k.public for k in lay.keys], built.stake, core.fee
+    r.jackpot_end = market.jackpot
     for tid in sorted(watch.expected):
         task = watch.ended.get(tid) or market.tasks.get(tid)
         r.tasks.append(_task_outcome(built, task, tid, index, watch.ended_at.get(tid, market.height)))
@@ -572,7 +574,8 @@ def _task_outcome(
     vpay = 0
     if task.status == Status.SETTLED and task.solver_price:
         per = verifier_pay(market_like, task)
-        vpay = per * (sum(v.verdict is not None for v in task.verifiers) + (task.profiler is not None))
+        paid_duties = sum(v.verdict is not None for v in task.verifiers)
+        vpay = per * (paid_duties + sum(r.spec_ok for r in task.profile_reports))
     work = task.gflops * task.max_price_per_gflop
     tax = work * built.cfg.params.jackpot_tax_bps // 10_000 if task.taxed else 0
     solver = index.get(task.solver) if task.solver else None

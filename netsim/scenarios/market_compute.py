@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from netsim.compute import flops_to_ms
@@ -56,18 +56,23 @@ from protocol.pol.spec import TaskSpec
 from protocol.pol.synthetic import Cheat, SyntheticRun
 
 
-def _skip_early(spec: TaskSpec) -> Cheat:
-    return Cheat(skip_from=max(1, spec.checkpoint_interval // 2))
+def _skip_early(spec: TaskSpec) -> tuple[TaskSpec, Cheat]:
+    return spec, Cheat(skip_from=max(1, spec.checkpoint_interval // 2))
 
 
-#: Synthetic equivalents of the attack catalog, as pol `Cheat`s (where each shows first).
-SYNTHETIC_ATTACKS: dict[str, Callable[[TaskSpec], Cheat]] = {
+#: Synthetic equivalents of the attack catalog: the spec the solver really runs and its
+#: pol `Cheat`. Like their torch originals: skipped/truncated steps and another data order
+#: break every segment from where they start; interpolation fabricates every checkpoint
+#: (nothing trained, the final weights swapped in); noise touches only the delivered
+#: weights (the final segment); a copied run is a real run of another model seed (every
+#: segment re-executes, only its initial weights are not the spec's).
+SYNTHETIC_ATTACKS: dict[str, Callable[[TaskSpec], tuple[TaskSpec, Cheat]]] = {
     "skipped_steps": _skip_early,
-    "data_order": lambda spec: Cheat(data_seed=spec.data_seed + 7),
-    "copied_checkpoints": lambda spec: Cheat(corrupt_at=1),
-    "interpolated": lambda spec: Cheat(corrupt_at=spec.steps // 10 + 1),
-    "truncated": lambda spec: Cheat(skip_from=spec.steps // 2),
-    "noisy_weights": lambda spec: Cheat(corrupt_at=spec.steps - spec.checkpoint_interval // 2),
+    "data_order": lambda spec: (spec, Cheat(data_seed=spec.data_seed + 7)),
+    "copied_checkpoints": lambda spec: (replace(spec, model_seed=spec.model_seed + 1), Cheat()),
+    "interpolated": lambda spec: (spec, Cheat(skip_from=1, corrupt_at=spec.steps)),
+    "truncated": lambda spec: (spec, Cheat(skip_from=spec.steps // 2)),
+    "noisy_weights": lambda spec: (spec, Cheat(corrupt_at=spec.steps - spec.checkpoint_interval // 2)),
     "bisect_silent": _skip_early,
     "bisect_inconsistent": _skip_early,
 }
@@ -159,8 +164,8 @@ class MarketCompute:
         tt = self.torch_tasks[task.spec_hash]
         name = self._attack(task)
         if self.mode != "torch":
-            cheat = SYNTHETIC_ATTACKS[name](tt.spec) if name is not None else None
-            srun = SyntheticRun(tt.spec, cheat)
+            spec, cheat = SYNTHETIC_ATTACKS[name](tt.spec) if name is not None else (tt.spec, None)
+            srun = SyntheticRun(spec, cheat)
             leaves, root = srun.train()
             self._runs[tid] = srun
             return MarketTrainResult(tid, root, len(leaves), tuple(leaves))
@@ -187,19 +192,27 @@ class MarketCompute:
         if run is None:  # nothing was committed by this shell: nothing to re-execute against
             return False, 1_000_000
         k = tt.spec.checkpoint_interval
+        if not self._initial_ok(task):
+            return False, 1_000_000  # not this task's seeded initial weights (a copied run)
         if self.mode != "torch":
             honest = self._honest(task, segment)
-            if SyntheticRun(tt.spec).state_digests(0) != run.state_digests(0):
-                return False, 1_000_000  # not this task's seeded initial weights
             ok = leaf_hash(honest.leaf((segment + 1) * k)) == leaf_hash(run.leaf((segment + 1) * k))
             return ok, 0 if ok else 1_000_000
-        from node.compute.verify import initial_matches, verify_segment
+        from node.compute.verify import verify_segment
 
-        if not initial_matches(tt.spec, run.state_at(0)):
-            return False, 1_000_000
         res, _ = verify_segment(tt.spec, tt.data, segment, run.state_at(segment * k),
                                 run.state_at((segment + 1) * k), (task.threshold_ppm or 0) / 1e6, threads=1)
         return bool(res.passed), min(1_000_000, int(res.distance * 1e6))
+
+    def _initial_ok(self, task: Task) -> bool:
+        """The committed step-0 checkpoint is the spec's seeded initialisation (a pure
+        function of the spec, so anyone, validators included, can check it)."""
+        tt, run = self.torch_tasks[task.spec_hash], self._runs[task.task_id]
+        if self.mode != "torch":
+            return bool(SyntheticRun(tt.spec).state_digests(0) == run.state_digests(0))
+        from node.compute.verify import initial_matches
+
+        return bool(initial_matches(tt.spec, run.state_at(0)))
 
     # --- the dispute: real digests from the parties' traces ---------------------------------------
 
@@ -262,7 +275,7 @@ class MarketCompute:
         """Re-execute the one operation after `position` from the agreed input and judge the
         defender's output. An input no honest re-execution reaches cannot be judged against
         the defender: the accuser agreed to it."""
-        if task.task_id not in self._runs:
+        if task.task_id not in self._runs or not self._initial_ok(task):
             return False
         honest = self._honest(task, job.segment)
         if self._digest(task, honest, job.segment, job.position) != job.input_hash:

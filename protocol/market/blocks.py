@@ -15,6 +15,7 @@ from protocol.market import elections, funds
 from protocol.market.elections import Role
 from protocol.market.game import finish_game, max_rounds, start_next_game
 from protocol.market.params import BPS, GFLOP, MarketParams
+from protocol.market.process import decide_profile
 from protocol.market.settle import refund, settle
 from protocol.market.state import TERMINAL, MarketState, Status, Task, Turn, VerifierSlot
 
@@ -82,26 +83,28 @@ def _place(state: MarketState, task: Task) -> bool:
         if not picked:
             return False
         solver = picked[0]
-    # Rule: place a task only when enough verifiers could check it right now (one more if
-    # a profiler is needed), so solved work is rarely refunded for want of verifiers.
-    needed = p.verifier_count + (0 if task.reproducible or task.threshold_ppm is not None else 1)
+    # Rule: place a task only when enough verifiers could check it right now (plus the
+    # profilers still needed), so solved work is rarely refunded for want of verifiers.
+    decided = task.reproducible or task.threshold_ppm is not None
+    missing = 0 if decided else p.profiler_count - len(task.profilers)
+    needed = p.verifier_count + missing
     if sum(1 for c in _verifier_candidates(state, task) if c[0] != solver) < needed:
         return False
-    profiler = task.profiler
     if task.reproducible:
         task.threshold_ppm = 0
-    elif task.threshold_ppm is None and profiler is None:
+    elif missing > 0:
         candidates = [c for c in _verifier_candidates(state, task) if c[0] != solver]
-        picked = elections.weighted_sample(
-            candidates, elections.election_seed(state.beacon, task.task_id, Role.PROFILER), 1)
-        if not picked:
+        seed = elections.election_seed(state.beacon, task.task_id, Role.PROFILER + bytes([task.replacements]))
+        picked = elections.weighted_sample(candidates, seed, missing)
+        if len(picked) < missing:
             return False
-        profiler = picked[0]
-        state.workers[profiler].jobs += 1
+        for key in picked:
+            state.workers[key].jobs += 1
+        task.profilers += picked
     if task.solver is None:
         state.workers[solver].jobs += 1
         task.solver_price = state.workers[solver].price_per_gflop
-    task.solver, task.profiler = solver, profiler
+    task.solver = solver
     _tax_once(state, task)
     blocks = train_blocks(p, task.gflops, state.workers[solver].flops)
     if task.proof_root is not None:
@@ -153,9 +156,15 @@ def _training(state: MarketState, task: Task) -> None:
     if task.proof_root is None and task.solver is not None:
         _penalise_silence(state, task, task.solver)
         task.solver = None
-    if task.threshold_ppm is None and task.profiler is not None:
-        _penalise_silence(state, task, task.profiler)
-        task.profiler = None
+    if task.threshold_ppm is None:
+        reported = {r.profiler for r in task.profile_reports}
+        for silent in [k for k in task.profilers if k not in reported]:
+            _penalise_silence(state, task, silent)
+            task.profilers.remove(silent)
+        if task.profile_reports and task.proof_root is not None:
+            decide_profile(state, task)  # decide on the reports that came
+            if task.status != Status.TRAINING:
+                return
     if _replacements_left(state, task):
         _enter(state, task, Status.OPEN, state.params.placement_blocks)
 

@@ -92,7 +92,7 @@ def eligible_verifiers(
 ) -> list[tuple[bytes, int]]:
     """Verifiers re-execute on the task's device class, are never the solver, and must
     hold an unrevealed forced-error secret (otherwise their forced errors are public)."""
-    taken = {task.solver, task.profiler, *(v.pubkey for v in task.verifiers)}
+    taken = {task.solver, *task.profilers, *(v.pubkey for v in task.verifiers)}
     return [
         (w.pubkey, w.stake)
         for w in workers

@@ -95,6 +95,10 @@ class MarketParams:
     #: (one on the final segment, one random) keeps verification under 5% of training;
     #: whistleblowers and forced errors watch the verifiers (see the module docstring).
     verifier_count: int
+    #: Profilers of a task that is not bit-reproducible: the spec is refused only by a
+    #: majority of them and the threshold is the median of the accepting reports, so one
+    #: dishonest profiler can neither kill a task nor inflate its threshold.
+    profiler_count: int
     #: Most of the training one segment may be (a task needs >= 10_000 / sampling_bps
     #: segments), so one verifier's check costs at most this share. Segments are picked by
     #: the beacon after the proof is committed, so the solver cannot guess which to do honestly.
@@ -201,6 +205,9 @@ def check_params(p: MarketParams) -> None:
     # Rule: at least one verifier, and every window at least one block.
     if p.verifier_count < 1:
         raise ConfigError("verifier_count must be >= 1")
+    # Rule: an odd number of profilers, so a majority and a median always exist.
+    if p.profiler_count < 1 or p.profiler_count % 2 == 0:
+        raise ConfigError("profiler_count must be odd and >= 1")
     for name in ("placement_blocks", "profile_blocks", "train_base_blocks", "commit_blocks",
                  "reveal_blocks", "challenge_window_blocks", "forced_reveal_blocks", "move_blocks",
                  "arbitration_blocks"):
@@ -214,6 +221,7 @@ DEVNET = MarketParams(
     verifier_pay_bps=1_000,
     jackpot_tax_bps=1_000,
     verifier_count=2,
+    profiler_count=3,
     sampling_bps=157,
     forced_error_ppm=20_000,
     jackpot_margin_bps=15_000,

@@ -16,7 +16,7 @@ from protocol.market import elections
 from protocol.market.errors import BadReveal, NotAuthorized, OutOfBounds, UnknownTask, WrongStage
 from protocol.market.game import apply_claim, apply_open, apply_reply, apply_vote
 from protocol.market.settle import refund
-from protocol.market.state import ChallengeRec, MarketState, Status, Task, VerifierSlot, Worker
+from protocol.market.state import ChallengeRec, MarketState, ProfileRec, Status, Task, VerifierSlot, Worker
 from protocol.market.txs import (
     ArbitrationVote,
     BisectClaim,
@@ -152,13 +152,23 @@ def budget(state: MarketState, gflops: int, price: int) -> int:
 
 def process_profile_report(state: MarketState, sender: bytes, tx: ProfileReport) -> None:
     task = _task(state, tx.task_id, Status.TRAINING)
-    # Rule: only the elected profiler reports, once.
-    if sender != task.profiler or task.threshold_ppm is not None:
+    # Rule: only an elected profiler reports, once, while the profile is undecided.
+    reported = {r.profiler for r in task.profile_reports}
+    if sender not in task.profilers or sender in reported or task.threshold_ppm is not None:
         raise NotAuthorized("not this task's profiler, or already reported")
-    task.threshold_ppm = tx.threshold_ppm
-    if not tx.spec_ok:
-        refund(state, task, "spec refused by profiler")
+    task.profile_reports.append(ProfileRec(sender, tx.threshold_ppm, tx.spec_ok))
+    if len(task.profile_reports) == len(task.profilers):
+        decide_profile(state, task)
+
+
+def decide_profile(state: MarketState, task: Task) -> None:
+    """The majority of the reports decides the spec; the median accepting report sets the
+    threshold (one profiler alone can neither refuse a spec nor inflate the threshold)."""
+    accepting = sorted(r.threshold_ppm for r in task.profile_reports if r.spec_ok)
+    if 2 * len(accepting) <= len(task.profile_reports):
+        refund(state, task, "spec refused by the profilers")
         return
+    task.threshold_ppm = accepting[(len(accepting) - 1) // 2]
     _maybe_proved(state, task)
 
 

@@ -223,7 +223,8 @@ class VerifierRole(_Role):
         return next((v for v in task.verifiers if v.pubkey == self.me), None)
 
     def _profile(self, task: Task) -> list[Command]:
-        if task.status == Status.TRAINING and task.profiler == self.me and task.threshold_ppm is None:
+        reported = any(r.profiler == self.me for r in task.profile_reports)
+        if task.status == Status.TRAINING and self.me in task.profilers and not reported:
             return self._run(task, "profile", 0, ProfileJob(task.task_id, task.spec_hash), OP_FLOPS)
         return []
 

@@ -44,8 +44,10 @@ def settle(state: MarketState, task: Task) -> None:
     proven += _judge_verifiers(state, task, valid)
     funds.distribute(state, proven, _provers(task, valid), reward_bps)
     _judge_challengers(state, task, valid)
-    if task.profiler is not None:
-        funds.pay_from_escrow(state, task, task.profiler, verifier_pay(state, task))
+    for report in task.profile_reports:
+        # Rule: a profiler is paid when its report agreed with the decided profile.
+        if report.spec_ok:
+            funds.pay_from_escrow(state, task, report.profiler, verifier_pay(state, task))
     _close(state, task, Status.SETTLED, "valid" if valid else "invalid")
 
 
@@ -146,4 +148,4 @@ def _close(state: MarketState, task: Task, status: Status, why: str) -> None:
 
 
 def _duties(task: Task) -> list[bytes | None]:
-    return [task.solver, task.profiler, *(v.pubkey for v in task.verifiers)]
+    return [task.solver, *task.profilers, *(v.pubkey for v in task.verifiers)]

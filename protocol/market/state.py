@@ -112,6 +112,13 @@ class VerifierSlot:
 
 
 @dataclass(slots=True)
+class ProfileRec:
+    profiler: bytes
+    threshold_ppm: int
+    spec_ok: bool
+
+
+@dataclass(slots=True)
 class ChallengeRec:
     challenger: bytes
     target: int  # verifier index
@@ -163,7 +170,7 @@ class Task:
     stage_since: int = 0
     solver: bytes | None = None
     solver_price: int = 0
-    profiler: bytes | None = None
+    profilers: list[bytes] = field(default_factory=list)  # elected for a non-reproducible task
     threshold_ppm: int | None = None
     proof_root: bytes | None = None
     verify_beacon: bytes = b""
@@ -179,6 +186,7 @@ class Task:
     outcome: str = ""
     winner: bytes | None = None  # the accuser whose game the solver lost: it proved the cheat
     lost: list[bytes] = field(default_factory=list)  # accusers that lost their own game
+    profile_reports: list[ProfileRec] = field(default_factory=list)
 
     @property
     def n_segments(self) -> int:

@@ -25,6 +25,7 @@ from protocol.market.state import (
     Game,
     LazyTable,
     MarketState,
+    ProfileRec,
     Status,
     Task,
     Turn,
@@ -73,6 +74,13 @@ class SlotRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ProfileRecord:
+    profiler: PubKey
+    threshold_ppm: U32
+    spec_ok: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ChallengeRecord:
     challenger: PubKey
     target: U8
@@ -116,7 +124,7 @@ class TaskRecord:
     stage_since: U64
     solver: PubKey | None
     solver_price: U64
-    profiler: PubKey | None
+    profilers: Annotated[tuple[PubKey, ...], Len(0, MAX_SLOTS)]
     threshold_ppm: U32 | None
     proof_root: Hash32 | None
     verify_beacon: ShortBytes
@@ -132,6 +140,7 @@ class TaskRecord:
     outcome: Text
     winner: PubKey | None
     lost: Annotated[tuple[PubKey, ...], Len(0, MAX_CHALLENGES + MAX_SLOTS)]
+    profile_reports: Annotated[tuple[ProfileRecord, ...], Len(0, MAX_SLOTS)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +161,10 @@ def _freeze_slot(s: VerifierSlot) -> SlotRecord:
     return SlotRecord(s.pubkey, s.commitment, s.verdict, s.segment, s.beacon, s.elected_at, s.forced_revealed)
 
 
+def _freeze_profile(p: ProfileRec) -> ProfileRecord:
+    return ProfileRecord(p.profiler, p.threshold_ppm, p.spec_ok)
+
+
 def _freeze_challenge(c: ChallengeRec) -> ChallengeRecord:
     return ChallengeRecord(c.challenger, c.target, c.claims_valid, c.segment, c.bond)
 
@@ -168,11 +181,12 @@ def freeze_task(t: Task) -> TaskRecord:
     return TaskRecord(
         t.submitter, t.spec_hash, t.gflops, t.steps, t.checkpoint_interval, t.ops_per_step, t.device,
         t.min_memory_mb, t.reproducible, t.max_price_per_gflop, t.escrow, t.submitted_at, t.status,
-        t.deadline, t.stage_since, t.solver, t.solver_price, t.profiler, t.threshold_ppm, t.proof_root,
+        t.deadline, t.stage_since, t.solver, t.solver_price, tuple(t.profilers), t.threshold_ppm,
+        t.proof_root,
         t.verify_beacon, tuple(_freeze_slot(s) for s in t.verifiers),
         tuple(_freeze_challenge(c) for c in t.challenges), tuple(t.accusers), _freeze_game(t.game),
         tuple(t.excluded), t.replacements, t.proof_valid, t.bad_segment, t.taxed, t.outcome, t.winner,
-        tuple(t.lost),
+        tuple(t.lost), tuple(_freeze_profile(p) for p in t.profile_reports),
     )
 
 
@@ -200,11 +214,12 @@ def thaw_task(key: bytes, r: TaskRecord) -> Task:
     return Task(
         key, r.submitter, r.spec_hash, r.gflops, r.steps, r.checkpoint_interval, r.ops_per_step, r.device,
         r.min_memory_mb, r.reproducible, r.max_price_per_gflop, r.escrow, r.submitted_at, r.status,
-        r.deadline, r.stage_since, r.solver, r.solver_price, r.profiler, r.threshold_ppm, r.proof_root,
+        r.deadline, r.stage_since, r.solver, r.solver_price, list(r.profilers), r.threshold_ppm, r.proof_root,
         r.verify_beacon, [_thaw_slot(s) for s in r.verifiers],
         [ChallengeRec(c.challenger, c.target, c.claims_valid, c.segment, c.bond) for c in r.challenges],
         list(r.accusers), _thaw_game(r.game), list(r.excluded), r.replacements, r.proof_valid,
         r.bad_segment, r.taxed, r.outcome, r.winner, list(r.lost),
+        [ProfileRec(p.profiler, p.threshold_ppm, p.spec_ok) for p in r.profile_reports],
     )
 
 
