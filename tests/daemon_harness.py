@@ -45,6 +45,7 @@ def start(dd: DataDir, log: Path | None = None) -> subprocess.Popen[bytes]:
         stdout=out,
         stderr=subprocess.STDOUT,
         env=env,
+        start_new_session=True,
     )
 
 
