@@ -374,24 +374,70 @@ def test_forced_error_is_caught_whistleblower_paid_from_jackpot_verifier_not_sla
     assert gain > 0 and w.state.jackpot < jackpot_before
 
 
-def test_forced_reveal_with_wrong_secret_or_unforced_draw_is_refused() -> None:
+def test_duty_reveal_with_a_wrong_secret_or_another_duty_is_refused() -> None:
+    from tests.test_market_world import secret_of
+
     w = world()
     tid = w.submit()
     until(w, tid, Status.FORCED_REVEAL)
     slot = w.task(tid).verifiers[0]
-    refused(w, slot.pubkey, ForcedErrorReveal(tid, b"\x07" * 32, 0, 0), BadReveal)
+    secret, proof = elections.duty_reveal(secret_of(slot.pubkey), slot.secret_index)
+    refused(w, slot.pubkey, ForcedErrorReveal(tid, b"\x07" * 32, proof, 0, 0), BadReveal)
+    other, other_proof = elections.duty_reveal(secret_of(slot.pubkey), slot.secret_index + 1)
+    refused(w, slot.pubkey, ForcedErrorReveal(tid, other, other_proof, 0, 0), BadReveal)
+    assert w.apply(slot.pubkey, ForcedErrorReveal(tid, secret, proof, 0, 0)) is None
+    refused(w, slot.pubkey, ForcedErrorReveal(tid, secret, proof, 0, 0), BadReveal)  # once
 
 
-def test_unforced_wrong_verdict_cannot_hide_behind_a_reveal() -> None:
-    w = world(params=replace(DEVNET, forced_error_ppm=1))
+def test_forced_verifier_that_ignores_its_forcing_is_slashed() -> None:
+    w = world(params=replace(DEVNET, forced_error_ppm=PPM))  # every duty forced
+    lazy = w.workers[0]
+    w.behaviour[lazy] = "lazy"  # accepts everything, never flips
+    for salt in range(20):
+        tid = w.submit(salt=salt)
+        until(w, tid, Status.COMMIT)
+        if any(v.pubkey == lazy for v in w.task(tid).verifiers):
+            break
+        w.run(tid)
+    else:
+        pytest.skip("lazy worker never elected")
+    stake = w.stake(lazy)
+    task = w.run(tid)
+    assert task.outcome == "valid" and next(v for v in task.verifiers if v.pubkey == lazy).forced_revealed
+    assert w.stake(lazy) == stake - stake * DEVNET.verifier_slash_bps // 10_000
+    assert all(w.stake(v.pubkey) == STAKE for v in task.verifiers if v.pubkey != lazy)  # obeyed: excused
+
+
+def test_verifier_hiding_its_duty_secret_is_slashed_like_an_ignored_forcing() -> None:
+    w = world(watcher=False)
+    hider = w.workers[0]
+    w.behaviour[hider] = "hides_secret"
+    for salt in range(20):
+        tid = w.submit(salt=salt)
+        until(w, tid, Status.COMMIT)
+        if any(v.pubkey == hider for v in w.task(tid).verifiers):
+            break
+        w.run(tid)
+    else:
+        pytest.skip("hider never elected")
+    stake = w.stake(hider)
+    assert w.run(tid).outcome == "valid"
+    assert w.stake(hider) == stake - stake * DEVNET.verifier_slash_bps // 10_000
+
+
+def test_older_duty_stays_provable_after_fresh_secret_commitments() -> None:
     from tests.test_market_world import secret_of
 
+    w = world(params=replace(DEVNET, forced_error_ppm=PPM))
     tid = w.submit()
     until(w, tid, Status.FORCED_REVEAL)
     slot = w.task(tid).verifiers[0]
-    if w.forced(w.task(tid), slot.pubkey):
-        pytest.skip("drew a forced error at 1 ppm")
-    refused(w, slot.pubkey, ForcedErrorReveal(tid, secret_of(slot.pubkey), 0, 0), BadReveal)
+    for fresh in (b"second", b"third"):  # two re-registrations (each would reveal and move on)
+        commit = elections.forced_error_commitment(sha256(fresh + slot.pubkey))
+        assert w.apply(slot.pubkey, replace(register_tx(stake=0), secret_commit=commit)) is None
+    secret, proof = elections.duty_reveal(secret_of(slot.pubkey), slot.secret_index)
+    assert w.apply(slot.pubkey, ForcedErrorReveal(tid, secret, proof, 0, 0)) is None
+    assert slot.forced_revealed
 
 
 def test_bisection_move_out_of_turn_or_round_is_refused() -> None:
@@ -510,22 +556,6 @@ def test_task_waits_for_placement_while_too_few_verifiers_are_eligible() -> None
     w = world(n_workers=2)  # a solver plus one verifier: one short of verifier_count
     tid = w.submit()
     assert w.run(tid).outcome == "unplaceable"
-
-
-def test_revealed_secret_does_not_excuse_duties_elected_after_the_reveal() -> None:
-    from protocol.market.process import process_forced_error_reveal
-    from tests.test_market_world import secret_of
-
-    w = world(params=replace(DEVNET, forced_error_ppm=PPM))
-    tid = w.submit()
-    until(w, tid, Status.FORCED_REVEAL)
-    slot = w.task(tid).verifiers[0]
-    worker = w.state.workers[slot.pubkey]
-    process_forced_error_reveal(w.state, slot.pubkey, ForcedErrorReveal(tid, secret_of(slot.pubkey), 0, 0))
-    assert worker.secret_commit is None and worker.revealed_secret == secret_of(slot.pubkey)
-    slot.forced_revealed = False
-    slot.elected_at = worker.revealed_at  # as if elected after the secret became public
-    refused(w, slot.pubkey, ForcedErrorReveal(tid, secret_of(slot.pubkey), 0, 0), BadReveal)
 
 
 def test_ended_tasks_are_forgotten_after_the_retention_window() -> None:

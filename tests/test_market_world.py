@@ -167,7 +167,8 @@ class World:
 
     def forced(self, task: Task, pk: bytes) -> bool:
         slot = next(v for v in task.verifiers if v.pubkey == pk)
-        return elections.is_forced(secret_of(pk), slot.beacon, task.task_id, self.params.forced_error_ppm)
+        secret = elections.duty_secret(secret_of(pk), slot.secret_index)
+        return elections.is_forced(secret, slot.beacon, task.task_id, self.params.forced_error_ppm)
 
     def verdict_for(self, task: Task, pk: bytes, segment: int) -> Verdict:
         truth = task.task_id not in self.cheats
@@ -210,10 +211,14 @@ class World:
         return out
 
     def _forced_reveal(self, task: Task) -> list[tuple[bytes, Any]]:
-        return [(s.pubkey, ForcedErrorReveal(task.task_id, secret_of(s.pubkey), 0, 0))
-                for s in task.verifiers
-                if not s.forced_revealed and self.behaviour.get(s.pubkey, "honest") == "honest"
-                and self.forced(task, s.pubkey)]
+        """Every acting verifier reveals its duty secret (the lazy one too, hoping)."""
+        out: list[tuple[bytes, Any]] = []
+        for s in task.verifiers:
+            if not s.secret_revealed and s.verdict is not None and self.acts(s.pubkey) \
+                    and self.behaviour.get(s.pubkey) != "hides_secret":
+                secret, proof = elections.duty_reveal(secret_of(s.pubkey), s.secret_index)
+                out.append((s.pubkey, ForcedErrorReveal(task.task_id, secret, proof, 0, 0)))
+        return out
 
     def _dispute(self, task: Task) -> list[tuple[bytes, Any]]:
         game = task.game

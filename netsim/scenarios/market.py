@@ -346,7 +346,8 @@ def genesis_state(cfg: MarketConfig, lay: Layout, flops: tuple[int, ...], chain_
 
 
 class LazyVerifier(VerifierRole):
-    """Accepts everything without computing and never obeys a forced error."""
+    """Accepts everything without computing and never obeys a forced error (it reveals its
+    duty secrets like everyone, hoping it was not forced)."""
 
     def on_view(self, market: MarketState) -> list[Command]:
         out: list[Command] = []
@@ -358,7 +359,7 @@ class LazyVerifier(VerifierRole):
                 self.verdicts[task.task_id] = (verdict, salt)
                 commitment = elections.verdict_commitment(task.task_id, self.me, verdict, salt)
                 out += self._once(task, "lazy", VerdictCommit(task.task_id, commitment, 0, 0))
-            elif task.status == Status.REVEAL:
+            elif task.status in (Status.REVEAL, Status.FORCED_REVEAL):
                 out += self._verify(task)
         return out
 

@@ -191,7 +191,10 @@ def _elect_verifiers(state: MarketState, task: Task, count: int) -> bool:
         # every shortcut (truncating, skipping, a late perturbation) shows.
         if all(v.segment != task.n_segments - 1 for v in task.verifiers):
             segment = task.n_segments - 1
-        slot = VerifierSlot(key, segment=segment, beacon=state.beacon, elected_at=state.height)
+        worker = state.workers[key]
+        slot = VerifierSlot(key, segment=segment, beacon=state.beacon, elected_at=state.height,
+                            secret_commit=worker.secret_commit or b"", secret_index=worker.duty_index)
+        worker.duty_index += 1
         task.verifiers.append(slot)
     return bool(picked)
 
@@ -235,6 +238,11 @@ def _challenge(state: MarketState, task: Task) -> None:
 def _forced_reveal(state: MarketState, task: Task) -> None:
     if state.height < task.deadline:
         return
+    # Rule: a verifier that hides its duty secret is treated like one that ignored its
+    # forcing (hiding is the only way to escape that check), not like a mere crash.
+    for slot in task.verifiers:
+        if slot.verdict is not None and not slot.secret_revealed:
+            state.jackpot += funds.slash(state.workers[slot.pubkey], state.params.verifier_slash_bps)
     # Challengers of an ACCEPT play first: their game judges the very verdict they named
     # (an ACCEPT is only shown wrong on the segment where the solver loses).
     accusers = [c.challenger for c in task.challenges if not c.claims_valid]

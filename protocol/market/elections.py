@@ -18,12 +18,19 @@ from protocol.encoding import sha256
 from protocol.market.params import BPS, PPM, MarketParams
 from protocol.market.state import Task, Worker
 from protocol.market.txs import Verdict
+from protocol.pol.merkle import MerkleProof, inclusion_proof, merkle_root
 from protocol.records import encode_record
 
 ELECTION_DOMAIN = b"polnet/market/elect/v1\x00"
 FORCED_COMMIT_DOMAIN = b"polnet/market/forced-commit/v1\x00"
 FORCED_DRAW_DOMAIN = b"polnet/market/forced-draw/v1\x00"
 VERDICT_DOMAIN = b"polnet/market/verdict/v1\x00"
+DUTY_SECRET_DOMAIN = b"polnet/market/duty-secret/v1\x00"
+#: Duty secrets under one commitment: a worker commits to a Merkle tree of this many
+#: one-duty secrets, uses the next one at each election as verifier, and registers a
+#: fresh tree when they run out. Each duty's secret is revealed alone (with its proof),
+#: so revealing one duty's forcing says nothing about the worker's other open duties.
+SECRETS_PER_COMMIT = 64
 SEGMENT_DOMAIN = b"polnet/market/segment/v1\x00"
 
 
@@ -91,18 +98,38 @@ def eligible_verifiers(
     workers: Iterable[Worker], task: Task, params: MarketParams
 ) -> list[tuple[bytes, int]]:
     """Verifiers re-execute on the task's device class, are never the solver, and must
-    hold an unrevealed forced-error secret (otherwise their forced errors are public)."""
+    hold an unused duty secret under a committed tree (its forcing must be private)."""
     taken = {task.solver, *task.profilers, *(v.pubkey for v in task.verifiers)}
     return [
         (w.pubkey, w.stake)
         for w in workers
-        if fits(w, task, params) and w.secret_commit is not None and w.pubkey not in taken
+        if fits(w, task, params) and w.secret_commit is not None and w.duty_index < SECRETS_PER_COMMIT
+        and w.pubkey not in taken
     ]
 
 
-def forced_error_commitment(secret: bytes) -> bytes:
-    """What a verifier publishes at registration (the secret stays private)."""
+def duty_secret(seed: bytes, index: int) -> bytes:
+    """The worker's private secret for its index-th verifier duty under one commitment."""
+    return sha256(DUTY_SECRET_DOMAIN + seed + index.to_bytes(4, "big"))
+
+
+def _duty_leaves(seed: bytes) -> list[bytes]:
+    return [sha256(FORCED_COMMIT_DOMAIN + duty_secret(seed, i)) for i in range(SECRETS_PER_COMMIT)]
+
+
+def duty_leaf(secret: bytes) -> bytes:
     return sha256(FORCED_COMMIT_DOMAIN + secret)
+
+
+def forced_error_commitment(seed: bytes) -> bytes:
+    """What a verifier publishes at registration: the root of its duty secrets (the seed
+    and the secrets stay private until each duty's secret is revealed)."""
+    return merkle_root(_duty_leaves(seed))
+
+
+def duty_reveal(seed: bytes, index: int) -> tuple[bytes, MerkleProof]:
+    """The index-th duty secret and its membership proof against the commitment."""
+    return duty_secret(seed, index), inclusion_proof(_duty_leaves(seed), index)
 
 
 def is_forced(secret: bytes, beacon: bytes, task_id: bytes, forced_error_ppm: int) -> bool:

@@ -32,6 +32,7 @@ from protocol.market.txs import (
     VerdictCommit,
     VerdictReveal,
 )
+from protocol.pol.merkle import verify_inclusion
 from protocol.records import record_hash
 
 #: Biggest declared work a task may carry (1e18 FLOPs): bounds escrow arithmetic and the
@@ -79,16 +80,13 @@ def process_register_worker(state: MarketState, sender: bytes, tx: RegisterWorke
     # Rule: the total stake reaches the minimum.
     if (existing.stake if existing else 0) + tx.stake < p.min_worker_stake:
         raise OutOfBounds(f"stake below minimum {p.min_worker_stake}")
-    # Rule: the forced-error secret cannot change under an open duty (it may be revealed there).
-    if existing and existing.jobs and existing.secret_commit not in (None, tx.secret_commit):
-        raise WrongStage("cannot replace the forced-error secret while duties are open")
     state.accounts.debit(sender, tx.stake)
     if existing is None:
         state.workers[sender] = Worker(sender, tx.device, tx.memory_mb, tx.flops, tx.price_per_gflop,
                                        tx.stake, tx.secret_commit, state.height)
         return
-    if existing.secret_commit != tx.secret_commit:
-        existing.secret_height = state.height
+    if existing.secret_commit != tx.secret_commit:  # a fresh tree: its duty secrets start over
+        existing.secret_height, existing.duty_index = state.height, 0
     existing.device, existing.memory_mb, existing.flops = tx.device, tx.memory_mb, tx.flops
     existing.price_per_gflop, existing.secret_commit = tx.price_per_gflop, tx.secret_commit
     existing.stake += tx.stake
@@ -261,23 +259,16 @@ def process_challenge(state: MarketState, sender: bytes, tx: Challenge) -> None:
 def process_forced_error_reveal(state: MarketState, sender: bytes, tx: ForcedErrorReveal) -> None:
     task = _task(state, tx.task_id, Status.FORCED_REVEAL)
     slot = _slot(task, sender)
-    worker = state.workers[sender]
-    # Rule: the secret opens the commitment made at registration (or is the one already
-    # revealed: it still decides the duties it was drawn for before it became public).
-    opens = worker.secret_commit == elections.forced_error_commitment(tx.secret)
-    drawn_before = tx.secret == worker.revealed_secret and slot.elected_at < worker.revealed_at
-    if not (opens or drawn_before):
-        raise BadReveal("secret does not match the registered commitment")
-    # Rule: the secret and this task's beacon really did force an error.
-    if not elections.is_forced(tx.secret, slot.beacon, task.task_id, state.params.forced_error_ppm):
-        raise BadReveal("this verdict was not forced")
     # Rule: once.
-    if slot.forced_revealed:
+    if slot.secret_revealed:
         raise BadReveal("already revealed")
-    slot.forced_revealed = True
-    # The secret is public now: the worker must commit a fresh one before verifying again.
-    if opens:
-        worker.secret_commit, worker.revealed_secret, worker.revealed_at = None, tx.secret, state.height
+    # Rule: the secret is this duty's leaf of the commitment in force at the election.
+    if tx.proof.index != slot.secret_index or not verify_inclusion(
+            slot.secret_commit, elections.duty_leaf(tx.secret), tx.proof):
+        raise BadReveal("secret is not this duty's leaf of the registered commitment")
+    slot.secret_revealed = True
+    slot.forced_revealed = elections.is_forced(tx.secret, slot.beacon, task.task_id,
+                                               state.params.forced_error_ppm)
 
 
 # --- stage 7: dispute and arbitration ----------------------------------------------------------------

@@ -207,9 +207,9 @@ class SolverRole(_Role):
 @dataclass
 class VerifierRole(_Role):
     """Profiles, verifies (commit then reveal, flipping the verdict when forced), reveals
-    forced errors after the challenge window, and plays accuser when it rejected."""
+    its duty secret after the challenge window, and plays accuser when it rejected."""
 
-    secret: bytes = b""
+    secret: bytes = b""  # seed of the duty secrets whose tree root it registered
     verdicts: dict[bytes, tuple[Verdict, bytes]] = field(default_factory=dict)
 
     def on_view(self, market: MarketState) -> list[Command]:
@@ -238,14 +238,16 @@ class VerifierRole(_Role):
         if task.status == Status.REVEAL and slot.verdict is None and task.task_id in self.verdicts:
             verdict, salt = self.verdicts[task.task_id]
             return self._once(task, "reveal", VerdictReveal(task.task_id, verdict, salt, 0, 0))
-        if task.status == Status.FORCED_REVEAL and not slot.forced_revealed and self._forced(task, slot):
-            return self._once(task, "forced", ForcedErrorReveal(task.task_id, self.secret, 0, 0))
+        if task.status == Status.FORCED_REVEAL and not slot.secret_revealed and slot.verdict is not None:
+            secret, proof = elections.duty_reveal(self.secret, slot.secret_index)
+            return self._once(task, "forced", ForcedErrorReveal(task.task_id, secret, proof, 0, 0))
         return []
 
     def _forced(self, task: Task, slot: VerifierSlot) -> bool:
         assert self.market is not None
         ppm = self.market.params.forced_error_ppm
-        return elections.is_forced(self.secret, slot.beacon, task.task_id, ppm)
+        secret = elections.duty_secret(self.secret, slot.secret_index)
+        return elections.is_forced(secret, slot.beacon, task.task_id, ppm)
 
     def on_done(self, task: Task, duty: str, rnd: int, result: Any) -> list[Command]:
         if duty.startswith("hash"):

@@ -83,6 +83,11 @@ def _judge_verifiers(state: MarketState, task: Task, valid: bool) -> int:
     for index, slot in enumerate(task.verifiers):
         if slot.verdict is None:
             continue
+        if slot.forced_revealed and verdict_shown_right(task, slot.verdict.accept, slot.verdict.segment):
+            # Rule: a forced verifier whose verdict is shown right ignored its forcing (it
+            # posted what it would post unforced, or never checked): slashed, not excused.
+            state.jackpot += funds.slash(state.workers[slot.pubkey], state.params.verifier_slash_bps)
+            continue
         if slot.forced_revealed or not verdict_shown_wrong(task, slot.verdict.accept, slot.verdict.segment):
             funds.pay_from_escrow(state, task, slot.pubkey, pay)
             continue
@@ -101,6 +106,13 @@ def verdict_shown_wrong(task: Task, accept: bool, segment: int) -> bool:
     if task.proof_valid:
         return not accept
     return accept and segment == task.bad_segment
+
+
+def verdict_shown_right(task: Task, accept: bool, segment: int) -> bool:
+    """An ACCEPT of a proof that stood, or a REJECT of the very segment the solver lost."""
+    if task.proof_valid:
+        return accept
+    return not accept and segment == task.bad_segment
 
 
 def challenge_right(task: Task, challenge: ChallengeRec) -> bool:

@@ -93,10 +93,9 @@ class Worker:
     flops: int  # measured FLOP/s
     price_per_gflop: int
     stake: int
-    secret_commit: bytes | None  # None once revealed: must re-register before verifying again
+    secret_commit: bytes | None  # root of the worker's duty secrets (elections.SECRETS_PER_COMMIT)
     secret_height: int = 0  # when the secret was committed (must precede any beacon it meets)
-    revealed_secret: bytes | None = None  # still proves forced errors on duties it was drawn for
-    revealed_at: int = -1
+    duty_index: int = 0  # next unused duty secret under `secret_commit`
     jobs: int = 0  # open duties; stake cannot leave while > 0
 
 
@@ -108,7 +107,10 @@ class VerifierSlot:
     segment: int = 0
     beacon: bytes = b""  # the beacon at election: with the secret, decides forced errors
     elected_at: int = 0
-    forced_revealed: bool = False
+    forced_revealed: bool = False  # its duty secret was revealed and it forced this verdict
+    secret_commit: bytes = b""  # the worker's commitment in force at election (kept per duty,
+    secret_index: int = 0  # so a later re-registration never orphans an older duty)
+    secret_revealed: bool = False
 
 
 @dataclass(slots=True)

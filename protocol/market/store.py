@@ -33,7 +33,7 @@ from protocol.market.state import (
     Worker,
 )
 from protocol.market.txs import DeviceClass, Verdict
-from protocol.schema import I64, U8, U16, U32, U64, Hash32, Len, PubKey, ShortBytes, Text
+from protocol.schema import U8, U16, U32, U64, Hash32, Len, PubKey, ShortBytes, Text
 
 WORKERS = "market/worker"
 TASKS = "market/task"
@@ -57,8 +57,7 @@ class WorkerRecord:
     stake: U64
     secret_commit: Hash32 | None
     secret_height: U64
-    revealed_secret: Hash32 | None
-    revealed_at: I64
+    duty_index: U32
     jobs: U32
 
 
@@ -71,6 +70,9 @@ class SlotRecord:
     beacon: ShortBytes
     elected_at: U64
     forced_revealed: bool
+    secret_commit: ShortBytes
+    secret_index: U32
+    secret_revealed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,11 +156,12 @@ class MetaRecord:
 
 def freeze_worker(w: Worker) -> WorkerRecord:
     return WorkerRecord(w.device, w.memory_mb, w.flops, w.price_per_gflop, w.stake, w.secret_commit,
-                        w.secret_height, w.revealed_secret, w.revealed_at, w.jobs)
+                        w.secret_height, w.duty_index, w.jobs)
 
 
 def _freeze_slot(s: VerifierSlot) -> SlotRecord:
-    return SlotRecord(s.pubkey, s.commitment, s.verdict, s.segment, s.beacon, s.elected_at, s.forced_revealed)
+    return SlotRecord(s.pubkey, s.commitment, s.verdict, s.segment, s.beacon, s.elected_at, s.forced_revealed,
+                      s.secret_commit, s.secret_index, s.secret_revealed)
 
 
 def _freeze_profile(p: ProfileRec) -> ProfileRecord:
@@ -195,12 +198,12 @@ def freeze_task(t: Task) -> TaskRecord:
 
 def thaw_worker(key: bytes, r: WorkerRecord) -> Worker:
     return Worker(key, r.device, r.memory_mb, r.flops, r.price_per_gflop, r.stake, r.secret_commit,
-                  r.secret_height, r.revealed_secret, r.revealed_at, r.jobs)
+                  r.secret_height, r.duty_index, r.jobs)
 
 
 def _thaw_slot(r: SlotRecord) -> VerifierSlot:
     return VerifierSlot(r.pubkey, r.commitment, r.verdict, r.segment, r.beacon, r.elected_at,
-                        r.forced_revealed)
+                        r.forced_revealed, r.secret_commit, r.secret_index, r.secret_revealed)
 
 
 def _thaw_game(r: GameRecord | None) -> Game | None:

@@ -129,8 +129,13 @@ class Challenge:
 @message(0x58)
 @dataclass(frozen=True, slots=True)
 class ForcedErrorReveal:
+    """Every verifier reveals its duty secret after the challenge window (with its proof
+    against the commitment in force at its election): the ledger then knows which verdicts
+    were forced, excuses those, and catches a forced verifier that ignored its forcing."""
+
     task_id: Hash32
     secret: Hash32
+    proof: MerkleProof
     nonce: U64
     fee: U64
 
