@@ -328,19 +328,31 @@ def _record_codec(cls: type[Any]) -> tuple[Encoder, Decoder]:
     cell: dict[str, tuple[Encoder, Decoder]] = {}
 
     def enc_lazy(v: Any) -> Any:
-        return cell["c"][0](v)
+        return _ready(cell, cls)[0](v)
 
     def dec_lazy(v: Any, depth: int) -> Any:
-        return cell["c"][1](v, depth)
+        return _ready(cell, cls)[1](v, depth)
 
     _COMPILED[cls] = (enc_lazy, dec_lazy)
+    cell["c"] = _compile_record(cls)
+    _COMPILED[cls] = cell["c"]
+    return cell["c"]
+
+
+def _ready(cell: dict[str, tuple[Encoder, Decoder]], cls: type[Any]) -> tuple[Encoder, Decoder]:
+    """The compiled codec behind a placeholder. A shell may use records from several
+    threads (the daemon decodes in worker threads too); one that meets the placeholder
+    while another is still compiling the record compiles a copy of its own."""
+    ready = cell.get("c")
+    return ready if ready is not None else _compile_record(cls)
+
+
+def _compile_record(cls: type[Any]) -> tuple[Encoder, Decoder]:
     hints = typing.get_type_hints(cls, include_extras=True)
     fields = tuple(f for f in dataclasses.fields(cls) if f.init)
     codecs = [_codec_for(hints[f.name]) for f in fields]
     dec = _compile_record_decoder(cls, [d for _, d in codecs])
     enc = _compile_record_encoder(cls, [f.name for f in fields], codecs)
-    cell["c"] = (enc, dec)
-    _COMPILED[cls] = (enc, dec)
     return enc, dec
 
 
