@@ -50,7 +50,7 @@ def task_docs(tasks: int, cheaters: int) -> list[dict[str, Any]]:
     for i in range(tasks):
         dataset = "digits" if i % 2 else "synthetic"
         price = BAIT_PRICE if cheaters and i == 0 else OPEN_PRICE
-        docs.append({"dataset": dataset, "hidden": [16], "steps": 40, "checkpoint_interval": 10,
+        docs.append({"dataset": dataset, "hidden": [16], "steps": 128, "checkpoint_interval": 2,
                      "batch_size": 32, "optimizer": "adam", "lr": 0.01, "seed": 1 + i,
                      "max_price_per_gflop": price})
     return docs

@@ -8,8 +8,8 @@ spec's estimated FLOPs, as the market prices it.
 
     dataset = "digits"               # "digits", "synthetic", or a path to a .safetensors
     hidden = [32]                    # hidden layer widths (ReLU between layers)
-    steps = 40
-    checkpoint_interval = 10
+    steps = 128                      # at least 64 checkpoint segments (the chain's
+    checkpoint_interval = 2          #   min_segments): steps / interval >= 64
     batch_size = 32
     optimizer = "adam"               # "adam", "adamw" or "sgd"
     lr = 0.01
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from node.daemon.chain import REALTIME_MARKET
 from protocol.errors import ConfigError, PolnetError
 from protocol.market.params import GFLOP
 from protocol.market.txs import DeviceClass, SubmitTask
@@ -57,7 +58,7 @@ MIN_MEMORY_MB = 1024
 MAX_OPS_PER_STEP = 4096
 OPTIMIZERS = {"adam": OptimizerKind.ADAM, "adamw": OptimizerKind.ADAMW, "sgd": OptimizerKind.SGD}
 DEFAULTS: dict[str, Any] = {
-    "hidden": [32], "steps": 40, "checkpoint_interval": 10, "batch_size": 32, "optimizer": "adam",
+    "hidden": [32], "steps": 128, "checkpoint_interval": 2, "batch_size": 32, "optimizer": "adam",
     "lr": 0.01, "seed": 1, "max_price_per_gflop": 120,
 }
 SYNTHETIC_DEFAULTS = {"samples": 512, "features": 16, "classes": 4, "seed": 1}
@@ -165,6 +166,10 @@ def build_task(doc: dict[str, Any], base: Path) -> BuiltTask:
     interval = _int(d, "checkpoint_interval", 1, steps)
     if steps % interval:
         raise ConfigError(f"steps ({steps}) must be a multiple of checkpoint_interval ({interval})")
+    need = REALTIME_MARKET.min_segments
+    if steps // interval < need:
+        raise ConfigError(f"steps / checkpoint_interval must be at least {need} on this chain (so one "
+                          f"verifier's check is a small share of the work), got {steps // interval}")
     batch = _int(d, "batch_size", 1, MAX_BATCH)
     seed = _int(d, "seed", 0, 2**62)
     price = _int(d, "max_price_per_gflop", 1, MAX_PRICE)

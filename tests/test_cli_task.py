@@ -22,7 +22,7 @@ from protocol.records import record_hash
 from tests.daemon_harness import loopback_config
 
 runner = CliRunner()
-GOOD = 'dataset = "synthetic"\nhidden = [8]\nsteps = 20\ncheckpoint_interval = 10\n' \
+GOOD = 'dataset = "synthetic"\nhidden = [8]\nsteps = 64\ncheckpoint_interval = 1\n' \
        '[synthetic]\nsamples = 64\nfeatures = 4\nclasses = 3\n'
 
 
@@ -44,7 +44,7 @@ def test_a_good_spec_builds_a_valid_task_priced_from_its_flops(tmp_path: Path) -
     assert built.submit.spec_hash == record_hash(built.spec)
     assert built.gflops == max(1, -(-estimate(built.spec).total // 10**9))
     assert built.submit.max_price_per_gflop >= PRESETS["devnet"].min_price_per_gflop
-    assert (built.submit.steps, built.submit.checkpoint_interval) == (20, 10)
+    assert (built.submit.steps, built.submit.checkpoint_interval) == (64, 1)
 
 
 def test_the_same_spec_twice_is_two_tasks(tmp_path: Path) -> None:
@@ -53,18 +53,19 @@ def test_the_same_spec_twice_is_two_tasks(tmp_path: Path) -> None:
 
 
 def test_a_json_spec_is_read_by_its_suffix(tmp_path: Path) -> None:
-    doc = {"dataset": "synthetic", "steps": 20, "checkpoint_interval": 5, "synthetic": {"samples": 32}}
+    doc = {"dataset": "synthetic", "steps": 64, "checkpoint_interval": 1, "synthetic": {"samples": 32}}
     built = build_task(read_spec_file(spec_file(tmp_path, json.dumps(doc), "t.json")), tmp_path)
-    assert built.spec.steps == 20
+    assert built.spec.steps == 64
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ('dataset = "synthetic"\nstpes = 10\n', "unknown key 'stpes'"),
-        ('steps = 10\n', "dataset is required"),
+        ('hidden = [8]\n', "dataset is required"),
         ('dataset = "nope.safetensors"\n', "no such file"),
         ('dataset = "synthetic"\nsteps = 25\ncheckpoint_interval = 10\n', "multiple of checkpoint_interval"),
+        ('dataset = "synthetic"\nsteps = 40\ncheckpoint_interval = 10\n', "must be at least 64"),
         ('dataset = "synthetic"\noptimizer = "lbfgs"\n', "optimizer must be one of"),
         ('dataset = "synthetic"\nlr = -1\n', "lr must be a number"),
         ('dataset = "synthetic"\nhidden = [0]\n', "hidden must be a list"),
