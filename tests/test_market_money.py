@@ -5,7 +5,8 @@ and docs/market.md ("Money") alone, walking tasks in the order they ended, and t
 compares it with what the ledger actually did: per node, balance delta plus the tx fees
 it paid, and stake delta. Validators earn nothing from the market, only the proposers'
 share of all tx fees, which is checked in total. The runs include cheating solvers, a
-lazy verifier, a false challenger and (seed 5) a forced error paid from the jackpot.
+lazy verifier, a false challenger and a forced error paid from the jackpot. Workers
+register by transaction, so their deltas are against the registered position.
 """
 
 from __future__ import annotations
@@ -141,14 +142,12 @@ def audit(r: MarketReport, keys: list[bytes], stake0: int) -> None:
     assert fee_income == txs * per_tx, where
 
 
-@pytest.mark.parametrize("seed", [0, 5])
+@pytest.mark.parametrize("seed", [6, 15])
 def test_every_balance_and_stake_change_matches_the_rules(seed: int) -> None:
     r = run_market(MarketConfig(seed=seed, nodes=12, tasks=6, **BYZANTINE))  # type: ignore[arg-type]
-    assert r.ok and r.cheats >= 2
-    if seed == 0:  # the lazy verifier is slashed: audited too
+    assert r.ok and r.cheats >= 2 and r.jackpot_payouts == 1  # a forced error paid: audited too
+    if seed == 15:  # the lazy verifier is slashed: audited too
         assert next(n for n in r.nodes if n.role == "lazy_verifier").slashed
-    if seed == 5:  # a forced error paid from the jackpot: audited too
-        assert r.jackpot_payouts == 1
     audit(r, r.node_keys, r.worker_stake)
 
 

@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from typing import Any
 
-from protocol.commands import TOPIC_TXS, Command, Event, Publish, SetTimer, Tick, TimerFired
+from protocol.commands import (
+    TOPIC_ADVERTS,
+    TOPIC_TXS,
+    Command,
+    Event,
+    MessageReceived,
+    Publish,
+    SetTimer,
+    Tick,
+    TimerFired,
+)
 from protocol.consensus.node import ConsensusConfig
 from protocol.identity import Keypair
 from protocol.ledger.genesis import Genesis, GenesisAccount
 from protocol.ledger.ledger import Ledger
 from protocol.ledger.params import preset
 from protocol.market import elections
+from protocol.market.adverts import AdvertBook
 from protocol.market.chain import market_genesis_state
+from protocol.market.messages import CapacityAdvert
 from protocol.market.node import MarketNode
 from protocol.market.params import DEVNET
-from protocol.market.roles import ChainView, NodeRoles, Wallet, _Role
+from protocol.market.roles import ChainView, NodeRoles, RegistrarRole, Wallet, _Role
 from protocol.market.state import MarketState
 from protocol.market.txs import DeviceClass, RegisterWorker
 
@@ -65,7 +78,7 @@ def drive(node: MarketNode, until_ms: int) -> list[Command]:
     return sent
 
 
-def make_node(role: Scripted) -> MarketNode:
+def make_node(role: _Role) -> MarketNode:
     g = Genesis(CHAIN, preset("devnet"), 0, (GenesisAccount(KEY.public, 10**9, 1_000),))
     state = market_genesis_state(g, DEVNET)
     ccfg = ConsensusConfig(chain_id=CHAIN, genesis_validators=Ledger(state.copy()).validators(),
@@ -90,3 +103,39 @@ def test_roles_see_every_committed_height_in_order() -> None:
     drive(node, 5_000)
     heights = [v.height for v in role.views]
     assert heights == sorted(set(heights)) and len(heights) >= 3
+
+
+def test_a_worker_registered_by_tx_gossips_capacity_adverts_every_half_ttl() -> None:
+    role = RegistrarRole(KEY.public, Wallet(), registration=register(stake=50_000))
+    node = make_node(role)
+    sent = drive(node, 70_000)
+    assert KEY.public in node.market.workers  # registered by transaction, not at genesis
+    adverts = [c.msg for c in sent if isinstance(c, Publish) and c.topic == TOPIC_ADVERTS]
+    ttl = DEVNET.advert_max_ttl_ms
+    assert len(adverts) >= 2 and all(a.expires_at - a.issued_at == ttl for a in adverts)
+    assert all(b.issued_at - a.issued_at >= ttl // 2 for a, b in pairwise(adverts))
+    assert adverts[0].flops == 10**12 and adverts[0].free_slots == DEVNET.max_jobs_per_worker
+
+
+def test_advert_book_keeps_live_adverts_of_registered_workers_only() -> None:
+    ttl = DEVNET.advert_max_ttl_ms
+    book = AdvertBook(ttl, capacity=2)
+    ad = CapacityAdvert(DeviceClass.CPU, 1024, 10**12, 5, 4, 1_000, 1_000 + ttl)
+    assert not book.offer(1_000, b"a" * 32, ad, registered=False)  # not a worker: spam
+    assert not book.offer(1_000, b"a" * 32, replace(ad, expires_at=1_000 + ttl + 1), True)  # TTL too long
+    assert book.offer(1_000, b"a" * 32, ad, True)
+    assert not book.offer(1_500, b"a" * 32, replace(ad, issued_at=900), True)  # older than held
+    assert book.offer(1_000, b"b" * 32, replace(ad, expires_at=1_000 + ttl // 2), True)
+    assert book.offer(1_000, b"c" * 32, ad, True)  # full: the soonest to expire makes room
+    assert set(book.live(1_000)) == {b"a" * 32, b"c" * 32}
+    assert book.live(1_000 + ttl) == {}  # expired adverts go on their own
+
+
+def test_node_ignores_adverts_from_non_workers_and_keeps_workers_adverts() -> None:
+    role = RegistrarRole(KEY.public, Wallet(), registration=register(stake=50_000))
+    node = make_node(role)
+    drive(node, 5_000)
+    stranger = Keypair.derive("market-node-test/stranger").public
+    ad = CapacityAdvert(DeviceClass.CPU, 1024, 10**12, 5, 4, 5_000, 5_000 + 1_000)
+    assert node.handle(5_000, MessageReceived(TOPIC_ADVERTS, stranger, ad, b"")) == []
+    assert stranger not in node.adverts.live(5_000) and KEY.public in node.adverts.live(5_000)

@@ -50,6 +50,7 @@ from protocol.market.process import budget, process_register_worker, task_id_of
 from protocol.market.roles import (
     ArbiterRole,
     NodeRoles,
+    RegistrarRole,
     SolverRole,
     SubmitterRole,
     VerifierRole,
@@ -97,6 +98,8 @@ class MarketConfig:
     gflops: int = 2_000
     steps: int = 640  # 64 segments: the devnet's minimum (one check = 1/64 of the work)
     interval: int = 10
+    #: Workers register by RegisterWorker tx once the chain runs (False: at genesis).
+    register_by_tx: bool = True
     #: Give up (every task not ended counts as a failed invariant) after this much virtual time.
     max_sim_ms: int = 3_600_000
     progress_ms: int = 5_000
@@ -325,8 +328,16 @@ def _torch_tasks(cfg: MarketConfig) -> tuple[list[SubmitTask], dict[bytes, Torch
 # --- genesis and nodes -------------------------------------------------------------------------
 
 
+def registration(key: Keypair, flops: int, stake: int) -> RegisterWorker:
+    """A worker's registration: capacity (netsim's FLOPS for the node), price, stake, and
+    the root of its duty secrets."""
+    return RegisterWorker(DeviceClass.CPU, 16_384, flops, WORKER_PRICE, stake,
+                          elections.forced_error_commitment(worker_secret(key)), 0, 0)
+
+
 def genesis_state(cfg: MarketConfig, lay: Layout, flops: tuple[int, ...], chain_id: str, stake: int) -> State:
-    """Validators staked in the ledger; every worker registered in the market at genesis."""
+    """Validators staked in the ledger; workers registered in the market at genesis unless
+    they register by transaction (`register_by_tx`)."""
     params = preset("devnet")
     accounts = tuple(
         GenesisAccount(k.public, BALANCE, VALIDATOR_STAKE if i in lay.validators else 0)
@@ -334,11 +345,8 @@ def genesis_state(cfg: MarketConfig, lay: Layout, flops: tuple[int, ...], chain_
     )
     state = market_genesis_state(Genesis(chain_id, params, 0, accounts), cfg.params)
     market = load_market(state)
-    for w in lay.workers:
-        key = lay.keys[w]
-        tx = RegisterWorker(DeviceClass.CPU, 16_384, flops[w], WORKER_PRICE, stake,
-                            elections.forced_error_commitment(worker_secret(key)), 0, 0)
-        process_register_worker(market, key.public, tx)
+    for w in [] if cfg.register_by_tx else lay.workers:
+        process_register_worker(market, lay.keys[w].public, registration(lay.keys[w], flops[w], stake))
     save_market(state, market)
     audit_supply(state)
     audit_market(state)
@@ -380,7 +388,8 @@ class FalseChallenger(WhistleblowerRole):
         return out
 
 
-def node_roles(cfg: MarketConfig, lay: Layout, i: int, queue: list[SubmitTask]) -> NodeRoles:
+def node_roles(cfg: MarketConfig, lay: Layout, i: int, queue: list[SubmitTask], flops: int = 10**12,
+               stake: int = 0) -> NodeRoles:
     key = lay.keys[i]
     me = key.public
     bond = cfg.params.min_challenge_bond
@@ -399,6 +408,8 @@ def node_roles(cfg: MarketConfig, lay: Layout, i: int, queue: list[SubmitTask]) 
     if i in lay.workers:
         verifier = LazyVerifier if i == lay.lazy else VerifierRole
         roles += [SolverRole(me, Wallet()), verifier(me, Wallet(), secret=worker_secret(key))]
+        if cfg.register_by_tx:
+            roles.append(RegistrarRole(me, Wallet(), registration=registration(key, flops, stake)))
     return NodeRoles(roles)
 
 
@@ -430,7 +441,7 @@ def build(cfg: MarketConfig, sim_cfg: SimConfig | None = None) -> Built:
     compute = MarketCompute(attack_of, cfg.compute, torch_tasks, cfg.seed)
 
     def factory(index: int, key: Keypair, disk: Disk) -> MarketNode:
-        roles = node_roles(cfg, lay, index, list(submits))
+        roles = node_roles(cfg, lay, index, list(submits), flops=flops[index], stake=stake)
         blocks = [v for _, v in disk.items(PERSIST_BLOCK)]
         return MarketNode.create(genesis, ccfg, key, roles, blocks=blocks,
                                  own_votes=disk.get(PERSIST_VOTES, OWN_VOTES_KEY), audit=True)
@@ -539,8 +550,11 @@ def _report(built: Built, watch: _Watch, sim: Sim, wall: float) -> MarketReport:
     honest_lost = 0
     for i, k in enumerate(lay.keys):
         w0, w1 = genesis.workers.get(k.public), market.workers.get(k.public)
-        stake_delta = (w1.stake if w1 else 0) - (w0.stake if w0 else 0)
-        bal_delta = ledger.account(k.public).balance - built.genesis.account(k.public).balance
+        # Deltas are against the registered position: a worker registering by tx moved
+        # `stake` from its balance into its stake, which is neither income nor loss.
+        staked = built.stake if cfg.register_by_tx and i in lay.workers and w1 is not None else 0
+        stake_delta = (w1.stake if w1 else 0) - (w0.stake if w0 else 0) - staked
+        bal_delta = ledger.account(k.public).balance - built.genesis.account(k.public).balance + staked
         role = lay.role_of(i)
         fees = (ledger.account(k.public).nonce - built.genesis.account(k.public).nonce) * core.fee
         r.nodes.append(NodeOutcome(i, role, bal_delta, stake_delta, stake_delta < 0, fees))

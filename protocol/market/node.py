@@ -14,7 +14,10 @@ bare consensus core; this wrapper adds what the market needs on top:
   longer applies is re-stamped or dropped, and pending ones are re-gossiped, so a lost
   message or a role that acted on a stale view cannot stall the account's nonce chain;
 - after every block it rechecks the mempool against the new state (as Tendermint's
-  recheck), so txs that can never apply again stop costing every proposal a simulation.
+  recheck), so txs that can never apply again stop costing every proposal a simulation;
+- a registered worker gossips a signed `CapacityAdvert` (its registered capacity and
+  price, its free job slots) every half TTL on TOPIC_ADVERTS, and every node keeps the
+  live adverts of registered workers in `adverts` (an `AdvertBook`; expired ones go).
 """
 
 from __future__ import annotations
@@ -23,14 +26,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from protocol.commands import TOPIC_TXS, Command, ComputeDone, Event, Log, Publish, Tick
+from protocol.commands import (
+    TOPIC_ADVERTS,
+    TOPIC_TXS,
+    Command,
+    ComputeDone,
+    Event,
+    Log,
+    MessageReceived,
+    Publish,
+    Tick,
+)
 from protocol.consensus.node import ConsensusConfig, ConsensusNode
 from protocol.envelope import seal
 from protocol.errors import DecodeError, ValidationError
 from protocol.identity import Keypair
 from protocol.ledger.ledger import Ledger
 from protocol.ledger.state import State
+from protocol.market.adverts import AdvertBook
 from protocol.market.chain import load_market
+from protocol.market.messages import CapacityAdvert
 from protocol.market.roles import ChainView, NodeRoles
 from protocol.market.state import MarketState
 
@@ -67,6 +82,8 @@ class MarketNode:
         self.view: ChainView | None = None
         self._pending: list[_Pending] = []
         self._seen_height = -1
+        self.adverts = AdvertBook(load_market(ledger.state).params.advert_max_ttl_ms)
+        self._next_advert = 0
 
     @classmethod
     def create(
@@ -91,6 +108,11 @@ class MarketNode:
     def handle(self, now: int, event: Event) -> list[Command]:
         if isinstance(event, ComputeDone):
             return self._from_roles(self.roles.handle(now, event))
+        if isinstance(event, MessageReceived) and event.topic == TOPIC_ADVERTS:
+            if isinstance(event.body, CapacityAdvert):
+                registered = event.sender in load_market(self.ledger.state).workers
+                self.adverts.offer(now, event.sender, event.body, registered)
+            return []
         out = list(self.consensus.handle(now, event))
         if self.ledger.height != self._seen_height or isinstance(event, Tick):
             out += self._after_block(now)
@@ -108,7 +130,22 @@ class MarketNode:
         self._recheck_mempool()
         out = self._refresh_pending()
         self.view = ChainView(self.ledger.height, load_market(self.ledger.state))
-        return out + self._from_roles(self.roles.handle(now, self.view))
+        return out + self._advertise(now) + self._from_roles(self.roles.handle(now, self.view))
+
+    def _advertise(self, now: int) -> list[Command]:
+        """Every half TTL, a registered worker tells the network what it can take now."""
+        assert self.view is not None
+        market = self.view.market
+        worker = market.workers.get(self.me)
+        if worker is None or now < self._next_advert:
+            return []
+        ttl = market.params.advert_max_ttl_ms
+        self._next_advert = now + ttl // 2
+        free = max(0, market.params.max_jobs_per_worker - worker.jobs)
+        advert = CapacityAdvert(worker.device, worker.memory_mb, worker.flops, worker.price_per_gflop, free,
+                                now, now + ttl)
+        self.adverts.offer(now, self.me, advert, True)
+        return [Publish(TOPIC_ADVERTS, advert)]
 
     def _recheck_mempool(self) -> None:
         pool = self.consensus.mempool

@@ -42,6 +42,7 @@ from protocol.market.txs import (
     GameOpen,
     ProfileReport,
     ProveCommit,
+    RegisterWorker,
     SubmitTask,
     Verdict,
     VerdictCommit,
@@ -362,6 +363,25 @@ class SubmitterRole(_Role):
             open_now += 1
             out.append(Publish(TOPIC_TXS, tx))
         return out
+
+
+@dataclass
+class RegistrarRole(_Role):
+    """Registers this node as a worker by transaction (capacity as its shell measured it,
+    price, stake, duty-secret commitment), and again whenever it is not registered (a
+    tx lost before inclusion is re-sent after a few blocks)."""
+
+    registration: RegisterWorker | None = None
+    retry_blocks: int = 5
+    sent_at: int = -1_000_000
+
+    def on_view(self, market: MarketState) -> list[Command]:
+        if self.registration is None or self.me in market.workers:
+            return []
+        if market.height - self.sent_at < self.retry_blocks:
+            return []
+        self.sent_at = market.height
+        return self._publish(self.registration)
 
 
 @dataclass
