@@ -44,8 +44,8 @@ DEVNET_STAKE = 10_000_000
 REALTIME_MARKET = replace(
     DEVNET,
     profile_blocks=30,
-    train_base_blocks=60,
-    commit_blocks=40,
+    train_base_blocks=120,
+    commit_blocks=60,
     reveal_blocks=15,
     challenge_window_blocks=20,
     forced_reveal_blocks=15,

@@ -65,6 +65,8 @@ MAX_DATASET_BLOB = 256 * 1024 * 1024
 #: Blob fetch attempts before a job gives up (the solver may still be writing its proof).
 FETCH_ATTEMPTS = 6
 FETCH_BACKOFF_S = 1.0
+#: Blobs fetched at once by one prefetch (the transport bounds concurrent fetches too).
+PREFETCH_MAX = 64
 #: Specs, datasets, own runs and segment verdicts kept in memory (LRU).
 CACHE_ITEMS = 16
 PPM = 1_000_000
@@ -112,7 +114,13 @@ class MarketComputeRunner:
 
     def __call__(self, job_id: str, job: Any) -> Any:
         with _TORCH:
-            return self._run(job)
+            t0 = time.monotonic()
+            log.info("compute job started", extra={"job": job_id[:40]})
+            try:
+                return self._run(job)
+            finally:
+                log.info("compute job finished", extra={"job": job_id[:40],
+                                                        "seconds": round(time.monotonic() - t0, 2)})
 
     # --- blobs -----------------------------------------------------------------------------------
 
@@ -127,11 +135,36 @@ class MarketComputeRunner:
                 data = trio.from_thread.run(self._fetch, digest, max_size)
             except PolnetError as exc:
                 last = exc
+                log.info("blob fetch failed", extra={"digest": digest.hex()[:16], "attempt": attempt,
+                                                     "error": str(exc)})
                 time.sleep(FETCH_BACKOFF_S * (attempt + 1))
                 continue
             self.blobs.put(data)
             return data
         raise BlobError(f"blob {digest.hex()[:16]} unavailable: {last}")
+
+    def prefetch(self, wanted: list[tuple[bytes, int]]) -> None:
+        """Fetch the blobs we lack concurrently (one round trip for a checkpoint's tensors
+        instead of one each); failures are left for `get` to retry and report."""
+        missing = [(d, n) for d, n in wanted if self.blobs.read(d) is None]
+        if missing:
+            for data in trio.from_thread.run(self._fetch_all, missing):
+                if data is not None:
+                    self.blobs.put(data)
+
+    async def _fetch_all(self, wanted: list[tuple[bytes, int]]) -> list[bytes | None]:
+        out: list[bytes | None] = [None] * len(wanted)
+
+        async def one(i: int, digest: bytes, size: int) -> None:
+            try:
+                out[i] = await self._fetch(digest, size)
+            except PolnetError:
+                return
+
+        async with trio.open_nursery() as nursery:
+            for i, (digest, size) in enumerate(wanted[:PREFETCH_MAX]):
+                nursery.start_soon(one, i, digest, size)
+        return out
 
     def spec(self, spec_hash: bytes) -> TaskSpec:
         if spec_hash not in self._specs:
@@ -210,9 +243,9 @@ class MarketComputeRunner:
             if any(lf.step != i * k or lf.data_order_seed != spec.data_seed
                    for lf, i in zip(leaves, (0, segment, segment + 1), strict=True)):
                 return False, PPM
-            if not initial_matches(spec, fetch_state(self.get, spec, leaves[0])):
+            if not initial_matches(spec, fetch_state(self.get, spec, leaves[0], self.prefetch)):
                 return False, PPM
-            start, end = (fetch_state(self.get, spec, lf) for lf in leaves[1:])
+            start, end = (fetch_state(self.get, spec, lf, self.prefetch) for lf in leaves[1:])
         except PolnetError as exc:
             log.warning("segment unavailable", extra={"task": task.task_id.hex()[:16], "error": str(exc)})
             return False, PPM
@@ -248,6 +281,6 @@ class MarketComputeRunner:
             spec = self.spec(task.spec_hash)
             data = self.dataset(spec)
             leaf = leaf_at(self.get, task.proof_root, spec.num_checkpoints, spec.num_checkpoints - 1)
-            state = fetch_state(self.get, spec, leaf)
+            state = fetch_state(self.get, spec, leaf, self.prefetch)
             blob = encode_checkpoint(type(state)(state.params, []))
             return self.blobs.put(blob), accuracy(spec, data, state)

@@ -39,6 +39,9 @@ NODE_BLOB_LEN = 1 + 32 + 32
 
 Put = Callable[[bytes], bytes]
 Get = Callable[[bytes, int], bytes]
+#: Fetch many blobs at once ahead of the `get`s that read them (a round trip each
+#: otherwise); (digest, max size) pairs. Optional: without it every read fetches alone.
+Prefetch = Callable[[list[tuple[bytes, int]]], None]
 
 
 # --- the solver: write every blob of a proof ---------------------------------------------------
@@ -106,7 +109,9 @@ def leaf_at(get: Get, root: bytes, n: int, index: int) -> CheckpointLeaf:
         raise BlobError(f"leaf blob does not decode: {exc}") from None
 
 
-def _group(get: Get, digest: bytes, shapes: list[tuple[int, ...]], dtype: str) -> list[torch.Tensor]:
+def _group(
+    get: Get, digest: bytes, shapes: list[tuple[int, ...]], dtype: str, prefetch: Prefetch | None
+) -> list[torch.Tensor]:
     try:
         digests = unpack(get(digest, MAX_META_BLOB))
     except PolnetError as exc:
@@ -114,15 +119,21 @@ def _group(get: Get, digest: bytes, shapes: list[tuple[int, ...]], dtype: str) -
     if not isinstance(digests, list) or len(digests) != len(shapes):
         raise BlobError(f"digest list holds {len(digests) if isinstance(digests, list) else '?'} "
                         f"entries, the spec implies {len(shapes)}")
+    if any(not isinstance(d, bytes) or len(d) != 32 for d in digests):
+        raise BlobError("a tensor digest is not 32 bytes")
+    if prefetch is not None:
+        prefetch([(d, _tensor_size(s, dtype)) for d, s in zip(digests, shapes, strict=True)])
     return [_tensor(get, d, s, dtype) for d, s in zip(digests, shapes, strict=True)]
 
 
-def _tensor(get: Get, digest: object, shape: tuple[int, ...], dtype: str) -> torch.Tensor:
-    if not isinstance(digest, bytes) or len(digest) != 32:
-        raise BlobError("a tensor digest is not 32 bytes")
+def _tensor_size(shape: tuple[int, ...], dtype: str) -> int:
     header = TENSOR_DOMAIN + pack([dtype, list(shape)])
-    width = np.dtype(dtype).itemsize
-    size = int(np.prod(shape, dtype=np.int64)) * width
+    return len(header) + int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
+def _tensor(get: Get, digest: bytes, shape: tuple[int, ...], dtype: str) -> torch.Tensor:
+    header = TENSOR_DOMAIN + pack([dtype, list(shape)])
+    size = _tensor_size(shape, dtype) - len(header)
     blob = get(digest, len(header) + size)
     if not blob.startswith(header) or len(blob) != len(header) + size:
         raise BlobError(f"tensor blob is not a {dtype}{list(shape)}")
@@ -130,11 +141,11 @@ def _tensor(get: Get, digest: object, shape: tuple[int, ...], dtype: str) -> tor
     return torch.from_numpy(arr.reshape(shape).copy())
 
 
-def fetch_state(get: Get, spec: TaskSpec, leaf: CheckpointLeaf) -> State:
+def fetch_state(get: Get, spec: TaskSpec, leaf: CheckpointLeaf, prefetch: Prefetch | None = None) -> State:
     """The committed checkpoint behind `leaf`, every tensor checked by its digest."""
     dtype = DTYPE_NAMES[spec.profile.dtype]
     shapes = [tuple(s) for s in param_shapes(spec)]
     ns = state_slots_per_param(spec)
-    params = _group(get, leaf.weights_hash, shapes, dtype)
-    opt = _group(get, leaf.optimizer_hash, [s for s in shapes for _ in range(ns)], dtype)
+    params = _group(get, leaf.weights_hash, shapes, dtype, prefetch)
+    opt = _group(get, leaf.optimizer_hash, [s for s in shapes for _ in range(ns)], dtype, prefetch)
     return State(params, opt)
