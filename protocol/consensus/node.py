@@ -92,6 +92,9 @@ __all__ = [
 MAX_FUTURE_MESSAGES = 4 * MAX_VALIDATORS
 #: Peers whose last block-sync answer time is remembered (for the serve rate limit).
 MAX_SERVED_PEERS = 4 * MAX_VALIDATORS
+#: Rounds of received prevote envelopes kept below the current round (besides the valid
+#: round's), to prove a lock to validators that missed or forgot those prevotes.
+POL_ROUNDS = 8
 
 
 class ConsensusNode:
@@ -128,6 +131,9 @@ class ConsensusNode:
         self._answered: set[tuple[bytes, int, int]] = set()  # bounded: validators x rounds
         self._valid_cache: dict[bytes, bool] = {}
         self._future: deque[tuple[bytes, Any, bytes]] = deque(maxlen=MAX_FUTURE_MESSAGES)
+        # (round, block hash) -> validator -> the envelope of its prevote: the proof of lock
+        # (POL) this node re-sends with a re-proposal and while stuck (Tendermint's POL gossip).
+        self._pol: dict[tuple[int, bytes], dict[bytes, bytes]] = {}
         self._sync_deadline = -1
         self._served: OrderedDict[bytes, int] = OrderedDict()
         self._progress_mark: tuple[int, int, int] = (-1, -1, -1)
@@ -248,7 +254,9 @@ class ConsensusNode:
         # The shell verified the envelope, whose signature is the vote's: remember it so
         # the certificate that will carry this vote costs no second verify.
         self.verifier.remember_vote(signed)
-        return self._count_vote(signed)
+        cmds = self._count_vote(signed)
+        self._keep_prevote(body, raw)
+        return cmds
 
     def _count_vote(self, signed: SignedVote) -> list[Command]:
         if self.machine.has_vote(signed):
@@ -290,6 +298,37 @@ class ConsensusNode:
             return []
         self._answered.add(key)
         return [SendTo(vote.validator, sv.vote) for sv in self.signer.votes_of_round(vote.round)]
+
+    def _keep_prevote(self, vote: Vote, raw: bytes) -> None:
+        """Keep the envelope of a counted prevote for a block: it may be needed later as
+        part of a proof of lock. Only the vote the machine counted is kept (an equivocator
+        cannot grow this), and only the last POL_ROUNDS rounds plus the valid round."""
+        if vote.vote_type != VoteType.PREVOTE or vote.block_hash is None:
+            return
+        counted = self.machine.votes.get((vote.round, VoteType.PREVOTE))
+        prior = None if counted is None else counted.by_validator.get(vote.validator)
+        if prior is None or prior.vote != vote:
+            return
+        self._pol.setdefault((vote.round, vote.block_hash), {})[vote.validator] = raw
+        floor, valid = self.machine.round - POL_ROUNDS, self.machine.valid_round
+        for key in [k for k in self._pol if k[0] < floor and k[0] != valid]:
+            del self._pol[key]
+
+    def _proof_of_lock(self, round_: int, h: bytes) -> list[Command]:
+        """The prevotes of `round_` for `h` that this node holds, its own included.
+
+        Why: a validator that restarted (or was cut off) during `round_` has lost those
+        prevotes, so it can never accept a re-proposal of `h` with valid round `round_`
+        (paper, line 28), while the validators locked on `h` refuse anything else: with
+        two such halves no round ever gets a quorum. Tendermint's gossip re-sends the
+        proposal's POL prevotes to peers that lack them; this is that re-send.
+        """
+        held = sorted(self._pol.get((round_, h), {}).items())
+        cmds: list[Command] = [Publish(TOPIC_CONSENSUS, raw) for _, raw in held]
+        own = self.signer.votes_of_round(round_)
+        cmds += [Publish(TOPIC_CONSENSUS, sv.vote) for sv in own
+                 if sv.vote.vote_type == VoteType.PREVOTE and sv.vote.block_hash == h]
+        return cmds
 
     def _on_future(self, sender: bytes, body: Proposal | Vote, raw: bytes) -> list[Command]:
         cmds: list[Command] = []
@@ -361,6 +400,8 @@ class ConsensusNode:
             a = queue.popleft()
             if isinstance(a, BroadcastProposal):
                 cmds.append(Publish(TOPIC_CONSENSUS, Proposal(self.height, a.round, a.valid_round, a.block)))
+                if a.valid_round >= 0:
+                    cmds += self._proof_of_lock(a.valid_round, block_hash(a.block))
             elif isinstance(a, BroadcastVote):
                 signed = self.signer.sign(a.vote)
                 if signed is None:
@@ -385,6 +426,8 @@ class ConsensusNode:
         if prop is not None and m.me is not None and self.vset.proposer(m.round) == m.me:
             cmds.append(Publish(TOPIC_CONSENSUS, Proposal(self.height, m.round, prop[2], prop[0])))
         cmds += [Publish(TOPIC_CONSENSUS, sv.vote) for sv in self.signer.votes(m.round - 1)]
+        if m.valid_round >= 0 and m.valid_value is not None:
+            cmds += self._proof_of_lock(m.valid_round, block_hash(m.valid_value))
         head = self.last_hash
         cmds.append(Publish(TOPIC_CONSENSUS, Status(self.height - 1, head)))
         return cmds
@@ -443,6 +486,7 @@ class ConsensusNode:
         self.signer.new_height()
         self._answered = set()
         self._valid_cache = {}
+        self._pol = {}
         self._prev_machine = self.machine
         self.machine = self._new_machine()
         self._height_started = False
