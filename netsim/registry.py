@@ -41,6 +41,7 @@ _SCENARIO_MODULES: tuple[str, ...] = (
     "netsim.scenarios.consensus",
     "netsim.scenarios.ledger",
     "netsim.scenarios.market",
+    "netsim.scenarios.market_chaos",
 )
 
 
