@@ -44,6 +44,11 @@ class Disk:
     def size_bytes(self) -> int:
         return self._bytes
 
+    @property
+    def unsynced(self) -> int:
+        """Writes a kill -9 now would lose (those of the node's most recent handle())."""
+        return len(self._undo)
+
     # --- what the simulator does -----------------------------------------------------------
 
     def write(self, kind: str, key: bytes, value: bytes) -> None:

@@ -29,7 +29,7 @@ it and returns a `ChaosReport`; the registered scenario "market.chaos" is what
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -306,6 +306,14 @@ class Chaos:
             return
         sim.call_at(sim.now + POLL_MS, self._poll)
 
+    def crash_for(self, sim: Sim, node: int, ms: int, *, lose_unsynced: bool = False) -> None:
+        """A crash scripted by hand (`run_chaos(config, script)`): it is restarted after `ms`
+        and its window is known to the checkers like a nemesis crash."""
+        sim.crash(node, lose_unsynced=lose_unsynced)
+        sim.call_at(sim.now + ms, lambda s: s.restart(node))
+        window = (sim.now, sim.now + ms, f"crash {sim.now}-{sim.now + ms} ms (scripted)")
+        self.impaired.setdefault(node, []).append(window)
+
     # --- inspection ----------------------------------------------------------------------------
 
     def _live(self, sim: Sim) -> list[MarketNode]:
@@ -417,15 +425,18 @@ def liveness_note(config: SimConfig) -> str:
     return f"within the liveness bound ({config.liveness_ms} ms after the heal at {config.duration_ms} ms)"
 
 
-def run_chaos(config: SimConfig) -> ChaosReport:
+def run_chaos(config: SimConfig, script: Callable[[Sim, Chaos], None] | None = None) -> ChaosReport:
     """Run one chaos configuration; raises netsim's InvariantViolation/CoreFailure (with
-    the seed and config) when a checker fails."""
+    the seed and config) when a checker fails. `script(sim, chaos)` runs before the first
+    event: schedule hand-made faults with `sim.call_at` and `chaos.crash_for`."""
     chaos = Chaos(config)
     holder: list[Sim] = []
 
     def setup(sim: Sim) -> None:
         holder.append(sim)
         chaos.setup(sim)
+        if script is not None:
+            script(sim, chaos)
 
     report = run(config, chaos.factory, chaos.checks(), executor=chaos.built.compute, setup=setup)
     return chaos.chaos_report(report, holder[0] if holder else None)
