@@ -94,8 +94,10 @@ class _Network:
 
     def __init__(self) -> None:
         self.dirs: list[BlobDir] = []
+        self.asked: list[Any] = []
 
-    async def fetch(self, digest: bytes, max_size: int) -> bytes:
+    async def fetch(self, digest: bytes, max_size: int, peers: Any = None) -> bytes:
+        self.asked.append(peers)
         for d in self.dirs:
             data = d.read(digest)
             if data is not None and len(data) <= max_size:
@@ -124,7 +126,8 @@ def test_a_verifier_on_another_node_fetches_the_proof_and_judges_it(
 ) -> None:
     spec, data = _task_setup()
     tid = b"\x01" * 32
-    task = SimpleNamespace(task_id=tid, spec_hash=record_hash(spec), solver=b"S" * 32, proof_root=None,
+    task = SimpleNamespace(task_id=tid, spec_hash=record_hash(spec), solver=b"S" * 32, submitter=b"U" * 32,
+                           proof_root=None,
                            threshold_ppm=0)
     view = _market(task)
     net = _Network()
@@ -148,6 +151,8 @@ def test_a_verifier_on_another_node_fetches_the_proof_and_judges_it(
     assert arb.defender_right is (cheat is None)
     if cheat is None:
         assert check.distance_ppm == 0
+    # The solver and the submitter, who hold the blobs for sure, are asked before anyone else.
+    assert net.asked and all(p == (b"S" * 32, b"U" * 32) for p in net.asked)
 
 
 def test_a_proof_nobody_serves_fails_verification(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -156,7 +161,7 @@ def test_a_proof_nobody_serves_fails_verification(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(compute, "FETCH_BACKOFF_S", 0.0)
     spec, data = _task_setup()
     tid = b"\x02" * 32
-    task = SimpleNamespace(task_id=tid, spec_hash=record_hash(spec), solver=b"S" * 32,
+    task = SimpleNamespace(task_id=tid, spec_hash=record_hash(spec), solver=b"S" * 32, submitter=b"U" * 32,
                            proof_root=b"\x09" * 32, threshold_ppm=0)
     net = _Network()
     verifier = _runner(tmp_path, net, "verifier", b"V" * 32, _market(task))

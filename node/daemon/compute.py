@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +71,8 @@ PREFETCH_MAX = 64
 CACHE_ITEMS = 16
 PPM = 1_000_000
 
-AsyncFetch = Callable[[bytes, int], Awaitable[bytes]]
+#: (digest, max size, peers to ask, or None for every connected peer) -> the verified blob.
+AsyncFetch = Callable[[bytes, int, Sequence[bytes] | None], Awaitable[bytes]]
 _TORCH = threading.Lock()
 
 
@@ -111,9 +112,14 @@ class MarketComputeRunner:
         self._data = _Lru()
         self._seg = _Lru()
         self.trained: dict[bytes, TrainedModel] = {}
+        #: Peers asked first for the current job's blobs (its solver and submitter hold
+        #: them for sure): asking every connected peer in turn costs a stream each.
+        self._prefer: tuple[bytes, ...] = ()
 
     def __call__(self, job_id: str, job: Any) -> Any:
+        task = self._task(job.task_id)
         with _TORCH:
+            self._prefer = tuple(p for p in (task.solver, task.submitter) if p) if task is not None else ()
             t0 = time.monotonic()
             log.info("compute job started", extra={"job": job_id[:40]})
             try:
@@ -132,7 +138,7 @@ class MarketComputeRunner:
         last: PolnetError | None = None
         for attempt in range(FETCH_ATTEMPTS):
             try:
-                data = trio.from_thread.run(self._fetch, digest, max_size)
+                data = trio.from_thread.run(self._fetch_preferring, digest, max_size)
             except PolnetError as exc:
                 last = exc
                 log.info("blob fetch failed", extra={"digest": digest.hex()[:16], "attempt": attempt,
@@ -152,12 +158,20 @@ class MarketComputeRunner:
                 if data is not None:
                     self.blobs.put(data)
 
+    async def _fetch_preferring(self, digest: bytes, max_size: int) -> bytes:
+        if self._prefer:
+            try:
+                return await self._fetch(digest, max_size, self._prefer)
+            except PolnetError:
+                pass
+        return await self._fetch(digest, max_size, None)
+
     async def _fetch_all(self, wanted: list[tuple[bytes, int]]) -> list[bytes | None]:
         out: list[bytes | None] = [None] * len(wanted)
 
         async def one(i: int, digest: bytes, size: int) -> None:
             try:
-                out[i] = await self._fetch(digest, size)
+                out[i] = await self._fetch_preferring(digest, size)
             except PolnetError:
                 return
 
@@ -278,6 +292,7 @@ class MarketComputeRunner:
         if task.proof_root is None:
             raise BlobError("the task has no committed proof")
         with _TORCH:
+            self._prefer = tuple(p for p in (task.solver, task.submitter) if p)
             spec = self.spec(task.spec_hash)
             data = self.dataset(spec)
             leaf = leaf_at(self.get, task.proof_root, spec.num_checkpoints, spec.num_checkpoints - 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import trio
@@ -26,8 +27,8 @@ class TransportNetwork:
     async def send_to(self, peer: bytes, msg: Any) -> None:
         await self.transport.send_to(peer, msg)
 
-    async def fetch_blob(self, digest: bytes, max_size: int) -> bytes:
-        return await self.transport.fetch_blob(digest, max_size)
+    async def fetch_blob(self, digest: bytes, max_size: int, peers: Sequence[bytes] | None = None) -> bytes:
+        return await self.transport.fetch_blob(digest, max_size, peers)
 
     async def receive(self) -> MessageReceived:
         return await self.transport.inbound.receive()
