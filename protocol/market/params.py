@@ -27,19 +27,21 @@ ceil(10_000 / sampling_bps) segments (`process_submit_task`), so one check costs
 sampling_bps of the training: 157 bps = 1/64 (64 segments of a 640-step run at k = 10).
 
     verifiers       2 x 1/64                                   = 3.1%
-    whistleblower   every REJECT, and each ACCEPT w.p. 25%:
-                    honest network: 2 x 25% x 1/64            = 0.8%
-    network total   (honest)                                   ~ 3.9%   (goal 5%)
+    whistleblower   every REJECT and the final segment's verdict:
+                    honest network: 1 x 1/64                   = 1.6%
+    network total   (honest)                                   ~ 4.7%   (goal 5%)
 
 Detection. The first verifier elected always checks the final segment, which holds
 the delivered weights: every attack of the catalog (skipped or truncated steps,
 noise, copied or interpolated checkpoints, another data order) changes them, so an
-honest final-segment verifier catches it with probability 1. It fails only if that
-verifier is itself dishonest or forced (p = 2%); then the second verifier (a random
-segment) catches attacks that corrupt a fraction f of the segments w.p. f (f ~ 1 for all
-but the late-noise attack), and the whistleblower re-checks the final ACCEPT w.p. 25%.
-Per-cheat miss probability with one lazy final verifier and f = 1/64: 63/64 x 75% ~ 74%;
-with an honest one: 0. `bench/market.py` measures the fraction over the Byzantine runs.
+honest final-segment verifier catches it with probability 1. If that verifier is lazy,
+bribed or forced (p = 2%), the whistleblower's re-check of the final segment catches it
+with probability 1 (a forced ACCEPT also turns its verifier into an accuser once
+revealed), and the second verifier (a random segment) catches attacks that corrupt a
+fraction f of the segments w.p. f. A cheat is missed only if the final verifier and
+every whistleblower fail together. (With 25% of random ACCEPTs re-checked instead of the
+final one, a lazy final verifier let a skip-every-other-step cheat through in the torch
+demo, seed 5: f = 1/2, miss 1/2 x 3/4.) `bench/market.py` measures the fraction.
 
 The jackpot rule (Truebit's forced errors, applied to verifiers). A whistleblower re-checks a
 verifier's sampled segment; that costs at most what the verifier spent:

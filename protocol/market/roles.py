@@ -266,24 +266,27 @@ class VerifierRole(_Role):
         return []
 
 
-#: Share of ACCEPT verdicts a whistleblower re-checks (it re-checks every REJECT: in an
-#: honest network those are exactly the forced errors, which pay the jackpot). 25% keeps
-#: the network's verification under 5% of training (see protocol/market/params.py).
-ACCEPT_CHECK_PPM = 250_000
+#: Share of the *other* ACCEPT verdicts a whistleblower re-checks. It always re-checks
+#: every REJECT (in an honest network those are the forced errors, which pay the jackpot)
+#: and the final segment's verdict (where every catalog attack shows, so a lazy or
+#: bribed final verifier is the one hole worth watching): 1/64 of training; random
+#: ACCEPTs beyond that would push the network past 5% (see protocol/market/params.py).
+ACCEPT_CHECK_PPM = 0
 
 
 @dataclass
 class WhistleblowerRole(_Role):
     """Re-checks revealed verdicts during the challenge window and challenges wrong ones:
-    every REJECT, and a beacon-drawn share of ACCEPTs (unpredictable to the verifiers,
-    whose verdicts are fixed before the draw's beacon is known)."""
+    every REJECT, the final segment's verdict, and a beacon-drawn share of the other
+    ACCEPTs (unpredictable to the verifiers, whose verdicts are fixed before the draw's
+    beacon is known)."""
 
     bond: int = 0
     checks_per_block: int = 8
     accept_check_ppm: int = ACCEPT_CHECK_PPM
 
     def _wants(self, market: MarketState, task: Task, index: int, accept: bool) -> bool:
-        if not accept:
+        if not accept or task.verifiers[index].segment == task.n_segments - 1:
             return True
         seed = sha256(b"whistle" + market.beacon + task.task_id + self.me + bytes([index]))
         return int.from_bytes(seed[:8], "big") % 1_000_000 < self.accept_check_ppm
