@@ -46,9 +46,9 @@ REALTIME_MARKET = replace(
     profile_blocks=30,
     train_base_blocks=120,
     commit_blocks=60,
-    reveal_blocks=15,
-    challenge_window_blocks=20,
-    forced_reveal_blocks=15,
+    reveal_blocks=10,
+    challenge_window_blocks=15,
+    forced_reveal_blocks=10,
     move_blocks=15,
     arbitration_blocks=30,
 )
