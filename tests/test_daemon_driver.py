@@ -49,11 +49,15 @@ class FakeNetwork:
     def __init__(self) -> None:
         self.send, self.recv = trio.open_memory_channel[MessageReceived](16)
         self.published: list[tuple[str, Any]] = []
+        self.sealed: list[tuple[str, bytes]] = []
 
     async def publish(self, topic: str, msg: Any) -> None:
         if msg == "unroutable":
             raise BlobError("no peers")
         self.published.append((topic, msg))
+
+    async def publish_sealed(self, topic: str, raw: bytes) -> None:
+        self.sealed.append((topic, raw))
 
     async def send_to(self, peer: bytes, msg: Any) -> None:
         return None
@@ -188,3 +192,17 @@ async def test_compute_runs_in_a_thread_and_fetches_report_back_even_when_they_f
     assert BlobFetched(b"\x01" * 32, b"blob") in core.seen
     assert BlobFetched(b"\x02" * 32, None) in core.seen
     assert isinstance(core.seen[0], Tick)
+
+
+@trio_test
+async def test_an_envelope_the_core_sealed_itself_is_gossiped_unchanged() -> None:
+    sealed, plain = Publish("polnet/txs/1", b"sealed-envelope"), Publish("polnet/txs/1", "body")
+    core = ScriptedCore({"Tick": [sealed, plain]})
+    net = FakeNetwork()
+
+    async def body(driver: CoreDriver, clock: list[int]) -> None:
+        await trio.sleep(0.01)
+
+    await run_driver(core, net, MemStore(), body)
+    assert net.sealed == [("polnet/txs/1", b"sealed-envelope")]
+    assert net.published == [("polnet/txs/1", "body")]
