@@ -11,9 +11,12 @@ from protocol.commands import (
     TOPIC_ADVERTS,
     TOPIC_TXS,
     Command,
+    ComputeDone,
     Event,
     MessageReceived,
+    Persist,
     Publish,
+    RunCompute,
     SetTimer,
     Tick,
     TimerFired,
@@ -26,12 +29,27 @@ from protocol.ledger.params import preset
 from protocol.market import elections
 from protocol.market.adverts import AdvertBook
 from protocol.market.chain import market_genesis_state
+from protocol.market.jobs import MarketTrainResult, SegmentCheckResult
 from protocol.market.messages import CapacityAdvert
 from protocol.market.node import MarketNode
 from protocol.market.params import DEVNET
-from protocol.market.roles import ChainView, NodeRoles, RegistrarRole, Wallet, _Role
-from protocol.market.state import MarketState
-from protocol.market.txs import DeviceClass, RegisterWorker
+from protocol.market.process import task_id_of
+from protocol.market.roles import (
+    DURABLE_SLOTS,
+    PERSIST_SOLVER_PROOF,
+    PERSIST_VERDICT,
+    ChainView,
+    NodeRoles,
+    RegistrarRole,
+    SolverRole,
+    SubmitterRole,
+    VerifierRole,
+    Wallet,
+    _Role,
+)
+from protocol.market.state import Game, MarketState, Status, Task, VerifierSlot
+from protocol.market.txs import DeviceClass, GameOpen, RegisterWorker, SubmitTask, VerdictReveal
+from protocol.pol.merkle import CheckpointLeaf
 
 KEY = Keypair.derive("market-node-test/0")
 CHAIN = "market-node-test"
@@ -139,3 +157,126 @@ def test_node_ignores_adverts_from_non_workers_and_keeps_workers_adverts() -> No
     ad = CapacityAdvert(DeviceClass.CPU, 1024, 10**12, 5, 4, 5_000, 5_000 + 1_000)
     assert node.handle(5_000, MessageReceived(TOPIC_ADVERTS, stranger, ad, b"")) == []
     assert stranger not in node.adverts.live(5_000) and KEY.public in node.adverts.live(5_000)
+
+
+# --- role state that survives a restart ------------------------------------------------------------
+
+ME = KEY.public
+OTHER = Keypair.derive("market-node-test/1").public
+
+
+class FakeDisk:
+    """What a shell does with the roles' Persist commands, and what it hands back."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, bytes], bytes] = {}
+
+    def run(self, cmds: list[Command]) -> list[Command]:
+        for c in cmds:
+            if isinstance(c, Persist):
+                self.records[(c.kind, c.key)] = c.value
+        return cmds
+
+    def load(self, kind: str) -> list[bytes]:
+        return [v for (k, _), v in sorted(self.records.items()) if k == kind]
+
+
+def task(tid: bytes, status: Status, **kw: Any) -> Task:
+    return Task(tid, OTHER, b"\x01" * 32, 1, 8, 2, 1, DeviceClass.CPU, 0, True, 1, 1, 0, status=status, **kw)
+
+
+def view(height: int, *tasks: Task) -> ChainView:
+    return ChainView(height, MarketState(height=height, tasks={t.task_id: t for t in tasks}))
+
+
+LEAVES = tuple(CheckpointLeaf(2 * i, bytes([i]) * 32, bytes([i + 1]) * 32, i) for i in range(5))
+TID = b"\x07" * 32
+
+
+def prove(role: SolverRole, disk: FakeDisk, tid: bytes = TID) -> list[Command]:
+    started = role.handle(0, view(1, task(tid, Status.TRAINING, solver=ME)))
+    job = next(c for c in started if isinstance(c, RunCompute))
+    return disk.run(role.handle(0, ComputeDone(job.job_id, MarketTrainResult(tid, b"\x09" * 32, 5, LEAVES))))
+
+
+def test_a_solver_stores_its_leaves_before_its_proof_commit_leaves() -> None:
+    disk = FakeDisk()
+    cmds = prove(SolverRole(ME, Wallet()), disk)
+    kinds = [type(c).__name__ if not isinstance(c, Publish) else type(c.msg).__name__ for c in cmds]
+    assert kinds == ["Persist", "ProveCommit"]
+
+
+def test_a_restarted_solver_opens_the_dispute_against_its_proof() -> None:
+    disk = FakeDisk()
+    prove(SolverRole(ME, Wallet()), disk)
+    restarted = SolverRole(ME, Wallet())
+    restarted.restore(disk.load)
+    game = Game(OTHER, 1, 0, 2, b"", b"")
+    disputed = task(TID, Status.DISPUTE, solver=ME, proof_root=b"\x09" * 32, game=game)
+    out = restarted.handle(0, view(9, disputed))
+    opens = [c.msg for c in out if isinstance(c, Publish) and isinstance(c.msg, GameOpen)]
+    assert len(opens) == 1 and (opens[0].start, opens[0].end) == (LEAVES[1], LEAVES[2])
+
+
+def test_a_solver_reuses_the_record_of_an_ended_task_so_storage_stays_bounded() -> None:
+    disk = FakeDisk()
+    role = SolverRole(ME, Wallet())
+    for i in range(3 * DURABLE_SLOTS):
+        tid = bytes([i % 256, i // 256]) * 16
+        prove(role, disk, tid)
+        role.handle(0, view(2, task(tid, Status.SETTLED, solver=ME)))  # ended: its record is free
+    assert len(disk.records) == 1 and role.leaves == {}
+
+
+def test_a_corrupt_stored_record_is_dropped_not_fatal() -> None:
+    disk = FakeDisk()
+    disk.records[(PERSIST_SOLVER_PROOF, b"\x00\x00")] = b"\xc1garbage"
+    disk.records[(PERSIST_VERDICT, b"\x00\x00")] = b""
+    roles = NodeRoles([SolverRole(ME, Wallet()), VerifierRole(ME, Wallet(), secret=b"s")])
+    roles.restore(disk.load)
+    assert roles.handle(0, view(1)) == []
+
+
+def test_a_restarted_verifier_reveals_the_verdict_it_committed() -> None:
+    disk = FakeDisk()
+    verifier = VerifierRole(ME, Wallet(), secret=b"s" * 32)
+    slot = VerifierSlot(ME, segment=1)
+    committing = task(TID, Status.COMMIT, proof_root=b"\x09" * 32, verifiers=[slot])
+    job = next(c for c in verifier.handle(0, view(1, committing)) if isinstance(c, RunCompute))
+    result = SegmentCheckResult(TID, 1, True, 10)
+    sent = disk.run(verifier.handle(0, ComputeDone(job.job_id, result)))
+    assert isinstance(sent[0], Persist) and isinstance(sent[1], Publish)
+    restarted = VerifierRole(ME, Wallet(), secret=b"s" * 32)
+    restarted.restore(disk.load)
+    revealing = task(TID, Status.REVEAL, proof_root=b"\x09" * 32, verifiers=[replace(slot, commitment=b"c")])
+    reveals = [c.msg for c in restarted.handle(0, view(2, revealing)) if isinstance(c, Publish)]
+    assert [type(r) for r in reveals] == [VerdictReveal]
+    assert (reveals[0].verdict, reveals[0].salt) == verifier.verdicts[TID]
+
+
+def submits(n: int) -> list[SubmitTask]:
+    return [SubmitTask(b"\x01" * 32, 1 + i, 8, 2, 1, DeviceClass.CPU, 0, True, 1, 0, 0, 0) for i in range(n)]
+
+
+def test_a_restarted_submitter_does_not_publish_its_queue_again() -> None:
+    disk = FakeDisk()
+    first = SubmitterRole(ME, Wallet(), queue=submits(3), max_in_flight=2)
+    sent = disk.run(first.handle(0, view(1)))
+    assert [type(c).__name__ for c in sent] == ["Persist", "Publish", "Publish"]
+    on_chain = [task(tid, Status.TRAINING) for tid in first.mine]
+    restarted = SubmitterRole(ME, Wallet(), queue=submits(3), max_in_flight=2)
+    restarted.restore(disk.load)
+    assert [c for c in restarted.handle(0, view(3, *on_chain)) if isinstance(c, Publish)] == []
+    ended = [task(t.task_id, Status.SETTLED) for t in on_chain]
+    again = [c.msg for c in restarted.handle(0, view(4, *ended)) if isinstance(c, Publish)]
+    assert [task_id_of(ME, tx) for tx in again] == [task_id_of(ME, submits(3)[2])]
+
+
+def test_a_restarted_submitter_resends_a_submit_that_died_with_it() -> None:
+    disk = FakeDisk()
+    first = SubmitterRole(ME, Wallet(), queue=submits(1))
+    disk.run(first.handle(0, view(1)))
+    restarted = SubmitterRole(ME, Wallet(), queue=submits(1))
+    restarted.restore(disk.load)
+    resent = [c for c in restarted.handle(0, view(2)) if isinstance(c, Publish)]
+    assert len(resent) == 1 and restarted.mine == first.mine

@@ -444,7 +444,8 @@ def build(cfg: MarketConfig, sim_cfg: SimConfig | None = None) -> Built:
         roles = node_roles(cfg, lay, index, list(submits), flops=flops[index], stake=stake)
         blocks = [v for _, v in disk.items(PERSIST_BLOCK)]
         return MarketNode.create(genesis, ccfg, key, roles, blocks=blocks,
-                                 own_votes=disk.get(PERSIST_VOTES, OWN_VOTES_KEY), audit=True)
+                                 own_votes=disk.get(PERSIST_VOTES, OWN_VOTES_KEY), audit=True,
+                                 role_state=lambda kind: [v for _, v in disk.items(kind)])
 
     return Built(cfg, sim_cfg, lay, genesis, submits, stake, compute, factory)
 

@@ -152,6 +152,7 @@ class Chain:
         core = MarketNode.create(
             state, cfg, key, roles,
             blocks=list(store.load_kind(PERSIST_BLOCK)), own_votes=store.load(PERSIST_VOTES, OWN_VOTES_KEY),
+            role_state=store.load_kind,
         )
         # Serve block sync from sqlite too, so peers down for longer than the in-memory
         # cache of recent blocks can still catch up from us.

@@ -46,7 +46,7 @@ from protocol.ledger.state import State
 from protocol.market.adverts import AdvertBook
 from protocol.market.chain import load_market
 from protocol.market.messages import CapacityAdvert
-from protocol.market.roles import ChainView, NodeRoles
+from protocol.market.roles import ChainView, Loader, NodeRoles
 from protocol.market.state import MarketState
 
 #: Own transactions waiting for inclusion, at most (a role publishes a handful per block).
@@ -96,11 +96,15 @@ class MarketNode:
         blocks: Sequence[bytes] = (),
         own_votes: bytes | None = None,
         audit: bool = False,
+        role_state: Loader | None = None,
     ) -> MarketNode:
-        """A node from the chain's genesis state, replaying its own persisted blocks."""
+        """A node from the chain's genesis state, replaying its own persisted blocks; the
+        roles read back what they persisted (`role_state(kind)` yields its records)."""
         ledger = Ledger(genesis.copy(), audit=audit)
         consensus = ConsensusNode(config, ledger, key)
         consensus.restore(blocks, own_votes)
+        if role_state is not None:
+            roles.restore(role_state)
         return cls(consensus, ledger, key, roles)
 
     # --- the shell's entry point ---------------------------------------------------------------

@@ -7,16 +7,24 @@ transactions (`Publish` on the txs topic). A node runs the roles it holds, combi
 `NodeRoles`; being elected needs no message because elections are computed from the
 chain. Every machine acts at most once per (task, duty, round), remembers only open
 tasks, and caps its jobs in flight, so a flood of tasks cannot grow its memory.
+
+What a role must still know after a crash (the solver's checkpoint leaves, a verifier's
+committed verdict, the tasks a submitter already published) it writes with `Persist`
+*before* the command that relies on it, and `NodeRoles.restore` reads it back when the
+shell rebuilds the node: otherwise an honest node that restarts at the wrong moment
+cannot defend its proof or reveal its verdict and is slashed as if it had cheated.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-from protocol.commands import TOPIC_TXS, Command, ComputeDone, Event, Publish, RunCompute
+from protocol.commands import TOPIC_TXS, Command, ComputeDone, Event, Log, Persist, Publish, RunCompute
 from protocol.encoding import sha256
+from protocol.errors import DecodeError
+from protocol.limits import DEFAULT_LIMITS, Limits
 from protocol.market import elections
 from protocol.market.jobs import (
     ArbitrationJob,
@@ -49,11 +57,98 @@ from protocol.market.txs import (
     VerdictReveal,
 )
 from protocol.pol.merkle import CheckpointLeaf, inclusion_proof, leaf_hash
+from protocol.pol.spec import MAX_CHECKPOINTS
+from protocol.records import decode_record, encode_record
+from protocol.schema import U16, U64, Hash32, Len
 
 #: Jobs one role keeps in flight; more tasks wait for the next block.
 MAX_PENDING_JOBS = 64
 #: One state hash or one arbitrated operation: tiny next to a training step.
 OP_FLOPS = 10**6
+
+
+# --- role state that survives a crash ----------------------------------------------------------
+
+#: Persist kinds of the role state (the shell hands them back to `NodeRoles.restore`).
+PERSIST_SOLVER_PROOF = "market/solver-proof"
+PERSIST_VERDICT = "market/verdict"
+PERSIST_SUBMITTED = "market/submitted"
+ROLE_KINDS = (PERSIST_SOLVER_PROOF, PERSIST_VERDICT, PERSIST_SUBMITTED)
+#: Record keys per kind. Persist cannot delete, so a role reuses the key of an ended
+#: task: what one node stores stays bounded (a worker holds a handful of tasks at once).
+DURABLE_SLOTS = 64
+#: Published task ids a submitter remembers across a restart (the oldest go first).
+MAX_SUBMITTED = 1024
+#: A stored proof holds one leaf per checkpoint boundary, past the default array limit.
+_PROOF_LIMITS = Limits(max_array_len=MAX_CHECKPOINTS + 1)
+
+_T = TypeVar("_T")
+
+#: Reads back every stored record of one kind (netsim's Disk, the daemon's sqlite store).
+Loader = Callable[[str], Iterable[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class SavedProof:
+    slot: U16
+    task_id: Hash32
+    leaves: Annotated[tuple[CheckpointLeaf, ...], Len(0, MAX_CHECKPOINTS + 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class SavedVerdict:
+    slot: U16
+    task_id: Hash32
+    verdict: Verdict
+    salt: Hash32
+
+
+@dataclass(frozen=True, slots=True)
+class SavedSubmit:
+    task_id: Hash32
+    height: U64  # the committed height when it was published
+
+
+@dataclass(frozen=True, slots=True)
+class SavedSubmits:
+    submits: Annotated[tuple[SavedSubmit, ...], Len(0, MAX_SUBMITTED)]
+
+
+def _load(load: Loader, kind: str, cls: type[_T], limits: Limits = DEFAULT_LIMITS) -> list[_T]:
+    """Decode what was stored; a corrupt record is dropped, as if its write was lost."""
+    out: list[_T] = []
+    for raw in load(kind):
+        try:
+            out.append(decode_record(cls, raw, limits))
+        except DecodeError:
+            continue
+    return out
+
+
+@dataclass
+class _Slots:
+    """Which record key holds which open task's state."""
+
+    kind: str
+    of: dict[bytes, int] = field(default_factory=dict)
+
+    def take(self, task_id: bytes) -> int | None:
+        if task_id in self.of:
+            return self.of[task_id]
+        used = set(self.of.values())
+        slot = next((i for i in range(DURABLE_SLOTS) if i not in used), None)
+        if slot is not None:
+            self.of[task_id] = slot
+        return slot
+
+    def keep(self, live: Callable[[bytes], bool]) -> None:
+        self.of = {t: s for t, s in self.of.items() if live(t)}
+
+    def persist(self, task_id: bytes, record: Callable[[int], Any]) -> list[Command]:
+        slot = self.take(task_id)
+        if slot is None:
+            return [Log("warning", "market.role_state_full", (("kind", self.kind),))]
+        return [Persist(self.kind, slot.to_bytes(2, "big"), encode_record(record(slot)))]
 
 
 def _segment_flops(task: Task) -> int:
@@ -82,6 +177,11 @@ class Wallet:
         return stamped
 
 
+def _live(market: MarketState, task_id: bytes) -> bool:
+    task = market.tasks.get(task_id)
+    return task is not None and task.status not in TERMINAL
+
+
 @dataclass
 class _Role:
     me: bytes
@@ -106,6 +206,9 @@ class _Role:
 
     def on_done(self, task: Task, duty: str, rnd: int, result: Any) -> list[Command]:
         return []
+
+    def restore(self, load: Loader) -> None:
+        """Read back what this role persisted before a crash (most roles keep nothing)."""
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -172,10 +275,17 @@ class SolverRole(_Role):
     the disputed segment's checkpoints and their Merkle proofs, then posts its digests."""
 
     leaves: dict[bytes, tuple[CheckpointLeaf, ...]] = field(default_factory=dict)
+    saved: _Slots = field(default_factory=lambda: _Slots(PERSIST_SOLVER_PROOF))
+
+    def restore(self, load: Loader) -> None:
+        for rec in _load(load, PERSIST_SOLVER_PROOF, SavedProof, _PROOF_LIMITS):
+            self.leaves[rec.task_id] = rec.leaves
+            self.saved.of[rec.task_id] = rec.slot
 
     def on_view(self, market: MarketState) -> list[Command]:
         out = self._play(market)
-        self.leaves = {t: v for t, v in self.leaves.items() if t in market.tasks}
+        self.leaves = {t: v for t, v in self.leaves.items() if _live(market, t)}
+        self.saved.keep(lambda t: _live(market, t))
         for task in market.open_tasks():
             if task.status == Status.TRAINING and task.solver == self.me and task.proof_root is None:
                 job = MarketTrainJob(task.task_id, task.spec_hash)
@@ -200,8 +310,12 @@ class SolverRole(_Role):
             return self._move(task, rnd, result)
         mine = task.status == Status.TRAINING and task.solver == self.me
         if isinstance(result, MarketTrainResult) and mine:
+            # The leaves are stored before the commit leaves: a solver that comes back after
+            # a crash must still be able to open a dispute against its proof.
             self.leaves[task.task_id] = result.leaves
-            return self._publish(ProveCommit(task.task_id, result.merkle_root, result.n_checkpoints, 0, 0))
+            tid = task.task_id
+            saved = self.saved.persist(tid, lambda slot: SavedProof(slot, tid, result.leaves))
+            return saved + self._publish(ProveCommit(tid, result.merkle_root, result.n_checkpoints, 0, 0))
         return []
 
 
@@ -212,10 +326,17 @@ class VerifierRole(_Role):
 
     secret: bytes = b""  # seed of the duty secrets whose tree root it registered
     verdicts: dict[bytes, tuple[Verdict, bytes]] = field(default_factory=dict)
+    saved: _Slots = field(default_factory=lambda: _Slots(PERSIST_VERDICT))
+
+    def restore(self, load: Loader) -> None:
+        for rec in _load(load, PERSIST_VERDICT, SavedVerdict):
+            self.verdicts[rec.task_id] = (rec.verdict, rec.salt)
+            self.saved.of[rec.task_id] = rec.slot
 
     def on_view(self, market: MarketState) -> list[Command]:
         out = self._play(market)
-        self.verdicts = {t: v for t, v in self.verdicts.items() if t in market.tasks}
+        self.verdicts = {t: v for t, v in self.verdicts.items() if _live(market, t)}
+        self.saved.keep(lambda t: _live(market, t))
         for task in market.open_tasks():
             out += self._profile(task) + self._verify(task)
         return out
@@ -260,9 +381,12 @@ class VerifierRole(_Role):
             accept = result.passed != self._forced(task, slot)
             verdict = Verdict(accept, slot.segment, result.distance_ppm)
             salt = sha256(self.secret + task.task_id + b"verdict-salt")
+            # Stored before the commitment leaves, or a restart before the reveal window
+            # would leave a commitment this node can no longer open (a silence slash).
             self.verdicts[task.task_id] = (verdict, salt)
+            saved = self.saved.persist(task.task_id, lambda s: SavedVerdict(s, task.task_id, verdict, salt))
             commitment = elections.verdict_commitment(task.task_id, self.me, verdict, salt)
-            return self._publish(VerdictCommit(task.task_id, commitment, 0, 0))
+            return saved + self._publish(VerdictCommit(task.task_id, commitment, 0, 0))
         return []
 
 
@@ -346,26 +470,58 @@ class ArbiterRole(_Role):
 
 @dataclass
 class SubmitterRole(_Role):
-    """Publishes its queued tasks, at most `max_in_flight` open at a time, and records outcomes."""
+    """Publishes its queued tasks, at most `max_in_flight` open at a time, and records outcomes.
+
+    It remembers (durably) which tasks it published and when, so that a restart with the
+    same queue does not publish them again: one the chain holds or has had time to end
+    and prune is skipped; one sent too recently to have ended is sent again, since its
+    tx may have died with the node."""
 
     queue: list[SubmitTask] = field(default_factory=list)
     max_in_flight: int = 4
     mine: list[bytes] = field(default_factory=list)
     outcomes: dict[bytes, str] = field(default_factory=dict)
+    published: dict[bytes, int] = field(default_factory=dict)  # task id -> height sent at
+
+    def restore(self, load: Loader) -> None:
+        for rec in _load(load, PERSIST_SUBMITTED, SavedSubmits):
+            self.published = {s.task_id: s.height for s in rec.submits}
+        self.mine = list(self.published)
+
+    def _gone(self, market: MarketState, tid: bytes) -> bool:
+        """Published long enough ago that, being off the chain, it has ended and been pruned."""
+        sent = self.published.get(tid)
+        retention = market.params.ended_retention_blocks
+        return tid not in market.tasks and sent is not None and market.height - sent >= retention
 
     def on_view(self, market: MarketState) -> list[Command]:
         for tid in self.mine:
             task = market.tasks.get(tid)
             if task is not None and task.status in TERMINAL:
                 self.outcomes[tid] = task.outcome
+            elif tid not in self.outcomes and self._gone(market, tid):
+                self.outcomes[tid] = "pruned"
         open_now = sum(1 for t in self.mine if t not in self.outcomes)
-        out: list[Command] = []
+        sent: list[Command] = []
         while self.queue and open_now < self.max_in_flight:
-            tx = self.wallet.stamp(self.queue.pop(0))
-            self.mine.append(task_id_of(self.me, tx))
-            open_now += 1
-            out.append(Publish(TOPIC_TXS, tx))
-        return out
+            tx = self.queue.pop(0)
+            tid = task_id_of(self.me, tx)
+            if tid in self.published and (tid in market.tasks or self._gone(market, tid)):
+                continue  # published before a restart and already on (or through) the chain
+            self.published.pop(tid, None)
+            self.published[tid] = market.height
+            if tid not in self.mine:
+                self.mine.append(tid)
+                open_now += 1
+            sent.append(Publish(TOPIC_TXS, self.wallet.stamp(tx)))
+        return self._save_published() + sent if sent else []
+
+    def _save_published(self) -> list[Command]:
+        """Stored before the submits leave, so a crash right after cannot repeat them."""
+        while len(self.published) > MAX_SUBMITTED:
+            del self.published[next(iter(self.published))]
+        rec = SavedSubmits(tuple(SavedSubmit(t, h) for t, h in self.published.items()))
+        return [Persist(PERSIST_SUBMITTED, b"", encode_record(rec))]
 
 
 @dataclass
@@ -398,4 +554,8 @@ class NodeRoles:
         for role in self.roles:
             out += role.handle(now, event)
         return out
+
+    def restore(self, load: Loader) -> None:
+        for role in self.roles:
+            role.restore(load)
 
