@@ -341,10 +341,12 @@ def _problem(report: dict[str, Any], plan: Plan) -> str | None:
 
 
 def _print_report(report: dict[str, Any]) -> None:
-    mkt = report.pop("market", None)
+    """Print without mutating `report`: the exit status is judged from it afterwards."""
+    mkt = report.get("market")
     table = Table(title="swarm report", show_header=False)
     for key, value in report.items():
-        table.add_row(key, str(value))
+        if key != "market":
+            table.add_row(key, str(value))
     stdout.print(table)
     if not mkt:
         return
