@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+# The market on the real stack in netsim (seconds), then the same with real daemons:
+# separate processes on loopback with py-libp2p, sqlite and torch (a few minutes).
 demo: $(STAMP)
 	$(BIN)/polnet demo
+	$(BIN)/polnet swarm up --nodes 6 --tasks 2 --cheaters 1
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q -n 2 --timeout=600 tests
