@@ -280,3 +280,31 @@ def test_a_restarted_submitter_resends_a_submit_that_died_with_it() -> None:
     restarted.restore(disk.load)
     resent = [c for c in restarted.handle(0, view(2)) if isinstance(c, Publish)]
     assert len(resent) == 1 and restarted.mine == first.mine
+
+
+def test_market_node_hands_the_stored_role_state_back_to_its_roles_on_create() -> None:
+    disk = FakeDisk()
+    prove(SolverRole(ME, Wallet()), disk)
+    g = Genesis(CHAIN, preset("devnet"), 0, (GenesisAccount(KEY.public, 10**9, 1_000),))
+    state = market_genesis_state(g, DEVNET)
+    ccfg = ConsensusConfig(chain_id=CHAIN, genesis_validators=Ledger(state.copy()).validators(),
+                           block_interval_ms=1_000)
+    solver = SolverRole(ME, Wallet())
+    MarketNode.create(state, ccfg, KEY, NodeRoles([solver]), role_state=disk.load)
+    assert solver.leaves == {TID: LEAVES}
+
+
+def test_a_verifier_whose_stored_verdict_was_lost_rechecks_and_reveals_it() -> None:
+    verifier = VerifierRole(ME, Wallet(), secret=b"s" * 32)
+    slot = VerifierSlot(ME, segment=1)
+    committing = task(TID, Status.COMMIT, proof_root=b"\x09" * 32, verifiers=[slot])
+    job = next(c for c in verifier.handle(0, view(1, committing)) if isinstance(c, RunCompute))
+    sent = verifier.handle(0, ComputeDone(job.job_id, SegmentCheckResult(TID, 1, False, 10)))
+    commit = next(c.msg for c in sent if isinstance(c, Publish))
+    restarted = VerifierRole(ME, Wallet(), secret=b"s" * 32)  # nothing restored
+    revealing = task(TID, Status.REVEAL, proof_root=b"\x09" * 32,
+                     verifiers=[replace(slot, commitment=commit.commitment)])
+    recheck = next(c for c in restarted.handle(0, view(2, revealing)) if isinstance(c, RunCompute))
+    out = restarted.handle(0, ComputeDone(recheck.job_id, SegmentCheckResult(TID, 1, False, 10)))
+    verdict, salt = verifier.verdicts[TID]
+    assert [c.msg for c in out if isinstance(c, Publish)] == [VerdictReveal(TID, verdict, salt, 0, 0)]

@@ -360,6 +360,12 @@ class VerifierRole(_Role):
         if task.status == Status.REVEAL and slot.verdict is None and task.task_id in self.verdicts:
             verdict, salt = self.verdicts[task.task_id]
             return self._once(task, "reveal", VerdictReveal(task.task_id, verdict, salt, 0, 0))
+        root = task.proof_root
+        if task.status == Status.REVEAL and slot.verdict is None and slot.commitment is not None and root:
+            # Committed, but the stored verdict is gone (lost with an unsynced write): the
+            # check is deterministic, so run it again and reveal if it opens the commitment.
+            job = SegmentCheckJob(task.task_id, root, slot.segment, task.threshold_ppm or 0)
+            return self._run(task, "recheck", 0, job, _segment_flops(task))
         if task.status == Status.FORCED_REVEAL and not slot.secret_revealed and slot.verdict is not None:
             secret, proof = elections.duty_reveal(self.secret, slot.secret_index)
             return self._once(task, "forced", ForcedErrorReveal(task.task_id, secret, proof, 0, 0))
@@ -371,21 +377,30 @@ class VerifierRole(_Role):
         secret = elections.duty_secret(self.secret, slot.secret_index)
         return elections.is_forced(secret, slot.beacon, task.task_id, ppm)
 
+    def _verdict(self, task: Task, slot: VerifierSlot, result: SegmentCheckResult) -> tuple[Verdict, bytes]:
+        """The verdict (flipped when forced) and its salt: both follow from the check."""
+        accept = result.passed != self._forced(task, slot)
+        salt = sha256(self.secret + task.task_id + b"verdict-salt")
+        return Verdict(accept, slot.segment, result.distance_ppm), salt
+
     def on_done(self, task: Task, duty: str, rnd: int, result: Any) -> list[Command]:
         if duty.startswith("hash"):
             return self._move(task, rnd, result)
         if isinstance(result, ProfileResult) and task.status == Status.TRAINING:
             return self._publish(ProfileReport(task.task_id, result.threshold_ppm, result.spec_ok, 0, 0))
         slot = self._slot(task)
-        if isinstance(result, SegmentCheckResult) and slot is not None and task.status == Status.COMMIT:
-            accept = result.passed != self._forced(task, slot)
-            verdict = Verdict(accept, slot.segment, result.distance_ppm)
-            salt = sha256(self.secret + task.task_id + b"verdict-salt")
+        if not isinstance(result, SegmentCheckResult) or slot is None:
+            return []
+        verdict, salt = self._verdict(task, slot, result)
+        commitment = elections.verdict_commitment(task.task_id, self.me, verdict, salt)
+        if duty == "recheck" and task.status == Status.REVEAL and commitment == slot.commitment:
+            self.verdicts[task.task_id] = (verdict, salt)
+            return self._once(task, "reveal", VerdictReveal(task.task_id, verdict, salt, 0, 0))
+        if duty == "verify" and task.status == Status.COMMIT:
             # Stored before the commitment leaves, or a restart before the reveal window
             # would leave a commitment this node can no longer open (a silence slash).
             self.verdicts[task.task_id] = (verdict, salt)
             saved = self.saved.persist(task.task_id, lambda s: SavedVerdict(s, task.task_id, verdict, salt))
-            commitment = elections.verdict_commitment(task.task_id, self.me, verdict, salt)
             return saved + self._publish(VerdictCommit(task.task_id, commitment, 0, 0))
         return []
 
