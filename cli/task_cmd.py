@@ -11,16 +11,15 @@ root the solver committed on the ledger before it is written.
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
+from cli.admin_http import request_json
 from cli.init_cmd import DEFAULT_DATA_DIR
-from cli.node_cmd import HTTP_TIMEOUT_S, MAX_ANSWER_BYTES, admin_url, get_json
+from cli.node_cmd import HTTP_TIMEOUT_S, admin_url, get_json
 from cli.output import emit_json, fail, operator_errors, stdout
 from node.daemon.blobdir import BlobDir
 from node.datadir import DataDir, write_atomic
@@ -46,20 +45,8 @@ def _task_id(text: str) -> str:
 
 
 def _post_json(url: str, doc: dict[str, Any]) -> dict[str, Any]:
-    req = urllib.request.Request(url, data=json.dumps(doc).encode(), method="POST",
-                                 headers={"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:
-            out: dict[str, Any] = json.loads(resp.read(MAX_ANSWER_BYTES))
-            return out
-    except urllib.error.HTTPError as exc:
-        try:
-            reason = json.loads(exc.read(MAX_ANSWER_BYTES)).get("error", "")
-        except ValueError:
-            reason = f"HTTP {exc.code}"
-        raise ConfigError(f"the node refused the task: {reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise ConfigError(f"{url}: node not reachable ({exc}); is it running?") from None
+    return request_json(url, timeout=HTTP_TIMEOUT_S, refused="the node refused the task",
+                        body=json.dumps(doc).encode())
 
 
 def _datadir(data_dir: Path) -> DataDir:
@@ -154,15 +141,4 @@ def result(
 
 
 def _get_slow(url: str) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=RESULT_TIMEOUT_S) as resp:
-            out: dict[str, Any] = json.loads(resp.read(MAX_ANSWER_BYTES))
-            return out
-    except urllib.error.HTTPError as exc:
-        try:
-            reason = json.loads(exc.read(MAX_ANSWER_BYTES)).get("error", "")
-        except ValueError:
-            reason = f"HTTP {exc.code}"
-        raise ConfigError(f"the node could not produce the result: {reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise ConfigError(f"{url}: node not reachable ({exc}); is it running?") from None
+    return request_json(url, timeout=RESULT_TIMEOUT_S, refused="the node could not produce the result")

@@ -8,18 +8,16 @@ ledger's reason, instead of vanishing from a mempool.
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
+from cli.admin_http import request_json
 from cli.init_cmd import DEFAULT_DATA_DIR
-from cli.node_cmd import HTTP_TIMEOUT_S, MAX_ANSWER_BYTES, admin_url, get_json
+from cli.node_cmd import HTTP_TIMEOUT_S, admin_url, get_json
 from cli.output import emit_json, operator_errors, stdout
 from node.daemon.chain import read_genesis
 from node.daemon.keyfile import load_key_file
@@ -116,21 +114,9 @@ def seal_with_fee(make: Any, key: Keypair, chain_id: str, params: LedgerParams, 
 
 
 def post_tx(data_dir: Path, raw: bytes) -> dict[str, Any]:
-    url = f"{admin_url(data_dir)}/tx"
-    headers = {"content-type": "application/msgpack"}
-    req = urllib.request.Request(url, data=raw, method="POST", headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:
-            doc: dict[str, Any] = json.loads(resp.read(MAX_ANSWER_BYTES))
-            return doc
-    except urllib.error.HTTPError as exc:
-        try:
-            reason = json.loads(exc.read(MAX_ANSWER_BYTES)).get("error", "")
-        except ValueError:
-            reason = f"HTTP {exc.code}"
-        raise ConfigError(f"the node refused the transaction: {reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise ConfigError(f"{url}: node not reachable ({exc}); is it running?") from None
+    return request_json(f"{admin_url(data_dir)}/tx", timeout=HTTP_TIMEOUT_S,
+                        refused="the node refused the transaction", body=raw,
+                        content_type="application/msgpack")
 
 
 def _submit(data_dir: Path, key_file: Path | None, fee: int | None, nonce: int | None, make: Any) -> None:
