@@ -203,7 +203,7 @@ def test_more_than_a_third_of_power_in_a_higher_round_makes_us_skip_to_it() -> N
     assert m.round == 3  # line 55
 
 
-def test_a_second_different_vote_is_returned_as_equivocation_and_not_counted() -> None:
+def test_a_second_vote_for_an_unknown_block_is_returned_as_equivocation_and_not_counted() -> None:
     m = machine()
     start(m)
     m.on_vote(vote(2, VoteType.PREVOTE, HA))
@@ -212,6 +212,39 @@ def test_a_second_different_vote_is_returned_as_equivocation_and_not_counted() -
     assert m.votes[(0, VoteType.PREVOTE)].power_for == {HA: 1}
     _, again = m.on_vote(vote(2, VoteType.PREVOTE, HA))
     assert again is None  # an exact duplicate is not an equivocation
+
+
+def test_an_equivocators_prevote_for_a_known_block_completes_the_proof_of_lock() -> None:
+    """Regression (docs/chaos.md, seed 128): validator 0 proposed and prevoted B to us and
+    A to the others (a crash had rolled back its vote record). Counting only its first
+    prevote hid the round-0 POL for A from us forever while the others stayed locked on
+    A; the paper counts every sender of a PREVOTE for id(A), so its re-sent one counts."""
+    m = machine(me=1)
+    start(m)
+    propose(m, 0, 0, -1, B)  # we prevote B
+    feed(m, [0], VoteType.PREVOTE, HB)
+    feed(m, [2, 3], VoteType.PREVOTE, HA)  # no value has 2/3 in round 0
+    feed(m, [2, 3], VoteType.PREVOTE, None, round_=2)  # skip to round 2 (proposer 2)
+    assert m.round == 2 and m.locked_round == -1
+    assert votes_of(propose(m, 2, 2, 0, A)) == []  # its POL (round 0) lacks a third prevote
+    actions, prior = m.on_vote(vote(0, VoteType.PREVOTE, HA))  # the POL re-send
+    assert prior == vote(0, VoteType.PREVOTE, HB)  # still reported as an equivocation
+    assert votes_of(loop(m, actions)) == [Vote(1, 2, VoteType.PREVOTE, HA, KEYS[1])]  # line 28
+    assert m.has_vote(vote(0, VoteType.PREVOTE, HA))
+    assert m.on_vote(vote(0, VoteType.PREVOTE, HA)) == ([], None)  # counted once, not twice
+    assert m.votes[(0, VoteType.PREVOTE)].power_for == {HA: 3, HB: 2}
+
+
+def test_a_certificate_may_carry_an_equivocators_precommit_for_the_decided_block() -> None:
+    m = machine(me=1)
+    start(m)
+    propose(m, 0, 0, -1, A)
+    feed(m, [0], VoteType.PRECOMMIT, None)
+    feed(m, [2, 3], VoteType.PRECOMMIT, HA)
+    out = feed(m, [0], VoteType.PRECOMMIT, HA)
+    decided = [a for a in out if isinstance(a, Decide)]
+    assert len(decided) == 1 and decided[0].block == A
+    assert sorted(sv.vote.validator for sv in decided[0].precommits) == [KEYS[0], KEYS[2], KEYS[3]]
 
 
 def test_decides_on_a_block_whose_precommit_quorum_is_from_an_earlier_round() -> None:

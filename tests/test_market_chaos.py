@@ -203,8 +203,9 @@ def test_a_scripted_toml_fault_plan_runs_from_the_cli(tmp_path: Any) -> None:
     assert summary["scenario"] == "market.chaos" and summary["faults_applied"] == 5
 
 
-#: Byzantine-sweep seeds that hit an open finding of docs/chaos.md (128: consensus stops
-#: at height 19 for good): reported there, not hidden here.
+#: Byzantine-sweep seeds that hit an open finding of docs/chaos.md (128: netsim's
+#: `lose_unsynced` makes an honest validator double-vote, and it is slashed; its former
+#: consensus halt is fixed and pinned in test_consensus_machine.py): reported there.
 OPEN_FINDING_SEEDS = (128,)
 BYZANTINE = dict(nodes=14, tasks=5, byzantine_fraction=0.25, lazy_verifier=True, false_challenger=True)
 

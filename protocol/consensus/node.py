@@ -262,11 +262,11 @@ class ConsensusNode:
         if self.machine.has_vote(signed):
             return self._answer_rebroadcast(signed.vote)
         actions, prior = self.machine.on_vote(signed)
-        if prior is not None:
-            ev = make_evidence(prior, signed)
-            if self.evidence.add(ev, self.height):
-                return [Log("warn", "consensus.equivocation", (("validator", signed.vote.validator.hex()),))]
-        return self._run(actions)
+        cmds: list[Command] = []
+        if prior is not None and self.evidence.add(make_evidence(prior, signed), self.height):
+            cmds.append(Log("warn", "consensus.equivocation", (("validator", signed.vote.validator.hex()),)))
+        # An equivocation still counts for its own (known) value: it may complete a POL.
+        return cmds + self._run(actions)
 
     def _certificate_evidence(self, cert: CommitCertificate, machine: HeightMachine | None) -> None:
         if machine is None or machine.height != cert.height:
@@ -301,13 +301,12 @@ class ConsensusNode:
 
     def _keep_prevote(self, vote: Vote, raw: bytes) -> None:
         """Keep the envelope of a counted prevote for a block: it may be needed later as
-        part of a proof of lock. Only the vote the machine counted is kept (an equivocator
-        cannot grow this), and only the last POL_ROUNDS rounds plus the valid round."""
+        part of a proof of lock. Only votes the machine counted are kept (an equivocator
+        adds at most one per known block), and only the last POL_ROUNDS rounds plus the valid round."""
         if vote.vote_type != VoteType.PREVOTE or vote.block_hash is None:
             return
         counted = self.machine.votes.get((vote.round, VoteType.PREVOTE))
-        prior = None if counted is None else counted.by_validator.get(vote.validator)
-        if prior is None or prior.vote != vote:
+        if counted is None or not counted.holds(vote):
             return
         self._pol.setdefault((vote.round, vote.block_hash), {})[vote.validator] = raw
         floor, valid = self.machine.round - POL_ROUNDS, self.machine.valid_round

@@ -6,8 +6,12 @@ sends or sleeps: it returns actions (broadcast a proposal or vote, schedule a ti
 decide) and the node core turns them into commands. "2f+1" is more than 2/3 of the
 voting power and "f+1" more than 1/3, so unequal stakes work unchanged.
 
-Only the first vote of a validator per (round, type) is counted; a second, different
-one is returned as an equivocation for the evidence pool.
+Only the first vote of a validator per (round, type) counts towards "any" quorums and
+round skips; a second, different one is returned as an equivocation for the evidence
+pool. It still counts for its own value when that value is a block this machine knows
+(or nil), as in the paper, where "2f+1 PREVOTE for id(v)" counts every sender of such a
+message: otherwise one equivocator (or a validator that lost its vote record in a crash)
+can hide a proof of lock from half the committee forever (docs/chaos.md, seed 128).
 """
 
 from __future__ import annotations
@@ -87,6 +91,25 @@ class _VoteSet:
     by_validator: dict[bytes, SignedVote] = field(default_factory=dict)
     power_for: dict[bytes | None, int] = field(default_factory=dict)
     power: int = 0
+    #: Equivocations counted for their own value: validator -> value -> vote. Bounded by
+    #: the known blocks of the height (one proposal per round in the window) plus nil.
+    conflicting: dict[bytes, dict[bytes | None, SignedVote]] = field(default_factory=dict)
+
+    def holds(self, vote: Vote) -> bool:
+        """True when exactly this vote is counted here (first or conflicting)."""
+        prior = self.by_validator.get(vote.validator)
+        if prior is not None and prior.vote == vote:
+            return True
+        extra = self.conflicting.get(vote.validator, {}).get(vote.block_hash)
+        return extra is not None and extra.vote == vote
+
+    def votes_for(self, h: bytes | None) -> list[SignedVote]:
+        """Every counted vote for `h`, one per validator (for a certificate)."""
+        out = {v: sv for v, sv in self.by_validator.items() if sv.vote.block_hash == h}
+        for v, extra in self.conflicting.items():
+            if h in extra:
+                out.setdefault(v, extra[h])
+        return list(out.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,14 +173,30 @@ class HeightMachine:
         ):
             return [], None
         vs = self.votes.setdefault((v.round, v.vote_type), _VoteSet())
+        if vs.holds(v):  # a duplicate (or rebroadcast) is not an equivocation
+            return [], None
         prior = vs.by_validator.get(v.validator)
         if prior is not None:
-            return [], (prior if prior.vote != v else None)
+            return self._count_conflicting(vs, signed), prior
         power = self.inp.powers[v.validator]
         vs.by_validator[v.validator] = signed
         vs.power_for[v.block_hash] = vs.power_for.get(v.block_hash, 0) + power
         vs.power += power
         return self._run(), None
+
+    def _count_conflicting(self, vs: _VoteSet, signed: SignedVote) -> list[Action]:
+        """Count a validator's second, different vote for its own value (paper: every
+        sender of a PREVOTE/PRECOMMIT for id(v) counts for id(v)), never twice for one
+        value, and only for nil or a block we know, so junk hashes cost no memory."""
+        v = signed.vote
+        if v.block_hash is not None and v.block_hash not in self.blocks:
+            return []
+        extra = vs.conflicting.setdefault(v.validator, {})
+        if v.block_hash in extra:
+            return []
+        extra[v.block_hash] = signed
+        vs.power_for[v.block_hash] = vs.power_for.get(v.block_hash, 0) + self.inp.powers[v.validator]
+        return self._run()
 
     def restore_lock(self, round_: int, h: bytes) -> None:
         """After a restart: we precommitted `h` in `round_`, so we are locked on it (the
@@ -169,8 +208,7 @@ class HeightMachine:
         """True when exactly this vote is already counted (a duplicate or a rebroadcast)."""
         v = signed.vote
         vs = self.votes.get((v.round, v.vote_type))
-        prior = None if vs is None else vs.by_validator.get(v.validator)
-        return prior is not None and prior.vote == v
+        return vs is not None and vs.holds(v)
 
     def on_timeout(self, step: Step, height: int, round_: int) -> list[Action]:
         if height != self.height or round_ != self.round or self.decision is not None:
@@ -231,7 +269,7 @@ class HeightMachine:
                 continue
             for h, p in vs.power_for.items():
                 if h is not None and p >= q and h in self.blocks and self._valid(self.blocks[h], h):
-                    votes = tuple(sv for sv in vs.by_validator.values() if sv.vote.block_hash == h)
+                    votes = tuple(vs.votes_for(h))
                     self.decision = self.blocks[h]
                     self._out.append(Decide(self.blocks[h], r, votes))
                     return True
