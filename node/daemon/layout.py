@@ -8,11 +8,9 @@ the one mistake an operator cannot undo.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import shutil
-import socket
 from pathlib import Path
 
 from node.config import (
@@ -27,6 +25,7 @@ from node.config import (
 from node.daemon import chain
 from node.daemon.keyfile import create_key_file
 from node.datadir import DataDir, write_atomic
+from node.ports import free_ports
 from protocol.errors import ConfigError
 from protocol.identity import Keypair
 
@@ -58,15 +57,6 @@ def init_datadir(
         write_atomic(datadir.genesis, chain.genesis_bytes(cfg.chain_id, [key]), mode=0o644)
     write_atomic(datadir.config, config_to_toml(cfg).encode(), mode=0o600)
     return key
-
-
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """n distinct ports the kernel considers free now (held together so they differ)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind((host, 0))
-        return [s.getsockname()[1] for s in socks]
 
 
 def layout_localnet(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -19,23 +18,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from node.ports import free_ports
 from protocol.identity import Keypair
 
 Event = dict[str, Any]
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct currently-free loopback ports (held open together so they differ)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class ProcSwarm:
