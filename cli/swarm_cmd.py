@@ -29,7 +29,15 @@ from rich.table import Table
 
 from cli.output import emit_json, fail, operator_errors, stdout
 from cli.swarm_inproc import IN_PROCESS_MAX_NODES, InProcessSwarm, in_process
-from cli.swarm_market import MarketWatch, node_pubkeys, submit_tasks, swarm_roles, task_docs
+from cli.swarm_market import (
+    ALL_CHEATS,
+    MarketWatch,
+    node_pubkeys,
+    role_name,
+    submit_tasks,
+    swarm_roles,
+    task_docs,
+)
 from node.config import RolesConfig
 from node.daemon.layout import MAX_LOCALNET_NODES, layout_localnet
 from node.datadir import DataDir
@@ -221,6 +229,12 @@ def up(
     tasks: int = typer.Option(0, "--tasks", "-t", min=0, max=64, help="Real training tasks to submit."),
     cheaters: int = typer.Option(0, "--cheaters", "-c", min=0, max=MAX_LOCALNET_NODES,
                                  help="Workers that cheat (each with an attack from the catalog)."),
+    cheat: list[str] = typer.Option([], "--cheat", help=f"Attacks the cheaters cycle through "
+                                    f"(repeatable; default all: {', '.join(ALL_CHEATS)})."),
+    false_challengers: int = typer.Option(0, "--false-challengers", min=0, max=MAX_LOCALNET_NODES,
+                                          help="Staked nodes that challenge every ACCEPT without checking."),
+    lazy_verifiers: int = typer.Option(0, "--lazy-verifiers", min=0, max=MAX_LOCALNET_NODES,
+                                       help="Workers that accept every segment without checking."),
     blocks: int = typer.Option(10, min=1, max=1_000_000, help="Without tasks: stop at this height."),
     duration: float = typer.Option(300.0, min=1.0, max=86_400.0, help="Stop after this many seconds anyway."),
     block_interval_ms: int = typer.Option(500, min=0, max=600_000, help="Pause between heights."),
@@ -235,9 +249,10 @@ def up(
     """Start N daemons on loopback, run T training tasks through the market, report."""
     if mode not in MODES:
         fail(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
-    _check_shape(nodes, tasks, cheaters)
+    _check_shape(nodes, tasks, cheaters, false_challengers, lazy_verifiers, cheat)
     root = directory if directory is not None else Path(tempfile.mkdtemp(prefix="polnet-swarm-"))
-    roles = swarm_roles(nodes, cheaters) if tasks else None
+    roles = swarm_roles(nodes, cheaters, false_challengers, lazy_verifiers, tuple(cheat) or ALL_CHEATS) \
+        if tasks else None
     with operator_errors():
         dirs = layout_localnet(root, nodes, chain_id=chain_id, block_interval_ms=block_interval_ms,
                                roles=roles)
@@ -265,25 +280,26 @@ def up(
         fail(f"{problem} (logs in {root})")
 
 
-def _check_shape(nodes: int, tasks: int, cheaters: int) -> None:
+def _check_shape(nodes: int, tasks: int, cheaters: int, liars: int = 0, lazy: int = 0,
+                 cheats: list[str] | None = None) -> None:
     with operator_errors():
         if tasks and nodes < MIN_MARKET_NODES:
             raise ConfigError(f"a market swarm needs at least {MIN_MARKET_NODES} nodes "
                               "(a solver, three verifiers and a whistleblower)")
-        if cheaters and not tasks:
-            raise ConfigError("--cheaters needs --tasks: cheaters only show up when there is work")
-        if tasks and nodes - 1 - cheaters < MIN_HONEST_WORKERS:
-            raise ConfigError(f"--cheaters {cheaters} leaves fewer than {MIN_HONEST_WORKERS} honest workers "
-                              f"among {nodes - 1}")
+        if (cheaters or liars or lazy) and not tasks:
+            raise ConfigError("--cheaters, --false-challengers and --lazy-verifiers need --tasks: "
+                              "they only show up when there is work")
+        unknown = [c for c in cheats or () if c not in ALL_CHEATS]
+        if unknown:
+            raise ConfigError(f"--cheat {unknown[0]!r} is not an attack; known: {', '.join(ALL_CHEATS)}")
+        if tasks and nodes - 1 - cheaters - liars - lazy < MIN_HONEST_WORKERS:
+            shape = f"--cheaters {cheaters}, --false-challengers {liars} and --lazy-verifiers {lazy}"
+            among = nodes - 1
+            raise ConfigError(f"{shape} leave fewer than {MIN_HONEST_WORKERS} honest workers among {among}")
 
 
 def _role_name(plan: Plan, i: int) -> str:
-    if not plan.roles:
-        return "validator"
-    r = plan.roles[i]
-    if r.cheat:
-        return f"cheat:{r.cheat}"
-    return "worker" if r.worker else "whistleblower"
+    return role_name(plan.roles[i]) if plan.roles else "validator"
 
 
 def _report(
@@ -337,6 +353,9 @@ def _problem(report: dict[str, Any], plan: Plan) -> str | None:
         return f"honest workers were slashed: {mkt['honest_slashed']}"
     if mkt.get("cheats_caught") != mkt.get("cheats_placed"):
         return "a cheat was not caught"
+    unpunished = set(mkt.get("false_challengers", [])) - set(mkt.get("false_challengers_slashed", []))
+    if unpunished:
+        return f"false challengers lost nothing: {sorted(unpunished)}"
     return None
 
 
@@ -357,8 +376,14 @@ def _print_report(report: dict[str, Any]) -> None:
         tasks.add_row(*(str(row.get(c)) for c in ("task", "status", "outcome", "solver", "cheat", "accuracy",
                                                    "paid", "challenges")))
     stdout.print(tasks)
+    slashes = Table(title="slashed (who lost stake or a bond, and why)")
+    for col in ("node", "role", "why", "amount"):
+        slashes.add_column(col)
+    for row in mkt.get("slashes", []):
+        slashes.add_row(*(str(row[c]) for c in ("node", "role", "why", "amount")))
+    stdout.print(slashes)
     summary = Table(title="market", show_header=False)
     for key, value in mkt.items():
-        if key != "tasks":
+        if key not in ("tasks", "slashes"):
             summary.add_row(key, str(value))
     stdout.print(summary)

@@ -1,12 +1,19 @@
-"""The market side of `polnet swarm up`: who is a worker or a cheater, which tasks go in,
-and what the final report says about them.
+"""The market side of `polnet swarm up`: who is a worker, a cheater or an adversary,
+which tasks go in, and what the final report says about them.
 
 Layout of N nodes: every node validates (funded and staked at genesis); node 0 is also
-the whistleblower and the submitter; the others are workers. The last `cheaters`
-workers train with an attack from node/compute's catalog and ask a lower price than the
-honest workers; when there are cheaters, the first task offers a price only they accept,
-so the demo always shows a cheat being placed, caught, slashed and refunded (the other
-tasks are open to every worker, cheaters included, by stake-weighted election).
+the whistleblower and the submitter; the others are workers, except the
+`false_challengers` nodes before the cheaters, which challenge every ACCEPT without
+checking (protocol.market.adversaries, the same role netsim runs). The last `cheaters`
+workers train with an attack (node/compute's catalog, or a bisection cheat), cycling
+through `cheats`, and ask a lower price than the honest workers; when there are
+cheaters, the first task offers a price only they accept, so the run always shows a
+cheat being placed, caught, slashed and refunded (the other tasks are open to every
+worker, cheaters included, by stake-weighted election). `lazy` honest-priced workers
+accept every segment without checking.
+
+The report's slashes are the ledger's own record of who lost stake or a bond, and why
+(`protocol.market.views`, read from node 0's admin endpoint), not a stake comparison.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.config import CHEATS, RolesConfig
+from node.config import BISECTION_CHEATS, CHEATS, RolesConfig
 from node.datadir import DataDir
 from protocol.market.params import PRESETS
 
@@ -34,14 +41,29 @@ HTTP_TIMEOUT_S = 3.0
 RESULT_TIMEOUT_S = 120.0
 
 
-def swarm_roles(n: int, cheaters: int) -> list[RolesConfig]:
+#: Every cheat a swarm worker can train with, in the order `--cheaters` cycles through.
+ALL_CHEATS = (*CHEATS, *BISECTION_CHEATS)
+
+
+def swarm_roles(n: int, cheaters: int, false_challengers: int = 0, lazy: int = 0,
+                cheats: tuple[str, ...] = ALL_CHEATS) -> list[RolesConfig]:
     roles = [RolesConfig(validator=True, whistleblower=True)]
+    first_cheat = n - cheaters
+    first_liar = first_cheat - false_challengers
     for i in range(1, n):
-        cheat = CHEATS[(i - (n - cheaters)) % len(CHEATS)] if i >= n - cheaters else ""
+        if first_liar <= i < first_cheat:
+            roles.append(RolesConfig(validator=True, adversary="false_challenger"))
+            continue
+        cheat = cheats[(i - first_cheat) % len(cheats)] if i >= first_cheat else ""
+        adversary = "lazy_verifier" if not cheat and i <= lazy else ""
         price = CHEAT_PRICE if cheat else HONEST_PRICE
         roles.append(RolesConfig(validator=True, worker=True, worker_stake=WORKER_STAKE, worker_price=price,
-                                 cheat=cheat))
+                                 cheat=cheat, adversary=adversary))
     return roles
+
+
+def honest(role: RolesConfig) -> bool:
+    return not role.cheat and not role.adversary
 
 
 def task_docs(tasks: int, cheaters: int) -> list[dict[str, Any]]:
@@ -96,10 +118,14 @@ class MarketWatch:
         seen = self.tasks()
         return bool(self.task_ids) and all(seen.get(t, {}).get("status") in TERMINAL for t in self.task_ids)
 
+    def penalties(self) -> list[tuple[int, str, int]]:
+        """(node index, why, amount) of every slash and forfeited bond of our tasks."""
+        index = {pk: i for i, pk in enumerate(self.pubkeys)}
+        return [(index[p["who"]], p["why"], p["amount"]) for t in self.tasks().values()
+                for p in t.get("penalties", []) if p["who"] in index]
+
     def slashed(self) -> list[int]:
-        workers = self.workers()
-        return [i for i, pk in enumerate(self.pubkeys)
-                if pk in workers and workers[pk]["stake"] < self.roles[i].worker_stake]
+        return sorted({i for i, _, _ in self.penalties()})
 
     def paid(self) -> int:
         return sum(t["paid"] for t in self.tasks().values())
@@ -127,16 +153,21 @@ class MarketWatch:
                     row["accuracy"] = round(answer["accuracy"], 4)
             rows.append(row)
         cheats = [r for r in rows if r["cheat"] and r["proof_valid"] is not None]
-        honest = [i for i, r in enumerate(self.roles) if r.worker and not r.cheat]
+        penalties = self.penalties()
+        liars = [i for i, r in enumerate(self.roles) if r.adversary == "false_challenger"]
         return {
             "tasks": rows,
             "settled": sum(r["status"] == "SETTLED" for r in rows),
             "refunded": sum(r["status"] == "REFUNDED" for r in rows),
             "paid_to_solvers": sum(r["paid"] for r in rows),
             "slashed_nodes": self.slashed(),
+            "slashes": [{"node": i, "role": role_name(self.roles[i]), "why": why, "amount": amount}
+                        for i, why, amount in penalties],
             "cheats_placed": len(cheats),
             "cheats_caught": sum(r["proof_valid"] is False for r in cheats),
-            "honest_slashed": [i for i in self.slashed() if i in honest],
+            "false_challengers": liars,
+            "false_challengers_slashed": sorted({i for i, why, _ in penalties if i in liars}),
+            "honest_slashed": sorted({i for i, _, _ in penalties if honest(self.roles[i])}),
             "jackpot": self.last.get("jackpot", 0),
         }
 
@@ -152,3 +183,13 @@ def submit_tasks(dd: DataDir, admin: str, docs: list[dict[str, Any]]) -> list[st
     from cli.task_spec import build_task
 
     return [submit_built(dd, admin, build_task(doc, Path("."))) for doc in docs]
+
+
+def role_name(role: RolesConfig) -> str:
+    if role.cheat:
+        return f"cheat:{role.cheat}"
+    if role.adversary:
+        return role.adversary
+    if role.worker:
+        return "worker"
+    return "whistleblower" if role.whistleblower else "validator"

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from netsim.sim import Sim
-
-CheckFn = Callable[["Sim"], Any]
+#: A checker receives the running `netsim.sim.Sim`. Typed `Any` here so that this module
+#: does not import the simulator that imports it (one direction of dependency only).
+CheckFn = Callable[[Any], Any]
 
 
 @dataclass(frozen=True, slots=True)

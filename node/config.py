@@ -40,6 +40,10 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 #: Attacks of node/compute's catalog a demo worker may train with (named here so that
 #: reading a config does not import torch; a test pins them to the catalog).
 CHEATS = ("skipped_steps", "truncated", "noisy_weights", "copied_checkpoints", "interpolated", "data_order")
+#: Cheats on the dispute game itself (they train like skipped_steps, then play badly).
+BISECTION_CHEATS = ("bisect_inconsistent", "bisect_silent")
+#: Hostile roles a demo node may run (protocol.market.adversaries).
+ADVERSARIES = ("lazy_verifier", "false_challenger")
 
 
 def _port(name: str, value: int) -> None:
@@ -138,15 +142,21 @@ class RolesConfig:
     #: Demo and test knob: a worker that trains with this attack of node/compute's catalog
     #: (it will be caught and slashed). Empty: honest.
     cheat: str = ""
+    #: Demo and test knob: a hostile role (a "lazy_verifier" worker accepts without
+    #: checking; a "false_challenger" challenges every ACCEPT unchecked). Empty: honest.
+    adversary: str = ""
 
     def validate(self) -> None:
         if not 0 < self.worker_stake < 2**63:
             raise ConfigError(f"[roles] worker_stake must be a positive integer, got {self.worker_stake}")
         if not 0 < self.worker_price < 2**32:
             raise ConfigError(f"[roles] worker_price must be a positive integer, got {self.worker_price}")
-        if self.cheat and self.cheat not in CHEATS:
-            names = ", ".join(CHEATS)
+        if self.cheat and self.cheat not in (*CHEATS, *BISECTION_CHEATS):
+            names = ", ".join((*CHEATS, *BISECTION_CHEATS))
             raise ConfigError(f"[roles] cheat must be empty or one of {names}, got {self.cheat!r}")
+        if self.adversary and self.adversary not in ADVERSARIES:
+            names = ", ".join(ADVERSARIES)
+            raise ConfigError(f"[roles] adversary must be empty or one of {names}, got {self.adversary!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,7 +61,16 @@ class Tick:
     """Sent once when a core starts (and after restart) so it can arm its timers."""
 
 
-Event = MessageReceived | TimerFired | ComputeDone | BlobFetched | Tick
+@dataclass(frozen=True, slots=True)
+class LocalRequest:
+    """A request from this node's own operator (the admin endpoint), not from a peer: a
+    task to submit, a task to cancel. The core refuses a bad one with a PolnetError,
+    which the shell hands back to the operator; what it accepts it persists first."""
+
+    body: Any
+
+
+Event = MessageReceived | TimerFired | ComputeDone | BlobFetched | Tick | LocalRequest
 
 
 # --- commands (core -> shell) --------------------------------------------------------------------

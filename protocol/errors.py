@@ -72,6 +72,11 @@ class BlobError(PolnetError):
     """A content-addressed blob is missing, oversized, truncated or has the wrong hash."""
 
 
+class BlobUnavailable(BlobError):
+    """No peer served a blob in time (as opposed to one that came back wrong): saying
+    nothing about its content, it never counts as evidence against whoever committed it."""
+
+
 # --- local configuration -------------------------------------------------------------------
 
 

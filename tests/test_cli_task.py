@@ -127,7 +127,9 @@ def test_swarm_roles_price_cheaters_below_the_bait_and_honest_workers_above() ->
     [
         (["--nodes", "3", "--tasks", "1"], "at least 5 nodes"),
         (["--nodes", "6", "--tasks", "1", "--cheaters", "3"], "fewer than 3 honest workers"),
-        (["--nodes", "6", "--cheaters", "1"], "--cheaters needs --tasks"),
+        (["--nodes", "6", "--cheaters", "1"], "need --tasks"),
+        (["--nodes", "6", "--tasks", "1", "--false-challengers", "3"], "fewer than 3 honest workers"),
+        (["--nodes", "6", "--tasks", "1", "--cheaters", "1", "--cheat", "bribery"], "is not an attack"),
     ],
 )
 def test_swarm_up_refuses_a_market_it_cannot_run(tmp_path: Path, args: list[str], message: str) -> None:
@@ -140,6 +142,6 @@ def test_a_cheat_name_outside_the_catalog_is_a_config_error() -> None:
     from node.compute.attacks import CATALOG
     from node.config import RolesConfig
 
-    assert set(CHEATS) == {a.name for a in CATALOG if not a.honest}
+    assert set(CHEATS) == {a.name for a in CATALOG if not a.honest}  # bisection cheats are compute modes
     with pytest.raises(ConfigError, match="cheat must be empty or one of"):
         RolesConfig(cheat="bribery").validate()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,20 +12,15 @@ import torch
 import trio
 
 from node.compute import attacks, datasets
+from node.compute.proofblobs import fetch_state, leaf_at, publish_run
 from node.compute.trainer import Run
 from node.daemon.blobdir import BlobDir
 from node.daemon.compute import MarketComputeRunner
-from node.daemon.proofblobs import fetch_state, leaf_at, publish_run
 from node.transport.errors import BlobNotFound
 from protocol.encoding import sha256
-from protocol.errors import BlobError
-from protocol.market.jobs import (
-    ArbitrationJob,
-    MarketTrainJob,
-    MarketTrainResult,
-    SegmentCheckJob,
-    SegmentCheckResult,
-)
+from protocol.errors import BlobError, PolnetError
+from protocol.market.jobs import MarketTrainJob, MarketWork, SegmentCheckJob, SegmentCheckResult, TaskFacts
+from protocol.pol.ops import step_ops
 from protocol.pol.spec import LossKind, OptimizerKind, OptimizerSpec, ReproProfile, TaskSpec, linear, relu
 from protocol.records import encode_record, record_hash
 
@@ -105,71 +99,63 @@ class _Network:
         raise BlobNotFound("nobody has it")
 
 
-def _runner(tmp: Path, net: _Network, name: str, me: bytes, view: Any, cheat: str | None = None) -> Any:
+def _runner(tmp: Path, net: _Network, name: str, me: bytes, cheat: str | None = None) -> Any:
     blobs = BlobDir(tmp / name)
     blobs.root.mkdir()
     net.dirs.append(blobs)
-    return MarketComputeRunner(blobs, net.fetch, lambda: view, me, cheat=cheat)
+    return MarketComputeRunner(blobs, net.fetch, me, cheat=cheat, fetch_backoff_s=0.0)
 
 
-def _market(task: Any) -> Any:
-    return SimpleNamespace(market=SimpleNamespace(tasks={task.task_id: task}))
+def _facts(spec: TaskSpec, tid: bytes, root: bytes | None, solver: bytes = b"S" * 32) -> TaskFacts:
+    return TaskFacts(tid, record_hash(spec), b"U" * 32, solver, root, spec.steps, spec.checkpoint_interval,
+                     len(step_ops(spec)), 0)
 
 
 async def _in_thread(fn: Any, *args: Any) -> Any:
     return await trio.to_thread.run_sync(fn, *args)
 
 
-@pytest.mark.parametrize("cheat", [None, "skipped_steps"])
-def test_a_verifier_on_another_node_fetches_the_proof_and_judges_it(
-    tmp_path: Path, cheat: str | None
-) -> None:
+def test_the_solver_and_submitter_are_asked_first_and_never_ourselves(tmp_path: Path) -> None:
     spec, data = _task_setup()
     tid = b"\x01" * 32
-    task = SimpleNamespace(task_id=tid, spec_hash=record_hash(spec), solver=b"S" * 32, submitter=b"U" * 32,
-                           proof_root=None,
-                           threshold_ppm=0)
-    view = _market(task)
     net = _Network()
-    submitter = _runner(tmp_path, net, "submitter", b"U" * 32, view)
+    submitter = _runner(tmp_path, net, "submitter", b"U" * 32)
     submitter.blobs.put(encode_record(spec))
     submitter.blobs.put(data.blob)
-    solver = _runner(tmp_path, net, "solver", b"S" * 32, view, cheat=cheat)
-    verifier = _runner(tmp_path, net, "verifier", b"V" * 32, view)
+    solver = _runner(tmp_path, net, "solver", b"S" * 32)
+    verifier = _runner(tmp_path, net, "verifier", b"V" * 32)
 
-    async def main() -> tuple[Any, Any, Any]:
-        trained = await _in_thread(solver, "train", MarketTrainJob(tid, record_hash(spec)))
-        task.proof_root = trained.merkle_root
-        check = await _in_thread(verifier, "verify", SegmentCheckJob(tid, trained.merkle_root, 1, 0))
-        arb = await _in_thread(verifier, "arb", ArbitrationJob(tid, 1, 0, b"", b""))
-        return trained, check, arb
+    async def main() -> Any:
+        job = MarketTrainJob(tid, record_hash(spec))
+        trained = await _in_thread(solver, "train", MarketWork(_facts(spec, tid, None), job))
+        check = SegmentCheckJob(tid, trained.merkle_root, 1, 0)
+        return await _in_thread(verifier, "verify", MarketWork(_facts(spec, tid, trained.merkle_root), check))
 
-    trained, check, arb = trio.run(main)
-    assert isinstance(trained, MarketTrainResult) and trained.n_checkpoints == spec.num_checkpoints
-    assert isinstance(check, SegmentCheckResult)
-    assert check.passed is (cheat is None)
-    assert arb.defender_right is (cheat is None)
-    if cheat is None:
-        assert check.distance_ppm == 0
-    # The solver and the submitter, who hold the blobs for sure, are asked before anyone else.
-    assert net.asked and all(p == (b"S" * 32, b"U" * 32) for p in net.asked)
+    check = trio.run(main)
+    assert isinstance(check, SegmentCheckResult) and check.passed and check.distance_ppm == 0
+    # The solver and the submitter, who hold the blobs for sure, are asked before anyone else;
+    # the solver asks only the submitter (never itself over the network).
+    assert net.asked and all(p in ((b"S" * 32, b"U" * 32), (b"U" * 32,)) for p in net.asked)
 
 
-def test_a_proof_nobody_serves_fails_verification(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import node.daemon.compute as compute
-
-    monkeypatch.setattr(compute, "FETCH_BACKOFF_S", 0.0)
+def test_a_proof_nobody_serves_is_reported_unavailable(tmp_path: Path) -> None:
     spec, data = _task_setup()
     tid = b"\x02" * 32
-    task = SimpleNamespace(task_id=tid, spec_hash=record_hash(spec), solver=b"S" * 32, submitter=b"U" * 32,
-                           proof_root=b"\x09" * 32, threshold_ppm=0)
     net = _Network()
-    verifier = _runner(tmp_path, net, "verifier", b"V" * 32, _market(task))
+    verifier = _runner(tmp_path, net, "verifier", b"V" * 32)
     verifier.blobs.put(encode_record(spec))
     verifier.blobs.put(data.blob)
 
     async def main() -> Any:
-        return await _in_thread(verifier, "verify", SegmentCheckJob(tid, b"\x09" * 32, 0, 0))
+        job = SegmentCheckJob(tid, b"\x09" * 32, 0, 0)
+        return await _in_thread(verifier, "verify", MarketWork(_facts(spec, tid, b"\x09" * 32), job))
 
     result = trio.run(main)
-    assert result.passed is False and result.distance_ppm == 1_000_000
+    assert result.passed is False and result.available is False
+
+
+def test_a_job_that_is_not_market_work_is_refused(tmp_path: Path) -> None:
+    net = _Network()
+    runner = _runner(tmp_path, net, "n", b"N" * 32)
+    with pytest.raises(PolnetError):
+        runner("x", MarketTrainJob(b"\x01" * 32, b"\x02" * 32))

@@ -11,21 +11,42 @@ ceil(log2 k) + ceil(log2 ops_per_step) rounds, and the referee must side with th
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from netsim.scenarios.market import MarketConfig, build_tasks
-from netsim.scenarios.market_compute import BISECTION_ATTACKS, SYNTHETIC_ATTACKS, MarketCompute
+from netsim.scenarios.market.compute import BISECTION_ATTACKS, SYNTHETIC_ATTACKS, MarketCompute
 from protocol.encoding import sha256
 from protocol.market.errors import BadProof, NotAuthorized
-from protocol.market.game import apply_claim, apply_open, apply_reply, max_rounds, start_next_game
-from protocol.market.jobs import ArbitrationJob, MarketTrainJob, MarketTrainResult, StateHashJob
+from protocol.market.game import (
+    apply_claim,
+    apply_open,
+    apply_reply,
+    apply_reveal,
+    max_rounds,
+    start_next_game,
+)
+from protocol.market.jobs import (
+    ArbitrationJob,
+    MarketTrainJob,
+    MarketTrainResult,
+    RevealJob,
+    SegmentCheckJob,
+    StateHashJob,
+    facts_of,
+)
 from protocol.market.state import MarketState, Status, Task
-from protocol.market.txs import GameOpen, SubmitTask
+from protocol.market.txs import GameOpen, GameReveal, SubmitTask
 from protocol.pol.merkle import inclusion_proof, leaf_hash
+from protocol.pol.messages import OpOutputs
 from protocol.pol.pinpoint import round_bound
 
-SOLVER, ACCUSER = b"\x01" * 32, b"\x02" * 32
+SOLVER, ACCUSER, VALIDATOR = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
+
+
+def ask(compute: MarketCompute, who: bytes, task: Task, job: object) -> Any:
+    return compute.engine_of(who).run(facts_of(task), job)
 
 
 Setup = tuple[MarketCompute, MarketState, Task, MarketTrainResult]
@@ -39,7 +60,7 @@ def setup(mode: str, attack: str | None, index: int = 0) -> Setup:
     task = Task(sha256(b"task" + bytes([index])), b"\x09" * 32, tx.spec_hash, tx.gflops, tx.steps,
                 tx.checkpoint_interval, tx.ops_per_step, tx.device, 1, True, tx.max_price_per_gflop, 0, 0,
                 solver=SOLVER)
-    trained = compute._answer(SOLVER, task, MarketTrainJob(task.task_id, task.spec_hash))
+    trained = ask(compute, SOLVER, task, MarketTrainJob(task.task_id, task.spec_hash))
     task.proof_root = trained.merkle_root
     state = MarketState()
     state.tasks[task.task_id] = task
@@ -62,18 +83,31 @@ def play(compute: MarketCompute, state: MarketState, task: Task, trained: Market
     while task.status == Status.DISPUTE:
         game = task.game
         mid = (game.lo + game.hi) // 2
-        mine = compute._answer(SOLVER, task, StateHashJob(task.task_id, segment, mid))
+        mine = ask(compute, SOLVER, task, StateHashJob(task.task_id, segment, mid, True))
         apply_claim(state, task, SOLVER, game.round, mine.digest)
-        theirs = compute._answer(ACCUSER, task, StateHashJob(task.task_id, segment, mid)).digest
+        theirs = ask(compute, ACCUSER, task, StateHashJob(task.task_id, segment, mid, False)).digest
         apply_reply(state, task, ACCUSER, game.round, sha256(theirs) if lying_accuser else theirs)
     game = task.game
     assert task.status == Status.ARBITRATION and game is not None and game.hi - game.lo == 1
-    job = ArbitrationJob(task.task_id, segment, game.lo, game.lo_hash, game.hi_hash, game.accuser_hi)
-    return compute._arbitrate(task, job), game.round
+    # The defender reveals the digests behind the agreed position; the ledger checks them.
+    r = ask(compute, SOLVER, task, RevealJob(task.task_id, segment, game.lo))
+    prefix = tuple(OpOutputs(o) for o in r.prefix)
+    reveal = GameReveal(task.task_id, game.round, r.weights, r.optimizer, prefix, OpOutputs(r.claimed), 0, 0)
+    apply_reveal(state, task, SOLVER, reveal)
+    assert game.reveal is not None
+    job = ArbitrationJob(task.task_id, segment, game.lo, game.reveal.weights, game.reveal.optimizer,
+                         game.reveal.prefix, game.reveal.claimed, game.hi_hash, 0)
+    return ask(compute, VALIDATOR, task, job).defender_right, game.round
+
+
+def segment_ok(compute: MarketCompute, task: Task, segment: int) -> bool:
+    assert task.proof_root is not None
+    job = SegmentCheckJob(task.task_id, task.proof_root, segment, 0)
+    return bool(ask(compute, ACCUSER, task, job).passed)
 
 
 def first_bad_segment(compute: MarketCompute, task: Task) -> int:
-    return next(s for s in range(task.n_segments) if not compute._segment_ok(task, s)[0])
+    return next(s for s in range(task.n_segments) if not segment_ok(compute, task, s))
 
 
 CHEATS = sorted(set(SYNTHETIC_ATTACKS) - set(BISECTION_ATTACKS))
@@ -89,7 +123,7 @@ def test_synthetic_cheat_is_pinned_to_one_operation_and_loses_arbitration(attack
 
 def test_honest_solver_beats_an_accuser_who_posts_false_digests() -> None:
     compute, state, task, trained = setup("synthetic", None)
-    assert all(compute._segment_ok(task, s)[0] for s in range(task.n_segments))
+    assert all(segment_ok(compute, task, s) for s in range(task.n_segments))
     defender_right, rounds = play(compute, state, task, trained, 2, lying_accuser=True)
     assert defender_right and rounds <= round_bound(task.checkpoint_interval, task.ops_per_step)
 

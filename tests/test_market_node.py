@@ -41,22 +41,21 @@ from protocol.market.roles import (
     ChainView,
     NodeRoles,
     RegistrarRole,
+    Role,
     SolverRole,
     SubmitterRole,
     VerifierRole,
-    Wallet,
-    _Role,
 )
 from protocol.market.state import Game, MarketState, Status, Task, VerifierSlot
 from protocol.market.txs import DeviceClass, GameOpen, RegisterWorker, SubmitTask, VerdictReveal
-from protocol.pol.merkle import CheckpointLeaf
+from protocol.pol.merkle import CheckpointLeaf, leaf_hash, merkle_root
 
 KEY = Keypair.derive("market-node-test/0")
 CHAIN = "market-node-test"
 
 
 @dataclass
-class Scripted(_Role):
+class Scripted(Role):
     """Publishes a scripted list of txs at the first view, then records what it sees."""
 
     script: list[Any] = field(default_factory=list)
@@ -96,7 +95,7 @@ def drive(node: MarketNode, until_ms: int) -> list[Command]:
     return sent
 
 
-def make_node(role: _Role) -> MarketNode:
+def make_node(role: Role) -> MarketNode:
     g = Genesis(CHAIN, preset("devnet"), 0, (GenesisAccount(KEY.public, 10**9, 1_000),))
     state = market_genesis_state(g, DEVNET)
     ccfg = ConsensusConfig(chain_id=CHAIN, genesis_validators=Ledger(state.copy()).validators(),
@@ -105,7 +104,7 @@ def make_node(role: _Role) -> MarketNode:
 
 
 def test_a_tx_that_cannot_apply_is_dropped_and_the_next_one_still_commits() -> None:
-    role = Scripted(KEY.public, Wallet(), script=[register(stake=10**12), register(stake=50_000)])
+    role = Scripted(KEY.public, script=[register(stake=10**12), register(stake=50_000)])
     node = make_node(role)
     sent = drive(node, 5_000)
     gossiped = [c for c in sent if isinstance(c, Publish) and c.topic == TOPIC_TXS]
@@ -116,7 +115,7 @@ def test_a_tx_that_cannot_apply_is_dropped_and_the_next_one_still_commits() -> N
 
 
 def test_roles_see_every_committed_height_in_order() -> None:
-    role = Scripted(KEY.public, Wallet())
+    role = Scripted(KEY.public)
     node = make_node(role)
     drive(node, 5_000)
     heights = [v.height for v in role.views]
@@ -124,7 +123,7 @@ def test_roles_see_every_committed_height_in_order() -> None:
 
 
 def test_a_worker_registered_by_tx_gossips_capacity_adverts_every_half_ttl() -> None:
-    role = RegistrarRole(KEY.public, Wallet(), registration=register(stake=50_000))
+    role = RegistrarRole(KEY.public, registration=register(stake=50_000))
     node = make_node(role)
     sent = drive(node, 70_000)
     assert KEY.public in node.market.workers  # registered by transaction, not at genesis
@@ -150,7 +149,7 @@ def test_advert_book_keeps_live_adverts_of_registered_workers_only() -> None:
 
 
 def test_node_ignores_adverts_from_non_workers_and_keeps_workers_adverts() -> None:
-    role = RegistrarRole(KEY.public, Wallet(), registration=register(stake=50_000))
+    role = RegistrarRole(KEY.public, registration=register(stake=50_000))
     node = make_node(role)
     drive(node, 5_000)
     stranger = Keypair.derive("market-node-test/stranger").public
@@ -190,29 +189,30 @@ def view(height: int, *tasks: Task) -> ChainView:
 
 
 LEAVES = tuple(CheckpointLeaf(2 * i, bytes([i]) * 32, bytes([i + 1]) * 32, i) for i in range(5))
+ROOT = merkle_root([leaf_hash(x) for x in LEAVES])
 TID = b"\x07" * 32
 
 
 def prove(role: SolverRole, disk: FakeDisk, tid: bytes = TID) -> list[Command]:
     started = role.handle(0, view(1, task(tid, Status.TRAINING, solver=ME)))
     job = next(c for c in started if isinstance(c, RunCompute))
-    return disk.run(role.handle(0, ComputeDone(job.job_id, MarketTrainResult(tid, b"\x09" * 32, 5, LEAVES))))
+    return disk.run(role.handle(0, ComputeDone(job.job_id, MarketTrainResult(tid, ROOT, 5, LEAVES))))
 
 
 def test_a_solver_stores_its_leaves_before_its_proof_commit_leaves() -> None:
     disk = FakeDisk()
-    cmds = prove(SolverRole(ME, Wallet()), disk)
+    cmds = prove(SolverRole(ME), disk)
     kinds = [type(c).__name__ if not isinstance(c, Publish) else type(c.msg).__name__ for c in cmds]
     assert kinds == ["Persist", "ProveCommit"]
 
 
 def test_a_restarted_solver_opens_the_dispute_against_its_proof() -> None:
     disk = FakeDisk()
-    prove(SolverRole(ME, Wallet()), disk)
-    restarted = SolverRole(ME, Wallet())
+    prove(SolverRole(ME), disk)
+    restarted = SolverRole(ME)
     restarted.restore(disk.load)
     game = Game(OTHER, 1, 0, 2, b"", b"")
-    disputed = task(TID, Status.DISPUTE, solver=ME, proof_root=b"\x09" * 32, game=game)
+    disputed = task(TID, Status.DISPUTE, solver=ME, proof_root=ROOT, game=game)
     out = restarted.handle(0, view(9, disputed))
     opens = [c.msg for c in out if isinstance(c, Publish) and isinstance(c.msg, GameOpen)]
     assert len(opens) == 1 and (opens[0].start, opens[0].end) == (LEAVES[1], LEAVES[2])
@@ -220,7 +220,7 @@ def test_a_restarted_solver_opens_the_dispute_against_its_proof() -> None:
 
 def test_a_solver_reuses_the_record_of_an_ended_task_so_storage_stays_bounded() -> None:
     disk = FakeDisk()
-    role = SolverRole(ME, Wallet())
+    role = SolverRole(ME)
     for i in range(3 * DURABLE_SLOTS):
         tid = bytes([i % 256, i // 256]) * 16
         prove(role, disk, tid)
@@ -232,21 +232,21 @@ def test_a_corrupt_stored_record_is_dropped_not_fatal() -> None:
     disk = FakeDisk()
     disk.records[(PERSIST_SOLVER_PROOF, b"\x00\x00")] = b"\xc1garbage"
     disk.records[(PERSIST_VERDICT, b"\x00\x00")] = b""
-    roles = NodeRoles([SolverRole(ME, Wallet()), VerifierRole(ME, Wallet(), secret=b"s")])
+    roles = NodeRoles([SolverRole(ME), VerifierRole(ME, secret=b"s")])
     roles.restore(disk.load)
     assert roles.handle(0, view(1)) == []
 
 
 def test_a_restarted_verifier_reveals_the_verdict_it_committed() -> None:
     disk = FakeDisk()
-    verifier = VerifierRole(ME, Wallet(), secret=b"s" * 32)
+    verifier = VerifierRole(ME, secret=b"s" * 32)
     slot = VerifierSlot(ME, segment=1)
     committing = task(TID, Status.COMMIT, proof_root=b"\x09" * 32, verifiers=[slot])
     job = next(c for c in verifier.handle(0, view(1, committing)) if isinstance(c, RunCompute))
     result = SegmentCheckResult(TID, 1, True, 10)
     sent = disk.run(verifier.handle(0, ComputeDone(job.job_id, result)))
     assert isinstance(sent[0], Persist) and isinstance(sent[1], Publish)
-    restarted = VerifierRole(ME, Wallet(), secret=b"s" * 32)
+    restarted = VerifierRole(ME, secret=b"s" * 32)
     restarted.restore(disk.load)
     revealing = task(TID, Status.REVEAL, proof_root=b"\x09" * 32, verifiers=[replace(slot, commitment=b"c")])
     reveals = [c.msg for c in restarted.handle(0, view(2, revealing)) if isinstance(c, Publish)]
@@ -260,11 +260,11 @@ def submits(n: int) -> list[SubmitTask]:
 
 def test_a_restarted_submitter_does_not_publish_its_queue_again() -> None:
     disk = FakeDisk()
-    first = SubmitterRole(ME, Wallet(), queue=submits(3), max_in_flight=2)
+    first = SubmitterRole(ME, queue=submits(3), max_in_flight=2)
     sent = disk.run(first.handle(0, view(1)))
     assert [type(c).__name__ for c in sent] == ["Persist", "Publish", "Publish"]
     on_chain = [task(tid, Status.TRAINING) for tid in first.mine]
-    restarted = SubmitterRole(ME, Wallet(), queue=submits(3), max_in_flight=2)
+    restarted = SubmitterRole(ME, queue=submits(3), max_in_flight=2)
     restarted.restore(disk.load)
     assert [c for c in restarted.handle(0, view(3, *on_chain)) if isinstance(c, Publish)] == []
     ended = [task(t.task_id, Status.SETTLED) for t in on_chain]
@@ -274,9 +274,9 @@ def test_a_restarted_submitter_does_not_publish_its_queue_again() -> None:
 
 def test_a_restarted_submitter_resends_a_submit_that_died_with_it() -> None:
     disk = FakeDisk()
-    first = SubmitterRole(ME, Wallet(), queue=submits(1))
+    first = SubmitterRole(ME, queue=submits(1))
     disk.run(first.handle(0, view(1)))
-    restarted = SubmitterRole(ME, Wallet(), queue=submits(1))
+    restarted = SubmitterRole(ME, queue=submits(1))
     restarted.restore(disk.load)
     resent = [c for c in restarted.handle(0, view(2)) if isinstance(c, Publish)]
     assert len(resent) == 1 and restarted.mine == first.mine
@@ -284,24 +284,24 @@ def test_a_restarted_submitter_resends_a_submit_that_died_with_it() -> None:
 
 def test_market_node_hands_the_stored_role_state_back_to_its_roles_on_create() -> None:
     disk = FakeDisk()
-    prove(SolverRole(ME, Wallet()), disk)
+    prove(SolverRole(ME), disk)
     g = Genesis(CHAIN, preset("devnet"), 0, (GenesisAccount(KEY.public, 10**9, 1_000),))
     state = market_genesis_state(g, DEVNET)
     ccfg = ConsensusConfig(chain_id=CHAIN, genesis_validators=Ledger(state.copy()).validators(),
                            block_interval_ms=1_000)
-    solver = SolverRole(ME, Wallet())
+    solver = SolverRole(ME)
     MarketNode.create(state, ccfg, KEY, NodeRoles([solver]), role_state=disk.load)
     assert solver.leaves == {TID: LEAVES}
 
 
 def test_a_verifier_whose_stored_verdict_was_lost_rechecks_and_reveals_it() -> None:
-    verifier = VerifierRole(ME, Wallet(), secret=b"s" * 32)
+    verifier = VerifierRole(ME, secret=b"s" * 32)
     slot = VerifierSlot(ME, segment=1)
     committing = task(TID, Status.COMMIT, proof_root=b"\x09" * 32, verifiers=[slot])
     job = next(c for c in verifier.handle(0, view(1, committing)) if isinstance(c, RunCompute))
     sent = verifier.handle(0, ComputeDone(job.job_id, SegmentCheckResult(TID, 1, False, 10)))
     commit = next(c.msg for c in sent if isinstance(c, Publish))
-    restarted = VerifierRole(ME, Wallet(), secret=b"s" * 32)  # nothing restored
+    restarted = VerifierRole(ME, secret=b"s" * 32)  # nothing restored
     revealing = task(TID, Status.REVEAL, proof_root=b"\x09" * 32,
                      verifiers=[replace(slot, commitment=commit.commitment)])
     recheck = next(c for c in restarted.handle(0, view(2, revealing)) if isinstance(c, RunCompute))

@@ -1,9 +1,9 @@
-"""The role machines drive the market end to end through a synthetic compute shell.
+"""The role machines drive the market end to end through the synthetic compute contract.
 
 No scripted behaviour here: every transaction comes from a role machine's Publish, and
-every verdict, bisection move and vote from a RunCompute the shell answers with a
-synthetic trainer (true state hash = H(task, position); a cheating solver's states
-diverge from position `DIVERGE` on).
+every verdict, bisection move, reveal and vote from a RunCompute that netsim's
+`SyntheticMarketCompute` (the hash-chain implementation of the compute contract)
+answers; a cheating solver trains with a synthetic attack from the catalog.
 """
 
 from __future__ import annotations
@@ -11,45 +11,26 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from netsim.scenarios.market.compute import SyntheticMarketCompute, SyntheticNetwork
 from protocol.commands import ComputeDone, Publish, RunCompute
 from protocol.encoding import sha256
 from protocol.errors import ValidationError
 from protocol.market import elections
+from protocol.market.assembly import Duties, roles_for, submit_for
 from protocol.market.blocks import begin_block, end_block
-from protocol.market.jobs import (
-    ArbitrationJob,
-    ArbitrationResult,
-    MarketTrainJob,
-    MarketTrainResult,
-    ProfileJob,
-    ProfileResult,
-    SegmentCheckJob,
-    SegmentCheckResult,
-    StateHashJob,
-    StateHashResult,
-)
 from protocol.market.params import DEVNET, PPM, MarketParams
 from protocol.market.process import process_tx
-from protocol.market.roles import (
-    ArbiterRole,
-    ChainView,
-    NodeRoles,
-    SolverRole,
-    SubmitterRole,
-    VerifierRole,
-    Wallet,
-    WhistleblowerRole,
-)
+from protocol.market.roles import ChainView, NodeRoles
 from protocol.market.state import TERMINAL, MarketState, MemoryAccounts, Status
-from protocol.market.txs import DeviceClass, RegisterWorker, SubmitTask
-from protocol.pol.merkle import CheckpointLeaf, leaf_hash, merkle_root
-from tests.test_market_world import BALANCE, STAKE, key
-
-DIVERGE = 37
+from protocol.market.txs import DeviceClass, RegisterWorker
+from protocol.pol.spec import LossKind, OptimizerKind, OptimizerSpec, ReproProfile, TaskSpec, linear, relu
+from tests.test_market_world import BALANCE, STAKE, WATCHER_BOND, key
 
 
-def true_hash(tid: bytes, pos: int) -> bytes:
-    return sha256(tid + pos.to_bytes(4, "big"))
+def spec_for(i: int) -> TaskSpec:
+    return TaskSpec(1, (4,), 2, (linear(4, 4), relu(), linear(4, 2)), LossKind.CROSS_ENTROPY,
+                    OptimizerSpec(OptimizerKind.SGD, 0.1), 8, 640, 10, sha256(b"roles-data" + bytes([i])), 64,
+                    1 + i, 2 + i, 3 + i, ReproProfile(threads=1))
 
 
 class Swarm:
@@ -60,45 +41,30 @@ class Swarm:
         self.validators = {key(f"rv{i}"): 100 for i in range(4)}
         self.submitter, self.watcher = key("rsub"), key("rwatch")
         everyone = [*self.workers, *self.validators, self.submitter, self.watcher]
-        self.state = MarketState(params=params, accounts=MemoryAccounts({k: BALANCE for k in everyone}))
-        self.cheaters = cheaters
+        accounts = MemoryAccounts({k: BALANCE for k in everyone}, {self.watcher: WATCHER_BOND})
+        self.state = MarketState(params=params, accounts=accounts)
+        self.specs = [spec_for(i) for i in range(8)]
+        network = SyntheticNetwork({submit_for(sp, max_price_per_gflop=40, salt=0).spec_hash: sp
+                                    for sp in self.specs})
         self.nodes: dict[bytes, NodeRoles] = {}
+        self.shells: dict[bytes, SyntheticMarketCompute] = {}
         self.rejected: list[ValidationError] = []
         self.inbox: list[tuple[bytes, Any]] = []
         for pk in self.workers:
             secret = sha256(b"role-secret" + pk)
             commit = elections.forced_error_commitment(secret)
             process_tx(self.state, pk, RegisterWorker(DeviceClass.CPU, 8192, 10**12, 5, STAKE, commit, 0, 0))
-            self.nodes[pk] = NodeRoles([SolverRole(pk, Wallet()), VerifierRole(pk, Wallet(), secret=secret)])
+            self.nodes[pk] = roles_for(pk, Duties(worker=True, submitter=False), secret=secret).roles
         for pk in self.validators:
-            self.nodes[pk] = NodeRoles([ArbiterRole(pk, Wallet())])
-        self.nodes[self.watcher] = NodeRoles([WhistleblowerRole(self.watcher, Wallet(), bond=1_000)])
-        self.sub = SubmitterRole(self.submitter, Wallet())
-        self.nodes[self.submitter] = NodeRoles([self.sub])
+            self.nodes[pk] = roles_for(pk, Duties(validator=True, submitter=False)).roles
+        self.nodes[self.watcher] = roles_for(self.watcher, Duties(whistleblower=True, submitter=False)).roles
+        assembled = roles_for(self.submitter, Duties())
+        assert assembled.submitter is not None
+        self.sub = assembled.submitter
+        self.nodes[self.submitter] = assembled.roles
+        for pk in self.nodes:
+            self.shells[pk] = SyntheticMarketCompute(pk, network, "skipped_steps" if pk in cheaters else None)
         self.supply0 = self.state.supply()
-
-    def compute(self, node: bytes, job: Any) -> Any:
-        tid = job.task_id
-        task = self.state.tasks[tid]
-        cheat = task.solver in self.cheaters
-        if isinstance(job, MarketTrainJob):
-            k = task.checkpoint_interval
-            leaves = tuple(CheckpointLeaf(i * k, sha256(tid + bytes([cheat, i])), sha256(tid), 0)
-                           for i in range(task.n_segments + 1))
-            return MarketTrainResult(tid, merkle_root([leaf_hash(x) for x in leaves]), len(leaves), leaves)
-        if isinstance(job, ProfileJob):
-            return ProfileResult(tid, 1_000, True)
-        if isinstance(job, SegmentCheckJob):
-            return SegmentCheckResult(tid, job.segment, not cheat, 50_000 if cheat else 0)
-        if isinstance(job, StateHashJob):
-            lies = node == task.solver and cheat and job.position >= DIVERGE
-            digest = sha256(b"lie" + true_hash(tid, job.position)) if lies else true_hash(tid, job.position)
-            return StateHashResult(tid, job.position, digest)
-        if isinstance(job, ArbitrationJob):
-            expected = true_hash(tid, job.position + 1)
-            right = job.defender_output == expected if job.defender_output else not cheat
-            return ArbitrationResult(tid, right)
-        raise AssertionError(job)
 
     def feed(self, node: bytes, commands: list[Any]) -> None:
         """Execute commands: compute inline (results fed back), txs into the next block."""
@@ -106,7 +72,7 @@ class Swarm:
         while queue:
             cmd = queue.pop(0)
             if isinstance(cmd, RunCompute):
-                done = ComputeDone(cmd.job_id, self.compute(node, cmd.job))
+                done = ComputeDone(cmd.job_id, self.shells[node].run(cmd.job.task, cmd.job.job))
                 queue += self.nodes[node].handle(0, done)
             elif isinstance(cmd, Publish):
                 self.inbox.append((node, cmd.msg))
@@ -126,8 +92,7 @@ class Swarm:
             self.feed(pk, node.handle(h, ChainView(h, self.state)))
 
     def run(self, tasks: int, max_blocks: int = 1_500) -> None:
-        spec = sha256(b"role-spec")
-        self.sub.queue = [SubmitTask(spec, 1_000, 640, 10, 8, DeviceClass.CPU, 1024, True, 40, s, 0, 0)
+        self.sub.queue = [submit_for(self.specs[s], max_price_per_gflop=40, salt=s, gflops=1_000)
                           for s in range(tasks)]
         for _ in range(max_blocks):
             self.block()
@@ -145,13 +110,15 @@ def test_roles_settle_honest_tasks_with_no_rejected_tx() -> None:
 
 
 def test_roles_catch_a_cheating_solver_by_bisection_and_arbitration() -> None:
-    cheater = key("rw1")  # elected solver under the task ids (which exclude nonce and fee)
+    cheater = key("rw2")  # elected solver of two of the six tasks (task ids exclude nonce and fee)
     swarm = Swarm(cheaters=frozenset({cheater}))
     swarm.run(tasks=6)
     cheated = [t for t in swarm.state.tasks.values() if t.solver == cheater]
     assert cheated, "the cheater was never elected solver"
     assert all(t.outcome == "invalid" for t in cheated)
     assert all(t.winner is not None for t in cheated)  # decided by arbitration, not by silence
+    # Every move and reveal applied once; only votes that came after the 2/3 decision are late.
+    assert all("ArbitrationVote needs ARBITRATION" in str(e) for e in swarm.rejected), swarm.rejected
     assert all(t.outcome == "valid" for t in swarm.state.tasks.values() if t.solver != cheater)
     assert swarm.state.workers[cheater].stake < STAKE
     assert all(swarm.state.workers[pk].stake == STAKE for pk in swarm.workers if pk != cheater)

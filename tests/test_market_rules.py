@@ -18,6 +18,7 @@ from protocol.market.errors import (
 )
 from protocol.market.game import tally
 from protocol.market.params import DEVNET, MAINNET, PPM, ConfigError, check_params
+from protocol.market.process import challenge_bond
 from protocol.market.state import Status, market_root
 from protocol.market.txs import (
     ArbitrationVote,
@@ -281,15 +282,38 @@ def test_verdict_on_unassigned_segment_is_refused() -> None:
 # --- challenge, forced errors, disputes -----------------------------------------------------------
 
 
-def test_challenge_below_minimum_bond_or_by_the_solver_is_refused() -> None:
+def test_challenge_below_its_bond_or_by_the_solver_is_refused() -> None:
     w = world()
     tid = w.submit()
     until(w, tid, Status.CHALLENGE)
     task = w.task(tid)
-    refused(w, w.liar_key, Challenge(tid, 0, 0, DEVNET.min_challenge_bond - 1, 0, 0), OutOfBounds)
+    need = challenge_bond(w.state, task, 0)
+    refused(w, w.liar_key, Challenge(tid, 0, task.verifiers[0].segment, need - 1, 0, 0), OutOfBounds)
     assert task.solver is not None
-    refused(w, task.solver, Challenge(tid, 0, 0, DEVNET.min_challenge_bond, 0, 0), NotAuthorized)
-    refused(w, w.liar_key, Challenge(tid, 9, 0, DEVNET.min_challenge_bond, 0, 0), OutOfBounds)
+    refused(w, task.solver, Challenge(tid, 0, task.verifiers[0].segment, need, 0, 0), NotAuthorized)
+    refused(w, w.liar_key, Challenge(tid, 9, 0, need, 0, 0), OutOfBounds)
+
+
+def test_an_unstaked_account_cannot_challenge() -> None:
+    w = world()
+    tid = w.submit()
+    until(w, tid, Status.CHALLENGE)
+    task = w.task(tid)
+    need = challenge_bond(w.state, task, 0)
+    refused(w, w.submitter, Challenge(tid, 0, task.verifiers[0].segment, need, 0, 0), NotAuthorized)
+
+
+def test_challenge_bond_scales_with_what_the_accused_can_lose() -> None:
+    w = world()
+    tid = w.submit()
+    until(w, tid, Status.CHALLENGE)
+    task = w.task(tid)
+    assert task.solver is not None and task.verifiers[0].verdict is not None
+    solver_at_risk = w.stake(task.solver) * DEVNET.solver_slash_bps // 10_000
+    bond = challenge_bond(w.state, task, 0)
+    assert task.verifiers[0].verdict.accept
+    scaled = solver_at_risk * DEVNET.challenge_bond_bps // 10_000
+    assert bond == max(DEVNET.min_challenge_bond, scaled) > 1_028
 
 
 def test_false_challenger_loses_its_bond_and_honest_parties_lose_nothing() -> None:
@@ -297,8 +321,8 @@ def test_false_challenger_loses_its_bond_and_honest_parties_lose_nothing() -> No
     before = w.state.accounts.balance(w.liar_key)
     task = w.run(w.submit())
     assert task.status == Status.SETTLED and task.proof_valid is True
-    bonds = DEVNET.min_challenge_bond * DEVNET.verifier_count
-    assert w.state.accounts.balance(w.liar_key) == before - bonds
+    bonds = sum(p.amount for p in task.penalties if p.who == w.liar_key)
+    assert bonds > 0 and w.state.accounts.balance(w.liar_key) == before - bonds
     assert all(w.stake(pk) == STAKE for pk in w.workers)
 
 
@@ -466,6 +490,77 @@ def test_vote_by_a_non_validator_is_refused() -> None:
     game = w.task(tid).game
     assert game is not None
     refused(w, w.workers[0], ArbitrationVote(tid, game.round, True, 0, 0), NotAuthorized)
+
+
+def test_reveal_by_another_party_or_not_opening_the_agreed_digest_is_refused() -> None:
+    w = world()
+    tid = w.submit(cheat=True)
+    until(w, tid, Status.ARBITRATION)
+    task = w.task(tid)
+    game = task.game
+    assert game is not None and task.solver is not None and game.reveal is None
+    honest = w.solver_trace(task).reveal(game.segment, game.lo, game.round)
+    refused(w, game.accuser, honest, NotAuthorized)
+    refused(w, task.solver, replace(honest, round=game.round + 1), OutOfBounds)
+    refused(w, task.solver, replace(honest, weights=(b"\x07" * 32,)), BadReveal)
+    refused(w, task.solver, replace(honest, prefix=honest.prefix[:-1] or honest.prefix + honest.prefix),
+            BadReveal)
+    assert w.apply(task.solver, honest) is None and task.game is not None and task.game.reveal is not None
+
+
+def test_vote_before_the_reveal_is_refused() -> None:
+    w = world()
+    tid = w.submit(cheat=True)
+    until(w, tid, Status.ARBITRATION)
+    game = w.task(tid).game
+    assert game is not None and game.reveal is None
+    refused(w, next(iter(w.validators)), ArbitrationVote(tid, game.round, True, 0, 0), WrongStage)
+
+
+def test_defender_silent_at_the_reveal_loses_the_game() -> None:
+    w = world()
+    tid = w.submit(cheat=True)
+    until(w, tid, Status.ARBITRATION)
+    solver = w.task(tid).solver
+    assert solver is not None
+    w.behaviour[solver] = "silent"
+    task = w.run(tid)
+    assert task.status == Status.SETTLED and task.proof_valid is False and w.stake(solver) < STAKE
+
+
+def test_a_verifier_that_could_not_fetch_is_neither_slashed_nor_slashes_an_honest_solver() -> None:
+    w = world()
+    for salt in range(40):  # a task where an unreachable worker is elected verifier
+        tid = w.submit(salt=salt)
+        until(w, tid, Status.COMMIT)
+        if w.task(tid).verifiers:
+            break
+    cut_off = w.task(tid).verifiers[0].pubkey
+    w.behaviour[cut_off] = "unreachable"
+    task = w.run(tid)
+    assert task.status == Status.SETTLED and task.proof_valid is True
+    assert task.penalties == []  # nobody lost anything: the validators found the segment served
+    assert w.stake(cut_off) == STAKE and task.solver is not None and w.stake(task.solver) == STAKE
+
+
+def test_a_solver_that_serves_no_proof_loses_when_the_validators_cannot_fetch_it_either() -> None:
+    w = world()
+    tid = w.submit()
+    w.withheld.add(tid)
+    task = w.run(tid)
+    assert task.status == Status.SETTLED and task.proof_valid is False
+    assert task.solver is not None and w.stake(task.solver) < STAKE
+    kinds = {(p.who, p.kind.name) for p in task.penalties}
+    assert kinds == {(task.solver, "SOLVER_CHEAT")}, kinds
+
+
+def test_an_unavailable_verdict_cannot_be_challenged() -> None:
+    w = world()
+    tid = w.submit()
+    w.withheld.add(tid)
+    until(w, tid, Status.CHALLENGE)
+    task = w.task(tid)
+    refused(w, w.watcher_key, Challenge(tid, 0, task.verifiers[0].segment, 10**6, 0, 0), OutOfBounds)
 
 
 def test_tally_needs_more_than_two_thirds_of_power() -> None:

@@ -37,7 +37,7 @@ def test_small_honest_swarm_settles_every_task_and_reports_progress() -> None:
     assert all(t.paid == t.fee * 5 // 12 for t in r.tasks)  # solver price 1_000 of the offered 2_000 (+20%)
 
 
-@pytest.mark.parametrize("seed", [4, 5])  # regression seeds: each has a cheating solver elected
+@pytest.mark.parametrize("seed", [4, 11])  # regression seeds: each has cheating solvers elected
 def test_byzantine_swarm_catches_every_cheat_and_spares_honest_stake(seed: int) -> None:
     r = run_market(MarketConfig(seed=seed, nodes=16, tasks=8, **BYZANTINE))  # type: ignore[arg-type]
     check(r)

@@ -16,8 +16,8 @@ from protocol.identity import Keypair
 from protocol.market import elections
 from protocol.market.blocks import begin_block, end_block, lifetime_bound
 from protocol.market.params import DEVNET, MarketParams
-from protocol.market.process import process_tx, task_id_of
-from protocol.market.state import TERMINAL, MarketState, MemoryAccounts, Status, Task
+from protocol.market.process import challenge_bond, process_tx, task_id_of
+from protocol.market.state import TERMINAL, GameKind, MarketState, MemoryAccounts, Status, Task
 from protocol.market.txs import (
     ArbitrationVote,
     BisectClaim,
@@ -26,6 +26,7 @@ from protocol.market.txs import (
     DeviceClass,
     ForcedErrorReveal,
     GameOpen,
+    GameReveal,
     ProfileReport,
     ProveCommit,
     RegisterWorker,
@@ -35,10 +36,13 @@ from protocol.market.txs import (
     VerdictReveal,
 )
 from protocol.pol.merkle import CheckpointLeaf, inclusion_proof, leaf_hash, merkle_root
+from protocol.pol.messages import OpOutputs
+from protocol.pol.ops import chain_values, group_hash, state_hash
 
 BALANCE = 10**9
 STAKE = 1_000_000
 FLOPS = 10**12
+WATCHER_BOND = 50
 
 
 def key(label: str) -> bytes:
@@ -47,6 +51,62 @@ def key(label: str) -> bytes:
 
 def secret_of(pk: bytes) -> bytes:
     return sha256(b"forced-secret" + pk)
+
+
+Digests = tuple[bytes, ...]
+
+
+@dataclass
+class Trace:
+    """A party's training as a hash chain of the real shape (states, op outputs, the
+    update op writing the next state, the STATE op's two group hashes), so the world's
+    bisection moves and reveals are consistent with what the ledger checks. A cheat's
+    last step of every segment writes a fake next state; an accuser re-executes a
+    segment honestly from the defender's committed start state."""
+
+    task: Task
+    cheat: bool = False
+    starts: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)  # step -> state to start from
+
+    def _state(self, t: int) -> tuple[bytes, bytes]:
+        base = max((s for s in self.starts if s <= t), default=None)
+        if base is None:
+            base, w, o = 0, sha256(self.task.task_id + b"w0"), sha256(self.task.task_id + b"o0")
+        else:
+            w, o = self.starts[base]
+        for u in range(base, t):
+            w, o = self._next(u, w, o)
+        return w, o
+
+    def _next(self, t: int, w: bytes, o: bytes) -> tuple[bytes, bytes]:
+        last = (t + 1) % self.task.checkpoint_interval == 0
+        return sha256(w + (b"cheat" if self.cheat and last else b"w")), sha256(o + b"o")
+
+    def state(self, t: int) -> tuple[Digests, Digests]:
+        w, o = self._state(t)
+        return (w,), (o,)
+
+    def outputs(self, t: int, j: int) -> Digests:
+        ops = self.task.ops_per_step
+        w, o = self._state(t)
+        if j < ops - 2:
+            return (sha256(w + o + bytes([j])),)
+        nw, no = self._next(t, w, o)
+        return (nw, no) if j == ops - 2 else (group_hash([nw]), group_hash([no]))
+
+    def value(self, segment: int, position: int) -> bytes:
+        i, j = divmod(position, self.task.ops_per_step)
+        t = segment * self.task.checkpoint_interval + i
+        w, o = self.state(t)
+        start = state_hash(group_hash(w), group_hash(o))
+        return start if j == 0 else chain_values(start, [self.outputs(t, q) for q in range(j)])[-1]
+
+    def reveal(self, segment: int, lo: int, rnd: int) -> GameReveal:
+        i, j = divmod(lo, self.task.ops_per_step)
+        t = segment * self.task.checkpoint_interval + i
+        w, o = self.state(t)
+        prefix = tuple(OpOutputs(self.outputs(t, q)) for q in range(j))
+        return GameReveal(self.task.task_id, rnd, w, o, prefix, OpOutputs(self.outputs(t, j)), 0, 0)
 
 
 @dataclass
@@ -60,16 +120,20 @@ class World:
     on_ledger: bool = False  # keep balances in a protocol.ledger State (custody in its pool)
     state: MarketState = field(init=False)
     cheats: set[bytes] = field(default_factory=set)  # task ids whose solver cheated
+    withheld: set[bytes] = field(default_factory=set)  # task ids whose solver serves no proof
     memo: dict[tuple[bytes, bytes], tuple[Verdict, bytes]] = field(default_factory=dict)
     errors: list[ValidationError] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.workers = [key(f"w{i}") for i in range(self.n_workers)]
-        self.validators = {key(f"v{i}"): 100 for i in range(self.n_validators)}
         self.submitter, self.watcher_key, self.liar_key = key("sub"), key("watch"), key("liar")
-        everyone = [*self.workers, *self.validators, self.submitter, self.watcher_key, self.liar_key]
-        memory = MemoryAccounts({k: BALANCE for k in everyone})
-        accounts = ledger_accounts(everyone) if self.on_ledger else memory
+        self.validators = {key(f"v{i}"): 100 for i in range(self.n_validators)}
+        everyone = list(dict.fromkeys([*self.workers, *self.validators, self.submitter, self.watcher_key,
+                                       self.liar_key]))
+        # Only a staked account may challenge: the watchers have a little stake bonded.
+        bonded = {self.watcher_key: WATCHER_BOND, self.liar_key: WATCHER_BOND}
+        memory = MemoryAccounts({k: BALANCE for k in everyone}, bonded)
+        accounts = ledger_accounts(everyone, bonded) if self.on_ledger else memory
         self.state = MarketState(params=self.params, accounts=accounts)
         self.supply0 = self.state.supply()
         for pk in self.workers:
@@ -151,12 +215,23 @@ class World:
                 out.append((profiler, ProfileReport(task.task_id, 1_000, not refuses, 0, 0)))
         return out
 
+    def solver_trace(self, task: Task) -> Trace:
+        return Trace(task, cheat=task.task_id in self.cheats)
+
+    def accuser_trace(self, task: Task, segment: int) -> Trace:
+        """An honest re-execution of `segment` from the solver's committed start state."""
+        start = segment * task.checkpoint_interval
+        return Trace(task, starts={start: self.solver_trace(task)._state(start)})
+
     def leaves(self, task: Task) -> list[CheckpointLeaf]:
         """The solver's checkpoints (a cheat's differ), committed as a real Merkle tree."""
-        tag = task.task_id + (b"cheat" if task.task_id in self.cheats else b"")
-        k = task.checkpoint_interval
-        return [CheckpointLeaf(min(i * k, task.steps), sha256(tag + bytes([i])), sha256(tag), 0)
-                for i in range(task.n_segments + 1)]
+        trace, k = self.solver_trace(task), task.checkpoint_interval
+        out = []
+        for i in range(task.n_segments + 1):
+            step = min(i * k, task.steps)
+            w, o = trace.state(step)
+            out.append(CheckpointLeaf(step, group_hash(w), group_hash(o), 0))
+        return out
 
     def game_open(self, task: Task) -> GameOpen:
         assert task.game is not None
@@ -173,6 +248,8 @@ class World:
     def verdict_for(self, task: Task, pk: bytes, segment: int) -> Verdict:
         truth = task.task_id not in self.cheats
         kind = self.behaviour.get(pk, "honest")
+        if kind == "unreachable" or task.task_id in self.withheld:  # it could fetch nothing
+            return Verdict(False, segment, 1_000_000, available=False)
         accept = {"lazy": True, "false_accuser": False}.get(kind, truth)
         if kind == "honest" and self.forced(task, pk):
             accept = not truth
@@ -203,11 +280,12 @@ class World:
         for i, slot in enumerate(task.verifiers):
             assert slot.verdict is not None
             mine = {c.target for c in task.challenges if c.challenger == self.watcher_key}
+            bond = challenge_bond(self.state, task, i)
             if self.watcher and slot.verdict.accept != truth and i not in mine:
-                out.append((self.watcher_key, Challenge(task.task_id, i, slot.segment, 1_000, 0, 0)))
+                out.append((self.watcher_key, Challenge(task.task_id, i, slot.segment, bond, 0, 0)))
             lied = {c.target for c in task.challenges if c.challenger == self.liar_key}
             if self.false_challenger and slot.verdict.accept and i not in lied:
-                out.append((self.liar_key, Challenge(task.task_id, i, slot.segment, 1_000, 0, 0)))
+                out.append((self.liar_key, Challenge(task.task_id, i, slot.segment, bond, 0, 0)))
         return out
 
     def _forced_reveal(self, task: Task) -> list[tuple[bytes, Any]]:
@@ -229,21 +307,32 @@ class World:
             assert task.solver is not None
             if not game.opened:
                 return [(task.solver, self.game_open(task))]
-            digest = sha256(task.task_id + game.round.to_bytes(2, "big"))
+            digest = self.solver_trace(task).value(game.segment, (game.lo + game.hi) // 2)
             return [(task.solver, BisectClaim(task.task_id, game.round, digest, 0, 0))]
         if not self.acts(game.accuser) or game.mid_hash is None:
             return []
-        return [(game.accuser, BisectReply(task.task_id, game.round, game.mid_hash, 0, 0))]
+        digest = self.accuser_trace(task, game.segment).value(game.segment, (game.lo + game.hi) // 2)
+        return [(game.accuser, BisectReply(task.task_id, game.round, digest, 0, 0))]
 
     def _arbitration(self, task: Task) -> list[tuple[bytes, Any]]:
-        assert task.game is not None
+        game = task.game
+        assert game is not None
+        if game.kind == GameKind.AVAILABILITY:  # validators try to fetch the segment themselves
+            served = task.task_id not in self.withheld
+            return [(v, ArbitrationVote(task.task_id, game.round, served, 0, 0))
+                    for v in self.validators if self.behaviour.get(v) != "silent" and v not in game.votes]
+        if game.reveal is None:
+            if not self.acts(task.solver):
+                return []
+            assert task.solver is not None
+            return [(task.solver, self.solver_trace(task).reveal(game.segment, game.lo, game.round))]
         truth = task.task_id not in self.cheats
         return [(v, ArbitrationVote(task.task_id, task.game.round, truth, 0, 0))
                 for v in self.validators if self.behaviour.get(v) != "silent" and v not in task.game.votes]
 
 
-def ledger_accounts(everyone: list[bytes]) -> Any:
-    from protocol.ledger.entries import Account, Supply
+def ledger_accounts(everyone: list[bytes], bonded: dict[bytes, int]) -> Any:
+    from protocol.ledger.entries import Account, Stake, Supply
     from protocol.ledger.params import DEVNET as LEDGER_DEVNET
     from protocol.ledger.state import State
     from protocol.market.ledger_bridge import LedgerAccounts
@@ -251,7 +340,9 @@ def ledger_accounts(everyone: list[bytes]) -> Any:
     ledger = State(LEDGER_DEVNET)
     for pk in everyone:
         ledger.set_account(pk, Account(BALANCE, 0))
-    ledger.set_supply(Supply(BALANCE * len(everyone), 0, 0))
+        if pk in bonded:
+            ledger.set_stake(pk, Stake(bonded[pk], 0, False, 0))
+    ledger.set_supply(Supply(BALANCE * len(everyone) + sum(bonded.values()), 0, 0))
     return LedgerAccounts(ledger)
 
 

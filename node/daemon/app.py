@@ -29,26 +29,20 @@ from node.config import NodeConfig
 from node.daemon.chain import Chain
 from node.daemon.driver import CoreDriver
 from node.daemon.http import Request, Response, Routes, serve_http
+from node.daemon.iface import MarketCompute
 from node.daemon.ports import ComputeRunner, Network, Store
 from node.daemon.solo import SoloNetwork
 from node.daemon.state import BootInfo, DaemonState
-from node.daemon.tasks import (
-    MAX_TASKS_LISTED,
-    market_summary,
-    parse_task_request,
-    queue_task,
-    queued_ids,
-    task_doc,
-    workers_doc,
-)
+from node.daemon.tasks import MAX_TASKS_LISTED, market_summary, parse_task_request, task_doc, workers_doc
 from node.datadir import DataDir
 from node.metrics import CONTENT_TYPE, NodeMetrics, reject_reason
-from protocol.commands import TOPIC_TXS, Core
+from protocol.commands import TOPIC_TXS, Core, LocalRequest
 from protocol.envelope import open_envelope
 from protocol.errors import PolnetError
 from protocol.identity import Keypair, public_key_from_node_id
-from protocol.market.roles import SubmitterRole
-from protocol.market.state import Status
+from protocol.market.process import task_id_of
+from protocol.market.txs import CancelTask
+from protocol.market.views import stage_counts
 
 log = logging.getLogger("polnet.daemon")
 
@@ -100,7 +94,6 @@ class Daemon:
         self._network_factory = network_factory
         self._compute_factory = compute_factory
         self.compute: ComputeRunner | None = None
-        self.submitter: SubmitterRole | None = None
         self._capacity_seconds = capacity_seconds
         self.started_at = time.time()
         self.boot: BootInfo | None = None
@@ -201,12 +194,8 @@ class Daemon:
     def _task_metrics(self) -> None:
         assert self.chain is not None
         view = self.chain.core.view
-        counts = dict.fromkeys((s.name for s in Status), 0)
-        worker = None
-        if view is not None:
-            for task in view.market.tasks.values():
-                counts[task.status.name] += 1
-            worker = view.market.workers.get(self.key.public)
+        counts = stage_counts(view.market.tasks.values() if view is not None else ())
+        worker = view.market.workers.get(self.key.public) if view is not None else None
         for name, n in counts.items():
             self.metrics.tasks.labels(name).set(n)
         self.metrics.worker_stake.set(worker.stake if worker is not None else 0)
@@ -221,6 +210,7 @@ class Daemon:
             ("GET", "/account/"): self._get_account,
             ("GET", "/block/"): self._get_block,
             ("POST", "/task"): self._post_task,
+            ("POST", "/task/"): self._post_task_action,
             ("GET", "/task/"): self._get_task,
             ("GET", "/tasks"): self._get_tasks,
         }
@@ -297,15 +287,40 @@ class Daemon:
         return _json(200, doc)
 
 
+    @property
+    def market_compute(self) -> MarketCompute | None:
+        """The compute runner as the market pages use it (None without compute)."""
+        from node.daemon.compute import MarketComputeRunner
+
+        return self.compute if isinstance(self.compute, MarketComputeRunner) else None
+
     async def _post_task(self, request: Request) -> Response:
-        if self.chain is None or self.submitter is None:
+        """Accept a task: blobs checked here, ledger rules checked and the task stored by
+        the core before the answer (a refusal names the rule)."""
+        if self.chain is None or self.driver is None:
             return _json(503, {"error": "this node runs no chain"})
         try:
-            tx = parse_task_request(request.body, self.compute, self.chain.core)
+            tx = parse_task_request(request.body, self.market_compute)
+            await self.driver.call(LocalRequest(tx))
         except PolnetError as exc:
             return _json(400, {"error": str(exc)})
-        tid = queue_task(self.submitter, tx)
-        return _json(202, {"task_id": tid.hex()})
+        return _json(202, {"task_id": task_id_of(self.key.public, tx).hex()})
+
+    async def _post_task_action(self, request: Request) -> Response:
+        """POST /task/<id>/cancel: withdraw a task nobody was elected for (escrow back)."""
+        if self.chain is None or self.driver is None:
+            return _json(503, {"error": "this node runs no chain"})
+        text, _, action = request.path.removeprefix("/task/").partition("/")
+        if action != "cancel":
+            return _json(404, {"error": f"no task action {action!r}"})
+        try:
+            tid = bytes.fromhex(text)
+            await self.driver.call(LocalRequest(CancelTask(tid, 0, 0)))
+        except ValueError:
+            return _json(400, {"error": "task id must be hex"})
+        except PolnetError as exc:
+            return _json(409, {"error": str(exc)})
+        return _json(202, {"task_id": text, "cancel": "sent"})
 
     async def _get_task(self, request: Request) -> Response:
         if self.chain is None:
@@ -315,18 +330,21 @@ class Daemon:
             tid = bytes.fromhex(text)
         except ValueError:
             return _json(400, {"error": "task id must be hex"})
-        task = self.chain.core.market.tasks.get(tid)
+        core = self.chain.core
+        market = core.market
+        task = market.tasks.get(tid)
+        compute = self.market_compute
         if task is None:
-            queued = self.submitter is not None and tid in queued_ids(self.submitter)
-            if queued:
+            submitter = core.submitter
+            if submitter is not None and tid in submitter.queued():
                 return _json(200, {"task_id": text, "status": "QUEUED"})
             return _json(404, {"error": f"no task {text} on the ledger (or it ended long ago)"})
-        doc = task_doc(task, self.compute)
+        doc = task_doc(market, task, compute)
         if action == "result":
-            if self.compute is None or not hasattr(self.compute, "final_weights"):
+            if compute is None:
                 return _json(503, {"error": "this node runs no compute"})
             try:
-                digest, acc = await trio.to_thread.run_sync(self.compute.final_weights, task)
+                digest, acc = await trio.to_thread.run_sync(compute.final_weights, task)
             except PolnetError as exc:
                 return _json(409, {"error": str(exc), **doc})
             doc.update(weights_blob=digest.hex(), accuracy=acc)
@@ -336,7 +354,8 @@ class Daemon:
         if self.chain is None:
             return _json(503, {"error": "this node runs no chain"})
         market = self.chain.core.market
-        docs = [task_doc(t, self.compute) for t in list(market.tasks.values())[:MAX_TASKS_LISTED]]
+        compute = self.market_compute
+        docs = [task_doc(market, t, compute) for t in list(market.tasks.values())[:MAX_TASKS_LISTED]]
         return _json(200, {"height": self.chain.height, "jackpot": market.jackpot, "tasks": docs,
                            "workers": workers_doc(market)})
 

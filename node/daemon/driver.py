@@ -60,6 +60,16 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class _Call:
+    """An event whose sender waits until the core handled it and its commands ran (a
+    Persist among them is durable by then), and hears the core's refusal if it refused."""
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+        self.done = trio.Event()
+        self.error: PolnetError | None = None
+
+
 class CoreDriver:
     def __init__(
         self,
@@ -77,7 +87,7 @@ class CoreDriver:
         self.metrics = metrics
         self.compute = compute
         self.clock = clock
-        self._send, self._inbox = trio.open_memory_channel[Event](INBOX_SIZE)
+        self._send, self._inbox = trio.open_memory_channel[Event | _Call](INBOX_SIZE)
         self._timers: dict[str, int] = {}
         self._timers_changed = trio.Event()
         self._compute_limiter = trio.CapacityLimiter(compute_threads)
@@ -93,11 +103,36 @@ class CoreDriver:
             await self._handle(Tick())
             task_status.started()
             async for event in self._inbox:
-                await self._handle(event)
+                if isinstance(event, _Call):
+                    await self._answer(event)
+                else:
+                    await self._handle(event)
 
     async def submit(self, event: Event) -> None:
         """Hand an event to the core (from the admin endpoint, a local role, a test)."""
         await self._send.send(event)
+
+    async def call(self, event: Event) -> None:
+        """Hand an event to the core and wait until its commands have run; a refusal by
+        the core (a PolnetError) is raised here, for the operator who asked."""
+        call = _Call(event)
+        await self._send.send(call)
+        await call.done.wait()
+        if call.error is not None:
+            raise call.error
+
+    async def _answer(self, call: _Call) -> None:
+        self.events_handled += 1
+        try:
+            commands = self.core.handle(self.clock(), call.event)
+        except PolnetError as exc:
+            call.error = exc
+            call.done.set()
+            return
+        try:
+            await self._execute(commands)
+        finally:
+            call.done.set()
 
     # --- event side ------------------------------------------------------------------
 
@@ -196,6 +231,11 @@ class CoreDriver:
                     outcome = "ok"
                 except PolnetError as exc:
                     log.warning("compute job failed", extra={"job": cmd.job_id, "error": str(exc)})
+                except Exception:
+                    # Compute reads what peers sent (blobs, tensors): whatever it raises, the
+                    # node goes on, and the role sees "no answer" (a bug here is logged loudly).
+                    outcome = "crashed"
+                    log.exception("compute job crashed", extra={"job": cmd.job_id})
         self.metrics.compute_jobs.labels(outcome).inc()
         await self._send.send(ComputeDone(cmd.job_id, result))
 

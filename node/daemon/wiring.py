@@ -31,7 +31,6 @@ def build_daemon(datadir: DataDir, config: NodeConfig, key: Keypair) -> Daemon:
 
     def open_chain(daemon: Daemon) -> Chain:
         roles = build_roles(config.roles, key, REALTIME_MARKET, daemon.capacity)
-        daemon.submitter = roles.submitter
         return Chain.open(genesis, key, datadir.chain_db, config.chain.block_interval_ms, roles.roles,
                           REALTIME_MARKET)
 
@@ -41,10 +40,7 @@ def build_daemon(datadir: DataDir, config: NodeConfig, key: Keypair) -> Daemon:
     def open_compute(daemon: Daemon) -> Any:
         from node.daemon.compute import MarketComputeRunner  # torch: only once the node starts
 
-        assert daemon.chain is not None
-        core = daemon.chain.core
-        return MarketComputeRunner(blobs, daemon.network.fetch_blob, lambda: core.view, key.public,
-                                   cheat=config.roles.cheat)
+        return MarketComputeRunner(blobs, daemon.network.fetch_blob, key.public, cheat=config.roles.cheat)
 
     return Daemon(datadir, config, key, chain_factory=open_chain, network_factory=open_network,
                   compute_factory=open_compute)

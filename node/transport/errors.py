@@ -9,6 +9,7 @@ skipped (not found, busy).
 from __future__ import annotations
 
 from protocol.errors import BlobError, PolnetError
+from protocol.errors import BlobUnavailable as ProtocolBlobUnavailable
 
 
 class TransportError(PolnetError):
@@ -59,7 +60,7 @@ class BlobProtocolError(BlobError):
     """The peer's answer was not a valid blob-protocol message."""
 
 
-class BlobUnavailable(BlobError):
+class BlobUnavailable(ProtocolBlobUnavailable):
     """No peer supplied a valid blob; `reasons` says what each one did."""
 
     def __init__(self, digest: bytes, reasons: dict[str, str]) -> None:

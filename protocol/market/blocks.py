@@ -9,15 +9,23 @@ within `lifetime_bound` blocks: nothing waits forever.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from protocol.market import elections, funds
 from protocol.market.elections import Role
 from protocol.market.game import finish_game, max_rounds, start_next_game
 from protocol.market.params import BPS, GFLOP, MarketParams
 from protocol.market.process import decide_profile
 from protocol.market.settle import refund, settle
-from protocol.market.state import TERMINAL, MarketState, Status, Task, Turn, VerifierSlot
+from protocol.market.stages import block_step, enter, on_block
+from protocol.market.state import (
+    TERMINAL,
+    GameKind,
+    MarketState,
+    PenaltyKind,
+    Status,
+    Task,
+    Turn,
+    VerifierSlot,
+)
 
 
 def begin_block(state: MarketState, height: int, beacon: bytes, validators: dict[bytes, int]) -> None:
@@ -29,7 +37,7 @@ def begin_block(state: MarketState, height: int, beacon: bytes, validators: dict
 def end_block(state: MarketState) -> None:
     for task_id in sorted(t.task_id for t in state.open_tasks()):
         task = state.tasks[task_id]
-        _STEPS[task.status](state, task)
+        block_step(task.status)(state, task)
     _forget_ended(state)
 
 
@@ -53,7 +61,7 @@ def lifetime_bound(params: MarketParams, task: Task, slowest_flops: int) -> int:
     train = train_blocks(params, task.gflops, slowest_flops) + params.profile_blocks
     verify = params.placement_blocks + params.commit_blocks + params.reveal_blocks + 2
     games = params.verifier_count + params.max_challenges_per_task
-    dispute = games * ((2 * max_rounds(task) + 1) * params.move_blocks + params.arbitration_blocks + 1)
+    dispute = games * ((2 * max_rounds(task) + 2) * params.move_blocks + params.arbitration_blocks + 1)
     tail = params.challenge_window_blocks + params.forced_reveal_blocks + dispute
     return tries * (params.placement_blocks + train + verify + 2) + tail + 2
 
@@ -61,6 +69,7 @@ def lifetime_bound(params: MarketParams, task: Task, slowest_flops: int) -> int:
 # --- stage steps ---------------------------------------------------------------------------------
 
 
+@on_block(Status.OPEN)
 def _open(state: MarketState, task: Task) -> None:
     # Rule: elect from a beacon fixed after the submit (a strictly later block).
     if state.height <= task.stage_since:
@@ -109,7 +118,7 @@ def _place(state: MarketState, task: Task) -> bool:
     blocks = train_blocks(p, task.gflops, state.workers[solver].flops)
     if task.proof_root is not None:
         blocks = p.profile_blocks
-    _enter(state, task, Status.TRAINING, blocks)
+    enter(state, task, Status.TRAINING, blocks)
     return True
 
 
@@ -127,17 +136,10 @@ def _tax_once(state: MarketState, task: Task) -> None:
         task.taxed = True
 
 
-def _enter(state: MarketState, task: Task, status: Status, blocks: int) -> None:
-    task.status = status
-    task.stage_since = state.height
-    task.deadline = state.height + blocks
-
-
 def _penalise_silence(state: MarketState, task: Task, who: bytes) -> None:
     """A silent party loses a share of stake (to the jackpot), its duty, and its eligibility."""
-    worker = state.workers.get(who)
-    if worker is not None:
-        state.jackpot += funds.slash(worker, state.params.silence_slash_bps)
+    if who in state.workers:
+        state.jackpot += funds.penalise(state, task, who, state.params.silence_slash_bps, PenaltyKind.SILENCE)
     funds.release(state, who)
     task.excluded.append(who)
 
@@ -150,6 +152,7 @@ def _replacements_left(state: MarketState, task: Task) -> bool:
     return True
 
 
+@on_block(Status.TRAINING)
 def _training(state: MarketState, task: Task) -> None:
     if state.height < task.deadline:
         return
@@ -166,9 +169,10 @@ def _training(state: MarketState, task: Task) -> None:
             if task.status != Status.TRAINING:
                 return
     if _replacements_left(state, task):
-        _enter(state, task, Status.OPEN, state.params.placement_blocks)
+        enter(state, task, Status.OPEN, state.params.placement_blocks)
 
 
+@on_block(Status.PROVED)
 def _proved(state: MarketState, task: Task) -> None:
     # Rule: verifiers (and their segments) come from a beacon fixed after the proof.
     if state.height <= task.stage_since:
@@ -176,7 +180,7 @@ def _proved(state: MarketState, task: Task) -> None:
     if task.verify_beacon == b"":
         task.verify_beacon = state.beacon
     if _elect_verifiers(state, task, state.params.verifier_count):
-        _enter(state, task, Status.COMMIT, state.params.commit_blocks)
+        enter(state, task, Status.COMMIT, state.params.commit_blocks)
     elif state.height >= task.deadline:
         refund(state, task, "no eligible verifiers")
 
@@ -205,6 +209,7 @@ def _drop_silent(state: MarketState, task: Task, silent: list[VerifierSlot]) -> 
         task.verifiers.remove(slot)
 
 
+@on_block(Status.COMMIT)
 def _commit(state: MarketState, task: Task) -> None:
     if state.height < task.deadline:
         return
@@ -213,28 +218,31 @@ def _commit(state: MarketState, task: Task) -> None:
     spare = task.replacements < state.params.max_replacements
     if silent and spare and _elect_verifiers(state, task, len(silent)):
         task.replacements += 1
-        _enter(state, task, Status.COMMIT, state.params.commit_blocks)
+        enter(state, task, Status.COMMIT, state.params.commit_blocks)
     elif task.verifiers:
-        _enter(state, task, Status.REVEAL, state.params.reveal_blocks)
+        enter(state, task, Status.REVEAL, state.params.reveal_blocks)
     else:
         refund(state, task, "no verifier committed")
 
 
+@on_block(Status.REVEAL)
 def _reveal(state: MarketState, task: Task) -> None:
     if state.height < task.deadline:
         return
     _drop_silent(state, task, [v for v in task.verifiers if v.verdict is None])
     if task.verifiers:
-        _enter(state, task, Status.CHALLENGE, state.params.challenge_window_blocks)
+        enter(state, task, Status.CHALLENGE, state.params.challenge_window_blocks)
     elif _replacements_left(state, task):
-        _enter(state, task, Status.PROVED, state.params.placement_blocks)
+        enter(state, task, Status.PROVED, state.params.placement_blocks)
 
 
+@on_block(Status.CHALLENGE)
 def _challenge(state: MarketState, task: Task) -> None:
     if state.height >= task.deadline:
-        _enter(state, task, Status.FORCED_REVEAL, state.params.forced_reveal_blocks)
+        enter(state, task, Status.FORCED_REVEAL, state.params.forced_reveal_blocks)
 
 
+@on_block(Status.FORCED_REVEAL)
 def _forced_reveal(state: MarketState, task: Task) -> None:
     if state.height < task.deadline:
         return
@@ -242,40 +250,41 @@ def _forced_reveal(state: MarketState, task: Task) -> None:
     # forcing (hiding is the only way to escape that check), not like a mere crash.
     for slot in task.verifiers:
         if slot.verdict is not None and not slot.secret_revealed:
-            state.jackpot += funds.slash(state.workers[slot.pubkey], state.params.verifier_slash_bps)
+            state.jackpot += funds.penalise(state, task, slot.pubkey, state.params.verifier_slash_bps,
+                                            PenaltyKind.HIDDEN_SECRET)
     # Challengers of an ACCEPT play first: their game judges the very verdict they named
     # (an ACCEPT is only shown wrong on the segment where the solver loses).
     accusers = [c.challenger for c in task.challenges if not c.claims_valid]
     # A verifier's true finding is its verdict, or the opposite when it revealed a forced
     # error: a forced ACCEPT hid a failed check, so that verifier accuses too (otherwise a
     # cheat whose other verifier is lazy would pass whenever no whistleblower re-checked).
-    accusers += [v.pubkey for v in task.verifiers if v.verdict and v.verdict.accept == v.forced_revealed]
+    accusers += [v.pubkey for v in task.verifiers
+                 if v.verdict and v.verdict.available and v.verdict.accept == v.forced_revealed]
+    # Verifiers that could not fetch their segment come last: the validators settle whether
+    # the solver serves it (only if no bisection game has shown a cheat first).
+    accusers += [v.pubkey for v in task.verifiers if v.verdict and not v.verdict.available]
     task.accusers = list(dict.fromkeys(accusers))
     if not start_next_game(state, task):
         task.proof_valid = True
         settle(state, task)
 
 
+@on_block(Status.DISPUTE)
 def _dispute(state: MarketState, task: Task) -> None:
     # Rule: the party that misses its move's deadline loses the game.
     if state.height >= task.deadline and task.game is not None:
         finish_game(state, task, defender_won=task.game.turn == Turn.ACCUSER, proved=False)
 
 
+@on_block(Status.ARBITRATION)
 def _arbitration(state: MarketState, task: Task) -> None:
-    # Rule: validators that cannot reach 2/3 in time void the task (nobody is judged).
-    if state.height >= task.deadline:
-        refund(state, task, "arbitration undecided")
+    if state.height < task.deadline or task.game is None:
+        return
+    # Rule: a defender that does not reveal the disputed operation's inputs loses the game.
+    if task.game.kind == GameKind.BISECT and task.game.reveal is None:
+        finish_game(state, task, defender_won=False, proved=False)
+        return
+    # Rule: validators that cannot reach 2/3 in time void the task (nobody is judged): an
+    # undecided availability vote means no party is shown at fault either.
+    refund(state, task, "arbitration undecided")
 
-
-_STEPS: dict[Status, Callable[[MarketState, Task], None]] = {
-    Status.OPEN: _open,
-    Status.TRAINING: _training,
-    Status.PROVED: _proved,
-    Status.COMMIT: _commit,
-    Status.REVEAL: _reveal,
-    Status.CHALLENGE: _challenge,
-    Status.FORCED_REVEAL: _forced_reveal,
-    Status.DISPUTE: _dispute,
-    Status.ARBITRATION: _arbitration,
-}

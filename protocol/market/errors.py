@@ -36,3 +36,7 @@ class OutOfBounds(MarketError):
 
 class BadProof(MarketError):
     """A checkpoint is not proven to belong to the committed proof of learning."""
+
+
+class IllegalTransition(MarketError):
+    """A rule tried to move a task along an edge the stage table does not have (a bug)."""

@@ -7,7 +7,7 @@ Every function moves value from exactly one place to another, so the supply audi
 from __future__ import annotations
 
 from protocol.market.params import BPS
-from protocol.market.state import MarketState, Task, Worker
+from protocol.market.state import MarketState, Penalty, PenaltyKind, Task, Worker
 
 
 def pay_from_escrow(state: MarketState, task: Task, who: bytes, amount: int) -> int:
@@ -38,6 +38,20 @@ def slash(worker: Worker, fraction_bps: int) -> int:
     amount = worker.stake * fraction_bps // BPS
     worker.stake -= amount
     return amount
+
+
+def penalise(state: MarketState, task: Task, who: bytes, fraction_bps: int, kind: PenaltyKind) -> int:
+    """Slash `who` (a worker) for `task`, recorded on the task; the caller decides where it goes."""
+    worker = state.workers.get(who)
+    amount = slash(worker, fraction_bps) if worker is not None else 0
+    task.penalties.append(Penalty(who, amount, kind))
+    return amount
+
+
+def forfeit(state: MarketState, task: Task, who: bytes, bond: int) -> None:
+    """A challenger's bond goes to the jackpot, recorded on the task."""
+    state.jackpot += bond
+    task.penalties.append(Penalty(who, bond, PenaltyKind.BOND_FORFEIT))
 
 
 def distribute(state: MarketState, amount: int, winners: list[bytes], reward_bps: int) -> None:

@@ -10,8 +10,13 @@ position 0 and at the segment's end to what was committed before anyone was elec
 look. Each round both parties post their own digest at the midpoint (defender first);
 the ledger compares them and keeps the half where they first differ, so after
 ceil(log2(k * ops)) rounds (at most ceil(log2 k) + ceil(log2 ops)) one operation is
-left: validators re-execute it from the agreed input digest and vote. A party that
-misses a move's deadline loses the game (see `protocol.market.blocks`).
+left. The defender then reveals the digests behind the agreed position (the step's
+state and every earlier op output of the step) and its claim for the op's outputs
+(`GameReveal`); the ledger checks by hashing alone that they open the agreed digest and
+chain to the defender's own digest at the next position, so the op's inputs are fixed
+by what both sides agreed to. Validators fetch exactly those input tensors by digest,
+re-execute that one operation, and vote. A party that misses a move's deadline (the
+reveal included) loses the game (see `protocol.market.blocks`).
 
 The ledger only sequences moves, checks the Merkle proofs, enforces turns and deadlines,
 and counts stake; the digests come from the parties' real traces (node/compute's
@@ -21,12 +26,17 @@ a solver cannot escape by staging a weak accuser: it must beat every one of them
 
 from __future__ import annotations
 
-from protocol.market.errors import BadProof, NotAuthorized, OutOfBounds, WrongStage
+from collections.abc import Sequence
+
+from protocol.market.errors import BadProof, BadReveal, NotAuthorized, OutOfBounds, WrongStage
 from protocol.market.settle import settle
-from protocol.market.state import Game, MarketState, Status, Task, Turn
-from protocol.market.txs import GameOpen
+from protocol.market.stages import enter, extend
+from protocol.market.state import Game, GameKind, MarketState, Reveal, Status, Task, Turn
+from protocol.market.txs import GameOpen, GameReveal
 from protocol.pol.merkle import CheckpointLeaf, MerkleProof, leaf_hash, verify_inclusion
-from protocol.pol.ops import state_hash
+from protocol.pol.ops import chain_next, chain_start, chain_values, group_hash, op_digest, state_hash
+
+Digests = tuple[bytes, ...]
 
 
 def positions(task: Task) -> int:
@@ -39,13 +49,26 @@ def max_rounds(task: Task) -> int:
 
 
 def start_next_game(state: MarketState, task: Task) -> bool:
-    """Open a game against the next accuser in the queue; False when none is left."""
+    """Open a game against the next accuser in the queue; False when none is left.
+
+    An accuser whose verdict says it could not fetch its segment plays no bisection: the
+    validators try to fetch the segment themselves and vote on whether the solver serves
+    it (a disconnected verifier's poor connectivity is not evidence of a cheat)."""
     if not task.accusers:
         return False
     accuser = task.accusers.pop(0)
+    if _unavailable_verdict(task, accuser):
+        task.game = Game(accuser, _segment_of(task, accuser), 0, 1, b"", b"", kind=GameKind.AVAILABILITY)
+        enter(state, task, Status.ARBITRATION, state.params.arbitration_blocks)
+        return True
     task.game = Game(accuser, _segment_of(task, accuser), 0, positions(task), b"", b"")
-    _set_stage(state, task, Status.DISPUTE, state.params.move_blocks)
+    enter(state, task, Status.DISPUTE, state.params.move_blocks)
     return True
+
+
+def _unavailable_verdict(task: Task, accuser: bytes) -> bool:
+    return any(v.pubkey == accuser and v.verdict is not None and not v.verdict.available
+               for v in task.verifiers)
 
 
 def apply_open(state: MarketState, task: Task, sender: bytes, tx: GameOpen) -> None:
@@ -62,7 +85,7 @@ def apply_open(state: MarketState, task: Task, sender: bytes, tx: GameOpen) -> N
     game.lo_hash = state_hash(tx.start.weights_hash, tx.start.optimizer_hash)
     game.hi_hash = state_hash(tx.end.weights_hash, tx.end.optimizer_hash)
     game.opened = True
-    task.deadline = state.height + state.params.move_blocks
+    extend(state, task, state.params.move_blocks)
     if game.hi - game.lo <= 1:
         _to_arbitration(state, task)
 
@@ -87,12 +110,6 @@ def _segment_of(task: Task, accuser: bytes) -> int:
     return 0
 
 
-def _set_stage(state: MarketState, task: Task, status: Status, blocks: int) -> None:
-    task.status = status
-    task.stage_since = state.height
-    task.deadline = state.height + blocks
-
-
 def _check_move(task: Task, rnd: int, turn: Turn, sender: bytes) -> Game:
     game = task.game
     if game is None:
@@ -114,7 +131,7 @@ def apply_claim(state: MarketState, task: Task, sender: bytes, rnd: int, digest:
         raise WrongStage("the defender must open the game with its checkpoints first")
     game.mid_hash = digest
     game.turn = Turn.ACCUSER
-    task.deadline = state.height + state.params.move_blocks
+    extend(state, task, state.params.move_blocks)
 
 
 def apply_reply(state: MarketState, task: Task, sender: bytes, rnd: int, digest: bytes) -> None:
@@ -129,11 +146,68 @@ def apply_reply(state: MarketState, task: Task, sender: bytes, rnd: int, digest:
     if game.hi - game.lo <= 1:
         _to_arbitration(state, task)
     else:
-        task.deadline = state.height + state.params.move_blocks
+        extend(state, task, state.params.move_blocks)
 
 
 def _to_arbitration(state: MarketState, task: Task) -> None:
-    _set_stage(state, task, Status.ARBITRATION, state.params.arbitration_blocks)
+    """One operation is left: the defender's reveal is due within one move's deadline."""
+    assert task.game is not None
+    task.game.turn = Turn.DEFENDER
+    enter(state, task, Status.ARBITRATION, state.params.move_blocks)
+
+
+def disputed_op(task: Task, game: Game) -> tuple[int, int]:
+    """(step within the segment, op index within that step) of the one disputed op:
+    the op that takes position `lo` to `lo + 1`."""
+    return divmod(game.lo, task.ops_per_step)
+
+
+def reveal_opens(task: Task, game: Game, tx: GameReveal) -> tuple[bool, str]:
+    """Whether a reveal's digests open the agreed hash at `lo` (pure hashing; what the
+    digests mean, and whether the claimed outputs are right, is for the validators)."""
+    _, j = disputed_op(task, game)
+    if len(tx.prefix) != j:
+        return False, f"the prefix lists {len(tx.prefix)} ops, the disputed op is op {j} of its step"
+    if agreed_digest(tx.weights, tx.optimizer, [o.digests for o in tx.prefix]) != game.lo_hash:
+        return False, "the revealed digests do not open the agreed hash"
+    return True, ""
+
+
+def agreed_digest(weights: Digests, optimizer: Digests, prefix: Sequence[Digests]) -> bytes:
+    """The game digest at a position, from the digests behind it: the step's state hash
+    (no earlier op), else the op-chain value after the last listed op."""
+    start = state_hash(group_hash(weights), group_hash(optimizer))
+    return chain_values(start, list(prefix))[-1] if prefix else start
+
+
+def next_digest(ops_per_step: int, j: int, weights: Digests, optimizer: Digests, prefix: Sequence[Digests],
+                outputs: Digests) -> bytes:
+    """The game digest one position after the digests behind it, if op `j` of the step
+    outputs `outputs` (the last op of a step, STATE, yields the next step's state hash
+    itself). Validators compare this, for the outputs they re-executed, with the
+    defender's own digest at that position."""
+    claim = op_digest(outputs)
+    if j == ops_per_step - 1:
+        return claim
+    start = state_hash(group_hash(weights), group_hash(optimizer))
+    before = chain_values(start, list(prefix))[-1] if prefix else chain_start(start)
+    return chain_next(before, claim)
+
+
+def apply_reveal(state: MarketState, task: Task, sender: bytes, tx: GameReveal) -> None:
+    game = task.game
+    # Rule: only the defender reveals, once per game, in a bisection game.
+    if game is None or sender != task.solver or game.reveal is not None or game.kind != GameKind.BISECT:
+        raise NotAuthorized("not the defender, or already revealed")
+    # Rule: the reveal is for the game's final round.
+    if tx.round != game.round:
+        raise OutOfBounds(f"reveal for round {tx.round}, game ended at round {game.round}")
+    # Rule: the digests open the agreed position (the op's inputs are then fixed).
+    ok, why = reveal_opens(task, game, tx)
+    if not ok:
+        raise BadReveal(why)
+    game.reveal = Reveal(tx.weights, tx.optimizer, tuple(o.digests for o in tx.prefix), tx.claimed.digests)
+    extend(state, task, state.params.arbitration_blocks)
 
 
 def apply_vote(state: MarketState, task: Task, sender: bytes, rnd: int, defender_right: bool) -> None:
@@ -144,6 +218,10 @@ def apply_vote(state: MarketState, task: Task, sender: bytes, rnd: int, defender
     # Rule: only current validators vote, once per game.
     if power == 0 or sender in game.votes:
         raise NotAuthorized("not a validator, or already voted")
+    # Rule: validators vote on a revealed operation only (its inputs are fixed by then);
+    # on availability they vote once they tried to fetch the segment themselves.
+    if game.kind == GameKind.BISECT and game.reveal is None:
+        raise WrongStage("the defender has not revealed the operation's inputs")
     # Rule: the vote is for this game's final round.
     if rnd != game.round:
         raise OutOfBounds(f"vote for round {rnd}, game ended at round {game.round}")

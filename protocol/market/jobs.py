@@ -1,45 +1,104 @@
-"""Compute jobs the market's role machines ask their shell to run, and their results.
+"""The compute contract: the jobs the market roles ask their shell to run, and their results.
 
-They name the task by id and the chain facts the shell needs (spec hash, proof root,
-segment, positions); the shell resolves blobs and does the tensor work with torch
-(node/compute) or with protocol/pol's synthetic hash-chain trainer (netsim sweeps).
+One contract for both shells. netsim (synthetic hash-chain training, or torch) and the
+daemon (torch on real blobs) implement every job here, and one contract-test suite
+(tests/test_compute_contract.py) runs against each implementation: what a role needs
+from a result is a field of its type, checked when the result is built (`__post_init__`)
+and again when it reaches the role (`conforms`), so a shell that drops something (the
+daemon once returned a proof without its checkpoint leaves, and its solvers could not
+defend a dispute) fails loudly instead of leaving the role silent.
+
+Jobs name the task by id and carry the chain facts the shell needs (spec hash, proof
+root, segment, game positions, the defender's revealed digests); the shell resolves
+blobs and does the tensor work. A result of None means "no answer" (the job could not
+run: an unknown task, a silent party by design); the roles treat it as silence.
+
+Game positions (see `protocol.market.game`): position `i * ops + j` of a segment is the
+state hash at the segment's step i (j = 0) or the op-chain value after op j-1 of that
+step. The one disputed operation is the op that takes position `lo` to `lo + 1`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from protocol.pol.merkle import CheckpointLeaf
-from protocol.schema import U32, Hash32
+from protocol.market.state import Task
+from protocol.pol.merkle import CheckpointLeaf, leaf_hash, merkle_root
+
+Digests = tuple[bytes, ...]
+
+
+class ContractViolation(TypeError):
+    """A shell returned a result that does not satisfy the compute contract (a shell bug)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFacts:
+    """What a job needs to know of its task, frozen from the committed chain when the
+    role asked: the shell's compute thread never reads the core's live state."""
+
+    task_id: bytes
+    spec_hash: bytes
+    submitter: bytes
+    solver: bytes | None
+    proof_root: bytes | None
+    steps: int
+    checkpoint_interval: int
+    ops_per_step: int
+    threshold_ppm: int
+
+    @property
+    def n_segments(self) -> int:
+        return max(1, -(-self.steps // self.checkpoint_interval))
+
+
+def facts_of(task: Task) -> TaskFacts:
+    return TaskFacts(task.task_id, task.spec_hash, task.submitter, task.solver, task.proof_root, task.steps,
+                     task.checkpoint_interval, task.ops_per_step, task.threshold_ppm or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class MarketWork:
+    """What a market role's RunCompute carries: the job, and the facts of its task."""
+
+    task: TaskFacts
+    job: Any
 
 
 @dataclass(frozen=True, slots=True)
 class MarketTrainJob:
-    task_id: Hash32
-    spec_hash: Hash32
+    task_id: bytes
+    spec_hash: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class MarketTrainResult:
     """The proof: its root, and the leaves, which the solver keeps to open any dispute
-    with Merkle membership proofs (a shell that leaves them out cannot defend)."""
+    with Merkle membership proofs. Leaves are required and must be the root's."""
 
-    task_id: Hash32
-    merkle_root: Hash32
-    n_checkpoints: U32
-    leaves: tuple[CheckpointLeaf, ...] = ()
+    task_id: bytes
+    merkle_root: bytes
+    n_checkpoints: int
+    leaves: tuple[CheckpointLeaf, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.leaves) != self.n_checkpoints:
+            raise ContractViolation(f"{len(self.leaves)} leaves for a proof of {self.n_checkpoints}")
+        if merkle_root([leaf_hash(x) for x in self.leaves]) != self.merkle_root:
+            raise ContractViolation("the leaves do not hash to the proof root")
 
 
 @dataclass(frozen=True, slots=True)
 class ProfileJob:
-    task_id: Hash32
-    spec_hash: Hash32
+    task_id: bytes
+    spec_hash: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class ProfileResult:
-    task_id: Hash32
-    threshold_ppm: U32
+    task_id: bytes
+    threshold_ppm: int
     spec_ok: bool
 
 
@@ -47,52 +106,139 @@ class ProfileResult:
 class SegmentCheckJob:
     """Re-execute one segment against the committed proof (verifiers and whistleblowers)."""
 
-    task_id: Hash32
-    proof_root: Hash32
-    segment: U32
-    threshold_ppm: U32
+    task_id: bytes
+    proof_root: bytes
+    segment: int
+    threshold_ppm: int
 
 
 @dataclass(frozen=True, slots=True)
 class SegmentCheckResult:
-    task_id: Hash32
-    segment: U32
+    """`available` False: no peer served the committed segment in time, so nothing was
+    checked (`passed` is then False too, but it is not a finding against the solver)."""
+
+    task_id: bytes
+    segment: int
     passed: bool
-    distance_ppm: U32
+    distance_ppm: int
+    available: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class AvailabilityJob:
+    """A validator tries to fetch one committed segment (its two checkpoints, every tensor
+    checked against the leaves) from the network: does the solver serve its proof?"""
+
+    task_id: bytes
+    proof_root: bytes
+    segment: int
 
 
 @dataclass(frozen=True, slots=True)
 class StateHashJob:
-    """This party's own digest at one (step x op) position of a disputed segment: at
-    `step * ops_per_step + j`, the state hash of the step (j = 0) or the op-chain value
-    after op j-1 of that step (see `protocol.market.game`)."""
+    """This party's own digest at one game position of a disputed segment: the
+    defender's from the run it committed, the accuser's from an honest re-execution of
+    the segment from the committed start checkpoint."""
 
-    task_id: Hash32
-    segment: U32
-    position: U32
+    task_id: bytes
+    segment: int
+    position: int
+    defender: bool
 
 
 @dataclass(frozen=True, slots=True)
 class StateHashResult:
-    task_id: Hash32
-    position: U32
-    digest: Hash32
+    task_id: bytes
+    position: int
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RevealJob:
+    """The defender's digests behind the agreed position `position` (the step's state and
+    the outputs of the step's ops before the disputed one) and its claim for the disputed
+    op's outputs. Before answering, the shell makes the op's input tensors (and the claimed
+    outputs) fetchable by digest, so the validators can re-execute the op."""
+
+    task_id: bytes
+    segment: int
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class RevealResult:
+    task_id: bytes
+    position: int
+    weights: Digests
+    optimizer: Digests
+    prefix: tuple[Digests, ...]
+    claimed: Digests
+
+    def __post_init__(self) -> None:
+        if not self.weights or not self.claimed or any(not outs for outs in self.prefix):
+            raise ContractViolation("a reveal names every tensor: weights, each op's outputs, the claim")
 
 
 @dataclass(frozen=True, slots=True)
 class ArbitrationJob:
-    """Re-execute the single operation at `position` from the agreed input digest and
-    judge the defender's output digest (the accuser's own is given for the record)."""
+    """Re-execute the single operation after `position` from the defender's revealed
+    digests (inputs fetched by digest, each hash-checked) and judge the defender's digest
+    at the next position (`defender_next`); `threshold_ppm` > 0 allows that much relative
+    distance between the claimed outputs and the re-executed ones."""
 
-    task_id: Hash32
-    segment: U32
-    position: U32
-    input_hash: bytes
-    defender_output: bytes
-    accuser_output: bytes = b""
+    task_id: bytes
+    segment: int
+    position: int
+    weights: Digests
+    optimizer: Digests
+    prefix: tuple[Digests, ...]
+    claimed: Digests
+    defender_next: bytes
+    threshold_ppm: int
 
 
 @dataclass(frozen=True, slots=True)
 class ArbitrationResult:
-    task_id: Hash32
+    """The vote, and what was re-executed (for the log): which op, its FLOPs, the seconds
+    spent re-executing it, and the seconds spent fetching and checking its inputs."""
+
+    task_id: bytes
     defender_right: bool
+    op: str
+    op_index: int
+    flops: int
+    seconds: float
+    reason: str = ""
+    fetch_seconds: float = 0.0
+
+
+#: The result type of each job: the contract in one table.
+RESULT_OF: dict[type[Any], type[Any]] = {
+    MarketTrainJob: MarketTrainResult,
+    ProfileJob: ProfileResult,
+    SegmentCheckJob: SegmentCheckResult,
+    StateHashJob: StateHashResult,
+    RevealJob: RevealResult,
+    ArbitrationJob: ArbitrationResult,
+    AvailabilityJob: ArbitrationResult,
+}
+JOB_TYPES = tuple(RESULT_OF)
+
+
+def conforms(job: Any, result: Any) -> None:
+    """Raise ContractViolation unless `result` answers `job` (None, "no answer", does)."""
+    if result is None:
+        return
+    want = RESULT_OF.get(type(job))
+    if want is None:
+        raise ContractViolation(f"{type(job).__name__} is not a market compute job")
+    if type(result) is not want:
+        got = type(result).__name__
+        raise ContractViolation(f"{type(job).__name__} answered with {got}, not {want.__name__}")
+    if result.task_id != job.task_id:
+        raise ContractViolation("the result is for another task")
+    position = getattr(job, "position", None)
+    if isinstance(result, StateHashResult | RevealResult) and result.position != position:
+        raise ContractViolation("the result is for another game position")
+    if isinstance(result, SegmentCheckResult) and result.segment != job.segment:
+        raise ContractViolation("the result is for another segment")

@@ -37,6 +37,9 @@ class LedgerAccounts:
     def credit(self, who: bytes, amount: int) -> None:
         from_pool(self.state, MARKET_POOL, who, amount)
 
+    def bonded(self, who: bytes) -> int:
+        return self.state.stake(who).bonded
+
     def total(self) -> int:
         """All value outside the market's custody (so market.supply() == ledger supply)."""
         return total_supply(self.state) - self.state.pool(MARKET_POOL)

@@ -32,6 +32,7 @@ from protocol.commands import (
     Command,
     ComputeDone,
     Event,
+    LocalRequest,
     Log,
     MessageReceived,
     Publish,
@@ -46,8 +47,11 @@ from protocol.ledger.state import State
 from protocol.market.adverts import AdvertBook
 from protocol.market.chain import load_market
 from protocol.market.messages import CapacityAdvert
-from protocol.market.roles import ChainView, Loader, NodeRoles
+from protocol.market.process import budget, check_submit
+from protocol.market.roles import ChainView, Loader, NodeRoles, SubmitterRole
+from protocol.market.stages import task_for
 from protocol.market.state import MarketState
+from protocol.market.txs import CancelTask, SubmitTask
 
 #: Own transactions waiting for inclusion, at most (a role publishes a handful per block).
 MAX_PENDING_TXS = 256
@@ -112,6 +116,8 @@ class MarketNode:
     def handle(self, now: int, event: Event) -> list[Command]:
         if isinstance(event, ComputeDone):
             return self._from_roles(self.roles.handle(now, event))
+        if isinstance(event, LocalRequest):
+            return self._local(event.body)
         if isinstance(event, MessageReceived) and event.topic == TOPIC_ADVERTS:
             if isinstance(event.body, CapacityAdvert):
                 registered = event.sender in load_market(self.ledger.state).workers
@@ -187,6 +193,35 @@ class MarketNode:
                 break
             n += 1
         return n
+
+    # --- the operator's requests ------------------------------------------------------------
+
+    @property
+    def submitter(self) -> SubmitterRole | None:
+        return next((r for r in self.roles.roles if isinstance(r, SubmitterRole)), None)
+
+    def _local(self, body: Any) -> list[Command]:
+        """A task to submit or cancel, from this node's operator: refused now (a
+        ValidationError the shell hands back) if the ledger would refuse it later."""
+        market = load_market(self.ledger.state)
+        if isinstance(body, SubmitTask):
+            submitter = self.submitter
+            if submitter is None:
+                raise ValidationError("this node runs no submitter")
+            escrow = check_submit(market, self.me, body)
+            queued = sum(budget(market, tx.gflops, tx.max_price_per_gflop) for tx in submitter.queue)
+            balance = self.ledger.state.account(self.me).balance
+            # Rule: the account can pay this escrow and the fee, on top of what already waits.
+            if escrow + queued + self.fee > balance:
+                raise ValidationError(f"escrow {escrow} (+{queued} already queued, +{self.fee} fee) "
+                                      f"exceeds this account's balance of {balance}")
+            return submitter.accept(body)
+        if isinstance(body, CancelTask):
+            task = task_for(market, body.task_id, body)
+            if task.submitter != self.me or task.solver is not None or task.taxed:
+                raise ValidationError("only an unplaced task of this node's own can be cancelled")
+            return self._send(body)
+        raise ValidationError(f"not a local request: {type(body).__name__}")
 
     # --- the roles' transactions ---------------------------------------------------------------
 

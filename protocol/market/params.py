@@ -159,6 +159,10 @@ class MarketParams:
     #: Ended tasks stay readable this long (roles and clients read outcomes), then go, so
     #: the task table is bounded by the open-task cap plus what ends in this window.
     ended_retention_blocks: int
+    #: A challenge's bond is at least this share of what it can make the accused party
+    #: lose (the solver's slash for an ACCEPT it disputes, the verifier's for a REJECT), so
+    #: a false challenge costs in proportion to the harm it tries to do.
+    challenge_bond_bps: int = 1_000
 
     def jackpot_for(self, compute_cost: int) -> int:
         """Jackpot paid for catching a forced error on a task whose work costs `compute_cost`."""
@@ -179,7 +183,7 @@ def check_params(p: MarketParams) -> None:
     # Rule: fractions are fractions.
     for name in ("verifier_pay_bps", "jackpot_tax_bps", "sampling_bps", "solver_slash_bps",
                  "verifier_slash_bps", "silence_slash_bps", "whistleblower_reward_bps",
-                 "max_budget_per_stake_bps"):
+                 "max_budget_per_stake_bps", "challenge_bond_bps"):
         if not 0 <= getattr(p, name) <= BPS:
             raise ConfigError(f"{name} must be within 0..{BPS}")
     # Rule: forced errors happen, but rarely enough that most verdicts are informative.

@@ -13,18 +13,22 @@ from dataclasses import replace
 from typing import Any
 
 from protocol.market import elections
-from protocol.market.errors import BadReveal, NotAuthorized, OutOfBounds, UnknownTask, WrongStage
-from protocol.market.game import apply_claim, apply_open, apply_reply, apply_vote
+from protocol.market.errors import BadReveal, InsufficientFunds, NotAuthorized, OutOfBounds, WrongStage
+from protocol.market.game import apply_claim, apply_open, apply_reply, apply_reveal, apply_vote
+from protocol.market.params import BPS
 from protocol.market.settle import refund
+from protocol.market.stages import create, enter, task_for
 from protocol.market.state import ChallengeRec, MarketState, ProfileRec, Status, Task, VerifierSlot, Worker
 from protocol.market.txs import (
     ArbitrationVote,
     BisectClaim,
     BisectReply,
+    CancelTask,
     Challenge,
     DeregisterWorker,
     ForcedErrorReveal,
     GameOpen,
+    GameReveal,
     ProfileReport,
     ProveCommit,
     RegisterWorker,
@@ -47,15 +51,6 @@ def task_id_of(sender: bytes, tx: SubmitTask) -> bytes:
     """Task ids bind the submitter, so nobody can squat another's id. Nonce and fee are left
     out so a wallet may re-stamp a submit (after a nonce gap) without changing its id."""
     return record_hash(replace(tx, nonce=0, fee=0))[:16] + sender[:16]
-
-
-def _task(state: MarketState, task_id: bytes, *stages: Status) -> Task:
-    task = state.tasks.get(task_id)
-    if task is None:
-        raise UnknownTask(f"no task {task_id.hex()[:16]}")
-    if task.status not in stages:
-        raise WrongStage(f"task is {task.status.name}, expected {'/'.join(s.name for s in stages)}")
-    return task
 
 
 def _slot(task: Task, sender: bytes) -> VerifierSlot:
@@ -107,7 +102,9 @@ def process_deregister_worker(state: MarketState, sender: bytes, tx: DeregisterW
 # --- stage 1: submit --------------------------------------------------------------------------
 
 
-def process_submit_task(state: MarketState, sender: bytes, tx: SubmitTask) -> bytes:
+def check_submit(state: MarketState, sender: bytes, tx: SubmitTask) -> int:
+    """Every rule a SubmitTask must pass, without changing anything; returns its escrow.
+    The admin endpoint runs it before accepting a task, so nothing it accepts is dropped."""
     p = state.params
     task_id = task_id_of(sender, tx)
     # Rule: the id is new.
@@ -127,15 +124,36 @@ def process_submit_task(state: MarketState, sender: bytes, tx: SubmitTask) -> by
         raise OutOfBounds(f"fewer than {p.min_segments} segments (steps / checkpoint interval)")
     # Rule: the offered price clears the protocol floor.
     if tx.max_price_per_gflop < p.min_price_per_gflop:
-        raise OutOfBounds(f"price below the floor {p.min_price_per_gflop}")
+        raise OutOfBounds(f"price {tx.max_price_per_gflop} per GFLOP below the floor {p.min_price_per_gflop}")
     escrow = budget(state, tx.gflops, tx.max_price_per_gflop)
+    # Rule: the submitter can pay the escrow.
+    if state.accounts.balance(sender) < escrow:
+        raise InsufficientFunds(f"escrow {escrow} exceeds the balance {state.accounts.balance(sender)}")
+    return escrow
+
+
+def process_submit_task(state: MarketState, sender: bytes, tx: SubmitTask) -> bytes:
+    escrow = check_submit(state, sender, tx)
+    task_id = task_id_of(sender, tx)
     state.accounts.debit(sender, escrow)
-    state.tasks[task_id] = Task(
+    task = Task(
         task_id, sender, tx.spec_hash, tx.gflops, tx.steps, tx.checkpoint_interval, tx.ops_per_step,
         tx.device, tx.min_memory_mb, tx.reproducible, tx.max_price_per_gflop, escrow, state.height,
-        deadline=state.height + p.placement_blocks, stage_since=state.height,
     )
+    create(state, task)
+    state.tasks[task_id] = task
     return task_id
+
+
+def process_cancel_task(state: MarketState, sender: bytes, tx: CancelTask) -> None:
+    task = task_for(state, tx.task_id, tx)
+    # Rule: only the submitter withdraws its own task.
+    if sender != task.submitter:
+        raise NotAuthorized("only the submitter may cancel a task")
+    # Rule: only before anyone was elected for it (nothing is owed to anyone yet).
+    if task.solver is not None or task.profilers or task.taxed:
+        raise WrongStage("a party is already elected for this task")
+    refund(state, task, "cancelled")
 
 
 def budget(state: MarketState, gflops: int, price: int) -> int:
@@ -149,7 +167,7 @@ def budget(state: MarketState, gflops: int, price: int) -> int:
 
 
 def process_profile_report(state: MarketState, sender: bytes, tx: ProfileReport) -> None:
-    task = _task(state, tx.task_id, Status.TRAINING)
+    task = task_for(state, tx.task_id, tx)
     # Rule: only an elected profiler reports, once, while the profile is undecided.
     reported = {r.profiler for r in task.profile_reports}
     if sender not in task.profilers or sender in reported or task.threshold_ppm is not None:
@@ -171,7 +189,7 @@ def decide_profile(state: MarketState, task: Task) -> None:
 
 
 def process_prove_commit(state: MarketState, sender: bytes, tx: ProveCommit) -> None:
-    task = _task(state, tx.task_id, Status.TRAINING)
+    task = task_for(state, tx.task_id, tx)
     # Rule: only the elected solver commits, once.
     if sender != task.solver or task.proof_root is not None:
         raise NotAuthorized("not this task's solver, or already committed")
@@ -184,27 +202,25 @@ def process_prove_commit(state: MarketState, sender: bytes, tx: ProveCommit) -> 
 
 def _maybe_proved(state: MarketState, task: Task) -> None:
     if task.proof_root is not None and task.threshold_ppm is not None:
-        task.status = Status.PROVED
-        task.stage_since = state.height
-        task.deadline = state.height + state.params.placement_blocks
+        enter(state, task, Status.PROVED, state.params.placement_blocks)
 
 
 # --- stage 5: verify (commit, then reveal) ----------------------------------------------------------
 
 
 def process_verdict_commit(state: MarketState, sender: bytes, tx: VerdictCommit) -> None:
-    task = _task(state, tx.task_id, Status.COMMIT)
+    task = task_for(state, tx.task_id, tx)
     slot = _slot(task, sender)
     # Rule: one commitment per verifier.
     if slot.commitment is not None:
         raise NotAuthorized("already committed")
     slot.commitment = tx.commitment
     if all(v.commitment is not None for v in task.verifiers):
-        _enter(state, task, Status.REVEAL, state.params.reveal_blocks)
+        enter(state, task, Status.REVEAL, state.params.reveal_blocks)
 
 
 def process_verdict_reveal(state: MarketState, sender: bytes, tx: VerdictReveal) -> None:
-    task = _task(state, tx.task_id, Status.REVEAL)
+    task = task_for(state, tx.task_id, tx)
     slot = _slot(task, sender)
     # Rule: one reveal per verifier, after its commitment.
     if slot.commitment is None or slot.verdict is not None:
@@ -217,27 +233,46 @@ def process_verdict_reveal(state: MarketState, sender: bytes, tx: VerdictReveal)
         raise BadReveal(f"verdict on segment {tx.verdict.segment}, assigned {slot.segment}")
     slot.verdict = tx.verdict
     if all(v.verdict is not None for v in task.verifiers):
-        _enter(state, task, Status.CHALLENGE, state.params.challenge_window_blocks)
-
-
-def _enter(state: MarketState, task: Task, status: Status, blocks: int) -> None:
-    task.status = status
-    task.stage_since = state.height
-    task.deadline = state.height + blocks
+        enter(state, task, Status.CHALLENGE, state.params.challenge_window_blocks)
 
 
 # --- stage 6: challenge, forced errors ----------------------------------------------------------------
 
 
+def challenge_bond(state: MarketState, task: Task, target: int) -> int:
+    """The least bond a challenge of verdict `target` must post: the minimum, or
+    `challenge_bond_bps` of what the accused party stands to lose if the challenge wins
+    (the solver's slash when an ACCEPT is disputed, the verifier's for a REJECT)."""
+    p = state.params
+    slot = task.verifiers[target]
+    accept = slot.verdict is not None and slot.verdict.accept
+    accused = task.solver if accept else slot.pubkey
+    worker = state.workers.get(accused) if accused is not None else None
+    slash_bps = p.solver_slash_bps if accept else p.verifier_slash_bps
+    at_risk = worker.stake * slash_bps // BPS if worker is not None else 0
+    return max(p.min_challenge_bond, -(-at_risk * p.challenge_bond_bps // BPS))
+
+
+def is_staked(state: MarketState, who: bytes) -> bool:
+    """A registered worker with stake, or an account with stake bonded in the ledger
+    (validators included): someone with something at stake and a cost to re-create."""
+    worker = state.workers.get(who)
+    return (worker is not None and worker.stake > 0) or state.accounts.bonded(who) > 0
+
+
 def process_challenge(state: MarketState, sender: bytes, tx: Challenge) -> None:
     p = state.params
-    task = _task(state, tx.task_id, Status.CHALLENGE)
+    task = task_for(state, tx.task_id, tx)
     # Rule: the target is a verifier with a revealed verdict.
     if tx.target >= len(task.verifiers) or task.verifiers[tx.target].verdict is None:
         raise OutOfBounds("no revealed verdict at that index")
-    # Rule: the challenger is staked by its bond, at least the minimum.
-    if tx.bond < p.min_challenge_bond:
-        raise OutOfBounds(f"bond below {p.min_challenge_bond}")
+    # Rule: only a staked account challenges (a worker with stake, or bonded in the ledger).
+    if not is_staked(state, sender):
+        raise NotAuthorized("only a staked account (a worker, or bonded in the ledger) may challenge")
+    # Rule: the bond scales with what the challenge can make the accused party lose.
+    need = challenge_bond(state, task, tx.target)
+    if tx.bond < need:
+        raise OutOfBounds(f"bond {tx.bond} below the {need} this challenge requires")
     # Rule: the solver and the target cannot challenge (no self-dealing with the jackpot).
     if sender in (task.solver, task.verifiers[tx.target].pubkey):
         raise NotAuthorized("parties to the verdict cannot challenge it")
@@ -248,16 +283,19 @@ def process_challenge(state: MarketState, sender: bytes, tx: Challenge) -> None:
         raise OutOfBounds("challenge list full")
     verdict = task.verifiers[tx.target].verdict
     assert verdict is not None
+    # Rule: a verdict that says its segment could not be fetched is settled by the validators.
+    if not verdict.available:
+        raise OutOfBounds("an unavailable-segment verdict is settled by the validators, not challenged")
     # Rule: a challenge disputes the verdict's own segment (it is judged on that segment,
     # so a challenger cannot win on one segment by naming another verifier's verdict).
     if tx.segment != verdict.segment:
         raise OutOfBounds(f"challenge names segment {tx.segment}, the verdict is on {verdict.segment}")
     state.accounts.debit(sender, tx.bond)
-    task.challenges.append(ChallengeRec(sender, tx.target, not verdict.accept, tx.segment, tx.bond))
+    task.challenges.append(ChallengeRec(sender, tx.target, not verdict.accept, tx.segment, tx.bond, tx.bond))
 
 
 def process_forced_error_reveal(state: MarketState, sender: bytes, tx: ForcedErrorReveal) -> None:
-    task = _task(state, tx.task_id, Status.FORCED_REVEAL)
+    task = task_for(state, tx.task_id, tx)
     slot = _slot(task, sender)
     # Rule: once.
     if slot.secret_revealed:
@@ -275,22 +313,27 @@ def process_forced_error_reveal(state: MarketState, sender: bytes, tx: ForcedErr
 
 
 def process_game_open(state: MarketState, sender: bytes, tx: GameOpen) -> None:
-    task = _task(state, tx.task_id, Status.DISPUTE)
+    task = task_for(state, tx.task_id, tx)
     apply_open(state, task, sender, tx)
 
 
 def process_bisect_claim(state: MarketState, sender: bytes, tx: BisectClaim) -> None:
-    task = _task(state, tx.task_id, Status.DISPUTE)
+    task = task_for(state, tx.task_id, tx)
     apply_claim(state, task, sender, tx.round, tx.digest)
 
 
 def process_bisect_reply(state: MarketState, sender: bytes, tx: BisectReply) -> None:
-    task = _task(state, tx.task_id, Status.DISPUTE)
+    task = task_for(state, tx.task_id, tx)
     apply_reply(state, task, sender, tx.round, tx.digest)
 
 
+def process_game_reveal(state: MarketState, sender: bytes, tx: GameReveal) -> None:
+    task = task_for(state, tx.task_id, tx)
+    apply_reveal(state, task, sender, tx)
+
+
 def process_arbitration_vote(state: MarketState, sender: bytes, tx: ArbitrationVote) -> None:
-    task = _task(state, tx.task_id, Status.ARBITRATION)
+    task = task_for(state, tx.task_id, tx)
     apply_vote(state, task, sender, tx.round, tx.defender_right)
 
 
@@ -308,6 +351,8 @@ _RULES: dict[type[Any], Callable[[MarketState, bytes, Any], Any]] = {
     BisectReply: process_bisect_reply,
     ArbitrationVote: process_arbitration_vote,
     GameOpen: process_game_open,
+    GameReveal: process_game_reveal,
+    CancelTask: process_cancel_task,
 }
 
 

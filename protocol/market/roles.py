@@ -18,7 +18,7 @@ cannot defend its proof or reveal its verdict and is slashed as if it had cheate
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
 from protocol.commands import TOPIC_TXS, Command, ComputeDone, Event, Log, Persist, Publish, RunCompute
@@ -26,21 +26,29 @@ from protocol.encoding import sha256
 from protocol.errors import DecodeError
 from protocol.limits import DEFAULT_LIMITS, Limits
 from protocol.market import elections
+from protocol.market.errors import OutOfBounds
 from protocol.market.jobs import (
     ArbitrationJob,
     ArbitrationResult,
+    AvailabilityJob,
+    ContractViolation,
     MarketTrainJob,
     MarketTrainResult,
+    MarketWork,
     ProfileJob,
     ProfileResult,
+    RevealJob,
+    RevealResult,
     SegmentCheckJob,
     SegmentCheckResult,
     StateHashJob,
     StateHashResult,
+    conforms,
+    facts_of,
 )
 from protocol.market.params import GFLOP
-from protocol.market.process import task_id_of
-from protocol.market.state import TERMINAL, MarketState, Status, Task, Turn, VerifierSlot
+from protocol.market.process import challenge_bond, task_id_of
+from protocol.market.state import TERMINAL, GameKind, MarketState, Status, Task, Turn, VerifierSlot
 from protocol.market.txs import (
     ArbitrationVote,
     BisectClaim,
@@ -48,6 +56,7 @@ from protocol.market.txs import (
     Challenge,
     ForcedErrorReveal,
     GameOpen,
+    GameReveal,
     ProfileReport,
     ProveCommit,
     RegisterWorker,
@@ -57,6 +66,7 @@ from protocol.market.txs import (
     VerdictReveal,
 )
 from protocol.pol.merkle import CheckpointLeaf, inclusion_proof, leaf_hash
+from protocol.pol.messages import OpOutputs
 from protocol.pol.spec import MAX_CHECKPOINTS
 from protocol.records import decode_record, encode_record
 from protocol.schema import U16, U64, Hash32, Len
@@ -79,8 +89,11 @@ ROLE_KINDS = (PERSIST_SOLVER_PROOF, PERSIST_VERDICT, PERSIST_SUBMITTED)
 DURABLE_SLOTS = 64
 #: Published task ids a submitter remembers across a restart (the oldest go first).
 MAX_SUBMITTED = 1024
+#: Tasks waiting in a submitter's queue, at most (accepted, not yet published).
+MAX_QUEUE = 1024
 #: A stored proof holds one leaf per checkpoint boundary, past the default array limit.
 _PROOF_LIMITS = Limits(max_array_len=MAX_CHECKPOINTS + 1)
+_SUBMITTER_LIMITS = Limits(max_bytes=MAX_QUEUE * 1024 + MAX_SUBMITTED * 64)
 
 _T = TypeVar("_T")
 
@@ -111,7 +124,12 @@ class SavedSubmit:
 
 @dataclass(frozen=True, slots=True)
 class SavedSubmits:
+    """A submitter's durable state: what it published (and when), and the submits it still
+    owes the chain: those accepted and not yet sent, and those sent but not yet seen on
+    the chain (their tx may die with the node, so a restart sends them again)."""
+
     submits: Annotated[tuple[SavedSubmit, ...], Len(0, MAX_SUBMITTED)]
+    queue: Annotated[tuple[SubmitTask, ...], Len(0, MAX_QUEUE)]
 
 
 def _load(load: Loader, kind: str, cls: type[_T], limits: Limits = DEFAULT_LIMITS) -> list[_T]:
@@ -164,31 +182,20 @@ class ChainView:
     market: MarketState
 
 
-@dataclass(slots=True)
-class Wallet:
-    """Stamps each transaction with the account's next nonce and a fee."""
-
-    fee: int = 0
-    nonce: int = 0
-
-    def stamp(self, tx: Any) -> Any:
-        stamped = replace(tx, nonce=self.nonce, fee=self.fee)
-        self.nonce += 1
-        return stamped
-
-
 def _live(market: MarketState, task_id: bytes) -> bool:
     task = market.tasks.get(task_id)
     return task is not None and task.status not in TERMINAL
 
 
 @dataclass
-class _Role:
+class Role:
+    """One market role of one node. Its transactions leave unstamped: `MarketNode`
+    stamps each with the account's next nonce and the fee, so nonces have one owner."""
+
     me: bytes
-    wallet: Wallet
     market: MarketState | None = None
     done: set[tuple[bytes, str, int]] = field(default_factory=set)
-    pending: dict[str, tuple[bytes, str, int]] = field(default_factory=dict)
+    pending: dict[str, tuple[bytes, str, int, Any]] = field(default_factory=dict)
 
     def handle(self, now: int, event: Event | ChainView) -> list[Command]:
         if isinstance(event, ChainView):
@@ -196,7 +203,12 @@ class _Role:
             self._forget_closed(event.market)
             return self.on_view(event.market)
         if isinstance(event, ComputeDone) and event.job_id in self.pending and self.market is not None:
-            tid, duty, rnd = self.pending.pop(event.job_id)
+            tid, duty, rnd, job = self.pending.pop(event.job_id)
+            try:
+                conforms(job, event.result)
+            except ContractViolation as exc:
+                # The shell broke the compute contract: say so loudly, act as if silent.
+                return [Log("error", "market.compute_contract", (("job", event.job_id), ("error", str(exc))))]
             task = self.market.tasks.get(tid)
             return self.on_done(task, duty, rnd, event.result) if task else []
         return []
@@ -219,8 +231,8 @@ class _Role:
             return []
         self.done.add(key)
         job_id = f"{duty}:{task.task_id.hex()}:{rnd}"
-        self.pending[job_id] = key
-        return [RunCompute(job_id, job, flops)]
+        self.pending[job_id] = (*key, job)
+        return [RunCompute(job_id, MarketWork(facts_of(task), job), flops)]
 
     def _once(self, task: Task, duty: str, tx: Any) -> list[Command]:
         """Publish a tx that needs no compute, once per (task, duty)."""
@@ -231,7 +243,7 @@ class _Role:
         return self._publish(tx)
 
     def _publish(self, tx: Any) -> list[Command]:
-        return [Publish(TOPIC_TXS, self.wallet.stamp(tx))]
+        return [Publish(TOPIC_TXS, tx)]
 
     def _forget_closed(self, market: MarketState) -> None:
         def live(tid: bytes) -> bool:
@@ -243,16 +255,21 @@ class _Role:
 
     # --- playing the bisection game (as defender or accuser) -------------------------------------
 
+    def _plays(self, task: Task, defending: bool) -> bool:
+        """Whether this role plays this side of the task's game (one role per side, so a
+        node holding several roles moves once)."""
+        return False
+
     def _play(self, market: MarketState) -> list[Command]:
         out: list[Command] = []
         for task in market.open_tasks():
             game = task.game
-            if task.status != Status.DISPUTE or game is None:
+            if task.status != Status.DISPUTE or game is None or not game.opened:
                 continue
-            mine = task.solver if game.turn == Turn.DEFENDER else game.accuser
-            if mine != self.me or not game.opened:
+            defending = game.turn == Turn.DEFENDER
+            if not self._plays(task, defending):
                 continue
-            job = StateHashJob(task.task_id, game.segment, (game.lo + game.hi) // 2)
+            job = StateHashJob(task.task_id, game.segment, (game.lo + game.hi) // 2, defending)
             out += self._run(task, f"hash:{game.accuser.hex()}", game.round, job, OP_FLOPS)
         return out
 
@@ -270,12 +287,15 @@ class _Role:
 
 
 @dataclass
-class SolverRole(_Role):
+class SolverRole(Role):
     """Trains, commits the proof, keeps its leaves, and defends: it opens each game with
     the disputed segment's checkpoints and their Merkle proofs, then posts its digests."""
 
     leaves: dict[bytes, tuple[CheckpointLeaf, ...]] = field(default_factory=dict)
     saved: _Slots = field(default_factory=lambda: _Slots(PERSIST_SOLVER_PROOF))
+
+    def _plays(self, task: Task, defending: bool) -> bool:
+        return defending and task.solver == self.me
 
     def restore(self, load: Loader) -> None:
         for rec in _load(load, PERSIST_SOLVER_PROOF, SavedProof, _PROOF_LIMITS):
@@ -290,7 +310,7 @@ class SolverRole(_Role):
             if task.status == Status.TRAINING and task.solver == self.me and task.proof_root is None:
                 job = MarketTrainJob(task.task_id, task.spec_hash)
                 out += self._run(task, "train", 0, job, task.gflops * GFLOP)
-            out += self._open(task)
+            out += self._open(task) + self._reveal(task)
         return out
 
     def _open(self, task: Task) -> list[Command]:
@@ -298,16 +318,37 @@ class SolverRole(_Role):
         if task.status != Status.DISPUTE or game is None or game.opened or task.solver != self.me:
             return []
         if len(leaves) != task.n_segments + 1:
-            return []  # nothing to prove membership with: silence (the game is lost)
+            # Only a lost proof gets here (the contract makes a shell return the leaves).
+            return [Log("error", "market.solver_lost_its_proof", (("task", task.task_id.hex()[:16]),))]
         hashes = [leaf_hash(x) for x in leaves]
         s = game.segment
         tx = GameOpen(task.task_id, leaves[s], inclusion_proof(hashes, s), leaves[s + 1],
                       inclusion_proof(hashes, s + 1), 0, 0)
         return self._once(task, f"open:{game.accuser.hex()}", tx)
 
+    def _reveal(self, task: Task) -> list[Command]:
+        """One operation is left: reveal the digests behind it (the shell first makes the
+        op's input tensors fetchable, so validators can re-execute it)."""
+        game = task.game
+        if task.status != Status.ARBITRATION or game is None or game.reveal is not None:
+            return []
+        if task.solver != self.me:
+            return []
+        job = RevealJob(task.task_id, game.segment, game.lo)
+        return self._run(task, f"reveal:{game.accuser.hex()}", game.round, job, OP_FLOPS)
+
     def on_done(self, task: Task, duty: str, rnd: int, result: Any) -> list[Command]:
         if duty.startswith("hash"):
             return self._move(task, rnd, result)
+        if duty.startswith("reveal"):
+            game = task.game
+            if not isinstance(result, RevealResult) or game is None or game.round != rnd:
+                return []
+            if task.status != Status.ARBITRATION or game.reveal is not None:
+                return []
+            return self._publish(GameReveal(task.task_id, rnd, result.weights, result.optimizer,
+                                            tuple(OpOutputs(o) for o in result.prefix),
+                                            OpOutputs(result.claimed), 0, 0))
         mine = task.status == Status.TRAINING and task.solver == self.me
         if isinstance(result, MarketTrainResult) and mine:
             # The leaves are stored before the commit leaves: a solver that comes back after
@@ -320,13 +361,19 @@ class SolverRole(_Role):
 
 
 @dataclass
-class VerifierRole(_Role):
+class VerifierRole(Role):
     """Profiles, verifies (commit then reveal, flipping the verdict when forced), reveals
     its duty secret after the challenge window, and plays accuser when it rejected."""
 
     secret: bytes = b""  # seed of the duty secrets whose tree root it registered
     verdicts: dict[bytes, tuple[Verdict, bytes]] = field(default_factory=dict)
     saved: _Slots = field(default_factory=lambda: _Slots(PERSIST_VERDICT))
+
+    def _plays(self, task: Task, defending: bool) -> bool:
+        """A verifier plays the games its own verdict started."""
+        game = task.game
+        mine = game is not None and game.accuser == self.me
+        return not defending and mine and self._slot(task) is not None
 
     def restore(self, load: Loader) -> None:
         for rec in _load(load, PERSIST_VERDICT, SavedVerdict):
@@ -378,9 +425,12 @@ class VerifierRole(_Role):
         return elections.is_forced(secret, slot.beacon, task.task_id, ppm)
 
     def _verdict(self, task: Task, slot: VerifierSlot, result: SegmentCheckResult) -> tuple[Verdict, bytes]:
-        """The verdict (flipped when forced) and its salt: both follow from the check."""
-        accept = result.passed != self._forced(task, slot)
+        """The verdict (flipped when forced) and its salt: both follow from the check. A
+        segment nobody served is reported as such, never as a REJECT (nor forced)."""
         salt = sha256(self.secret + task.task_id + b"verdict-salt")
+        if not result.available:
+            return Verdict(False, slot.segment, result.distance_ppm, available=False), salt
+        accept = result.passed != self._forced(task, slot)
         return Verdict(accept, slot.segment, result.distance_ppm), salt
 
     def on_done(self, task: Task, duty: str, rnd: int, result: Any) -> list[Command]:
@@ -414,15 +464,20 @@ ACCEPT_CHECK_PPM = 0
 
 
 @dataclass
-class WhistleblowerRole(_Role):
+class WhistleblowerRole(Role):
     """Re-checks revealed verdicts during the challenge window and challenges wrong ones:
     every REJECT, the final segment's verdict, and a beacon-drawn share of the other
     ACCEPTs (unpredictable to the verifiers, whose verdicts are fixed before the draw's
     beacon is known)."""
 
-    bond: int = 0
     checks_per_block: int = 8
     accept_check_ppm: int = ACCEPT_CHECK_PPM
+
+    def _plays(self, task: Task, defending: bool) -> bool:
+        """A whistleblower plays the games its challenges started (not as a verifier)."""
+        game = task.game
+        mine = game is not None and game.accuser == self.me
+        return not defending and mine and all(v.pubkey != self.me for v in task.verifiers)
 
     def _wants(self, market: MarketState, task: Task, index: int, accept: bool) -> bool:
         if not accept or task.verifiers[index].segment == task.n_segments - 1:
@@ -439,6 +494,8 @@ class WhistleblowerRole(_Role):
             for index, slot in enumerate(task.verifiers):
                 if budget <= 0 or slot.pubkey == self.me or slot.verdict is None:
                     continue
+                if not slot.verdict.available:
+                    continue  # the validators settle whether the segment is served
                 if (task.task_id, "check", index) in self.done:
                     continue
                 if not self._wants(market, task, index, slot.verdict.accept):
@@ -456,14 +513,16 @@ class WhistleblowerRole(_Role):
         if not isinstance(result, SegmentCheckResult) or task.status != Status.CHALLENGE:
             return []
         verdict = task.verifiers[rnd].verdict if rnd < len(task.verifiers) else None
-        if verdict is None or verdict.accept == result.passed:
+        if verdict is None or verdict.accept == result.passed or self.market is None:
             return []
-        return self._publish(Challenge(task.task_id, rnd, result.segment, self.bond, 0, 0))
+        bond = challenge_bond(self.market, task, rnd)
+        return self._publish(Challenge(task.task_id, rnd, result.segment, bond, 0, 0))
 
 
 @dataclass
-class ArbiterRole(_Role):
-    """A validator re-executes the one pinpointed operation and votes."""
+class ArbiterRole(Role):
+    """A validator re-executes the one pinpointed operation, from the defender's revealed
+    digests, and votes; what it ran (the op, its FLOPs, the time) goes to the log."""
 
     def on_view(self, market: MarketState) -> list[Command]:
         out: list[Command] = []
@@ -471,20 +530,33 @@ class ArbiterRole(_Role):
             return out
         for task in market.open_tasks():
             game = task.game
-            if task.status == Status.ARBITRATION and game is not None and self.me not in game.votes:
-                job = ArbitrationJob(task.task_id, game.segment, game.lo, game.lo_hash, game.hi_hash,
-                                     game.accuser_hi)
-                out += self._run(task, f"arbitrate:{game.accuser.hex()}", game.round, job, OP_FLOPS)
+            if task.status != Status.ARBITRATION or game is None or self.me in game.votes:
+                continue
+            if game.kind == GameKind.AVAILABILITY and task.proof_root is not None:
+                check = AvailabilityJob(task.task_id, task.proof_root, game.segment)
+                out += self._run(task, f"available:{game.accuser.hex()}", game.round, check, OP_FLOPS)
+                continue
+            if game.reveal is None:
+                continue
+            r = game.reveal
+            job = ArbitrationJob(task.task_id, game.segment, game.lo, r.weights, r.optimizer, r.prefix,
+                                 r.claimed, game.hi_hash, task.threshold_ppm or 0)
+            out += self._run(task, f"arbitrate:{game.accuser.hex()}", game.round, job, OP_FLOPS)
         return out
 
     def on_done(self, task: Task, duty: str, rnd: int, result: Any) -> list[Command]:
-        if isinstance(result, ArbitrationResult) and task.status == Status.ARBITRATION:
-            return self._publish(ArbitrationVote(task.task_id, rnd, result.defender_right, 0, 0))
-        return []
+        if not isinstance(result, ArbitrationResult) or task.status != Status.ARBITRATION:
+            return []
+        log = Log("info", "market.arbitrated", (
+            ("task", task.task_id.hex()[:16]), ("op", result.op), ("op_index", result.op_index),
+            ("flops", result.flops), ("seconds", round(result.seconds, 4)),
+            ("fetch_seconds", round(result.fetch_seconds, 4)),
+            ("defender_right", result.defender_right), ("reason", result.reason)))
+        return [log, *self._publish(ArbitrationVote(task.task_id, rnd, result.defender_right, 0, 0))]
 
 
 @dataclass
-class SubmitterRole(_Role):
+class SubmitterRole(Role):
     """Publishes its queued tasks, at most `max_in_flight` open at a time, and records outcomes.
 
     It remembers (durably) which tasks it published and when, so that a restart with the
@@ -497,11 +569,27 @@ class SubmitterRole(_Role):
     mine: list[bytes] = field(default_factory=list)
     outcomes: dict[bytes, str] = field(default_factory=dict)
     published: dict[bytes, int] = field(default_factory=dict)  # task id -> height sent at
+    unconfirmed: dict[bytes, SubmitTask] = field(default_factory=dict)  # sent, not yet on the chain
 
     def restore(self, load: Loader) -> None:
-        for rec in _load(load, PERSIST_SUBMITTED, SavedSubmits):
+        for rec in _load(load, PERSIST_SUBMITTED, SavedSubmits, _SUBMITTER_LIMITS):
             self.published = {s.task_id: s.height for s in rec.submits}
+            self.queue = list(rec.queue)  # what it still owes the chain replaces the given queue
         self.mine = list(self.published)
+
+    def accept(self, tx: SubmitTask) -> list[Command]:
+        """Queue a task the node's operator submitted; it is stored before this returns
+        (the shell answers the operator only after executing the Persist)."""
+        if len(self.queue) >= MAX_QUEUE:
+            raise OutOfBounds(f"{MAX_QUEUE} tasks already wait in this node's queue")
+        tid = task_id_of(self.me, tx)
+        if any(task_id_of(self.me, q) == tid for q in self.queue) or tid in self.mine:
+            raise OutOfBounds("this task is already queued or published (change its salt)")
+        self.queue.append(tx)
+        return self._save()
+
+    def queued(self) -> list[bytes]:
+        return [task_id_of(self.me, tx) for tx in self.queue]
 
     def _gone(self, market: MarketState, tid: bytes) -> bool:
         """Published long enough ago that, being off the chain, it has ended and been pruned."""
@@ -516,31 +604,41 @@ class SubmitterRole(_Role):
                 self.outcomes[tid] = task.outcome
             elif tid not in self.outcomes and self._gone(market, tid):
                 self.outcomes[tid] = "pruned"
+        confirmed = [t for t in self.unconfirmed if t in market.tasks or self._gone(market, t)]
+        for tid in confirmed:
+            del self.unconfirmed[tid]
         open_now = sum(1 for t in self.mine if t not in self.outcomes)
         sent: list[Command] = []
+        popped = False
         while self.queue and open_now < self.max_in_flight:
             tx = self.queue.pop(0)
+            popped = True
             tid = task_id_of(self.me, tx)
             if tid in self.published and (tid in market.tasks or self._gone(market, tid)):
                 continue  # published before a restart and already on (or through) the chain
             self.published.pop(tid, None)
             self.published[tid] = market.height
+            self.unconfirmed[tid] = tx
             if tid not in self.mine:
                 self.mine.append(tid)
                 open_now += 1
-            sent.append(Publish(TOPIC_TXS, self.wallet.stamp(tx)))
-        return self._save_published() + sent if sent else []
+            sent.append(Publish(TOPIC_TXS, tx))
+        if not popped and not confirmed:
+            return []
+        return self._save() + sent
 
-    def _save_published(self) -> list[Command]:
-        """Stored before the submits leave, so a crash right after cannot repeat them."""
+    def _save(self) -> list[Command]:
+        """Stored before the submits leave, so a crash right after neither repeats one that
+        landed nor loses one that did not."""
         while len(self.published) > MAX_SUBMITTED:
             del self.published[next(iter(self.published))]
-        rec = SavedSubmits(tuple(SavedSubmit(t, h) for t, h in self.published.items()))
+        owed = [*self.unconfirmed.values(), *self.queue][:MAX_QUEUE]
+        rec = SavedSubmits(tuple(SavedSubmit(t, h) for t, h in self.published.items()), tuple(owed))
         return [Persist(PERSIST_SUBMITTED, b"", encode_record(rec))]
 
 
 @dataclass
-class RegistrarRole(_Role):
+class RegistrarRole(Role):
     """Registers this node as a worker by transaction (capacity as its shell measured it,
     price, stake, duty-secret commitment), and again whenever it is not registered (a
     tx lost before inclusion is re-sent after a few blocks)."""
@@ -562,7 +660,7 @@ class RegistrarRole(_Role):
 class NodeRoles:
     """All the roles one node holds, driven as one core."""
 
-    roles: Sequence[_Role]
+    roles: Sequence[Role]
 
     def handle(self, now: int, event: Event | ChainView) -> list[Command]:
         out: list[Command] = []

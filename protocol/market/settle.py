@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from protocol.market import funds
 from protocol.market.params import BPS
-from protocol.market.state import ChallengeRec, MarketState, Status, Task
+from protocol.market.stages import enter
+from protocol.market.state import ChallengeRec, MarketState, PenaltyKind, Status, Task
 
 
 def compute_cost(task: Task) -> int:
@@ -60,7 +61,7 @@ def _provers(task: Task, valid: bool) -> list[bytes]:
     if task.winner is not None:
         return [task.winner]
     rejecting = (v.pubkey for v in task.verifiers if v.verdict is not None and not v.verdict.accept
-                 and not v.forced_revealed)
+                 and not v.forced_revealed and v.verdict.available)
     first = next(rejecting, None)
     return [first] if first is not None else []
 
@@ -71,7 +72,7 @@ def _judge_solver(state: MarketState, task: Task, valid: bool) -> int:
     if valid:
         funds.pay_from_escrow(state, task, task.solver, compute_cost(task))
         return 0
-    return funds.slash(state.workers[task.solver], state.params.solver_slash_bps)
+    return funds.penalise(state, task, task.solver, state.params.solver_slash_bps, PenaltyKind.SOLVER_CHEAT)
 
 
 def _judge_verifiers(state: MarketState, task: Task, valid: bool) -> int:
@@ -83,15 +84,21 @@ def _judge_verifiers(state: MarketState, task: Task, valid: bool) -> int:
     for index, slot in enumerate(task.verifiers):
         if slot.verdict is None:
             continue
+        if not slot.verdict.available:
+            # Rule: a verifier that could not fetch its segment checked nothing: it is neither
+            # paid nor slashed (availability was settled by the validators, not by it).
+            continue
         if slot.forced_revealed and verdict_shown_right(task, slot.verdict.accept, slot.verdict.segment):
             # Rule: a forced verifier whose verdict is shown right ignored its forcing (it
             # posted what it would post unforced, or never checked): slashed, not excused.
-            state.jackpot += funds.slash(state.workers[slot.pubkey], state.params.verifier_slash_bps)
+            state.jackpot += funds.penalise(state, task, slot.pubkey, state.params.verifier_slash_bps,
+                                            PenaltyKind.IGNORED_FORCING)
             continue
         if slot.forced_revealed or not verdict_shown_wrong(task, slot.verdict.accept, slot.verdict.segment):
             funds.pay_from_escrow(state, task, slot.pubkey, pay)
             continue
-        amount = funds.slash(state.workers[slot.pubkey], state.params.verifier_slash_bps)
+        amount = funds.penalise(state, task, slot.pubkey, state.params.verifier_slash_bps,
+                                PenaltyKind.WRONG_VERDICT)
         if slot.verdict.accept:
             proven += amount
             continue
@@ -132,7 +139,7 @@ def _judge_challengers(state: MarketState, task: Task, valid: bool) -> None:
     for challenge in task.challenges:
         bond, challenge.bond = challenge.bond, 0
         if not challenge_right(task, challenge):
-            state.jackpot += bond
+            funds.forfeit(state, task, challenge.challenger, bond)
             continue
         state.accounts.credit(challenge.challenger, bond)
         # Rule: the first right challenger of a revealed forced error wins the jackpot.
@@ -153,10 +160,9 @@ def _close(state: MarketState, task: Task, status: Status, why: str) -> None:
     funds.pay_from_escrow(state, task, task.submitter, task.escrow)
     for who in _duties(task):
         funds.release(state, who)
-    task.status = status
+    enter(state, task, status, 0)
     task.outcome = why
     task.game = None
-    task.deadline = state.height
 
 
 def _duties(task: Task) -> list[bytes | None]:

@@ -34,12 +34,21 @@ class Accounts(Protocol):
 
     def total(self) -> int: ...
 
+    def bonded(self, who: bytes) -> int:
+        """Stake bonded in the ledger (a staked account may challenge, validator or not)."""
+        ...
+
 
 class MemoryAccounts:
     """Plain balances for tests and netsim until a ledger is attached."""
 
-    def __init__(self, balances: dict[bytes, int] | None = None) -> None:
+    def __init__(self, balances: dict[bytes, int] | None = None,
+                 bonded: dict[bytes, int] | None = None) -> None:
         self._bal: dict[bytes, int] = dict(balances or {})
+        self._bonded: dict[bytes, int] = dict(bonded or {})
+
+    def bonded(self, who: bytes) -> int:
+        return self._bonded.get(who, 0)
 
     def balance(self, who: bytes) -> int:
         return self._bal.get(who, 0)
@@ -85,6 +94,14 @@ class Turn(IntEnum):
     ACCUSER = 1
 
 
+class GameKind(IntEnum):
+    """BISECT: narrow a disputed segment to one op, re-executed by the validators.
+    AVAILABILITY: a verifier could not fetch its segment; the validators try, and vote."""
+
+    BISECT = 0
+    AVAILABILITY = 1
+
+
 @dataclass(slots=True)
 class Worker:
     pubkey: bytes
@@ -126,7 +143,20 @@ class ChallengeRec:
     target: int  # verifier index
     claims_valid: bool  # True: the target's REJECT is wrong; False: its ACCEPT is wrong
     segment: int
-    bond: int
+    bond: int  # still held (0 once settled)
+    posted: int = 0  # what the challenger posted (kept for the record)
+
+
+@dataclass(frozen=True, slots=True)
+class Reveal:
+    """The defender's digests behind the disputed operation (see `GameReveal`): the
+    step's state (weights, optimizer), the outputs of each earlier op of the step, and
+    the disputed op's outputs as claimed."""
+
+    weights: tuple[bytes, ...]
+    optimizer: tuple[bytes, ...]
+    prefix: tuple[tuple[bytes, ...], ...]
+    claimed: tuple[bytes, ...]
 
 
 @dataclass(slots=True)
@@ -150,6 +180,26 @@ class Game:
     votes: dict[bytes, bool] = field(default_factory=dict)  # validator -> defender right
     opened: bool = False  # the defender showed the segment's committed checkpoints
     accuser_hi: bytes = b""  # the accuser's own digest at `hi` (its claim against hi_hash)
+    reveal: Reveal | None = None  # posted by the defender once one operation is left
+    kind: GameKind = GameKind.BISECT
+
+
+class PenaltyKind(IntEnum):
+    """Why a party lost stake or a bond (the report says who lost what, and for what)."""
+
+    SOLVER_CHEAT = 1  # the solver lost a game (or could not defend its proof)
+    WRONG_VERDICT = 2  # an unforced verdict shown wrong
+    IGNORED_FORCING = 3  # a forced verifier posted what it would have posted unforced
+    HIDDEN_SECRET = 4  # a verifier did not reveal its duty secret
+    SILENCE = 5  # a party missed its deadline
+    BOND_FORFEIT = 6  # a challenge shown wrong, or a lost game
+
+
+@dataclass(frozen=True, slots=True)
+class Penalty:
+    who: bytes
+    amount: int
+    kind: PenaltyKind
 
 
 @dataclass(slots=True)
@@ -189,6 +239,7 @@ class Task:
     winner: bytes | None = None  # the accuser whose game the solver lost: it proved the cheat
     lost: list[bytes] = field(default_factory=list)  # accusers that lost their own game
     profile_reports: list[ProfileRec] = field(default_factory=list)
+    penalties: list[Penalty] = field(default_factory=list)  # every slash and forfeit, in order
 
     @property
     def n_segments(self) -> int:

@@ -23,16 +23,21 @@ from protocol.market.state import (
     Accounts,
     ChallengeRec,
     Game,
+    GameKind,
     LazyTable,
     MarketState,
+    Penalty,
+    PenaltyKind,
     ProfileRec,
+    Reveal,
     Status,
     Task,
     Turn,
     VerifierSlot,
     Worker,
 )
-from protocol.market.txs import DeviceClass, Verdict
+from protocol.market.txs import MAX_REVEAL_OPS, MAX_REVEAL_TENSORS, DeviceClass, Verdict
+from protocol.pol.ops import MAX_OP_OUTPUTS
 from protocol.schema import U8, U16, U32, U64, Hash32, Len, PubKey, ShortBytes, Text
 
 WORKERS = "market/worker"
@@ -46,6 +51,8 @@ MAX_SLOTS = 64
 MAX_CHALLENGES = 64
 MAX_EXCLUDED = 128
 MAX_VOTES = 256
+#: Penalties of one task: each party at most once or twice (silence, then a judgement).
+MAX_PENALTIES = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +96,20 @@ class ChallengeRecord:
     claims_valid: bool
     segment: U32
     bond: U64
+    posted: U64
+
+
+@dataclass(frozen=True, slots=True)
+class OutputsRecord:
+    digests: Annotated[tuple[Hash32, ...], Len(1, MAX_OP_OUTPUTS)]
+
+
+@dataclass(frozen=True, slots=True)
+class RevealRecord:
+    weights: Annotated[tuple[Hash32, ...], Len(1, MAX_REVEAL_TENSORS)]
+    optimizer: Annotated[tuple[Hash32, ...], Len(0, MAX_REVEAL_TENSORS)]
+    prefix: Annotated[tuple[OutputsRecord, ...], Len(0, MAX_REVEAL_OPS)]
+    claimed: OutputsRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +126,15 @@ class GameRecord:
     votes: Annotated[tuple[tuple[PubKey, bool], ...], Len(0, MAX_VOTES)]
     opened: bool
     accuser_hi: ShortBytes
+    reveal: RevealRecord | None
+    kind: GameKind
+
+
+@dataclass(frozen=True, slots=True)
+class PenaltyRecord:
+    who: PubKey
+    amount: U64
+    kind: PenaltyKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +173,7 @@ class TaskRecord:
     winner: PubKey | None
     lost: Annotated[tuple[PubKey, ...], Len(0, MAX_CHALLENGES + MAX_SLOTS)]
     profile_reports: Annotated[tuple[ProfileRecord, ...], Len(0, MAX_SLOTS)]
+    penalties: Annotated[tuple[PenaltyRecord, ...], Len(0, MAX_PENALTIES)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,15 +200,20 @@ def _freeze_profile(p: ProfileRec) -> ProfileRecord:
 
 
 def _freeze_challenge(c: ChallengeRec) -> ChallengeRecord:
-    return ChallengeRecord(c.challenger, c.target, c.claims_valid, c.segment, c.bond)
+    return ChallengeRecord(c.challenger, c.target, c.claims_valid, c.segment, c.bond, c.posted)
 
 
 def _freeze_game(g: Game | None) -> GameRecord | None:
     if g is None:
         return None
     votes = tuple(sorted(g.votes.items()))
+    reveal = None
+    if g.reveal is not None:
+        r = g.reveal
+        reveal = RevealRecord(r.weights, r.optimizer, tuple(OutputsRecord(o) for o in r.prefix),
+                              OutputsRecord(r.claimed))
     return GameRecord(g.accuser, g.segment, g.lo, g.hi, g.lo_hash, g.hi_hash, g.turn, g.round, g.mid_hash,
-                      votes, g.opened, g.accuser_hi)
+                      votes, g.opened, g.accuser_hi, reveal, g.kind)
 
 
 def freeze_task(t: Task) -> TaskRecord:
@@ -190,6 +226,7 @@ def freeze_task(t: Task) -> TaskRecord:
         tuple(_freeze_challenge(c) for c in t.challenges), tuple(t.accusers), _freeze_game(t.game),
         tuple(t.excluded), t.replacements, t.proof_valid, t.bad_segment, t.taxed, t.outcome, t.winner,
         tuple(t.lost), tuple(_freeze_profile(p) for p in t.profile_reports),
+        tuple(PenaltyRecord(p.who, p.amount, p.kind) for p in t.penalties),
     )
 
 
@@ -209,8 +246,12 @@ def _thaw_slot(r: SlotRecord) -> VerifierSlot:
 def _thaw_game(r: GameRecord | None) -> Game | None:
     if r is None:
         return None
+    reveal = None
+    if r.reveal is not None:
+        v = r.reveal
+        reveal = Reveal(v.weights, v.optimizer, tuple(o.digests for o in v.prefix), v.claimed.digests)
     return Game(r.accuser, r.segment, r.lo, r.hi, r.lo_hash, r.hi_hash, r.turn, r.round, r.mid_hash,
-                dict(r.votes), r.opened, r.accuser_hi)
+                dict(r.votes), r.opened, r.accuser_hi, reveal, r.kind)
 
 
 def thaw_task(key: bytes, r: TaskRecord) -> Task:
@@ -219,10 +260,12 @@ def thaw_task(key: bytes, r: TaskRecord) -> Task:
         r.min_memory_mb, r.reproducible, r.max_price_per_gflop, r.escrow, r.submitted_at, r.status,
         r.deadline, r.stage_since, r.solver, r.solver_price, list(r.profilers), r.threshold_ppm, r.proof_root,
         r.verify_beacon, [_thaw_slot(s) for s in r.verifiers],
-        [ChallengeRec(c.challenger, c.target, c.claims_valid, c.segment, c.bond) for c in r.challenges],
+        [ChallengeRec(c.challenger, c.target, c.claims_valid, c.segment, c.bond, c.posted)
+         for c in r.challenges],
         list(r.accusers), _thaw_game(r.game), list(r.excluded), r.replacements, r.proof_valid,
         r.bad_segment, r.taxed, r.outcome, r.winner, list(r.lost),
         [ProfileRec(p.profiler, p.threshold_ppm, p.spec_ok) for p in r.profile_reports],
+        [Penalty(p.who, p.amount, p.kind) for p in r.penalties],
     )
 
 

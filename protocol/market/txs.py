@@ -10,9 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Annotated
 
 from protocol.pol.merkle import CheckpointLeaf, MerkleProof
-from protocol.schema import U8, U16, U32, U64, Hash32, message
+from protocol.pol.messages import OpOutputs
+from protocol.schema import U8, U16, U32, U64, Hash32, Len, message
+
+#: Most tensor digests one side of a reveal may list (the decoder's array cap); a step's
+#: state and its op outputs are far fewer for any spec the limits allow.
+MAX_REVEAL_TENSORS = 4096
+#: Most ops before the disputed one a reveal may list (protocol.pol.ops bounds a step).
+MAX_REVEAL_OPS = 4095
 
 
 class DeviceClass(IntEnum):
@@ -24,11 +32,16 @@ class DeviceClass(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """A verifier's finding on its sampled segment (distance against the profiled threshold)."""
+    """A verifier's finding on its sampled segment (distance against the profiled threshold).
+
+    `available` False: the verifier could not fetch the committed segment at all, so it
+    checked nothing; it accuses no one of cheating, and the validators settle whether the
+    solver serves its proof (`protocol.market.game`, availability games)."""
 
     accept: bool
     segment: U32
     distance_ppm: U32
+    available: bool = True
 
 
 
@@ -193,6 +206,36 @@ class GameOpen:
     fee: U64
 
 
+@message(0x5D)
+@dataclass(frozen=True, slots=True)
+class GameReveal:
+    """Defender's last move, once bisection has left one operation: the tensor digests
+    behind the agreed position (the step's state, then the outputs of every op of the
+    step before the disputed one) and the disputed op's outputs as the defender claims
+    them. The ledger checks the digests open the agreed hash and chain to the defender's
+    own claim at the next position (pure hashing); validators then fetch the op's input
+    tensors by these digests (each hash-checked), re-execute that one op, and vote."""
+
+    task_id: Hash32
+    round: U16
+    weights: Annotated[tuple[Hash32, ...], Len(1, MAX_REVEAL_TENSORS)]
+    optimizer: Annotated[tuple[Hash32, ...], Len(0, MAX_REVEAL_TENSORS)]
+    prefix: Annotated[tuple[OpOutputs, ...], Len(0, MAX_REVEAL_OPS)]
+    claimed: OpOutputs
+    nonce: U64
+    fee: U64
+
+
+@message(0x5E)
+@dataclass(frozen=True, slots=True)
+class CancelTask:
+    """The submitter withdraws a task nobody was elected for yet: the escrow comes back whole."""
+
+    task_id: Hash32
+    nonce: U64
+    fee: U64
+
+
 MarketTx = (
     RegisterWorker
     | DeregisterWorker
@@ -207,4 +250,6 @@ MarketTx = (
     | BisectReply
     | ArbitrationVote
     | GameOpen
+    | GameReveal
+    | CancelTask
 )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import msgpack
 import numpy as np
 import torch
 
@@ -45,6 +46,11 @@ Prefetch = Callable[[list[tuple[bytes, int]]], None]
 
 
 # --- the solver: write every blob of a proof ---------------------------------------------------
+
+
+def tensor_blob(t: torch.Tensor) -> bytes:
+    """A tensor's blob: the preimage of its digest, so its blob id is its tensor digest."""
+    return _tensor_blob(t)
 
 
 def _tensor_blob(t: torch.Tensor) -> bytes:
@@ -138,6 +144,42 @@ def _tensor(get: Get, digest: bytes, shape: tuple[int, ...], dtype: str) -> torc
     if not blob.startswith(header) or len(blob) != len(header) + size:
         raise BlobError(f"tensor blob is not a {dtype}{list(shape)}")
     arr = np.frombuffer(blob[len(header):], dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
+    return torch.from_numpy(arr.reshape(shape).copy())
+
+
+#: Largest single tensor a node fetches by digest alone (an op input or output named in a
+#: dispute reveal): the spec limits bound activations per sample and the batch.
+MAX_TENSOR_BLOB = 512 * 1024 * 1024
+MAX_TENSOR_DIMS = 8
+_DTYPES = frozenset({"float32", "float64", "int64"})
+
+
+def tensor_by_digest(get: Get, digest: bytes, max_bytes: int = MAX_TENSOR_BLOB) -> torch.Tensor:
+    """A tensor whose dtype and shape nobody told us (an intermediate value of a step),
+    fetched by its digest: the blob's hash is checked on arrival, and its header must
+    name an allowed dtype and a shape whose size is exactly the bytes that follow."""
+    blob = get(digest, max_bytes)
+    if not blob.startswith(TENSOR_DOMAIN):
+        raise BlobError("not a tensor blob")
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(blob), max_array_len=MAX_TENSOR_DIMS + 2,
+                                max_str_len=16, max_bin_len=0, max_map_len=0, max_ext_len=0)
+    unpacker.feed(blob[len(TENSOR_DOMAIN):])
+    try:
+        header = unpacker.unpack()
+    except (ValueError, msgpack.OutOfData, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise BlobError(f"tensor blob header does not decode: {exc}") from None
+    if (not isinstance(header, list) or len(header) != 2 or header[0] not in _DTYPES
+            or not isinstance(header[1], list) or len(header[1]) > MAX_TENSOR_DIMS
+            or not all(type(d) is int and 0 <= d < 2**40 for d in header[1])):
+        raise BlobError("tensor blob header is not [dtype, shape]")
+    dtype, shape = str(header[0]), tuple(int(d) for d in header[1])
+    start = len(TENSOR_DOMAIN) + unpacker.tell()
+    if blob[:start] != TENSOR_DOMAIN + pack([dtype, list(shape)]):
+        raise BlobError("tensor blob header is not canonical")
+    want = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    if len(blob) - start != want:
+        raise BlobError(f"tensor blob holds {len(blob) - start} bytes, a {dtype}{list(shape)} needs {want}")
+    arr = np.frombuffer(blob[start:], dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
     return torch.from_numpy(arr.reshape(shape).copy())
 
 
