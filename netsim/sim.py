@@ -357,6 +357,7 @@ class Sim:
     # --- commands -----------------------------------------------------------------------------
 
     def _cmd_publish(self, slot: _Node, cmd: Publish) -> None:
+        slot.disk.sync()  # a write that precedes a message is durable before it leaves
         raw = self._seal(slot, cmd.msg)
         slot.stats.published += 1
         self._gossip(slot, cmd.topic, raw)
@@ -409,6 +410,7 @@ class Sim:
         self.counters.duplicated += duplicated
 
     def _cmd_send(self, slot: _Node, cmd: SendTo) -> None:
+        slot.disk.sync()  # as for Publish: what was persisted before a message is durable
         dst = self.index_of.get(cmd.peer)
         if dst is None or dst == slot.index:
             self.counters.drop("unknown_peer")
