@@ -39,7 +39,7 @@ def machine(
     inputs = Inputs(
         powers={k: p for k, p in zip(KEYS, powers)},
         proposer=lambda r: KEYS[(proposer + r) % 4],
-        get_value=lambda: value,
+        get_value=lambda round_: value,
         valid=lambda b, h: h not in invalid,
     )
     return HeightMachine(1, KEYS[me], inputs, TIMEOUTS)

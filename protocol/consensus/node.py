@@ -50,7 +50,7 @@ from .config import (
     ConsensusConfig,
 )
 from .evidence import DuplicateVoteEvidence, EvidencePool, make_evidence
-from .limits import MAX_BLOCK_EVIDENCE, MAX_SYNC_BATCH, MAX_VALIDATORS
+from .limits import MAX_BLOCK_EVIDENCE, MAX_FUTURE_ROUNDS, MAX_SYNC_BATCH, MAX_VALIDATORS
 from .mempool import Mempool
 from .messages import BlockRequest, BlockResponse, CommittedBlock, Proposal, Status
 from .signer import VoteSigner
@@ -65,8 +65,8 @@ from .tendermint import (
     ScheduleTimeout,
     Step,
 )
-from .validation import ChainTip, check_block, check_committed, check_evidence
-from .validators import ValidatorSet
+from .validation import ChainTip, InvalidBlock, check_block, check_committed, check_evidence, check_proposal
+from .validators import ProposerSchedule, ValidatorSet
 from .votes import (
     CommitCertificate,
     SignedVote,
@@ -246,6 +246,10 @@ class ConsensusNode:
         if body.height > self.height or not self._height_started:
             return self._on_future(sender, body, raw)
         if isinstance(body, Proposal):
+            try:
+                check_proposal(body.round, body.valid_round, body.block)
+            except InvalidBlock as exc:  # ignored like a proposal from a non-proposer
+                return [Log("debug", "consensus.rejected", (("reason", str(exc)),))]
             return self._run(self.machine.on_proposal(sender, body.round, body.valid_round, body.block))
         # Rule: a vote travels in an envelope signed by the voter itself.
         if sender != body.validator:
@@ -373,7 +377,7 @@ class ConsensusNode:
             if cb.block.height != self.height:
                 continue
             check_committed(self._tip(), cb.block, cb.commit, self.verifier)
-            check_block(self._tip(), cb.block, self.evidence, self.verifier)
+            check_block(self._tip(cb.commit.round), cb.block, self.evidence, self.verifier)
             cmds += self._commit(cb.block, cb.commit)
         return cmds
 
@@ -385,7 +389,7 @@ class ConsensusNode:
             return []
         try:
             check_committed(self._tip(), block, cert, self.verifier)
-            check_block(self._tip(), block, self.evidence, self.verifier)
+            check_block(self._tip(cert.round), block, self.evidence, self.verifier)
         except ValidationError:
             return []
         return self._commit(block, cert)
@@ -503,18 +507,14 @@ class ConsensusNode:
     # --- the machine's inputs ------------------------------------------------------------------
 
     def _new_machine(self) -> HeightMachine:
-        vset = self.vset
-        proposers: dict[int, bytes] = {}
-
-        def proposer(round_: int) -> bytes:
-            if round_ not in proposers:
-                proposers[round_] = vset.proposer(round_)
-            return proposers[round_]
-
-        inputs = Inputs(vset.powers(), proposer, self._get_value, self._valid)
+        self._proposer = ProposerSchedule(self.vset)
+        inputs = Inputs(self.vset.powers(), self._proposer, self._get_value, self._valid)
         return HeightMachine(self.height, self.me, inputs, self.cfg.timeouts)
 
-    def _tip(self) -> ChainTip:
+    def _tip(self, certified_round: int | None = None) -> ChainTip:
+        """The chain a block must extend; `certified_round` is the round of the verified
+        certificate that committed it (block sync), else the live round window applies."""
+        max_round = self.machine.round + MAX_FUTURE_ROUNDS if certified_round is None else certified_round
         return ChainTip(
             self.cfg.chain_id,
             self.height,
@@ -525,6 +525,8 @@ class ConsensusNode:
             self.app_hash,
             self.cfg.genesis_time,
             self._powers_of,
+            self._proposer,
+            max_round,
         )
 
     def _valid(self, block: Block, h: bytes | None = None) -> bool:
@@ -541,7 +543,7 @@ class ConsensusNode:
             self._valid_cache[h] = cached
         return cached
 
-    def _get_value(self) -> Block:
+    def _get_value(self, round_: int = 0) -> Block:
         assert self.me is not None
         txs = tuple(
             self.app.select_txs(self.mempool.candidates(self.cfg.max_block_txs), self.cfg.max_block_bytes)
@@ -557,6 +559,7 @@ class ConsensusNode:
             evidence_root=evidence_root(evidence),
             app_hash=self.app_hash,
             last_commit_hash=certificate_hash(self.last_commit),
+            round=round_,
         )
         return Block(header, txs, evidence, self.last_commit)
 

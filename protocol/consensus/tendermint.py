@@ -118,7 +118,7 @@ class Inputs:
 
     powers: dict[bytes, int]
     proposer: Callable[[int], bytes]
-    get_value: Callable[[], Block]
+    get_value: Callable[[int], Block]  # a fresh block for the given round
     valid: Callable[[Block, bytes], bool]  # (block, its hash)
 
 
@@ -235,7 +235,7 @@ class HeightMachine:
         self.round = round_
         self.step = Step.PROPOSE
         if self.me is not None and self.inp.proposer(round_) == self.me:
-            block = self.valid_value if self.valid_value is not None else self.inp.get_value()
+            block = self.valid_value if self.valid_value is not None else self.inp.get_value(round_)
             h = block_hash(block)
             self.proposals[round_] = (block, h, self.valid_round)
             self.blocks[h] = block

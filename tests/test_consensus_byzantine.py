@@ -1,0 +1,134 @@
+"""Byzantine proposers against the consensus rules, message by message: the proposer rule
+(a block names the proposer of its round, who signed its proposal) on the live path and
+on block sync, with forged headers (issue 17)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from netsim.scenarios.consensus import HashChainApp
+from protocol.app import Validator
+from protocol.commands import TOPIC_CONSENSUS, Command, MessageReceived, Publish, Tick
+from protocol.consensus.block import Block, block_hash
+from protocol.consensus.messages import BlockResponse, CommittedBlock, Proposal
+from protocol.consensus.node import ConsensusConfig, ConsensusNode
+from protocol.consensus.validation import InvalidBlock, check_block, check_committed, check_proposal
+from protocol.consensus.votes import Vote, VoteType, make_certificate, sign_vote
+from protocol.envelope import open_envelope, seal
+from protocol.identity import Keypair
+
+CHAIN = "byz-unit"
+DIRECT = "polnet/direct/1"
+KEYS = [Keypair.derive(f"byz-unit/{i}") for i in range(4)]
+VALIDATORS = tuple(Validator(k.public, 1) for k in KEYS)
+
+
+def _node(i: int | None) -> ConsensusNode:
+    cfg = ConsensusConfig(chain_id=CHAIN, genesis_validators=VALIDATORS)
+    node = ConsensusNode(cfg, HashChainApp(VALIDATORS), None if i is None else KEYS[i])
+    node.handle(0, Tick())
+    return node
+
+
+def _index(node: ConsensusNode, round_: int) -> int:
+    """The index in KEYS of the proposer of `round_` at the node's height."""
+    who = node.machine.inp.proposer(round_)
+    return next(i for i, k in enumerate(KEYS) if k.public == who)
+
+
+def _deliver(node: ConsensusNode, msg: object, key: Keypair, now: int = 10) -> list[Command]:
+    raw = seal(msg, key, CHAIN)
+    env = open_envelope(raw, CHAIN)
+    return list(node.handle(now, MessageReceived(TOPIC_CONSENSUS, env.sender, env.body, raw)))
+
+
+def _prevotes(cmds: list[Command]) -> list[Vote]:
+    return [c.msg for c in cmds if isinstance(c, Publish) and isinstance(c.msg, Vote)
+            and c.msg.vote_type == VoteType.PREVOTE]
+
+
+def _forge(block: Block, **header: object) -> Block:
+    return dataclasses.replace(block, header=dataclasses.replace(block.header, **header))  # type: ignore[arg-type]
+
+
+def _setting() -> tuple[ConsensusNode, int, int, Block]:
+    """A validator (not round 0's proposer), round 0's proposer p and its honest block."""
+    probe = _node(None)
+    p = _index(probe, 0)
+    me = (p + 1) % 4
+    maker = _node(p)
+    block = maker._get_value(0)
+    assert block.header.proposer == KEYS[p].public and block.header.round == 0
+    return _node(me), p, me, block
+
+
+def test_an_honest_proposal_gets_a_prevote_for_its_block() -> None:
+    node, p, _, block = _setting()
+    assert [v.block_hash for v in _prevotes(_deliver(node, Proposal(1, 0, -1, block), KEYS[p]))] == [
+        block_hash(block)
+    ]
+
+
+@pytest.mark.parametrize("named", ["another validator", "the receiver itself", "a non-validator"])
+def test_a_block_naming_anyone_but_its_rounds_proposer_gets_a_nil_prevote(named: str) -> None:
+    # Before issue 17 any validator in header.proposer passed, and the ledger paid the
+    # validator a Byzantine proposer named: the proposal's signer is round 0's proposer.
+    node, p, me, block = _setting()
+    other = {"another validator": KEYS[(p + 2) % 4].public, "the receiver itself": KEYS[me].public,
+             "a non-validator": Keypair.derive("stranger").public}[named]
+    forged = _forge(block, proposer=other)
+    assert [v.block_hash for v in _prevotes(_deliver(node, Proposal(1, 0, -1, forged), KEYS[p]))] == [None]
+
+
+def test_a_block_of_another_round_whose_proposer_it_names_is_refused_as_a_fresh_proposal() -> None:
+    # Round 1's proposer cannot pass off a block "of round 0" (naming round 0's proposer)
+    # as its fresh proposal, nor a block of its own with a round in the header it lies about.
+    node, _, _, block = _setting()
+    q = _index(node, 1)
+    node.handle(10, Tick())
+    cmds = _deliver(node, Proposal(1, 1, -1, block), KEYS[q])  # block says round 0, proposer p
+    assert _prevotes(cmds) == [] and 1 not in node.machine.proposals
+    with pytest.raises(InvalidBlock, match="fresh proposal of round 1"):
+        check_proposal(1, -1, block)
+    with pytest.raises(InvalidBlock, match="re-proposal with valid round 0"):
+        check_proposal(2, 0, _forge(block, round=1))
+    check_proposal(2, 0, block)  # a re-proposal keeps its maker's header
+
+
+def test_check_block_pins_the_header_proposer_to_the_proposer_of_the_header_round() -> None:
+    node, p, _, block = _setting()
+    tip = node._tip()
+    check_block(tip, block, node.evidence, node.verifier)
+    q = _index(node, 1)
+    assert q != p  # equal stakes rotate
+    with pytest.raises(InvalidBlock, match="names a proposer other than that round's"):
+        check_block(tip, _forge(block, proposer=KEYS[q].public), node.evidence, node.verifier)
+    with pytest.raises(InvalidBlock, match="names a proposer other than that round's"):
+        check_block(tip, _forge(block, round=1), node.evidence, node.verifier)  # p does not lead round 1
+    check_block(tip, _forge(block, round=1, proposer=KEYS[q].public), node.evidence, node.verifier)
+    with pytest.raises(InvalidBlock, match="beyond round"):  # no proposer schedule for round 2**31
+        check_block(tip, _forge(block, round=2**31), node.evidence, node.verifier)
+
+
+def _certify(block: Block, round_: int = 0) -> CommittedBlock:
+    h = block_hash(block)
+    votes = [sign_vote(CHAIN, Vote(block.height, round_, VoteType.PRECOMMIT, h, k.public), k.sign)
+             for k in KEYS]
+    return CommittedBlock(block, make_certificate(block.height, round_, h, votes))
+
+
+def test_block_sync_refuses_a_certified_block_that_names_the_wrong_proposer() -> None:
+    # Even with precommits of every validator (beyond the fault model), a synced block
+    # must name its round's proposer: every honest node checks the same header rule.
+    node, p, _, block = _setting()
+    observer = _node(None)
+    forged = _forge(block, proposer=KEYS[(p + 1) % 4].public)
+    observer.handle(20, MessageReceived(DIRECT, KEYS[p].public, BlockResponse((_certify(forged),)), b""))
+    assert observer.height == 1
+    observer.handle(20, MessageReceived(DIRECT, KEYS[p].public, BlockResponse((_certify(block),)), b""))
+    assert observer.height == 2  # the honest block with the same certificate shape applies
+    with pytest.raises(InvalidBlock, match="committed in round 0"):
+        check_committed(node._tip(), _forge(block, round=3), _certify(_forge(block, round=3)).commit,
+                        node.verifier)
