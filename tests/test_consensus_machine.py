@@ -146,10 +146,35 @@ def test_nil_prevote_quorum_precommits_nil_and_precommit_timeout_starts_next_rou
     timeout(m, Step.PROPOSE, 0)
     out = feed(m, [0, 2], VoteType.PREVOTE, None)
     assert Vote(1, 0, VoteType.PRECOMMIT, None, KEYS[1]) in votes_of(out)  # line 44
-    out = feed(m, [0, 2], VoteType.PRECOMMIT, None)
-    assert ScheduleTimeout(Step.PRECOMMIT, 1, 0, 50) in out  # line 47
+    out = feed(m, [0, 2], VoteType.PRECOMMIT, HA)
+    assert ScheduleTimeout(Step.PRECOMMIT, 1, 0, 50) in out  # line 47: A could still get 3
+    assert m.round == 0
     out = timeout(m, Step.PRECOMMIT, 0)  # line 65: round 1, whose proposer we are
     assert m.round == 1 and BroadcastProposal(1, -1, A) in out
+
+
+def test_once_no_block_can_reach_a_precommit_quorum_the_next_round_starts_at_once() -> None:
+    m = machine()
+    start(m)
+    timeout(m, Step.PROPOSE, 0)
+    feed(m, [0, 2], VoteType.PREVOTE, None)
+    out = feed(m, [0, 2], VoteType.PRECOMMIT, None)  # 3 nil of 4: no block can get 3 now
+    assert ScheduleTimeout(Step.PRECOMMIT, 1, 0, 50) in out  # line 47 still fires first
+    assert m.round == 1 and BroadcastProposal(1, -1, A) in out  # line 65 without the wait
+    assert timeout(m, Step.PRECOMMIT, 0) == []  # the stale timeout does nothing
+
+
+def test_once_no_value_can_reach_a_prevote_quorum_it_precommits_nil_without_the_timeout() -> None:
+    # A late proposal reached only us and validator 0 in time: A has 2 prevotes, nil 2.
+    m = machine()
+    start(m)
+    propose(m, 0, 0, -1, A)
+    feed(m, [0], VoteType.PREVOTE, HA)
+    out = feed(m, [2], VoteType.PREVOTE, None)
+    assert ScheduleTimeout(Step.PREVOTE, 1, 0, 50) in out and votes_of(out) == []  # A may get 3
+    out = feed(m, [3], VoteType.PREVOTE, None)  # now neither A (2) nor nil (2) can reach 3
+    assert votes_of(out) == [Vote(1, 0, VoteType.PRECOMMIT, None, KEYS[1])]  # line 61, early
+    assert m.locked_round == -1
 
 
 def _locked_on_a(me: int) -> HeightMachine:
@@ -252,8 +277,8 @@ def test_decides_on_a_block_whose_precommit_quorum_is_from_an_earlier_round() ->
     m = machine()
     start(m)
     propose(m, 0, 0, -1, A)
-    feed(m, [0, 2, 3], VoteType.PRECOMMIT, None, round_=1)  # skips ahead to round 1
-    assert m.round == 1
+    feed(m, [0, 2, 3], VoteType.PRECOMMIT, None, round_=1)  # skips ahead to round 1 (line 55)
+    assert m.round == 2  # whose nil precommit quorum starts round 2 at once
     out = feed(m, [0, 2, 3], VoteType.PRECOMMIT, HA, round_=0)
     assert [a.block for a in out if isinstance(a, Decide)] == [A]
 

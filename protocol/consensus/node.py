@@ -64,7 +64,9 @@ from .tendermint import (
     Inputs,
     ScheduleTimeout,
     Step,
+    TimedOutTooSoon,
 )
+from .timeouts import Pacer
 from .validation import ChainTip, InvalidBlock, check_block, check_committed, check_evidence, check_proposal
 from .validators import ProposerSchedule, ValidatorSet
 from .votes import (
@@ -128,12 +130,18 @@ class ConsensusNode:
         self.app_hash = app.app_hash()
         self.now = 0
         self.signer = VoteSigner(config.chain_id, key)
+        #: This node's timeouts: the configured ones, lengthened where they proved too
+        #: short and shortened back as heights succeed (protocol/consensus/timeouts.py).
+        self.pacer = Pacer(config.timeouts)
         self._answered: set[tuple[bytes, int, int]] = set()  # bounded: validators x rounds
         self._valid_cache: dict[bytes, bool] = {}
         self._future: deque[tuple[bytes, Any, bytes]] = deque(maxlen=MAX_FUTURE_MESSAGES)
         # (round, block hash) -> validator -> the envelope of its prevote: the proof of lock
         # (POL) this node re-sends with a re-proposal and while stuck (Tendermint's POL gossip).
         self._pol: dict[tuple[int, bytes], dict[bytes, bytes]] = {}
+        # round -> the envelope of the proposal the machine accepted for it (recent rounds
+        # and the valid round): re-sent with its POL so that others can adopt the block.
+        self._proposal_raw: dict[int, bytes] = {}
         self._sync_deadline = -1
         self._served: OrderedDict[bytes, int] = OrderedDict()
         self._progress_mark: tuple[int, int, int] = (-1, -1, -1)
@@ -170,6 +178,8 @@ class ConsensusNode:
         # it fires only if this node then stays stuck for rebroadcast_ms.
         mark = (self.height, self.machine.round, int(self.machine.step))
         if mark != self._progress_mark and self._started:
+            if mark[:2] != self._progress_mark[:2] and mark[1] > 0:
+                cmds += self._resend_valid(validators_only=True)  # a round failed: spread the best POL
             self._progress_mark = mark
             cmds.append(self._rebroadcast_timer())
         return cmds
@@ -250,7 +260,9 @@ class ConsensusNode:
                 check_proposal(body.round, body.valid_round, body.block)
             except InvalidBlock as exc:  # ignored like a proposal from a non-proposer
                 return [Log("debug", "consensus.rejected", (("reason", str(exc)),))]
-            return self._run(self.machine.on_proposal(sender, body.round, body.valid_round, body.block))
+            cmds = self._run(self.machine.on_proposal(sender, body.round, body.valid_round, body.block))
+            self._keep_proposal(body, raw)
+            return cmds
         # Rule: a vote travels in an envelope signed by the voter itself.
         if sender != body.validator:
             return []
@@ -316,6 +328,45 @@ class ConsensusNode:
         floor, valid = self.machine.round - POL_ROUNDS, self.machine.valid_round
         for key in [k for k in self._pol if k[0] < floor and k[0] != valid]:
             del self._pol[key]
+
+    def _keep_proposal(self, p: Proposal, raw: bytes) -> None:
+        """Keep the envelope of a proposal the machine accepted (bounded like the POL
+        prevotes: the last POL_ROUNDS rounds plus the valid round)."""
+        held = self.machine.proposals.get(p.round)
+        if p.height != self.height or held is None or held[0] != p.block or not raw:
+            return
+        self._proposal_raw[p.round] = raw
+        floor, valid = self.machine.round - POL_ROUNDS, self.machine.valid_round
+        for r in [r for r in self._proposal_raw if r < floor and r != valid]:
+            del self._proposal_raw[r]
+
+    def _resend_valid(self, validators_only: bool = False) -> list[Command]:
+        """Re-send the proposal of our valid round with its proof of lock.
+
+        Why (issue 17, lock splitting): a Byzantine proposer can feed its proposal and
+        prevotes to just f+1 honest validators, who lock on a block the others never saw;
+        an unlocked proposer then proposes a fresh block the locked ones prevote nil on,
+        round after round. A validator that knows a valid value (a block with 2f+1
+        prevotes in round vr; a locked one always does) sends that round's proposal and
+        prevotes at every new round, so every honest validator adopts the block as its
+        own valid value (HeightMachine._rule_valid_any_round) and the next honest
+        proposer re-proposes it with valid round vr, which all honest validators accept
+        (paper, line 28). Safety is unaffected: these are the signed messages of round
+        vr, re-sent unchanged (Tendermint's gossip of proposals and POL prevotes).
+        """
+        m = self.machine
+        if m.valid_round < 0 or m.valid_value is None or (validators_only and self.me not in m.inp.powers):
+            return []
+        prop = m.proposals.get(m.valid_round)
+        if prop is None:
+            return []
+        cmds: list[Command] = []
+        raw = self._proposal_raw.get(m.valid_round)
+        if raw is not None:
+            cmds.append(Publish(TOPIC_CONSENSUS, raw))
+        elif m.inp.proposer(m.valid_round) == self.me:
+            cmds.append(Publish(TOPIC_CONSENSUS, Proposal(self.height, m.valid_round, prop[2], prop[0])))
+        return cmds + self._proof_of_lock(m.valid_round, prop[1])
 
     def _proof_of_lock(self, round_: int, h: bytes) -> list[Command]:
         """The prevotes of `round_` for `h` that this node holds, its own included.
@@ -416,7 +467,10 @@ class ConsensusNode:
                 queue.extend(more)
             elif isinstance(a, ScheduleTimeout):
                 cmds.append(SetTimer(self.now + a.duration, f"tm/{int(a.step)}/{a.height}/{a.round}"))
+            elif isinstance(a, TimedOutTooSoon):
+                self.pacer.too_soon(a.step)
             elif isinstance(a, Decide):
+                self.pacer.decided(a.round)
                 cert = make_certificate(self.height, a.round, block_hash(a.block), list(a.precommits))
                 cmds += self._commit(a.block, cert)
                 return cmds  # the old machine is gone; _commit ran the new one
@@ -426,11 +480,10 @@ class ConsensusNode:
         cmds: list[Command] = [self._rebroadcast_timer()]
         m = self.machine
         prop = m.proposals.get(m.round)
-        if prop is not None and m.me is not None and self.vset.proposer(m.round) == m.me:
+        if prop is not None and m.me is not None and m.inp.proposer(m.round) == m.me:
             cmds.append(Publish(TOPIC_CONSENSUS, Proposal(self.height, m.round, prop[2], prop[0])))
         cmds += [Publish(TOPIC_CONSENSUS, sv.vote) for sv in self.signer.votes(m.round - 1)]
-        if m.valid_round >= 0 and m.valid_value is not None:
-            cmds += self._proof_of_lock(m.valid_round, block_hash(m.valid_value))
+        cmds += self._resend_valid()
         head = self.last_hash
         cmds.append(Publish(TOPIC_CONSENSUS, Status(self.height - 1, head)))
         return cmds
@@ -490,6 +543,7 @@ class ConsensusNode:
         self._answered = set()
         self._valid_cache = {}
         self._pol = {}
+        self._proposal_raw = {}
         self._prev_machine = self.machine
         self.machine = self._new_machine()
         self._height_started = False
@@ -509,7 +563,7 @@ class ConsensusNode:
     def _new_machine(self) -> HeightMachine:
         self._proposer = ProposerSchedule(self.vset)
         inputs = Inputs(self.vset.powers(), self._proposer, self._get_value, self._valid)
-        return HeightMachine(self.height, self.me, inputs, self.cfg.timeouts)
+        return HeightMachine(self.height, self.me, inputs, self.pacer)
 
     def _tip(self, certified_round: int | None = None) -> ChainTip:
         """The chain a block must extend; `certified_round` is the round of the verified
