@@ -132,3 +132,22 @@ def test_block_sync_refuses_a_certified_block_that_names_the_wrong_proposer() ->
     with pytest.raises(InvalidBlock, match="committed in round 0"):
         check_committed(node._tip(), _forge(block, round=3), _certify(_forge(block, round=3)).commit,
                         node.verifier)
+
+
+def test_a_locked_validator_re_sends_its_locked_proposal_and_its_proof_of_lock_at_each_new_round() -> None:
+    # Lock splitting (issue 17): the others may never have seen the block we locked on.
+    node, p, me, block = _setting()
+    proposal = seal(Proposal(1, 0, -1, block), KEYS[p], CHAIN)
+    _deliver(node, Proposal(1, 0, -1, block), KEYS[p])
+    others = [i for i in range(4) if i not in (p, me)]
+    prevotes = [seal(Vote(1, 0, VoteType.PREVOTE, block_hash(block), KEYS[i].public), KEYS[i], CHAIN)
+                for i in (p, others[0])]
+    for i in (p, others[0]):
+        _deliver(node, Vote(1, 0, VoteType.PREVOTE, block_hash(block), KEYS[i].public), KEYS[i])
+    assert node.machine.locked_round == 0
+    cmds: list[Command] = []
+    for i in (p, *others):  # nil precommits: round 0 fails, round 1 starts at once
+        cmds += _deliver(node, Vote(1, 0, VoteType.PRECOMMIT, None, KEYS[i].public), KEYS[i], now=20)
+    assert node.machine.round == 1
+    sent = [c.msg for c in cmds if isinstance(c, Publish)]
+    assert proposal in sent and all(pv in sent for pv in prevotes)
