@@ -10,9 +10,9 @@ import pytest
 
 from netsim.scenarios.consensus import HashChainApp
 from protocol.app import Validator
-from protocol.commands import TOPIC_CONSENSUS, Command, MessageReceived, Publish, Tick
+from protocol.commands import TOPIC_CONSENSUS, Command, MessageReceived, Publish, SendTo, Tick
 from protocol.consensus.block import Block, block_hash
-from protocol.consensus.messages import BlockResponse, CommittedBlock, Proposal
+from protocol.consensus.messages import BlockRequest, BlockResponse, CommittedBlock, Proposal, Status
 from protocol.consensus.node import ConsensusConfig, ConsensusNode
 from protocol.consensus.validation import InvalidBlock, check_block, check_committed, check_proposal
 from protocol.consensus.votes import Vote, VoteType, make_certificate, sign_vote
@@ -151,3 +151,17 @@ def test_a_locked_validator_re_sends_its_locked_proposal_and_its_proof_of_lock_a
     assert node.machine.round == 1
     sent = [c.msg for c in cmds if isinstance(c, Publish)]
     assert proposal in sent and all(pv in sent for pv in prevotes)
+
+
+def test_a_peer_that_claims_heights_it_never_serves_does_not_stop_us_asking_the_others() -> None:
+    # future_spam sends a status 1000 heights ahead every 200 ms and answers nothing; with
+    # one retry interval for all peers it took every turn, and a node that fell behind could
+    # not ask an honest peer for blocks. The interval is per peer now.
+    def asked(cmds: list[Command]) -> list[bytes]:
+        return [c.peer for c in cmds if isinstance(c, SendTo) and isinstance(c.msg, BlockRequest)]
+
+    node = _node(0)
+    liar, honest = KEYS[1], KEYS[2]
+    assert asked(_deliver(node, Status(1000, b"\x07" * 32), liar, now=10)) == [liar.public]
+    assert _deliver(node, Status(1000, b"\x07" * 32), liar, now=20) == []  # once per interval
+    assert asked(_deliver(node, Status(2, b"\x08" * 32), honest, now=30)) == [honest.public]

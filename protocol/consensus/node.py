@@ -142,7 +142,8 @@ class ConsensusNode:
         # round -> the envelope of the proposal the machine accepted for it (recent rounds
         # and the valid round): re-sent with its POL so that others can adopt the block.
         self._proposal_raw: dict[int, bytes] = {}
-        self._sync_deadline = -1
+        # peer -> when we may next ask it for blocks (bounded like _served).
+        self._sync_asked: OrderedDict[bytes, int] = OrderedDict()
         self._served: OrderedDict[bytes, int] = OrderedDict()
         self._progress_mark: tuple[int, int, int] = (-1, -1, -1)
         self.machine = self._new_machine()
@@ -393,18 +394,29 @@ class ConsensusNode:
             self._future.append((sender, body, raw))
             if isinstance(body, Proposal) and body.block.last_commit is not None:
                 cmds += self._commit_from_certificate(body.block.last_commit)
-        if body.height > self.height and self.now >= self._sync_deadline:
-            self._sync_deadline = self.now + self.cfg.sync_retry_ms
+        if body.height > self.height and self._may_ask(sender):
             cmds.append(SendTo(sender, BlockRequest(self.height, MAX_SYNC_BATCH)))
         return cmds
 
     def _on_status(self, sender: bytes, height: int) -> list[Command]:
         if height + 1 < self.height:
             return self._serve(sender, height + 1, MAX_SYNC_BATCH)
-        if height >= self.height and self.now >= self._sync_deadline:
-            self._sync_deadline = self.now + self.cfg.sync_retry_ms
+        if height >= self.height and self._may_ask(sender):
             return [SendTo(sender, BlockRequest(self.height, MAX_SYNC_BATCH))]
         return []
+
+    def _may_ask(self, peer: bytes) -> bool:
+        """Rule: ask a peer that claims to be ahead for blocks at most once per retry
+        interval, per peer. One interval for all peers let a Byzantine validator that
+        claims heights it never serves (netsim's future_spam) take every turn, so a node
+        that fell behind could not ask an honest peer for a second at a time."""
+        if self.now < self._sync_asked.get(peer, -1):
+            return False
+        self._sync_asked[peer] = self.now + self.cfg.sync_retry_ms
+        self._sync_asked.move_to_end(peer)
+        if len(self._sync_asked) > MAX_SERVED_PEERS:
+            self._sync_asked.popitem(last=False)
+        return True
 
     # --- block sync -------------------------------------------------------------------------------
 
