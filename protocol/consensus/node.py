@@ -133,7 +133,7 @@ class ConsensusNode:
         #: This node's timeouts: the configured ones, lengthened where they proved too
         #: short and shortened back as heights succeed (protocol/consensus/timeouts.py).
         self.pacer = Pacer(config.timeouts)
-        self._answered: set[tuple[bytes, int, int]] = set()  # bounded: validators x rounds
+        self._answered: set[tuple[bytes, int, int, int]] = set()  # bounded: validators x rounds x 2
         self._valid_cache: dict[bytes, bool] = {}
         self._future: deque[tuple[bytes, Any, bytes]] = deque(maxlen=MAX_FUTURE_MESSAGES)
         # (round, block hash) -> validator -> the envelope of its prevote: the proof of lock
@@ -309,10 +309,10 @@ class ConsensusNode:
     def _answer_rebroadcast(self, vote: Vote) -> list[Command]:
         """A vote we already hold arrived again: its sender is stuck and rebroadcasting,
         probably because it lost some of ours, so send it our votes of that round directly
-        (once per peer and round)."""
-        key = (vote.validator, vote.height, vote.round)
-        if key in self._answered or self.me is None:
-            return []
+        (once per peer, round and vote type)."""
+        key = (vote.validator, vote.height, vote.round, int(vote.vote_type))
+        if key in self._answered or self.me is None or vote.validator == self.me:
+            return []  # (our own vote, relayed back to us in a proof of lock: no one to answer)
         self._answered.add(key)
         return [SendTo(vote.validator, sv.vote) for sv in self.signer.votes_of_round(vote.round)]
 
@@ -424,7 +424,7 @@ class ConsensusNode:
         # Rule: one answer per peer per serve interval, so requests cannot be used to make
         # this node send megabytes per message received.
         last = self._served.get(peer)
-        if last is not None and self.now - last < self.cfg.serve_interval_ms:
+        if peer == self.me or (last is not None and self.now - last < self.cfg.serve_interval_ms):
             return []
         blocks = self.store.range(from_height, min(count, MAX_SYNC_BATCH))
         if blocks:
@@ -462,6 +462,7 @@ class ConsensusNode:
     def _run(self, actions: list[Action]) -> list[Command]:
         cmds: list[Command] = []
         queue = deque(actions)
+        waits: list[ScheduleTimeout] = []
         while queue:
             a = queue.popleft()
             if isinstance(a, BroadcastProposal):
@@ -479,6 +480,8 @@ class ConsensusNode:
                 queue.extend(more)
             elif isinstance(a, ScheduleTimeout):
                 cmds.append(SetTimer(self.now + a.duration, f"tm/{int(a.step)}/{a.height}/{a.round}"))
+                if a.step != Step.PROPOSE:
+                    waits.append(a)
             elif isinstance(a, TimedOutTooSoon):
                 self.pacer.too_soon(a.step)
             elif isinstance(a, Decide):
@@ -486,7 +489,29 @@ class ConsensusNode:
                 cert = make_certificate(self.height, a.round, block_hash(a.block), list(a.precommits))
                 cmds += self._commit(a.block, cert)
                 return cmds  # the old machine is gone; _commit ran the new one
+        for w in waits:
+            cmds += self._ask_for_votes(w)
         return cmds
+
+    def _ask_for_votes(self, wait: ScheduleTimeout) -> list[Command]:
+        """2f+1 votes of a step are in (lines 34, 47) but no quorum for one value yet:
+        re-send ours of that step, so that every peer that already holds it answers with
+        its own votes of the round (`_answer_rebroadcast`).
+
+        Why: on a lossy network a lost prevote or precommit used to come back only with
+        its sender's rebroadcast, after rebroadcast_ms without progress, which outlasts
+        the timeout just scheduled; a Byzantine validator that votes nil ahead of time
+        (netsim's future_spam) starts these timeouts at every round, so a single lost vote
+        failed the round. This brings it back within one round trip. Nothing is sent when
+        the quorum is already there (the usual case), and only once per step and round.
+        """
+        m = self.machine
+        moved_on = wait.step == Step.PREVOTE and m.step != Step.PREVOTE
+        if m.round != wait.round or m.decision is not None or moved_on:
+            return []
+        t = VoteType.PREVOTE if wait.step == Step.PREVOTE else VoteType.PRECOMMIT
+        return [Publish(TOPIC_CONSENSUS, sv.vote) for sv in self.signer.votes_of_round(wait.round)
+                if sv.vote.vote_type == t]
 
     def _rebroadcast(self) -> list[Command]:
         cmds: list[Command] = [self._rebroadcast_timer()]
