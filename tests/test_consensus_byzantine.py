@@ -165,3 +165,36 @@ def test_a_peer_that_claims_heights_it_never_serves_does_not_stop_us_asking_the_
     assert asked(_deliver(node, Status(1000, b"\x07" * 32), liar, now=10)) == [liar.public]
     assert _deliver(node, Status(1000, b"\x07" * 32), liar, now=20) == []  # once per interval
     assert asked(_deliver(node, Status(2, b"\x08" * 32), honest, now=30)) == [honest.public]
+
+
+def test_with_2f_plus_1_prevotes_but_no_proof_of_lock_a_node_re_sends_its_prevote_to_pull_lost_ones() -> None:
+    # The peers that already hold our prevote answer with their votes of the round, so a
+    # prevote lost on the way to us comes back before the prevote timeout (issue 17, spam).
+    node, p, me, block = _setting()
+    h = block_hash(block)
+    _deliver(node, Proposal(1, 0, -1, block), KEYS[p])  # we prevote the block
+    _deliver(node, Vote(1, 0, VoteType.PREVOTE, h, KEYS[p].public), KEYS[p])
+    nil_voter = next(i for i in range(4) if i not in (p, me))
+    cmds = _deliver(node, Vote(1, 0, VoteType.PREVOTE, None, KEYS[nil_voter].public), KEYS[nil_voter])
+    ours = [c.msg for c in cmds if isinstance(c, Publish) and isinstance(c.msg, Vote)]
+    assert ours == [Vote(1, 0, VoteType.PREVOTE, h, KEYS[me].public)]  # 3 of 4 in, 2 for the block
+    peer = _node(p)  # round 0's proposer: it proposed this block and prevoted it at Tick
+    ours_again = Vote(1, 0, VoteType.PREVOTE, h, KEYS[me].public)
+
+    def answers(cmds: list[Command]) -> list[object]:
+        return [c.msg for c in cmds if isinstance(c, SendTo) and c.peer == KEYS[me].public]
+
+    assert answers(_deliver(peer, ours_again, KEYS[me])) == []  # the first copy is just counted
+    assert answers(_deliver(peer, ours_again, KEYS[me])) == [Vote(1, 0, VoteType.PREVOTE, h, KEYS[p].public)]
+    assert answers(_deliver(peer, ours_again, KEYS[me])) == []  # once per peer, round and type
+
+
+def test_a_node_with_its_proof_of_lock_asks_for_nothing() -> None:
+    node, p, me, block = _setting()
+    h = block_hash(block)
+    _deliver(node, Proposal(1, 0, -1, block), KEYS[p])
+    _deliver(node, Vote(1, 0, VoteType.PREVOTE, h, KEYS[p].public), KEYS[p])
+    other = next(i for i in range(4) if i not in (p, me))
+    cmds = _deliver(node, Vote(1, 0, VoteType.PREVOTE, h, KEYS[other].public), KEYS[other])
+    sent = [c.msg for c in cmds if isinstance(c, Publish) and isinstance(c.msg, Vote)]
+    assert [v.vote_type for v in sent] == [VoteType.PRECOMMIT]  # line 36 at once, no re-sent prevote
