@@ -176,8 +176,9 @@ def test_with_2f_plus_1_prevotes_but_no_proof_of_lock_a_node_re_sends_its_prevot
     _deliver(node, Vote(1, 0, VoteType.PREVOTE, h, KEYS[p].public), KEYS[p])
     nil_voter = next(i for i in range(4) if i not in (p, me))
     cmds = _deliver(node, Vote(1, 0, VoteType.PREVOTE, None, KEYS[nil_voter].public), KEYS[nil_voter])
-    ours = [c.msg for c in cmds if isinstance(c, Publish) and isinstance(c.msg, Vote)]
-    assert ours == [Vote(1, 0, VoteType.PREVOTE, h, KEYS[me].public)]  # 3 of 4 in, 2 for the block
+    ours = {(c.peer, c.msg) for c in cmds if isinstance(c, SendTo) and isinstance(c.msg, Vote)}
+    mine = Vote(1, 0, VoteType.PREVOTE, h, KEYS[me].public)
+    assert ours == {(KEYS[i].public, mine) for i in range(4) if i != me}  # 3 of 4 in, 2 for the block
     peer = _node(p)  # round 0's proposer: it proposed this block and prevoted it at Tick
     ours_again = Vote(1, 0, VoteType.PREVOTE, h, KEYS[me].public)
 
@@ -196,5 +197,5 @@ def test_a_node_with_its_proof_of_lock_asks_for_nothing() -> None:
     _deliver(node, Vote(1, 0, VoteType.PREVOTE, h, KEYS[p].public), KEYS[p])
     other = next(i for i in range(4) if i not in (p, me))
     cmds = _deliver(node, Vote(1, 0, VoteType.PREVOTE, h, KEYS[other].public), KEYS[other])
-    sent = [c.msg for c in cmds if isinstance(c, Publish) and isinstance(c.msg, Vote)]
+    sent = [c.msg for c in cmds if isinstance(c, (Publish, SendTo)) and isinstance(c.msg, Vote)]
     assert [v.vote_type for v in sent] == [VoteType.PRECOMMIT]  # line 36 at once, no re-sent prevote

@@ -495,8 +495,8 @@ class ConsensusNode:
 
     def _ask_for_votes(self, wait: ScheduleTimeout) -> list[Command]:
         """2f+1 votes of a step are in (lines 34, 47) but no quorum for one value yet:
-        re-send ours of that step, so that every peer that already holds it answers with
-        its own votes of the round (`_answer_rebroadcast`).
+        re-send ours of that step to every validator, so that each one that already holds
+        it answers with its own votes of the round (`_answer_rebroadcast`).
 
         Why: on a lossy network a lost prevote or precommit used to come back only with
         its sender's rebroadcast, after rebroadcast_ms without progress, which outlasts
@@ -510,8 +510,11 @@ class ConsensusNode:
         if m.round != wait.round or m.decision is not None or moved_on:
             return []
         t = VoteType.PREVOTE if wait.step == Step.PREVOTE else VoteType.PRECOMMIT
-        return [Publish(TOPIC_CONSENSUS, sv.vote) for sv in self.signer.votes_of_round(wait.round)
-                if sv.vote.vote_type == t]
+        ours = [sv.vote for sv in self.signer.votes_of_round(wait.round) if sv.vote.vote_type == t]
+        # Direct to each validator: a gossip layer drops a message it has seen (the daemon's
+        # content-addressed seen-cache), a direct stream does not.
+        peers = sorted(k for k in m.inp.powers if k != self.me)
+        return [SendTo(peer, vote) for vote in ours for peer in peers]
 
     def _rebroadcast(self) -> list[Command]:
         cmds: list[Command] = [self._rebroadcast_timer()]
