@@ -6,6 +6,12 @@ sends or sleeps: it returns actions (broadcast a proposal or vote, schedule a ti
 decide) and the node core turns them into commands. "2f+1" is more than 2/3 of the
 voting power and "f+1" more than 1/3, so unequal stakes work unchanged.
 
+Beyond the paper (issue 17; each rule's docstring has its safety argument): validValue
+is also taken from an earlier round's proof of lock (`_rule_valid_any_round`, line 36),
+and the prevote and precommit timeouts are cut short once no value can reach 2f+1
+(`_rule_prevote_hopeless`, line 61; `_rule_precommit_hopeless`, line 65). A timeout that
+fired before what it waited for arrived is reported (`TimedOutTooSoon`) for the Pacer.
+
 Only the first vote of a validator per (round, type) counts towards "any" quorums and
 round skips; a second, different one is returned as an equivocation for the evidence
 pool. It still counts for its own value when that value is a block this machine knows
@@ -35,7 +41,9 @@ class Step(IntEnum):
 @dataclass(frozen=True, slots=True)
 class TimeoutConfig:
     """Timeouts grow linearly with the round (paper: timeouts increase so that after GST
-    some round is long enough), capped so that rebroadcasts keep flowing."""
+    some round is long enough), capped so that rebroadcasts keep flowing. A node adds
+    what it learned on top (protocol/consensus/timeouts.py, the Pacer): longer where a
+    timeout proved too short, back to these as heights succeed."""
 
     propose_ms: int = 1000
     prevote_ms: int = 500
