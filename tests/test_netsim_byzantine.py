@@ -269,9 +269,14 @@ def test_the_honest_proposal_the_forgeries_start_from_gets_a_prevote() -> None:
     ]
 
 
-def test_invalid_block_proposers_never_get_a_block_committed_and_every_block_names_its_maker() -> None:
+@pytest.mark.parametrize("kinds", [(), ("wrong_proposer",)])
+def test_invalid_block_proposers_never_get_a_block_committed_and_every_block_names_its_maker(
+    kinds: tuple[str, ...],
+) -> None:
+    # ("wrong_proposer",): issue 17's finding alone, a Byzantine proposer's well-formed
+    # block naming an honest validator (who would be paid for it) in every round it leads.
     sc = ConsensusScenario(seed=3, powers=(1,) * 4, duration_ms=6_000,
-                           byzantine=ByzantineConfig("invalid_blocks", (1,)))
+                           byzantine=ByzantineConfig("invalid_blocks", (1,), kinds=kinds))
     obs = Observations()
     sims: list[Sim] = []
     run_scenario(sc, setup=sims.append, obs=obs)
