@@ -17,7 +17,7 @@ from rich.table import Table
 
 from netsim.config import SimConfig
 from netsim.errors import ReproducibleFailure, SimConfigError
-from netsim.registry import replay, scenario_names
+from netsim.registry import replay_with_summary, scenario_names
 
 app = typer.Typer(help="Deterministic in-process swarm simulation (netsim).", no_args_is_help=True)
 MAX_CONFIG_BYTES = 1 << 20
@@ -60,7 +60,7 @@ def run_cmd(
             cfg = cfg.replace(**changes)
         if not cfg.scenario:
             raise SimConfigError(f"scenario: none given; choose one of {scenario_names()}")
-        report = replay(cfg)
+        report, extra = replay_with_summary(cfg)
     except SimConfigError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -79,6 +79,7 @@ def run_cmd(
         "dropped": dict(sorted(report.counters.dropped.items())),
         "faults_applied": report.faults_applied,
         "trace_hash": report.trace_hash,
+        **extra,
     }
     if as_json:
         typer.echo(json.dumps(summary, sort_keys=True))

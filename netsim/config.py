@@ -28,6 +28,42 @@ JITTER_DISTS = ("uniform", "exponential")
 GOSSIP_MODES = ("direct", "relay")
 PAUSE_MODES = ("queue", "drop")
 NEMESIS_KINDS = ("partition", "isolate", "crash", "pause", "clog", "loss")
+#: Byzantine validator strategies (netsim/byzantine/ implements each; docs/netsim.md).
+BYZANTINE_STRATEGIES = (
+    "silence",
+    "crash",
+    "amnesia",
+    "equivocation",
+    "late_proposal",
+    "starvation",
+    "future_spam",
+    "invalid_blocks",
+)
+#: The ways an `invalid_blocks` proposer breaks a block or proposal rule, one per rule of
+#: protocol/consensus/validation.py (netsim/byzantine/forge.py builds each).
+INVALID_BLOCK_KINDS = (
+    "wrong_proposer",
+    "non_validator_proposer",
+    "wrong_round",
+    "wrong_height",
+    "wrong_prev_hash",
+    "time_before_previous",
+    "time_far_ahead",
+    "wrong_app_hash",
+    "tx_root_mismatch",
+    "evidence_root_mismatch",
+    "oversize_txs",
+    "missing_last_commit",
+    "last_commit_hash_mismatch",
+    "last_commit_other_block",
+    "last_commit_below_quorum",
+    "last_commit_bad_signature",
+    "forged_evidence",
+    "evidence_from_the_future",
+    "duplicate_evidence",
+    "evidence_of_a_non_validator",
+    "unproven_valid_round",
+)
 
 
 def _require(ok: bool, where: str, what: str) -> None:
@@ -128,6 +164,45 @@ class NemesisConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ByzantineConfig:
+    """Byzantine validators: which nodes run which strategy of netsim/byzantine/.
+
+    The simulator wraps these nodes' cores, whatever the scenario, so any scenario that
+    runs `ConsensusNode`s (alone or inside a `MarketNode`) can be given a coalition from
+    its config file. The nodes act as one coalition (they share their plan); keep their
+    power below 1/3 unless the run is a negative control.
+    """
+
+    strategy: str
+    nodes: tuple[int, ...]
+    #: late_proposal: the early group's copy leaves this long before the honest propose
+    #: timeout (about the network's largest one-way delay, so it lands just in time).
+    lead_ms: int = 60
+    #: future_spam: one burst of messages for future rounds and heights per interval.
+    spam_interval_ms: int = 200
+    #: invalid_blocks: the kinds to cycle through (empty: every kind).
+    kinds: tuple[str, ...] = ()
+    #: starvation: the honest nodes that get nothing (empty: f validators by the seed).
+    victims: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        _require(
+            self.strategy in BYZANTINE_STRATEGIES,
+            "byzantine.strategy",
+            f"must be one of {BYZANTINE_STRATEGIES}, got {self.strategy!r}",
+        )
+        _require(0 < len(self.nodes) <= MAX_NODES, "byzantine.nodes", "must name at least one node")
+        _require(len(set(self.nodes)) == len(self.nodes), "byzantine.nodes", "a node is listed twice")
+        _nonneg(self.lead_ms, "byzantine.lead_ms")
+        _require(self.spam_interval_ms >= 1, "byzantine.spam_interval_ms", "must be >= 1")
+        bad = [k for k in self.kinds if k not in INVALID_BLOCK_KINDS]
+        _require(not bad, "byzantine.kinds", f"unknown kind(s) {bad}; known: {INVALID_BLOCK_KINDS}")
+        _require(
+            not set(self.victims) & set(self.nodes), "byzantine.victims", "a victim is a Byzantine node"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class SimConfig:
     """One reproducible run: `seed` + this config + the scenario's factory = one trace."""
 
@@ -147,6 +222,8 @@ class SimConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     faults: tuple[FaultAction, ...] = ()
     nemesis: NemesisConfig | None = None
+    #: Byzantine validators (netsim/byzantine/), in any scenario.
+    byzantine: ByzantineConfig | None = None
     #: Advertised FLOPS of every node, or per node (len == nodes) in `flops`.
     node_flops: int = 10**12
     flops: tuple[int, ...] = ()
@@ -191,6 +268,10 @@ class SimConfig:
         if self.nemesis is not None:
             bad = [t for t in self.nemesis.targets if not 0 <= t < self.nodes]
             _require(not bad, "nemesis.targets", f"node index {bad[:1]} out of range")
+        if self.byzantine is not None:
+            for name in ("nodes", "victims"):
+                bad = [t for t in getattr(self.byzantine, name) if not 0 <= t < self.nodes]
+                _require(not bad, f"byzantine.{name}", f"node index {bad[:1]} out of range")
 
     def param(self, name: str, default: Any) -> Any:
         """A scenario parameter, or `default` when the config does not set it."""

@@ -2,9 +2,12 @@
 
 Cores never touch storage; they emit Persist(kind, key, value) and read their state back
 through this object when the factory builds them again after a restart. The writes of a
-node's most recent handle() call are "un-synced": a Crash with lose_unsynced rolls them
-back, modelling kill -9 after the write() but before the fsync. Everything older is
-durable.
+node's most recent handle() call that no message has followed yet are "un-synced": a
+Crash with lose_unsynced rolls them back, modelling kill -9 after the write() but before
+the fsync. Everything older is durable, and so is every write that precedes a Publish or
+SendTo in the same command list: the daemon executes a Persist inline (sqlite commit with
+synchronous=FULL) before it executes the next command, so nothing that left the node can
+be backed by a write its disk then forgets (docs/chaos.md, finding 1).
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ class Disk:
 
     @property
     def unsynced(self) -> int:
-        """Writes a kill -9 now would lose (those of the node's most recent handle())."""
+        """Writes a kill -9 now would lose (those of the node's most recent handle() after
+        its last outgoing message)."""
         return len(self._undo)
 
     # --- what the simulator does -----------------------------------------------------------
@@ -63,7 +67,8 @@ class Disk:
         self.writes += 1
 
     def sync(self) -> None:
-        """Make every write so far durable (called before each handle())."""
+        """Make every write so far durable (called before each handle() and before each
+        message a node sends)."""
         self._undo.clear()
 
     def lose_unsynced(self) -> int:

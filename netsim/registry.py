@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from netsim.checks import Check, CheckFn
 from netsim.compute import Executor
@@ -30,6 +31,8 @@ class Scenario:
     checks: Sequence[Check | CheckFn] = ()
     executor: Executor | None = None
     setup: Callable[[Sim], None] | None = None
+    #: Scenario figures for `polnet sim run` to print after the run (heights, slashes...).
+    summary: Callable[[], dict[str, Any]] | None = None
 
 
 Builder = Callable[[SimConfig], Scenario]
@@ -63,9 +66,15 @@ def build(config: SimConfig) -> Scenario:
 
 
 def replay(config: SimConfig) -> Report:
-    """Run the scenario named by `config.scenario` under `config` (what `polnet sim run` does)."""
+    """Run the scenario named by `config.scenario` under `config`."""
+    return replay_with_summary(config)[0]
+
+
+def replay_with_summary(config: SimConfig) -> tuple[Report, dict[str, Any]]:
+    """`replay`, plus the scenario's own figures (what `polnet sim run` prints)."""
     scenario = build(config)
-    return run(config, scenario.factory, scenario.checks, executor=scenario.executor, setup=scenario.setup)
+    report = run(config, scenario.factory, scenario.checks, executor=scenario.executor, setup=scenario.setup)
+    return report, (scenario.summary() if scenario.summary is not None else {})
 
 
 def _load_all() -> None:

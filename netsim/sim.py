@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from netsim import faults as F
 from netsim.blobs import BLOB_KIND, BlobStore
+from netsim.byzantine import Coalition
 from netsim.checks import Check, CheckFn, as_check
 from netsim.compute import ComputeRegistry, Executor
 from netsim.config import SimConfig
@@ -138,6 +139,8 @@ class Sim:
         self._opened: dict[tuple[bytes, str], tuple[MessageReceived | None, bytes]] = {}
         self._blob_rng = substream(config.seed, "blobs")
         self._relay = config.network.gossip == "relay"
+        #: The Byzantine coalition of config.byzantine (None: every node honest).
+        self.coalition = Coalition(config, self.keys) if config.byzantine is not None else None
         self.mesh = _build_mesh(config) if self._relay else []
         self._handlers: list[Callable[[int, Any], None]] = [
             self._on_tick,
@@ -169,6 +172,10 @@ class Sim:
 
     def status(self, node: int) -> str:
         return self._nodes[node].status
+
+    def byzantine_nodes(self) -> frozenset[int]:
+        """The nodes config.byzantine makes Byzantine (checkers judge only the others)."""
+        return frozenset() if self.config.byzantine is None else frozenset(self.config.byzantine.nodes)
 
     def up_nodes(self) -> list[int]:
         return [n.index for n in self._nodes if n.status == UP]
@@ -357,6 +364,7 @@ class Sim:
     # --- commands -----------------------------------------------------------------------------
 
     def _cmd_publish(self, slot: _Node, cmd: Publish) -> None:
+        slot.disk.sync()  # a write that precedes a message is durable before it leaves
         raw = self._seal(slot, cmd.msg)
         slot.stats.published += 1
         self._gossip(slot, cmd.topic, raw)
@@ -409,6 +417,7 @@ class Sim:
         self.counters.duplicated += duplicated
 
     def _cmd_send(self, slot: _Node, cmd: SendTo) -> None:
+        slot.disk.sync()  # as for Publish: what was persisted before a message is durable
         dst = self.index_of.get(cmd.peer)
         if dst is None or dst == slot.index:
             self.counters.drop("unknown_peer")
@@ -536,6 +545,8 @@ class Sim:
     def _boot(self, slot: _Node) -> None:
         try:
             slot.core = self._factory(slot.index, slot.key, slot.disk)
+            if self.coalition is not None:
+                slot.core = self.coalition.wrap(slot.index, slot.core, slot.key)
         except Exception as exc:
             self._fail(CoreFailure, f"factory failed for node {slot.index}: {exc}", exc)
         slot.status = UP

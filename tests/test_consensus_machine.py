@@ -11,8 +11,10 @@ from protocol.consensus.tendermint import (
     Inputs,
     ScheduleTimeout,
     Step,
+    TimedOutTooSoon,
     TimeoutConfig,
 )
+from protocol.consensus.timeouts import Pacer
 from protocol.consensus.votes import SignedVote, Vote, VoteType
 
 KEYS = [bytes([i]) * 32 for i in range(1, 5)]
@@ -39,7 +41,7 @@ def machine(
     inputs = Inputs(
         powers={k: p for k, p in zip(KEYS, powers)},
         proposer=lambda r: KEYS[(proposer + r) % 4],
-        get_value=lambda: value,
+        get_value=lambda round_: value,
         valid=lambda b, h: h not in invalid,
     )
     return HeightMachine(1, KEYS[me], inputs, TIMEOUTS)
@@ -146,10 +148,35 @@ def test_nil_prevote_quorum_precommits_nil_and_precommit_timeout_starts_next_rou
     timeout(m, Step.PROPOSE, 0)
     out = feed(m, [0, 2], VoteType.PREVOTE, None)
     assert Vote(1, 0, VoteType.PRECOMMIT, None, KEYS[1]) in votes_of(out)  # line 44
-    out = feed(m, [0, 2], VoteType.PRECOMMIT, None)
-    assert ScheduleTimeout(Step.PRECOMMIT, 1, 0, 50) in out  # line 47
+    out = feed(m, [0, 2], VoteType.PRECOMMIT, HA)
+    assert ScheduleTimeout(Step.PRECOMMIT, 1, 0, 50) in out  # line 47: A could still get 3
+    assert m.round == 0
     out = timeout(m, Step.PRECOMMIT, 0)  # line 65: round 1, whose proposer we are
     assert m.round == 1 and BroadcastProposal(1, -1, A) in out
+
+
+def test_once_no_block_can_reach_a_precommit_quorum_the_next_round_starts_at_once() -> None:
+    m = machine()
+    start(m)
+    timeout(m, Step.PROPOSE, 0)
+    feed(m, [0, 2], VoteType.PREVOTE, None)
+    out = feed(m, [0, 2], VoteType.PRECOMMIT, None)  # 3 nil of 4: no block can get 3 now
+    assert ScheduleTimeout(Step.PRECOMMIT, 1, 0, 50) in out  # line 47 still fires first
+    assert m.round == 1 and BroadcastProposal(1, -1, A) in out  # line 65 without the wait
+    assert timeout(m, Step.PRECOMMIT, 0) == []  # the stale timeout does nothing
+
+
+def test_once_no_value_can_reach_a_prevote_quorum_it_precommits_nil_without_the_timeout() -> None:
+    # A late proposal reached only us and validator 0 in time: A has 2 prevotes, nil 2.
+    m = machine()
+    start(m)
+    propose(m, 0, 0, -1, A)
+    feed(m, [0], VoteType.PREVOTE, HA)
+    out = feed(m, [2], VoteType.PREVOTE, None)
+    assert ScheduleTimeout(Step.PREVOTE, 1, 0, 50) in out and votes_of(out) == []  # A may get 3
+    out = feed(m, [3], VoteType.PREVOTE, None)  # now neither A (2) nor nil (2) can reach 3
+    assert votes_of(out) == [Vote(1, 0, VoteType.PRECOMMIT, None, KEYS[1])]  # line 61, early
+    assert m.locked_round == -1
 
 
 def _locked_on_a(me: int) -> HeightMachine:
@@ -252,8 +279,8 @@ def test_decides_on_a_block_whose_precommit_quorum_is_from_an_earlier_round() ->
     m = machine()
     start(m)
     propose(m, 0, 0, -1, A)
-    feed(m, [0, 2, 3], VoteType.PRECOMMIT, None, round_=1)  # skips ahead to round 1
-    assert m.round == 1
+    feed(m, [0, 2, 3], VoteType.PRECOMMIT, None, round_=1)  # skips ahead to round 1 (line 55)
+    assert m.round == 2  # whose nil precommit quorum starts round 2 at once
     out = feed(m, [0, 2, 3], VoteType.PRECOMMIT, HA, round_=0)
     assert [a.block for a in out if isinstance(a, Decide)] == [A]
 
@@ -273,3 +300,69 @@ def test_stake_weighted_quorum_a_heavy_validator_counts_by_power() -> None:
     propose(m, 0, 0, -1, A)
     out = feed(m, [0], VoteType.PREVOTE, HA)  # 7 + our 1 = 8 of 10 > 2/3
     assert Vote(1, 0, VoteType.PRECOMMIT, HA, KEYS[1]) in votes_of(out)
+
+
+def test_a_proof_of_lock_seen_late_for_an_earlier_round_becomes_the_valid_value_we_propose() -> None:
+    """Line 36 for any round (issue 17, lock splitting): we never saw round 0's proposal
+    in time, others locked on it; once its proposal and POL reach us (re-sent by a locked
+    validator) it is our valid value, so our own proposal re-proposes it, not a fresh B."""
+    m = machine(me=3, value=B)
+    start(m)
+    feed(m, [0, 2], VoteType.PREVOTE, None, round_=2)  # we skip to round 2 (line 55)
+    assert m.round == 2 and m.valid_round == -1
+    propose(m, 0, 0, -1, A)  # the late round-0 proposal
+    feed(m, [0, 1, 2], VoteType.PREVOTE, HA)  # and its proof of lock
+    assert (m.valid_value, m.valid_round) == (A, 0)
+    assert m.locked_round == -1  # a lock is only ever taken in the current round
+    timeout(m, Step.PROPOSE, 2)
+    out = feed(m, [0, 1, 2], VoteType.PRECOMMIT, None, round_=2)  # round 3: ours
+    assert BroadcastProposal(3, 0, A) in out
+
+
+def test_a_proof_of_lock_older_than_our_valid_round_does_not_replace_it() -> None:
+    m = machine(me=3, value=B)
+    start(m)
+    feed(m, [0, 2], VoteType.PREVOTE, None, round_=2)
+    propose(m, 1, 1, -1, B)
+    feed(m, [0, 1, 2], VoteType.PREVOTE, HB, round_=1)
+    propose(m, 0, 0, -1, A)
+    feed(m, [0, 1, 2], VoteType.PREVOTE, HA)  # round 0 < our valid round 1
+    assert (m.valid_value, m.valid_round) == (B, 1)
+
+
+def test_a_timeout_followed_by_what_it_waited_for_is_reported_as_too_soon() -> None:
+    m = machine()
+    start(m)
+    timeout(m, Step.PROPOSE, 0)  # line 57: nil prevote
+    assert TimedOutTooSoon(Step.PROPOSE, 0) in propose(m, 0, 0, -1, A)  # then the proposal came
+    m2 = machine()
+    start(m2)
+    propose(m2, 0, 0, -1, A)  # we prevote A
+    feed(m2, [2], VoteType.PREVOTE, None)
+    timeout(m2, Step.PREVOTE, 0)  # line 61: precommit nil, no POL yet
+    out = feed(m2, [0, 3], VoteType.PREVOTE, HA)  # the POL completes after all
+    assert TimedOutTooSoon(Step.PREVOTE, 0) in out
+    m3 = machine()
+    start(m3)
+    propose(m3, 0, 0, -1, A)
+    feed(m3, [0, 2], VoteType.PRECOMMIT, HA)
+    timeout(m3, Step.PRECOMMIT, 0)  # line 65: on to round 1
+    out = feed(m3, [3], VoteType.PRECOMMIT, HA)  # round 0's decision arrives after all
+    assert out.index(TimedOutTooSoon(Step.PRECOMMIT, 0)) < [type(a) for a in out].index(Decide)
+
+
+def test_the_pacer_lengthens_a_timeout_that_proved_short_and_shortens_it_back_on_success() -> None:
+    pacer = Pacer(TIMEOUTS)
+    assert [pacer.duration(Step.PROPOSE, r) for r in range(3)] == [100, 120, 140]
+    pacer.too_soon(Step.PROPOSE)
+    assert pacer.duration(Step.PROPOSE, 0) == 120 and pacer.duration(Step.PREVOTE, 0) == 50
+    for _ in range(10):
+        pacer.too_soon(Step.PROPOSE)
+    assert pacer.duration(Step.PROPOSE, 0) == TIMEOUTS.max_ms  # capped
+    pacer.decided(2)  # a height that needed rounds: nothing learned is forgotten
+    assert pacer.duration(Step.PROPOSE, 0) == TIMEOUTS.max_ms
+    pacer.decided(0)
+    assert pacer.duration(Step.PROPOSE, 0) == TIMEOUTS.max_ms - TIMEOUTS.delta_ms
+    for _ in range(10):
+        pacer.decided(0)
+    assert pacer.duration(Step.PROPOSE, 0) == 100  # back to the configured base

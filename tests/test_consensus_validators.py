@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from protocol.app import Validator
 from protocol.consensus.validators import (
     InvalidValidatorSet,
+    ProposerSchedule,
     ValidatorSet,
     proposer_sequence,
     select_committee,
@@ -81,3 +82,14 @@ def test_priorities_stay_bounded_after_many_heights_and_power_changes() -> None:
             vset = vset.with_members(vals(1 + i, 1000 - i, 7))
         total = vset.total_power
         assert max(vset.priorities) - min(vset.priorities) <= 2 * total + len(vset.priorities)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(1, 30), min_size=1, max_size=8), st.lists(st.integers(0, 40), max_size=12))
+def test_the_incremental_proposer_schedule_answers_as_the_set_does_in_any_order(
+    powers: list[int], rounds: list[int]
+) -> None:
+    vset = ValidatorSet.genesis(vals(*powers))
+    schedule = ProposerSchedule(vset)
+    for r in rounds:
+        assert schedule(r) == vset.proposer(r)

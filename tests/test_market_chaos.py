@@ -2,8 +2,9 @@
 
 Fast: a bounded seed sweep of small swarms through the whole nemesis (partitions,
 isolation, clogging, loss bursts, pauses, crashes with and without the last unsynced
-write), the regression seeds that halted consensus and that slashed a restarted honest
-solver, a hand-scripted solver crash, the
+write), the regression seeds that halted consensus, that slashed a restarted honest
+solver and that slashed a validator killed right after it voted, a hand-scripted solver
+crash, the
 negative control of the stake checker, determinism and replay, and a TOML fault plan
 run through the CLI. Slow (`-m slow`): more seeds, and 14-node swarms with Byzantine
 workers, a lazy verifier and a false challenger.
@@ -205,11 +206,22 @@ def test_a_scripted_toml_fault_plan_runs_from_the_cli(tmp_path: Any) -> None:
     assert summary["scenario"] == "market.chaos" and summary["faults_applied"] == 5
 
 
-#: Byzantine-sweep seeds that hit an open finding of docs/chaos.md (128: netsim's
-#: `lose_unsynced` makes an honest validator double-vote, and it is slashed; its former
-#: consensus halt is fixed and pinned in test_consensus_machine.py): reported there.
-OPEN_FINDING_SEEDS = (128,)
+#: Byzantine-sweep seeds that hit an open finding of docs/chaos.md (none open now).
+OPEN_FINDING_SEEDS: tuple[int, ...] = ()
 BYZANTINE = dict(nodes=14, tasks=5, byzantine_fraction=0.25, lazy_verifier=True, false_challenger=True)
+
+
+def test_a_validator_killed_after_voting_keeps_its_vote_record_and_is_not_slashed() -> None:
+    # Seed 128 (fixed finding 1 of docs/chaos.md): validator 2 proposed and prevoted at
+    # height 20 and was killed with `lose_unsynced` in the same step. netsim used to roll
+    # back its `consensus/own-votes` write although the prevote had left, so after the
+    # restart it signed a second prevote and was slashed for a double vote. The daemon
+    # writes before it publishes, and netsim now syncs a Persist that precedes a Publish.
+    config = chaos_config(128, liveness_ms=LIVENESS_BOUND_MS, **BYZANTINE)
+    assert any(isinstance(a, F.Crash) and a.node == 2 and a.lose_unsynced for a in plan_of(config))
+    r = run_chaos(config)  # no_honest_loss: "validator 2 lost ledger stake" before the fix
+    _ended(r)
+    assert {node for _, node, role, _, _ in r.slashes if role == "worker"} == set()
 
 
 def test_an_honest_solver_restarted_after_proving_still_defends_its_proof() -> None:

@@ -80,6 +80,37 @@ def test_kill_minus_nine_loses_the_last_unsynced_write() -> None:
     assert counter_value(sim, 1) == 9  # the write of tick 10 was lost; restart at 1500, no tick yet
 
 
+class _WriteSendWrite:
+    """At t=100 persists "before", publishes, persists "after", all in one handle()."""
+
+    def handle(self, now: int, event: object) -> Sequence[Command]:
+        if not isinstance(event, TimerFired):
+            return [SetTimer(100, "go")] if now == 0 else []
+        return [
+            Persist("t", b"before", b"1"),
+            Publish(TOPIC_TXS, Ping(1)),
+            Persist("t", b"after", b"1"),
+        ]
+
+
+@pytest.mark.parametrize("send", ["publish", "send_to"])
+def test_kill_minus_nine_keeps_a_write_that_a_message_followed_and_loses_the_one_after(send: str) -> None:
+    # The daemon executes Persist inline before the next command, so a write followed by a
+    # message is on disk before the message leaves; only writes after the last one can be lost.
+    core = _WriteSendWrite()
+    if send == "send_to":
+        peer = Keypair.derive("netsim/1").public
+        core.handle = lambda now, event, _h=core.handle: [  # type: ignore[method-assign]
+            SendTo(peer, c.msg) if isinstance(c, Publish) else c for c in _h(now, event)
+        ]
+    sims: list[Sim] = []
+    config = SimConfig(nodes=2, duration_ms=200, faults=(Crash(101, 0, lose_unsynced=True),))
+    run(config, lambda i, key, disk: core if i == 0 else ScriptCore(), setup=sims.append)
+    disk = sims[0].disk(0)
+    assert disk.get("t", b"before") == b"1" and disk.get("t", b"after") is None
+    assert sims[0].stats(0).lost_writes == 1
+
+
 def test_a_clean_crash_keeps_every_write() -> None:
     faults = (Crash(1_050, 1), Restart(1_500, 1))
     sim, _ = run_counters(SimConfig(nodes=2, duration_ms=1_510, faults=faults))

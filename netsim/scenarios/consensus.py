@@ -11,6 +11,12 @@ Byzantine behaviours (each wraps an honest `ConsensusNode` and rewrites what it 
   the second, at once. Below 1/3 of the stake this must fail; above it, it forks the
   chain (the negative control that proves the checker can fail).
 
+Any scenario can also be given a coalition from netsim/byzantine/ (`byzantine`, the
+config's `[byzantine]` table: amnesia, selective equivocation, late proposals,
+starvation, future-round spam, invalid blocks of every kind, silence, or the crash
+reference); those nodes are not honest either. The scenario is registered as
+"consensus", so `polnet sim run --scenario consensus --config F` runs any of them.
+
 Observations are collected from the commands the cores emit (each committed block is
 persisted), so the checker sees exactly what a node durably committed.
 """
@@ -23,7 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netsim import Check, Disk, NemesisConfig, NetworkConfig, Report, Sim, SimConfig, node_keys, run
+from netsim.config import ByzantineConfig
+from netsim.errors import SimConfigError
 from netsim.faults import FaultAction
+from netsim.registry import Scenario, register_scenario
 from protocol.app import BlockContext, BlockOutcome, Validator
 from protocol.commands import TOPIC_CONSENSUS, Command, Event, MessageReceived, Persist, Publish, SendTo
 from protocol.consensus.block import block_hash
@@ -44,6 +53,8 @@ from protocol.identity import Keypair
 from protocol.records import decode_record
 
 BEHAVIOURS = ("honest", "silent", "equivocate", "split")
+SCENARIO = "consensus"
+_TIMEOUT_FIELDS = ("propose_ms", "prevote_ms", "precommit_ms", "delta_ms", "max_ms")
 
 
 # --- a toy application (until the ledger is wired in) ------------------------------------------
@@ -106,9 +117,15 @@ class ConsensusScenario:
     #: stakes are `powers` x STAKE_UNIT, with the supply audit after every block).
     app: str = "toy"
     epoch_length: int = 100
+    #: A coalition of netsim/byzantine/ strategies (its nodes are not honest).
+    byzantine: ByzantineConfig | None = None
+    chain_id: str = "polnet-consensus-sim"
 
     def behaviour(self, i: int) -> str:
         return self.behaviours[i] if i < len(self.behaviours) else "honest"
+
+    def honest(self, i: int) -> bool:
+        return self.behaviour(i) == "honest" and (self.byzantine is None or i not in self.byzantine.nodes)
 
     @property
     def n(self) -> int:
@@ -120,15 +137,57 @@ class ConsensusScenario:
             nodes=self.n,
             duration_ms=self.duration_ms,
             liveness_ms=self.liveness_ms,
-            scenario="consensus",
-            chain_id="polnet-consensus-sim",
+            scenario=SCENARIO,
+            chain_id=self.chain_id,
             network=self.network,
             faults=self.faults,
             nemesis=self.nemesis,
+            byzantine=self.byzantine,
+            params=self.params(),
+        )
+
+    def params(self) -> dict[str, int | float | str | bool]:
+        """What `from_config` needs beyond the SimConfig's own fields (replays a run)."""
+        t = self.timeouts
+        return {
+            "powers": ",".join(str(p) for p in self.powers),
+            "behaviours": ",".join(self.behaviours),
+            "propose_ms": t.propose_ms,
+            "prevote_ms": t.prevote_ms,
+            "precommit_ms": t.precommit_ms,
+            "delta_ms": t.delta_ms,
+            "max_ms": t.max_ms,
+            "rebroadcast_ms": self.rebroadcast_ms,
+            "app": self.app,
+            "epoch_length": self.epoch_length,
+        }
+
+    @classmethod
+    def from_config(cls, config: SimConfig) -> ConsensusScenario:
+        """The scenario a SimConfig describes (the inverse of `sim_config`): powers and
+        behaviours are comma-separated params (default: `nodes` equal validators)."""
+        p = config.param
+        powers = tuple(int(x) for x in str(p("powers", "")).split(",") if x) or (1,) * config.nodes
+        if len(powers) != config.nodes:
+            raise SimConfigError(f"params.powers: {len(powers)} powers for {config.nodes} nodes")
+        behaviours = tuple(b for b in str(p("behaviours", "")).split(",") if b)
+        if any(b not in BEHAVIOURS for b in behaviours):
+            raise SimConfigError(f"params.behaviours: each must be one of {BEHAVIOURS}")
+        base = TimeoutConfig(300, 200, 200, 100, 3000)
+        timeouts = TimeoutConfig(*(int(p(name, getattr(base, name))) for name in _TIMEOUT_FIELDS))
+        app = str(p("app", "toy"))
+        if app not in ("toy", "ledger"):
+            raise SimConfigError("params.app: must be 'toy' or 'ledger'")
+        return cls(
+            seed=config.seed, powers=powers, behaviours=behaviours, duration_ms=config.duration_ms,
+            liveness_ms=config.liveness_ms, network=config.network, faults=config.faults,
+            nemesis=config.nemesis, timeouts=timeouts, rebroadcast_ms=int(p("rebroadcast_ms", 200)),
+            app=app, epoch_length=int(p("epoch_length", 100)), byzantine=config.byzantine,
+            chain_id=config.chain_id,
         )
 
     def byzantine_power_fraction(self) -> float:
-        bad = sum(p for i, p in enumerate(self.powers) if self.behaviour(i) != "honest")
+        bad = sum(p for i, p in enumerate(self.powers) if not self.honest(i))
         return bad / sum(self.powers)
 
 
@@ -142,6 +201,10 @@ class Observations:
     injected: set[tuple[bytes, int, int, int]] = field(default_factory=set)  # equivocation positions
     commit_times: dict[int, dict[int, int]] = field(default_factory=dict)  # height -> node -> ms
     tx_counts: dict[int, int] = field(default_factory=dict)  # node -> transactions committed
+    #: node -> validators that committed evidence (as seen by that node) accuses.
+    accused: dict[int, set[bytes]] = field(default_factory=dict)
+    #: node -> (height, proposer) of each block it committed (who the ledger pays).
+    proposers: dict[int, dict[int, bytes]] = field(default_factory=dict)
 
     def record_block(self, node: int, now: int, cb: CommittedBlock) -> None:
         h = cb.block.height
@@ -149,10 +212,12 @@ class Observations:
         self.app_hashes.setdefault(h, {})[node] = cb.block.header.app_hash
         self.commit_times.setdefault(h, {}).setdefault(node, now)
         self.tx_counts[node] = self.tx_counts.get(node, 0) + len(cb.block.txs)
+        self.proposers.setdefault(node, {})[h] = cb.block.header.proposer
         seen = self.committed_evidence.setdefault(node, {})
         for ev in cb.block.evidence:
             eid = evidence_id(ev)
             seen[eid] = seen.get(eid, 0) + 1
+            self.accused.setdefault(node, set()).add(ev.validator)
 
     def height_of(self, node: int) -> int:
         return max((h for h, by in self.commits.items() if node in by), default=0)
@@ -310,8 +375,9 @@ def make_factory(
     sc: ConsensusScenario,
     obs: Observations,
     app_factory: Callable[[tuple[Validator, ...]], Any] | None = None,
+    sim_config: SimConfig | None = None,
 ) -> Callable[[int, Keypair, Disk], Any]:
-    cfg = sc.sim_config()
+    cfg = sim_config or sc.sim_config()
     validators = genesis_validators(sc)
     ccfg = ConsensusConfig(
         chain_id=cfg.chain_id,
@@ -322,7 +388,7 @@ def make_factory(
     )
     keys = node_keys(cfg)
     split_idx = [i for i in range(sc.n) if sc.behaviour(i) == "split"]
-    honest = [keys[i].public for i in range(sc.n) if sc.behaviour(i) == "honest"]
+    honest = [keys[i].public for i in range(sc.n) if sc.honest(i)]
     coalition = Coalition(
         {i: keys[i] for i in split_idx}, tuple(honest[: len(honest) // 2]), tuple(honest[len(honest) // 2 :])
     )
@@ -345,7 +411,7 @@ def make_factory(
 
 
 def honest_nodes(sc: ConsensusScenario) -> list[int]:
-    return [i for i in range(sc.n) if sc.behaviour(i) == "honest"]
+    return [i for i in range(sc.n) if sc.honest(i)]
 
 
 def safety_check(sc: ConsensusScenario, obs: Observations) -> Callable[[Sim], None]:
@@ -364,6 +430,65 @@ def safety_check(sc: ConsensusScenario, obs: Observations) -> Callable[[Sim], No
     return no_fork
 
 
+class HonestSlashed(AssertionError):
+    """Committed evidence accuses an honest validator (it would be slashed)."""
+
+
+def honest_slashes(sc: ConsensusScenario, obs: Observations) -> list[tuple[int, int]]:
+    """(observing node, accused honest node) for every committed accusation of an honest one."""
+    keys = node_keys(sc.sim_config())
+    honest = {keys[i].public: i for i in honest_nodes(sc)}
+    return sorted({(n, honest[v]) for n, accused in obs.accused.items() if n in honest.values()
+                   for v in accused if v in honest})
+
+
+def no_honest_slash_check(sc: ConsensusScenario, obs: Observations) -> Callable[[Sim], None]:
+    def no_honest_slash(sim: Sim) -> None:
+        bad = honest_slashes(sc, obs)
+        if bad:
+            raise HonestSlashed(f"node {bad[0][0]} committed evidence against honest validator {bad[0][1]}")
+
+    return no_honest_slash
+
+
+def forged_commits(obs: Observations, sim: Sim, honest: Sequence[int]) -> int:
+    """Blocks an honest node committed that the Byzantine coalition forged as invalid."""
+    co = sim.coalition
+    if co is None:
+        return 0
+    return sum(1 for by in obs.commits.values() for n, h in by.items() if n in honest and h in co.invalid)
+
+
+def summary(sc: ConsensusScenario, obs: Observations, sims: Sequence[Sim]) -> dict[str, Any]:
+    """What `polnet sim run` prints for a consensus run beyond the simulator's counters."""
+    honest = honest_nodes(sc)
+    heights = [obs.height_of(i) for i in honest]
+    return {
+        "honest_height_min": min(heights, default=0),
+        "honest_height_max": max(heights, default=0),
+        "honest_slashed": len({v for _, v in honest_slashes(sc, obs)}),
+        "forged_blocks_committed": forged_commits(obs, sims[0], honest) if sims else 0,
+        "byzantine": sc.byzantine.strategy if sc.byzantine is not None else "none",
+        "byzantine_nodes": list(sc.byzantine.nodes) if sc.byzantine is not None else [],
+    }
+
+
+def _registered(config: SimConfig) -> Scenario:
+    sc = ConsensusScenario.from_config(config)
+    obs = Observations()
+    sims: list[Sim] = []
+    checks = [
+        Check(safety_check(sc, obs), every=50, name="no_fork"),
+        Check(safety_check(sc, obs), final=True, name="no_fork_final"),
+        Check(no_honest_slash_check(sc, obs), final=True, name="no_honest_slash"),
+    ]
+    return Scenario(make_factory(sc, obs, sim_config=config), checks, setup=sims.append,
+                    summary=lambda: summary(sc, obs, sims))
+
+
+register_scenario(SCENARIO, _registered)
+
+
 def run_scenario(
     sc: ConsensusScenario,
     checks: Sequence[Check] = (),
@@ -375,6 +500,7 @@ def run_scenario(
     obs = Observations() if obs is None else obs
     all_checks = [Check(safety_check(sc, obs), every=50, name="no_fork"), *checks]
     all_checks.append(Check(safety_check(sc, obs), final=True, name="no_fork_final"))
+    all_checks.append(Check(no_honest_slash_check(sc, obs), final=True, name="no_honest_slash"))
     report = run(sc.sim_config(), make_factory(sc, obs, app_factory), all_checks, setup=setup)
     return report, obs
 

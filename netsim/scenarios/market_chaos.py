@@ -11,8 +11,8 @@ nemesis is allowed to stop all progress.
 Checkers (each failure prints the seed and config that replay it):
 
 * ``no_fork``: no two nodes commit different blocks (or roots) at one height, also
-  across a node's own crash and restart (every node runs honest consensus: Byzantine
-  workers cheat in the market, not in the votes);
+  across a node's own crash and restart (Byzantine workers cheat in the market, not in
+  the votes; Byzantine validators, from `config.byzantine`, are left out);
 * supply: every node audits supply and market custody after every block
   (`audit=True`; a failure raises inside the core), and ``supply_final`` audits again;
 * ``no_honest_loss``: honest workers and validators lose no stake, except a worker the
@@ -275,11 +275,15 @@ class Chaos:
         self.expected = sorted(task_id_of(lay.keys[subs[j % len(subs)]].public, tx)
                                for j, tx in enumerate(self.built.submits))
         self.ended_at = -1
+        self.byzantine = frozenset(config.byzantine.nodes) if config.byzantine is not None else frozenset()
 
     # --- scenario pieces ------------------------------------------------------------------
 
     def factory(self, index: int, key: Keypair, disk: Disk) -> ObservedNode:
-        return ObservedNode(index, self.built.factory(index, key, disk), self.obs)
+        # A Byzantine validator (config.byzantine; the simulator wraps this core in its
+        # strategy) is watched apart: its commits are no one's fork and not the chain's.
+        obs = Observations() if index in self.byzantine else self.obs
+        return ObservedNode(index, self.built.factory(index, key, disk), obs)
 
     def setup(self, sim: Sim) -> None:
         self.built.compute.sim = sim
@@ -355,6 +359,8 @@ class Chaos:
             return
         lay, state = self.built.layout, node.ledger.state
         for i in lay.validators:
+            if i in self.byzantine:
+                continue  # a Byzantine validator may well be slashed
             key = lay.keys[i].public
             if state.stake(key).bonded < self.built.genesis.stake(key).bonded:
                 raise AssertionError(f"validator {i} lost ledger stake (t={sim.now})")

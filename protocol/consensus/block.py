@@ -4,6 +4,14 @@ Execution lags one block, as in Tendermint: the header of height h carries the a
 after block h-1 and the hash of the certificate that committed h-1, so a block can be
 built and checked before it is applied, and agreeing on a block is agreeing on the
 state root that precedes it.
+
+The header names the round its proposer built it in, so that "the proposer is the one
+the state says it must be" is a check of the header alone (as the Ethereum specs'
+`block.proposer_index == get_beacon_proposer_index(state)` with the slot in the block):
+every node, live or syncing, can tell that `proposer` is the proposer of `round` by the
+height's proposer priority, and the ledger pays only the validator that made the block.
+A later round that re-proposes a locked or valid block (paper, lines 14-16) sends the
+same header, so the block keeps its id and its maker.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from typing import Annotated
 
 from protocol.encoding import sha256
 from protocol.records import record_hash
-from protocol.schema import U64, Hash32, Len, PubKey
+from protocol.schema import U32, U64, Hash32, Len, PubKey
 
 from .evidence import DuplicateVoteEvidence
 from .limits import MAX_BLOCK_EVIDENCE, MAX_BLOCK_TXS, MAX_TX_BYTES
@@ -36,6 +44,7 @@ class BlockHeader:
     evidence_root: Hash32
     app_hash: Hash32  # state root after block height-1
     last_commit_hash: Hash32  # record_hash of the certificate of height-1; ZERO_HASH at 1
+    round: U32 = 0  # the round `proposer` built this block in (it is that round's proposer)
 
 
 @dataclass(frozen=True, slots=True)

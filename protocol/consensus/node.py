@@ -50,7 +50,7 @@ from .config import (
     ConsensusConfig,
 )
 from .evidence import DuplicateVoteEvidence, EvidencePool, make_evidence
-from .limits import MAX_BLOCK_EVIDENCE, MAX_SYNC_BATCH, MAX_VALIDATORS
+from .limits import MAX_BLOCK_EVIDENCE, MAX_FUTURE_ROUNDS, MAX_SYNC_BATCH, MAX_VALIDATORS
 from .mempool import Mempool
 from .messages import BlockRequest, BlockResponse, CommittedBlock, Proposal, Status
 from .signer import VoteSigner
@@ -64,9 +64,11 @@ from .tendermint import (
     Inputs,
     ScheduleTimeout,
     Step,
+    TimedOutTooSoon,
 )
-from .validation import ChainTip, check_block, check_committed, check_evidence
-from .validators import ValidatorSet
+from .timeouts import Pacer
+from .validation import ChainTip, InvalidBlock, check_block, check_committed, check_evidence, check_proposal
+from .validators import ProposerSchedule, ValidatorSet
 from .votes import (
     CommitCertificate,
     SignedVote,
@@ -128,13 +130,20 @@ class ConsensusNode:
         self.app_hash = app.app_hash()
         self.now = 0
         self.signer = VoteSigner(config.chain_id, key)
-        self._answered: set[tuple[bytes, int, int]] = set()  # bounded: validators x rounds
+        #: This node's timeouts: the configured ones, lengthened where they proved too
+        #: short and shortened back as heights succeed (protocol/consensus/timeouts.py).
+        self.pacer = Pacer(config.timeouts)
+        self._answered: set[tuple[bytes, int, int, int]] = set()  # bounded: validators x rounds x 2
         self._valid_cache: dict[bytes, bool] = {}
         self._future: deque[tuple[bytes, Any, bytes]] = deque(maxlen=MAX_FUTURE_MESSAGES)
         # (round, block hash) -> validator -> the envelope of its prevote: the proof of lock
         # (POL) this node re-sends with a re-proposal and while stuck (Tendermint's POL gossip).
         self._pol: dict[tuple[int, bytes], dict[bytes, bytes]] = {}
-        self._sync_deadline = -1
+        # round -> the envelope of the proposal the machine accepted for it (recent rounds
+        # and the valid round): re-sent with its POL so that others can adopt the block.
+        self._proposal_raw: dict[int, bytes] = {}
+        # peer -> when we may next ask it for blocks (bounded like _served).
+        self._sync_asked: OrderedDict[bytes, int] = OrderedDict()
         self._served: OrderedDict[bytes, int] = OrderedDict()
         self._progress_mark: tuple[int, int, int] = (-1, -1, -1)
         self.machine = self._new_machine()
@@ -170,6 +179,8 @@ class ConsensusNode:
         # it fires only if this node then stays stuck for rebroadcast_ms.
         mark = (self.height, self.machine.round, int(self.machine.step))
         if mark != self._progress_mark and self._started:
+            if mark[:2] != self._progress_mark[:2] and mark[1] > 0:
+                cmds += self._resend_valid(validators_only=True)  # a round failed: spread the best POL
             self._progress_mark = mark
             cmds.append(self._rebroadcast_timer())
         return cmds
@@ -246,7 +257,13 @@ class ConsensusNode:
         if body.height > self.height or not self._height_started:
             return self._on_future(sender, body, raw)
         if isinstance(body, Proposal):
-            return self._run(self.machine.on_proposal(sender, body.round, body.valid_round, body.block))
+            try:
+                check_proposal(body.round, body.valid_round, body.block)
+            except InvalidBlock as exc:  # ignored like a proposal from a non-proposer
+                return [Log("debug", "consensus.rejected", (("reason", str(exc)),))]
+            cmds = self._run(self.machine.on_proposal(sender, body.round, body.valid_round, body.block))
+            self._keep_proposal(body, raw)
+            return cmds
         # Rule: a vote travels in an envelope signed by the voter itself.
         if sender != body.validator:
             return []
@@ -292,10 +309,10 @@ class ConsensusNode:
     def _answer_rebroadcast(self, vote: Vote) -> list[Command]:
         """A vote we already hold arrived again: its sender is stuck and rebroadcasting,
         probably because it lost some of ours, so send it our votes of that round directly
-        (once per peer and round)."""
-        key = (vote.validator, vote.height, vote.round)
-        if key in self._answered or self.me is None:
-            return []
+        (once per peer, round and vote type)."""
+        key = (vote.validator, vote.height, vote.round, int(vote.vote_type))
+        if key in self._answered or self.me is None or vote.validator == self.me:
+            return []  # (our own vote, relayed back to us in a proof of lock: no one to answer)
         self._answered.add(key)
         return [SendTo(vote.validator, sv.vote) for sv in self.signer.votes_of_round(vote.round)]
 
@@ -312,6 +329,45 @@ class ConsensusNode:
         floor, valid = self.machine.round - POL_ROUNDS, self.machine.valid_round
         for key in [k for k in self._pol if k[0] < floor and k[0] != valid]:
             del self._pol[key]
+
+    def _keep_proposal(self, p: Proposal, raw: bytes) -> None:
+        """Keep the envelope of a proposal the machine accepted (bounded like the POL
+        prevotes: the last POL_ROUNDS rounds plus the valid round)."""
+        held = self.machine.proposals.get(p.round)
+        if p.height != self.height or held is None or held[0] != p.block or not raw:
+            return
+        self._proposal_raw[p.round] = raw
+        floor, valid = self.machine.round - POL_ROUNDS, self.machine.valid_round
+        for r in [r for r in self._proposal_raw if r < floor and r != valid]:
+            del self._proposal_raw[r]
+
+    def _resend_valid(self, validators_only: bool = False) -> list[Command]:
+        """Re-send the proposal of our valid round with its proof of lock.
+
+        Why (issue 17, lock splitting): a Byzantine proposer can feed its proposal and
+        prevotes to just f+1 honest validators, who lock on a block the others never saw;
+        an unlocked proposer then proposes a fresh block the locked ones prevote nil on,
+        round after round. A validator that knows a valid value (a block with 2f+1
+        prevotes in round vr; a locked one always does) sends that round's proposal and
+        prevotes at every new round, so every honest validator adopts the block as its
+        own valid value (HeightMachine._rule_valid_any_round) and the next honest
+        proposer re-proposes it with valid round vr, which all honest validators accept
+        (paper, line 28). Safety is unaffected: these are the signed messages of round
+        vr, re-sent unchanged (Tendermint's gossip of proposals and POL prevotes).
+        """
+        m = self.machine
+        if m.valid_round < 0 or m.valid_value is None or (validators_only and self.me not in m.inp.powers):
+            return []
+        prop = m.proposals.get(m.valid_round)
+        if prop is None:
+            return []
+        cmds: list[Command] = []
+        raw = self._proposal_raw.get(m.valid_round)
+        if raw is not None:
+            cmds.append(Publish(TOPIC_CONSENSUS, raw))
+        elif m.inp.proposer(m.valid_round) == self.me:
+            cmds.append(Publish(TOPIC_CONSENSUS, Proposal(self.height, m.valid_round, prop[2], prop[0])))
+        return cmds + self._proof_of_lock(m.valid_round, prop[1])
 
     def _proof_of_lock(self, round_: int, h: bytes) -> list[Command]:
         """The prevotes of `round_` for `h` that this node holds, its own included.
@@ -338,18 +394,29 @@ class ConsensusNode:
             self._future.append((sender, body, raw))
             if isinstance(body, Proposal) and body.block.last_commit is not None:
                 cmds += self._commit_from_certificate(body.block.last_commit)
-        if body.height > self.height and self.now >= self._sync_deadline:
-            self._sync_deadline = self.now + self.cfg.sync_retry_ms
+        if body.height > self.height and self._may_ask(sender):
             cmds.append(SendTo(sender, BlockRequest(self.height, MAX_SYNC_BATCH)))
         return cmds
 
     def _on_status(self, sender: bytes, height: int) -> list[Command]:
         if height + 1 < self.height:
             return self._serve(sender, height + 1, MAX_SYNC_BATCH)
-        if height >= self.height and self.now >= self._sync_deadline:
-            self._sync_deadline = self.now + self.cfg.sync_retry_ms
+        if height >= self.height and self._may_ask(sender):
             return [SendTo(sender, BlockRequest(self.height, MAX_SYNC_BATCH))]
         return []
+
+    def _may_ask(self, peer: bytes) -> bool:
+        """Rule: ask a peer that claims to be ahead for blocks at most once per retry
+        interval, per peer. One interval for all peers let a Byzantine validator that
+        claims heights it never serves (netsim's future_spam) take every turn, so a node
+        that fell behind could not ask an honest peer for a second at a time."""
+        if self.now < self._sync_asked.get(peer, -1):
+            return False
+        self._sync_asked[peer] = self.now + self.cfg.sync_retry_ms
+        self._sync_asked.move_to_end(peer)
+        if len(self._sync_asked) > MAX_SERVED_PEERS:
+            self._sync_asked.popitem(last=False)
+        return True
 
     # --- block sync -------------------------------------------------------------------------------
 
@@ -357,7 +424,7 @@ class ConsensusNode:
         # Rule: one answer per peer per serve interval, so requests cannot be used to make
         # this node send megabytes per message received.
         last = self._served.get(peer)
-        if last is not None and self.now - last < self.cfg.serve_interval_ms:
+        if peer == self.me or (last is not None and self.now - last < self.cfg.serve_interval_ms):
             return []
         blocks = self.store.range(from_height, min(count, MAX_SYNC_BATCH))
         if blocks:
@@ -373,7 +440,7 @@ class ConsensusNode:
             if cb.block.height != self.height:
                 continue
             check_committed(self._tip(), cb.block, cb.commit, self.verifier)
-            check_block(self._tip(), cb.block, self.evidence, self.verifier)
+            check_block(self._tip(cb.commit.round), cb.block, self.evidence, self.verifier)
             cmds += self._commit(cb.block, cb.commit)
         return cmds
 
@@ -385,7 +452,7 @@ class ConsensusNode:
             return []
         try:
             check_committed(self._tip(), block, cert, self.verifier)
-            check_block(self._tip(), block, self.evidence, self.verifier)
+            check_block(self._tip(cert.round), block, self.evidence, self.verifier)
         except ValidationError:
             return []
         return self._commit(block, cert)
@@ -395,6 +462,7 @@ class ConsensusNode:
     def _run(self, actions: list[Action]) -> list[Command]:
         cmds: list[Command] = []
         queue = deque(actions)
+        waits: list[ScheduleTimeout] = []
         while queue:
             a = queue.popleft()
             if isinstance(a, BroadcastProposal):
@@ -412,21 +480,50 @@ class ConsensusNode:
                 queue.extend(more)
             elif isinstance(a, ScheduleTimeout):
                 cmds.append(SetTimer(self.now + a.duration, f"tm/{int(a.step)}/{a.height}/{a.round}"))
+                if a.step != Step.PROPOSE:
+                    waits.append(a)
+            elif isinstance(a, TimedOutTooSoon):
+                self.pacer.too_soon(a.step)
             elif isinstance(a, Decide):
+                self.pacer.decided(a.round)
                 cert = make_certificate(self.height, a.round, block_hash(a.block), list(a.precommits))
                 cmds += self._commit(a.block, cert)
                 return cmds  # the old machine is gone; _commit ran the new one
+        for w in waits:
+            cmds += self._ask_for_votes(w)
         return cmds
+
+    def _ask_for_votes(self, wait: ScheduleTimeout) -> list[Command]:
+        """2f+1 votes of a step are in (lines 34, 47) but no quorum for one value yet:
+        re-send ours of that step to every validator, so that each one that already holds
+        it answers with its own votes of the round (`_answer_rebroadcast`).
+
+        Why: on a lossy network a lost prevote or precommit used to come back only with
+        its sender's rebroadcast, after rebroadcast_ms without progress, which outlasts
+        the timeout just scheduled; a Byzantine validator that votes nil ahead of time
+        (netsim's future_spam) starts these timeouts at every round, so a single lost vote
+        failed the round. This brings it back within one round trip. Nothing is sent when
+        the quorum is already there (the usual case), and only once per step and round.
+        """
+        m = self.machine
+        moved_on = wait.step == Step.PREVOTE and m.step != Step.PREVOTE
+        if m.round != wait.round or m.decision is not None or moved_on:
+            return []
+        t = VoteType.PREVOTE if wait.step == Step.PREVOTE else VoteType.PRECOMMIT
+        ours = [sv.vote for sv in self.signer.votes_of_round(wait.round) if sv.vote.vote_type == t]
+        # Direct to each validator: a gossip layer drops a message it has seen (the daemon's
+        # content-addressed seen-cache), a direct stream does not.
+        peers = sorted(k for k in m.inp.powers if k != self.me)
+        return [SendTo(peer, vote) for vote in ours for peer in peers]
 
     def _rebroadcast(self) -> list[Command]:
         cmds: list[Command] = [self._rebroadcast_timer()]
         m = self.machine
         prop = m.proposals.get(m.round)
-        if prop is not None and m.me is not None and self.vset.proposer(m.round) == m.me:
+        if prop is not None and m.me is not None and m.inp.proposer(m.round) == m.me:
             cmds.append(Publish(TOPIC_CONSENSUS, Proposal(self.height, m.round, prop[2], prop[0])))
         cmds += [Publish(TOPIC_CONSENSUS, sv.vote) for sv in self.signer.votes(m.round - 1)]
-        if m.valid_round >= 0 and m.valid_value is not None:
-            cmds += self._proof_of_lock(m.valid_round, block_hash(m.valid_value))
+        cmds += self._resend_valid()
         head = self.last_hash
         cmds.append(Publish(TOPIC_CONSENSUS, Status(self.height - 1, head)))
         return cmds
@@ -486,6 +583,7 @@ class ConsensusNode:
         self._answered = set()
         self._valid_cache = {}
         self._pol = {}
+        self._proposal_raw = {}
         self._prev_machine = self.machine
         self.machine = self._new_machine()
         self._height_started = False
@@ -503,18 +601,14 @@ class ConsensusNode:
     # --- the machine's inputs ------------------------------------------------------------------
 
     def _new_machine(self) -> HeightMachine:
-        vset = self.vset
-        proposers: dict[int, bytes] = {}
+        self._proposer = ProposerSchedule(self.vset)
+        inputs = Inputs(self.vset.powers(), self._proposer, self._get_value, self._valid)
+        return HeightMachine(self.height, self.me, inputs, self.pacer)
 
-        def proposer(round_: int) -> bytes:
-            if round_ not in proposers:
-                proposers[round_] = vset.proposer(round_)
-            return proposers[round_]
-
-        inputs = Inputs(vset.powers(), proposer, self._get_value, self._valid)
-        return HeightMachine(self.height, self.me, inputs, self.cfg.timeouts)
-
-    def _tip(self) -> ChainTip:
+    def _tip(self, certified_round: int | None = None) -> ChainTip:
+        """The chain a block must extend; `certified_round` is the round of the verified
+        certificate that committed it (block sync), else the live round window applies."""
+        max_round = self.machine.round + MAX_FUTURE_ROUNDS if certified_round is None else certified_round
         return ChainTip(
             self.cfg.chain_id,
             self.height,
@@ -525,6 +619,8 @@ class ConsensusNode:
             self.app_hash,
             self.cfg.genesis_time,
             self._powers_of,
+            self._proposer,
+            max_round,
         )
 
     def _valid(self, block: Block, h: bytes | None = None) -> bool:
@@ -541,7 +637,7 @@ class ConsensusNode:
             self._valid_cache[h] = cached
         return cached
 
-    def _get_value(self) -> Block:
+    def _get_value(self, round_: int = 0) -> Block:
         assert self.me is not None
         txs = tuple(
             self.app.select_txs(self.mempool.candidates(self.cfg.max_block_txs), self.cfg.max_block_bytes)
@@ -557,6 +653,7 @@ class ConsensusNode:
             evidence_root=evidence_root(evidence),
             app_hash=self.app_hash,
             last_commit_hash=certificate_hash(self.last_commit),
+            round=round_,
         )
         return Block(header, txs, evidence, self.last_commit)
 

@@ -6,6 +6,12 @@ sends or sleeps: it returns actions (broadcast a proposal or vote, schedule a ti
 decide) and the node core turns them into commands. "2f+1" is more than 2/3 of the
 voting power and "f+1" more than 1/3, so unequal stakes work unchanged.
 
+Beyond the paper (issue 17; each rule's docstring has its safety argument): validValue
+is also taken from an earlier round's proof of lock (`_rule_valid_any_round`, line 36),
+and the prevote and precommit timeouts are cut short once no value can reach 2f+1
+(`_rule_prevote_hopeless`, line 61; `_rule_precommit_hopeless`, line 65). A timeout that
+fired before what it waited for arrived is reported (`TimedOutTooSoon`) for the Pacer.
+
 Only the first vote of a validator per (round, type) counts towards "any" quorums and
 round skips; a second, different one is returned as an equivocation for the evidence
 pool. It still counts for its own value when that value is a block this machine knows
@@ -19,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Protocol
 
 from .block import Block, block_hash
 from .limits import MAX_FUTURE_ROUNDS
@@ -34,7 +41,9 @@ class Step(IntEnum):
 @dataclass(frozen=True, slots=True)
 class TimeoutConfig:
     """Timeouts grow linearly with the round (paper: timeouts increase so that after GST
-    some round is long enough), capped so that rebroadcasts keep flowing."""
+    some round is long enough), capped so that rebroadcasts keep flowing. A node adds
+    what it learned on top (protocol/consensus/timeouts.py, the Pacer): longer where a
+    timeout proved too short, back to these as heights succeed."""
 
     propose_ms: int = 1000
     prevote_ms: int = 500
@@ -49,6 +58,12 @@ class TimeoutConfig:
             Step.PRECOMMIT: self.precommit_ms,
         }
         return min(base[step] + round_ * self.delta_ms, self.max_ms)
+
+
+class Timeouts(Protocol):
+    """What the machine asks of its timeouts (a TimeoutConfig, or the node's Pacer)."""
+
+    def duration(self, step: Step, round_: int) -> int: ...
 
 
 # --- actions (machine -> node core) -----------------------------------------------------------
@@ -81,7 +96,17 @@ class Decide:
     precommits: tuple[SignedVote, ...]
 
 
-Action = BroadcastProposal | BroadcastVote | ScheduleTimeout | Decide
+@dataclass(frozen=True, slots=True)
+class TimedOutTooSoon:
+    """Our timeout of `step` fired in `round`, and what it waited for came after all:
+    the round's proposal (propose), a proof of lock for it (prevote), or a precommit
+    quorum for a block (precommit). The node's Pacer lengthens that timeout."""
+
+    step: Step
+    round: int
+
+
+Action = BroadcastProposal | BroadcastVote | ScheduleTimeout | Decide | TimedOutTooSoon
 
 
 @dataclass
@@ -118,14 +143,14 @@ class Inputs:
 
     powers: dict[bytes, int]
     proposer: Callable[[int], bytes]
-    get_value: Callable[[], Block]
+    get_value: Callable[[int], Block]  # a fresh block for the given round
     valid: Callable[[Block, bytes], bool]  # (block, its hash)
 
 
 class HeightMachine:
     """State of consensus instance `height` at validator `me` (None: a non-voting observer)."""
 
-    def __init__(self, height: int, me: bytes | None, inputs: Inputs, timeouts: TimeoutConfig) -> None:
+    def __init__(self, height: int, me: bytes | None, inputs: Inputs, timeouts: Timeouts) -> None:
         self.height = height
         self.me = me
         self.inp = inputs
@@ -144,6 +169,8 @@ class HeightMachine:
         self.votes: dict[tuple[int, VoteType], _VoteSet] = {}
         self._once: set[tuple[str, int]] = set()
         self._out: list[Action] = []
+        #: (step, round) of the timeouts that fired and made us act (lines 57, 61, 65).
+        self._timed_out: set[tuple[Step, int]] = set()
 
     # --- inputs ---------------------------------------------------------------------------------
 
@@ -160,6 +187,8 @@ class HeightMachine:
         h = block_hash(block)
         self.proposals[round_] = (block, h, valid_round)
         self.blocks[h] = block
+        if (Step.PROPOSE, round_) in self._timed_out and self._valid(block, h):
+            self._out.append(TimedOutTooSoon(Step.PROPOSE, round_))
         return self._run()
 
     def on_vote(self, signed: SignedVote) -> tuple[list[Action], SignedVote | None]:
@@ -182,6 +211,7 @@ class HeightMachine:
         vs.by_validator[v.validator] = signed
         vs.power_for[v.block_hash] = vs.power_for.get(v.block_hash, 0) + power
         vs.power += power
+        self._late_proof_of_lock(v)
         return self._run(), None
 
     def _count_conflicting(self, vs: _VoteSet, signed: SignedVote) -> list[Action]:
@@ -214,12 +244,15 @@ class HeightMachine:
         if height != self.height or round_ != self.round or self.decision is not None:
             return []
         if step == Step.PROPOSE and self.step == Step.PROPOSE:  # line 57
+            self._timed_out.add((step, round_))
             self._vote(VoteType.PREVOTE, None)
             self.step = Step.PREVOTE
         elif step == Step.PREVOTE and self.step == Step.PREVOTE:  # line 61
+            self._timed_out.add((step, round_))
             self._vote(VoteType.PRECOMMIT, None)
             self.step = Step.PRECOMMIT
         elif step == Step.PRECOMMIT:  # line 65
+            self._timed_out.add((step, round_))
             self._start_round(self.round + 1)
         return self._run()
 
@@ -235,7 +268,7 @@ class HeightMachine:
         self.round = round_
         self.step = Step.PROPOSE
         if self.me is not None and self.inp.proposer(round_) == self.me:
-            block = self.valid_value if self.valid_value is not None else self.inp.get_value()
+            block = self.valid_value if self.valid_value is not None else self.inp.get_value(round_)
             h = block_hash(block)
             self.proposals[round_] = (block, h, self.valid_round)
             self.blocks[h] = block
@@ -260,6 +293,9 @@ class HeightMachine:
             or self._rule_prevote_value()
             or self._rule_prevote_nil()
             or self._rule_precommit_any()
+            or self._rule_valid_any_round()
+            or self._rule_prevote_hopeless()
+            or self._rule_precommit_hopeless()
         )
 
     def _rule_decide(self) -> bool:  # line 49: any round with 2f+1 precommits for a known block
@@ -271,6 +307,8 @@ class HeightMachine:
                 if h is not None and p >= q and h in self.blocks and self._valid(self.blocks[h], h):
                     votes = tuple(vs.votes_for(h))
                     self.decision = self.blocks[h]
+                    if (Step.PRECOMMIT, r) in self._timed_out:
+                        self._out.append(TimedOutTooSoon(Step.PRECOMMIT, r))
                     self._out.append(Decide(self.blocks[h], r, votes))
                     return True
         return False
@@ -347,7 +385,106 @@ class HeightMachine:
         self._schedule(Step.PRECOMMIT)
         return True
 
+    def _rule_valid_any_round(self) -> bool:  # line 36, its validValue half, for any round
+        """A proof of lock seen for an earlier round makes that block our valid value.
+
+        The paper updates validValue only from the current round's prevotes (line 36),
+        so a validator that was not sent a round's proposal or prevotes in time (a
+        Byzantine proposer fed them to just f+1 honest validators, who locked) proposes a
+        fresh block when its turn comes, and the locked ones prevote nil on it: with the
+        locks split so, rounds fail until a locked validator happens to propose. Here a
+        proposal of any round r with 2f+1 prevotes for it, once seen (the locked ones
+        re-send both, see ConsensusNode), becomes validValue when r > validRound, so the
+        next honest proposer re-proposes the block with the highest proof of lock, which
+        every honest validator accepts (line 28: locked no later than r, or on it).
+
+        Safety: untouched. validValue only decides what this node proposes; a proposal
+        <v, vr> counts only where its receivers see 2f+1 prevotes for v in round vr
+        themselves (line 28) and their own lock allows it, and those 2f+1 prevotes exist
+        here too. The lock (lockedValue/lockedRound) still changes only by line 36 in the
+        current round, so no lock is ever taken or released by this rule.
+        """
+        q = quorum(self.total)
+        for r in sorted(self.proposals, reverse=True):
+            if r <= self.valid_round:
+                return False
+            if r == self.round:  # line 36 itself: it also locks
+                continue
+            block, h, _ = self.proposals[r]
+            if self._power(r, VoteType.PREVOTE, h) >= q and self._valid(block, h):
+                self.valid_value, self.valid_round = block, r
+                return True
+        return False
+
+    def _rule_prevote_hopeless(self) -> bool:  # line 61, without waiting for timeoutPrevote
+        """Precommit nil as soon as no value can still get 2f+1 prevotes this round.
+
+        Line 61 precommits nil when timeoutPrevote fires in step prevote; the wait is
+        for a proof of lock (line 36) that may still come. When the prevotes already
+        counted leave no value (nor nil) able to reach 2f+1 even if every validator not
+        yet heard from voted for it, the timeout can only end in that same nil precommit,
+        so it is taken now. A late proposal fed to f honest validators just before their
+        propose timeout (2f prevotes for it, f+1 nil) used to cost a full prevote
+        timeout per round; so does a lock split.
+
+        Safety: a nil precommit never locks, unlocks or decides anything (lines 36, 49);
+        line 36 still updates validValue if a proof of lock shows up after all (step >=
+        prevote). Liveness: after GST an honest proposer's round gets the prevotes of all
+        honest validators for its block, enough for 2f+1, so this never fires there.
+        """
+        vs = self.votes.get((self.round, VoteType.PREVOTE))
+        if self.step != Step.PREVOTE or vs is None or self._quorum_possible(vs, count_nil=True):
+            return False
+        self._vote(VoteType.PRECOMMIT, None)
+        self.step = Step.PRECOMMIT
+        return True
+
+    def _rule_precommit_hopeless(self) -> bool:  # line 65, without waiting for timeoutPrecommit
+        """Start the next round once 2f+1 precommits are in (line 47) and no block can
+        still get 2f+1 precommits this round.
+
+        timeoutPrecommit waits for a decision (line 49) that may still come; when the
+        precommits counted leave every block short of 2f+1 even with every missing
+        validator's, that wait can only end in StartRound(round + 1), taken now.
+
+        Safety: starting a round is always safe in Tendermint (a round change touches
+        no lock; the decision rule, line 49, holds for the quorum of any round, so a
+        late quorum for this round still decides). Liveness: after GST the round of an
+        honest proposer gets 2f+1 precommits for its block, so this never cuts it short.
+        """
+        vs = self.votes.get((self.round, VoteType.PRECOMMIT))
+        if vs is None or vs.power < quorum(self.total) or self._quorum_possible(vs, count_nil=False):
+            return False
+        self._start_round(self.round + 1)
+        return True
+
     # --- helpers ---------------------------------------------------------------------------------
+
+    def _late_proof_of_lock(self, v: Vote) -> None:
+        """A prevote that completes a proof of lock for the proposal of a round in which
+        our prevote timeout already made us precommit nil: that timeout was too short."""
+        prop = self.proposals.get(v.round)
+        if (
+            v.vote_type != VoteType.PREVOTE
+            or prop is None
+            or v.block_hash != prop[1]
+            or (Step.PREVOTE, v.round) not in self._timed_out
+            or self._power(v.round, VoteType.PREVOTE, prop[1]) < quorum(self.total)
+            or ("late-pol", v.round) in self._once
+        ):
+            return
+        self._once.add(("late-pol", v.round))
+        self._out.append(TimedOutTooSoon(Step.PREVOTE, v.round))
+
+    def _quorum_possible(self, vs: _VoteSet, count_nil: bool) -> bool:
+        """Whether some value (a block, or nil when `count_nil`) can still reach 2f+1 in
+        `vs` if every validator not yet counted votes for it. An equivocator's second
+        vote could add more, but liveness never depends on Byzantine votes."""
+        q = quorum(self.total)
+        missing = self.total - vs.power
+        if missing >= q:
+            return True
+        return any(p + missing >= q for h, p in vs.power_for.items() if count_nil or h is not None)
 
     def _vote(self, vote_type: VoteType, h: bytes | None) -> None:
         if self.me is None or self.me not in self.inp.powers:

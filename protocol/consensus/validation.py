@@ -39,6 +39,13 @@ class ChainTip:
     #: The validator powers of a recent height (None when unknown or past the evidence
     #: horizon): evidence is judged against the set of the height it happened at.
     powers_at: Callable[[int], Mapping[bytes, int] | None]
+    #: Who proposes round r at `height` (the set's proposer priority; the same schedule
+    #: the node's consensus machine uses to accept proposals).
+    proposer: Callable[[int], bytes]
+    #: The latest block round this node can be asked to judge: the rounds it accepts
+    #: messages for (live), or the round of the verified certificate that committed the
+    #: block (sync). Bounds the proposer schedule a forged header can make us compute.
+    max_round: int
 
 
 def check_block(tip: ChainTip, block: Block, evidence: EvidencePool, verifier: Verifier) -> None:
@@ -50,9 +57,16 @@ def check_block(tip: ChainTip, block: Block, evidence: EvidencePool, verifier: V
     # Rule: it extends our last committed block.
     if h.prev_hash != tip.prev_hash:
         raise InvalidBlock("block does not extend the last committed block")
-    # Rule: the proposer is a validator of this height.
-    if h.proposer not in tip.vset.powers():
-        raise InvalidBlock("proposer is not a validator")
+    # Rule: the block's round is one we can judge (no later than the rounds we accept
+    # messages for, or than the round of the certificate that committed it).
+    if h.round > tip.max_round:
+        raise InvalidBlock(f"block round {h.round} beyond round {tip.max_round}")
+    # Rule: the proposer is the proposer of the block's round by the height's proposer
+    # priority, not merely some validator: the ledger pays the block's proposer its fees
+    # and rewards, so a Byzantine proposer must not be able to name someone else
+    # (issue 17: such blocks were committed and paid an honest validator).
+    if h.proposer != tip.proposer(h.round):
+        raise InvalidBlock(f"block of round {h.round} names a proposer other than that round's")
     # Rule: time never goes backwards.
     prev_time = tip.genesis_time if tip.prev_block is None else tip.prev_block.header.time
     if h.time < prev_time:
@@ -124,11 +138,32 @@ def check_evidence(tip: ChainTip, ev: DuplicateVoteEvidence, verifier: Verifier)
 
 
 def check_committed(tip: ChainTip, block: Block, cert: CommitCertificate, verifier: Verifier) -> None:
-    """Block sync: the certificate proves >2/3 of this height's set committed `block`."""
+    """Block sync: the certificate proves >2/3 of this height's set committed `block`.
+    Run it before check_block, whose round rule then trusts the certificate's round."""
     # Rule: the certificate names this block at this height.
     if cert.height != tip.height or cert.block_hash != block_hash(block):
         raise InvalidBlock("certificate is for another block")
+    # Rule: a block is committed no earlier than the round it was proposed in.
+    if block.header.round > cert.round:
+        raise InvalidBlock(f"block of round {block.header.round} committed in round {cert.round}")
     try:
         verify_certificate(tip.chain_id, cert, tip.vset.powers(), verifier)
     except ValidationError as exc:
         raise InvalidBlock(f"bad commit certificate: {exc}") from exc
+
+
+def check_proposal(round_: int, valid_round: int, block: Block) -> None:
+    """What a proposal says about its block, checked before the block itself.
+
+    With the machine's "only the round's proposer may propose" and check_block's
+    proposer rule, these make the block's proposer the proposal's signer for every fresh
+    proposal, and keep a re-proposal's block the one its maker built (a valid value
+    keeps its header, hence its id, across rounds: paper, lines 14-16)."""
+    # Rule: a fresh proposal (valid round -1) carries a block built in this very round.
+    if valid_round == -1 and block.header.round != round_:
+        raise InvalidBlock(f"fresh proposal of round {round_} carries a block of round {block.header.round}")
+    # Rule: a re-proposal carries a block built no later than its valid round (honest
+    # validators prevote, in round vr, only a block proposed in round vr).
+    if valid_round >= 0 and block.header.round > valid_round:
+        raise InvalidBlock(f"re-proposal with valid round {valid_round} carries a block of round "
+                           f"{block.header.round}")

@@ -82,6 +82,27 @@ class ValidatorSet:
         return ValidatorSet(members, tuple(pri))
 
 
+class ProposerSchedule:
+    """Who proposes each round of one height, computed once and incrementally.
+
+    `ValidatorSet.proposer(r)` replays r+1 selections from the height's priorities, so
+    asking it for rounds 0..R costs O(R^2 n); this keeps the priorities where the last
+    answer left them and extends the list. It is the one answer a node uses for both
+    "only the round's proposer may propose" (the machine) and "the block names the
+    proposer of its round" (check_block), so the two can never disagree. Callers bound
+    the rounds they ask for (see validation.check_block's round rule)."""
+
+    def __init__(self, vset: ValidatorSet) -> None:
+        self._members = vset.validators
+        self._pri = list(vset.priorities)
+        self._seq: list[bytes] = []
+
+    def __call__(self, round_: int) -> bytes:
+        while len(self._seq) <= round_:
+            self._seq.append(_select(self._members, self._pri))
+        return self._seq[round_]
+
+
 def proposer_sequence(vset: ValidatorSet, count: int) -> list[bytes]:
     """The next `count` proposers from this set's priorities."""
     pri = list(vset.priorities)
