@@ -76,8 +76,10 @@ class Device:
 
     def __post_init__(self) -> None:
         _check(_finite_in(self.flops, MIN_FLOPS, MAX_FLOPS), f"device flops {self.flops!r} out of range")
-        _check(_int_in(self.memory_bytes, 0, MAX_MEMORY_BYTES), f"device memory {self.memory_bytes!r}"
-               " out of range")
+        _check(
+            _int_in(self.memory_bytes, 0, MAX_MEMORY_BYTES),
+            f"device memory {self.memory_bytes!r} out of range",
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,8 +81,11 @@ def workload_from_doc(w: Mapping[str, Any], shape: Shape | None) -> Workload:
     where = "workload"
     pinned = None
     if shape is not None and "activation_gb" in w and "gradient_gb" in w:
-        pinned = PinnedSizes(shape, round(_number(w, "activation_gb", where) * GB),
-                             round(_number(w, "gradient_gb", where) * GB))
+        pinned = PinnedSizes(
+            shape,
+            round(_number(w, "activation_gb", where) * GB),
+            round(_number(w, "gradient_gb", where) * GB),
+        )
     return Workload(
         num_layers=_int(w, "num_layers", where),
         hidden_size=_int(w, "hidden_size", where),
@@ -135,7 +138,7 @@ def placement_from_doc(doc: Any, shape: Shape) -> list[tuple[int, int]]:
     """The (stage, dp_rank) list of an assignment document, checked against `shape`
     (a bijection onto stages x ranks is checked by `cost.grid_of`)."""
     if not isinstance(doc, Mapping) or not isinstance(doc.get("assignment"), list):
-        raise ScheduleError("assignment: expected {\"assignment\": [[stage, dp_rank], ...]}")
+        raise ScheduleError('assignment: expected {"assignment": [[stage, dp_rank], ...]}')
     items = doc["assignment"]
     if len(items) != shape.size:
         raise ScheduleError(f"assignment: {len(items)} entries for {shape.size} devices")

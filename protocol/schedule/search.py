@@ -87,8 +87,9 @@ def keys(problem: Problem, grids: IntArray) -> IntArray:
     p = cost_parts(problem, grids)
     b = grids.shape[0]
     d = grids.shape[2]
-    table = np.array([int(_CONCAVE_SCALE * math.sqrt(c)) for c in range(max(d, grids.shape[1] * d) + 1)],
-                     dtype=np.int64)
+    table = np.array(
+        [int(_CONCAVE_SCALE * math.sqrt(c)) for c in range(max(d, grids.shape[1] * d) + 1)], dtype=np.int64
+    )
     crowd = np.zeros(b, dtype=np.int64)
     for vals in (p.forward, p.backward):
         if vals.shape[1]:
@@ -163,8 +164,13 @@ def _device_sorted(problem: Problem, grid: IntArray) -> list[IntArray]:
 
 
 def local_search(
-    problem: Problem, grid: IntArray, rng: np.random.Generator, evals: _Evaluations, state: _State,
-    layout: GroupLayout, cfg: SearchConfig,
+    problem: Problem,
+    grid: IntArray,
+    rng: np.random.Generator,
+    evals: _Evaluations,
+    state: _State,
+    layout: GroupLayout,
+    cfg: SearchConfig,
 ) -> IntArray:
     cur = grid.copy()
     cur_key = keys(problem, cur[None])[0]

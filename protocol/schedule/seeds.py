@@ -73,6 +73,7 @@ def cut_levels(merges: list[tuple[int, list[int]]], n: int) -> list[list[list[in
     if n == 1:
         return [[[0]]]
     heights = [h for h, _ in merges]
+
     def jump(i: int) -> tuple[float, int]:
         return (-(heights[i + 1] - heights[i]) / max(heights[i + 1], 1), i)
 
