@@ -176,8 +176,8 @@ def local_search(
     cur_key = keys(problem, cur[None])[0]
     stall = 0
     polished = False
-    while evals.left() > 0:
-        cands = _moves(cur, rng, cfg)[: evals.left()]
+    while (left := evals.left()) > 0:
+        cands = _moves(cur, rng, cfg)[:left]
         k = keys(problem, cands)
         evals.used += len(cands)
         i = _best(k)
