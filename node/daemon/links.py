@@ -31,6 +31,7 @@ from libp2p.host.ping import ID as PING_PROTOCOL
 from libp2p.host.ping import perform_ping_roundtrip
 
 from node.config import LinksConfig
+from node.daemon.driver import wall_ms
 from node.daemon.http import Response
 from node.transport.host import peer_id_of
 from protocol.commands import TOPIC_ADVERTS, MessageReceived
@@ -70,12 +71,6 @@ def with_probe_blob(provider: BlobGet | None) -> BlobGet:
         return await provider(digest) if provider is not None else None
 
     return get
-
-
-def wall_ms() -> int:
-    import time
-
-    return time.time_ns() // 1_000_000
 
 
 class LinkService:

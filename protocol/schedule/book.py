@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from protocol.latest import LatestBook
 from protocol.schedule.errors import LinkReportError
 from protocol.schedule.links import MAX_LINK_TTL_MS, LinkAdvert, LinkReport, check_advert
 from protocol.schedule.model import MAX_DEVICES, Links
@@ -57,8 +58,7 @@ def agree(x: LinkReport, y: LinkReport) -> bool:
 class LinkBook:
     def __init__(self, max_ttl_ms: int = MAX_LINK_TTL_MS, capacity: int = MAX_REPORTERS) -> None:
         self.max_ttl_ms = max_ttl_ms
-        self.capacity = capacity
-        self._book: dict[bytes, LinkAdvert] = {}
+        self._book: LatestBook[LinkAdvert] = LatestBook(capacity, _issued, _expires)
 
     def offer(self, now: int, reporter: bytes, advert: LinkAdvert) -> bool:
         """Keep a live, well-formed advert if it is newer than the reporter's last."""
@@ -66,24 +66,11 @@ class LinkBook:
             check_advert(advert, reporter, now, self.max_ttl_ms)
         except LinkReportError:
             return False
-        held = self._book.get(reporter)
         # Rule: an older advert never replaces a newer one (gossip may reorder them).
-        if held is not None and held.issued_at >= advert.issued_at:
-            return False
-        if held is None and len(self._book) >= self.capacity:
-            self.expire(now)
-            if len(self._book) >= self.capacity:
-                del self._book[min(self._book, key=lambda k: (self._book[k].expires_at, k))]
-        self._book[reporter] = advert
-        return True
-
-    def expire(self, now: int) -> None:
-        for key in [k for k, a in self._book.items() if a.expires_at <= now]:
-            del self._book[key]
+        return self._book.offer(now, reporter, advert)
 
     def live(self, now: int) -> dict[bytes, LinkAdvert]:
-        self.expire(now)
-        return dict(self._book)
+        return self._book.live(now)
 
     def _reports(self, now: int) -> dict[bytes, dict[bytes, LinkReport]]:
         return {who: {r.peer: r for r in ad.reports} for who, ad in self.live(now).items()}
@@ -130,3 +117,11 @@ class LinkBook:
 
     def reporters(self, now: int) -> list[bytes]:
         return sorted(self.live(now))
+
+
+def _issued(advert: LinkAdvert) -> int:
+    return advert.issued_at
+
+
+def _expires(advert: LinkAdvert) -> int:
+    return advert.expires_at
