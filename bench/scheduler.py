@@ -63,12 +63,17 @@ def timed(fn: Any) -> tuple[Any, float, float]:
 
 def communication(sc: Any, offspring: int) -> dict[str, Any]:
     p = build_problem(sc.devices, sc.links, sc.workload, sc.shape, compute=False, memory=False)
-    mine, wall_o, cpu_o = timed(lambda: schedule(sc.devices, sc.links, sc.workload, sc.shape, SEED,
-                                                 compute=False, memory=False))
+    mine, wall_o, cpu_o = timed(
+        lambda: schedule(sc.devices, sc.links, sc.workload, sc.shape, SEED, compute=False, memory=False)
+    )
     theirs, wall_g, cpu_g = timed(lambda: gcma(p, SEED, Budget(10**9), GcmaConfig(offspring=offspring)))
     rng = np.random.default_rng(SEED)
-    grids = np.stack([rng.permutation(sc.shape.size).reshape(sc.shape.stages, sc.shape.dp_degree)
-                      for _ in range(RANDOM_SAMPLES)])
+    grids = np.stack(
+        [
+            rng.permutation(sc.shape.size).reshape(sc.shape.stages, sc.shape.dp_degree)
+            for _ in range(RANDOM_SAMPLES)
+        ]
+    )
     (_, totals), wall_r, _ = timed(lambda: total_keys(p, grids))
     final = theirs.cost.total_ns
     converged = next(i for i, h in enumerate(theirs.history) if h == final) + 1
@@ -86,7 +91,10 @@ def communication(sc: Any, offspring: int) -> dict[str, Any]:
         "gcma_evaluations": theirs.evaluations,
         "gcma_converged_at": converged,
         "ours_parts_s": [mine.cost.dp_ns / 1e9, (mine.cost.pp_forward_ns + mine.cost.pp_backward_ns) / 1e9],
-        "gcma_parts_s": [theirs.cost.dp_ns / 1e9, (theirs.cost.pp_forward_ns + theirs.cost.pp_backward_ns) / 1e9],
+        "gcma_parts_s": [
+            theirs.cost.dp_ns / 1e9,
+            (theirs.cost.pp_forward_ns + theirs.cost.pp_backward_ns) / 1e9,
+        ],
     }
 
 
@@ -118,32 +126,49 @@ def main() -> None:
     offspring = 900 if args.quick else 4900
     files = sorted(SCENARIOS.glob("case*.json"))
     scenarios = [scenario_from_doc(json.loads(f.read_text())) for f in files]
-    print(f"six DT-FM scenarios, seed {SEED}; ours: {DEFAULT_EVALUATIONS} evaluations; "
-          f"GCMA: population 100 + {offspring} offspring; random: mean of {RANDOM_SAMPLES}")
-    print(f"{'scenario':30s} {'ours s':>8s} {'gcma s':>8s} {'random s':>9s} {'ours/gcma':>9s} "
-          f"{'ours wall':>9s} {'gcma wall':>9s} {'gcma conv':>9s}")
+    print(
+        f"six DT-FM scenarios, seed {SEED}; ours: {DEFAULT_EVALUATIONS} evaluations; "
+        f"GCMA: population 100 + {offspring} offspring; random: mean of {RANDOM_SAMPLES}"
+    )
+    print(
+        f"{'scenario':30s} {'ours s':>8s} {'gcma s':>8s} {'random s':>9s} {'ours/gcma':>9s} "
+        f"{'ours wall':>9s} {'gcma wall':>9s} {'gcma conv':>9s}"
+    )
     comm = []
     for f, sc in zip(files, scenarios, strict=True):
         r = communication(sc, offspring)
         comm.append(r)
-        print(f"{f.stem:30s} {r['ours_s']:8.3f} {r['gcma_s']:8.3f} {r['random_mean_s']:9.3f} "
-              f"{r['ours_vs_gcma']:9.3f} {r['ours_wall_s']:8.2f}s {r['gcma_wall_s']:8.2f}s "
-              f"{r['gcma_converged_at']:9d}", flush=True)
+        print(
+            f"{f.stem:30s} {r['ours_s']:8.3f} {r['gcma_s']:8.3f} {r['random_mean_s']:9.3f} "
+            f"{r['ours_vs_gcma']:9.3f} {r['ours_wall_s']:8.2f}s {r['gcma_wall_s']:8.2f}s "
+            f"{r['gcma_converged_at']:9d}",
+            flush=True,
+        )
     print("\nheterogeneous compute (speeds 100/50/25 TFLOP/s, 50/25/25%), micro-batch 8 sequences:")
-    print(f"{'scenario':30s} {'comm-only':>9s} {'aware':>8s} {'ratio':>6s}  {'compute: comm-only -> aware':>28s}")
+    print(
+        f"{'scenario':30s} {'comm-only':>9s} {'aware':>8s} {'ratio':>6s}  "
+        f"{'compute: comm-only -> aware':>28s}"
+    )
     het = []
     for f, sc in zip(files, scenarios, strict=True):
         r = heterogeneous(sc, memory=False)
         het.append(r)
-        print(f"{f.stem:30s} {r['comm_only_s']:8.3f}s {r['aware_s']:7.3f}s {r['ratio']:6.3f}  "
-              f"{r['comm_only_compute_s']:12.3f}s -> {r['aware_compute_s']:.3f}s", flush=True)
+        print(
+            f"{f.stem:30s} {r['comm_only_s']:8.3f}s {r['aware_s']:7.3f}s {r['ratio']:6.3f}  "
+            f"{r['comm_only_compute_s']:12.3f}s -> {r['aware_compute_s']:.3f}s",
+            flush=True,
+        )
     print("\nheterogeneous memory (80/32/16 GiB with those speeds): devices on a stage they cannot hold")
     mem = []
     for f, sc in zip(files, scenarios, strict=True):
         r = heterogeneous(sc, memory=True)
         mem.append(r)
-        print(f"{f.stem:30s} comm-only schedule: {r['comm_only_violations']:2d}   aware: {r['aware_violations']:2d}"
-              f"   aware {r['aware_s']:.3f}s", flush=True)
+        print(
+            f"{f.stem:30s} comm-only schedule: {r['comm_only_violations']:2d}"
+            f"   aware: {r['aware_violations']:2d}"
+            f"   aware {r['aware_s']:.3f}s",
+            flush=True,
+        )
     ratios = [r["ours_vs_gcma"] for r in comm]
     het_ratios = [r["ratio"] for r in het]
     headline = {
@@ -158,7 +183,11 @@ def main() -> None:
         "memory_comm_only_infeasible": sum(r["comm_only_violations"] > 0 for r in mem),
         "memory_aware_infeasible": sum(r["aware_violations"] > 0 for r in mem),
         "per_scenario": {
-            f.stem: {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items() if not k.endswith("parts_s")}
+            f.stem: {
+                k: round(v, 4) if isinstance(v, float) else v
+                for k, v in r.items()
+                if not k.endswith("parts_s")
+            }
             for f, r in zip(files, comm, strict=True)
         },
     }

@@ -26,7 +26,16 @@ from cli.init_cmd import DEFAULT_DATA_DIR
 from cli.node_cmd import HTTP_TIMEOUT_S, admin_url
 from cli.output import emit_json, operator_errors
 from protocol.errors import ConfigError, PolnetError
-from protocol.schedule.model import MAX_EVALUATIONS, Assignment, Budget, Device, Links, Shape, Workload
+from protocol.schedule.model import (
+    DEFAULT_EVALUATIONS,
+    MAX_EVALUATIONS,
+    Assignment,
+    Budget,
+    Device,
+    Links,
+    Shape,
+    Workload,
+)
 from protocol.schedule.scenario import assignment_doc, scenario_from_doc, workload_from_doc
 
 #: A 512-device scenario is a few MiB of JSON; anything much larger is not one.
@@ -113,7 +122,11 @@ def schedule(
         None, "--time-limit", min=0.01, max=MAX_TIME_LIMIT_S, help="Stop searching after this many seconds."
     ),
     evaluations: int = typer.Option(
-        60_000, "--evaluations", min=1, max=MAX_EVALUATIONS, help="Cost evaluations the search may use."
+        DEFAULT_EVALUATIONS,
+        "--evaluations",
+        min=1,
+        max=MAX_EVALUATIONS,
+        help="Cost evaluations the search may use.",
     ),
     method: str = typer.Option("ours", "--method", help="ours (default) or gcma (the paper's search)."),
     plot: Path | None = typer.Option(

@@ -19,14 +19,9 @@ from collections.abc import Callable, Sequence
 from protocol.schedule.cost import Problem, build_problem, placement_of
 from protocol.schedule.errors import Infeasible, ScheduleError
 from protocol.schedule.gcma import gcma
-from protocol.schedule.model import Assignment, Budget, Device, Links, Shape, Workload
+from protocol.schedule.model import DEFAULT_EVALUATIONS, Assignment, Budget, Device, Links, Shape, Workload
 from protocol.schedule.result import SearchResult
 from protocol.schedule.search import ours
-
-#: Evaluations a schedule gets by default: our search settles on the six DT-FM
-#: scenarios within a few thousand; this leaves room for harder inputs and stays
-#: within seconds on a small machine.
-DEFAULT_EVALUATIONS = 60_000
 
 Search = Callable[[Problem, int, Budget], SearchResult]
 SEARCHES: dict[str, Search] = {"ours": ours, "gcma": gcma}

@@ -45,6 +45,10 @@ MAX_MESSAGE_BYTES = 2**50
 #: Fewest evaluations a search may be given (enough to evaluate its first candidates).
 MIN_EVALUATIONS = 1
 MAX_EVALUATIONS = 10**9
+#: Evaluations a schedule gets by default: our search settles on the six DT-FM
+#: scenarios within a few thousand; this leaves room for harder inputs and stays
+#: within seconds on a small machine.
+DEFAULT_EVALUATIONS = 20_000
 #: Activation memory per token per layer, in units of hidden_size bytes: 34 for fp16
 #: without recomputation and with fused attention (Korthikanti et al. 2022, the s^2
 #: attention-score term dropped).
