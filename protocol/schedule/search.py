@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -82,14 +83,18 @@ class _State:
         self.history.extend([self.cost.total_ns] * max(0, evaluations - len(self.history)))
 
 
+@lru_cache(maxsize=64)
+def _concave(n: int) -> IntArray:
+    """table[c] = the weight of c entries at a maximum, c = 0..n (integers)."""
+    return np.array([int(_CONCAVE_SCALE * math.sqrt(c)) for c in range(n + 1)], dtype=np.int64)
+
+
 def keys(problem: Problem, grids: IntArray) -> IntArray:
     """[b, 3] ranking keys: (violations, total ns, crowding of the maxima)."""
     p = cost_parts(problem, grids)
     b = grids.shape[0]
     d = grids.shape[2]
-    table = np.array(
-        [int(_CONCAVE_SCALE * math.sqrt(c)) for c in range(max(d, grids.shape[1] * d) + 1)], dtype=np.int64
-    )
+    table = _concave(grids.shape[1] * d)
     crowd = np.zeros(b, dtype=np.int64)
     for vals in (p.forward, p.backward):
         if vals.shape[1]:
