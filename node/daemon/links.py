@@ -168,8 +168,8 @@ class LinkService:
         self.book.offer(now, self.key.public, advert)
         try:
             await self.network.publish(TOPIC_ADVERTS, advert)
-        except PolnetError as exc:
-            log.info("link advert gossip failed", extra={"error": str(exc)})
+        except Exception as exc:  # a failed publish must never stop the node
+            log.info("link advert gossip failed", extra={"error": repr(exc)})
 
     def observe(self, msg: MessageReceived) -> bool:
         """Keep a peer's advert; True if `msg` was one (whether or not it was kept)."""
