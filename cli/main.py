@@ -31,6 +31,7 @@ _SUBAPPS: tuple[tuple[str, str, str], ...] = (
 _COMMANDS: tuple[tuple[str, str], ...] = (
     ("cli.init_cmd", "init"),
     ("cli.demo_cmd", "demo"),
+    ("cli.schedule_cmd", "schedule"),
 )
 
 

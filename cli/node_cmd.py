@@ -126,3 +126,22 @@ def status(
     if cap:
         table.add_row("capacity", f"{cap.get('device')} {cap.get('flops', 0) / 1e9:.1f} GFLOP/s")
     stdout.print(table)
+
+
+@app.command()
+def links(
+    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, "--data-dir", "-d", help="The node's data directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the raw /links document."),
+) -> None:
+    """Show the links this node measured and the links its peers agree on."""
+    with operator_errors():
+        if not Path(data_dir).is_dir():
+            fail(f"{data_dir}: data directory not found")
+        doc = get_json(admin_url(data_dir) + "/links")
+    if as_json:
+        emit_json(doc)
+        return
+    from cli.links_view import links_tables
+
+    for table in links_tables(doc):
+        stdout.print(table)

@@ -27,6 +27,7 @@ import tomli_w
 
 from protocol.envelope import MAX_CHAIN_ID_LEN
 from protocol.errors import ConfigError
+from protocol.schedule.links import MAX_LINK_TTL_MS
 
 ENV_PREFIX = "POLNET_"
 #: A config file is a page of settings; anything larger is not one.
@@ -172,6 +173,35 @@ class ChainConfig:
             raise ConfigError(f"[chain] block_interval_ms must be in 0..{MAX_BLOCK_INTERVAL_MS}")
 
 
+#: Bounds of the link-measurement service (node/daemon/links.py).
+MAX_LINK_PERIOD_MS = 3_600_000
+MAX_LINK_PEERS_PER_PERIOD = 16
+MAX_LINK_PINGS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class LinksConfig:
+    """Link measurement for the crew scheduler: every `period_ms` the node pings
+    `peers_per_period` peers `pings` times and times one small blob transfer from
+    each, then gossips its reports (believed for `ttl_ms`)."""
+
+    enabled: bool = True
+    period_ms: int = 10_000
+    peers_per_period: int = 3
+    pings: int = 3
+    ttl_ms: int = 300_000
+
+    def validate(self) -> None:
+        if not 100 <= self.period_ms <= MAX_LINK_PERIOD_MS:
+            raise ConfigError(f"[links] period_ms must be in 100..{MAX_LINK_PERIOD_MS}, got {self.period_ms}")
+        if not 1 <= self.peers_per_period <= MAX_LINK_PEERS_PER_PERIOD:
+            raise ConfigError(f"[links] peers_per_period must be in 1..{MAX_LINK_PEERS_PER_PERIOD}")
+        if not 1 <= self.pings <= MAX_LINK_PINGS:
+            raise ConfigError(f"[links] pings must be in 1..{MAX_LINK_PINGS}, got {self.pings}")
+        if not self.period_ms <= self.ttl_ms <= MAX_LINK_TTL_MS:
+            raise ConfigError(f"[links] ttl_ms must be in period_ms..{MAX_LINK_TTL_MS}, got {self.ttl_ms}")
+
+
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
@@ -192,6 +222,7 @@ class NodeConfig:
     roles: RolesConfig = field(default_factory=RolesConfig)
     chain: ChainConfig = field(default_factory=ChainConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    links: LinksConfig = field(default_factory=LinksConfig)
 
     def validate(self) -> None:
         if not 0 < len(self.chain_id.encode("utf-8")) <= MAX_CHAIN_ID_LEN:
@@ -208,6 +239,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "roles": RolesConfig,
     "chain": ChainConfig,
     "log": LogConfig,
+    "links": LinksConfig,
 }
 _TOP_LEVEL = ("chain_id",)
 

@@ -56,4 +56,5 @@ _MESSAGE_MODULES: tuple[str, ...] = (
     "protocol.market.messages",
     "protocol.market.chain",
     "protocol.pol.messages",
+    "protocol.schedule.links",
 )

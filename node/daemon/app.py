@@ -103,6 +103,7 @@ class Daemon:
         self.chain: Chain | None = None
         self.state: DaemonState | None = None
         self.endpoints: Endpoints | None = None
+        self.links: Any = None  # node.daemon.links.LinkService, when the node measures links
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -213,7 +214,13 @@ class Daemon:
             ("POST", "/task/"): self._post_task_action,
             ("GET", "/task/"): self._get_task,
             ("GET", "/tasks"): self._get_tasks,
+            ("GET", "/links"): self._get_links,
         }
+
+    async def _get_links(self, request: Request) -> Response:
+        from node.daemon.links import links_response
+
+        return links_response(self)
 
     async def _get_metrics(self, request: Request) -> Response:
         return Response(200, self.metrics.render(), CONTENT_TYPE)

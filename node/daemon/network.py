@@ -9,6 +9,7 @@ import trio
 
 from node.config import NodeConfig
 from node.daemon.blobdir import BlobDir
+from node.daemon.links import with_probe_blob
 from node.transport import Transport, TransportConfig
 from protocol.commands import MessageReceived
 from protocol.identity import Keypair
@@ -51,6 +52,6 @@ async def start_transport(
         listen_port=net.listen_port,
         bootstrap=net.bootstrap,
     )
-    transport = Transport(tcfg, key, blob_provider=blobs.get)
+    transport = Transport(tcfg, key, blob_provider=with_probe_blob(blobs.get))
     addrs = await nursery.start(transport.run)
     return TransportNetwork(transport), tuple(addrs)

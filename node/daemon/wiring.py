@@ -14,6 +14,7 @@ from node.config import NodeConfig
 from node.daemon.app import Daemon
 from node.daemon.blobdir import BlobDir
 from node.daemon.chain import REALTIME_MARKET, Chain, read_genesis
+from node.daemon.links import start_links
 from node.daemon.network import start_transport
 from node.daemon.roles import build_roles
 from node.datadir import DataDir
@@ -35,7 +36,8 @@ def build_daemon(datadir: DataDir, config: NodeConfig, key: Keypair) -> Daemon:
                           REALTIME_MARKET)
 
     async def open_network(daemon: Daemon, nursery: trio.Nursery) -> Any:
-        return await start_transport(config, key, blobs, nursery)
+        network, addrs = await start_transport(config, key, blobs, nursery)
+        return await start_links(daemon, network, nursery), addrs
 
     def open_compute(daemon: Daemon) -> Any:
         from node.daemon.compute import MarketComputeRunner  # torch: only once the node starts

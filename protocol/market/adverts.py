@@ -11,6 +11,7 @@ the ledger's stake-weighted election places a task.
 from __future__ import annotations
 
 from protocol.errors import ValidationError
+from protocol.latest import LatestBook
 from protocol.market.messages import CapacityAdvert, check_advert
 
 #: Adverts one node keeps (one per worker); beyond it the soonest to expire is dropped.
@@ -21,7 +22,7 @@ class AdvertBook:
     def __init__(self, max_ttl_ms: int, capacity: int = MAX_ADVERTS) -> None:
         self.max_ttl_ms = max_ttl_ms
         self.capacity = capacity
-        self._book: dict[bytes, CapacityAdvert] = {}
+        self._book: LatestBook[CapacityAdvert] = LatestBook(capacity, _issued, _expires)
 
     def offer(self, now: int, sender: bytes, advert: CapacityAdvert, registered: bool) -> bool:
         """Keep a live advert from a registered worker if it is newer than what we hold."""
@@ -32,21 +33,19 @@ class AdvertBook:
             check_advert(advert, now, self.max_ttl_ms)
         except ValidationError:
             return False
-        held = self._book.get(sender)
         # Rule: an older advert never replaces a newer one (gossip may reorder them).
-        if held is not None and held.issued_at >= advert.issued_at:
-            return False
-        if held is None and len(self._book) >= self.capacity:
-            self.expire(now)
-            if len(self._book) >= self.capacity:
-                del self._book[min(self._book, key=lambda k: (self._book[k].expires_at, k))]
-        self._book[sender] = advert
-        return True
+        return self._book.offer(now, sender, advert)
 
     def expire(self, now: int) -> None:
-        for key in [k for k, a in self._book.items() if a.expires_at <= now]:
-            del self._book[key]
+        self._book.expire(now)
 
     def live(self, now: int) -> dict[bytes, CapacityAdvert]:
-        self.expire(now)
-        return dict(self._book)
+        return self._book.live(now)
+
+
+def _issued(advert: CapacityAdvert) -> int:
+    return advert.issued_at
+
+
+def _expires(advert: CapacityAdvert) -> int:
+    return advert.expires_at
