@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node.daemon.chain import REALTIME_MARKET
+from protocol.chain_params import PRESETS
 from protocol.errors import ConfigError, PolnetError
-from protocol.market.params import GFLOP
+from protocol.market.params import GFLOP, MarketParams
 from protocol.market.txs import DeviceClass, SubmitTask
 from protocol.pol.spec import (
     MAX_BATCH,
@@ -144,8 +144,10 @@ def _table(value: Any, where: str, known: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-def build_task(doc: dict[str, Any], base: Path) -> BuiltTask:
-    """Validate a parsed spec file and build everything a submission needs."""
+def build_task(doc: dict[str, Any], base: Path, market: MarketParams | None = None) -> BuiltTask:
+    """Validate a parsed spec file and build everything a submission needs, against the
+    chain's market parameters (`market`; by default those of the `local` preset that
+    `polnet init` and the swarm write into genesis)."""
     from protocol.pol.flops import estimate
     from protocol.pol.ops import step_ops
 
@@ -166,7 +168,7 @@ def build_task(doc: dict[str, Any], base: Path) -> BuiltTask:
     interval = _int(d, "checkpoint_interval", 1, steps)
     if steps % interval:
         raise ConfigError(f"steps ({steps}) must be a multiple of checkpoint_interval ({interval})")
-    need = REALTIME_MARKET.min_segments
+    need = (market or PRESETS["local"].market).min_segments
     if steps // interval < need:
         raise ConfigError(f"steps / checkpoint_interval must be at least {need} on this chain (so one "
                           f"verifier's check is a small share of the work), got {steps // interval}")

@@ -14,8 +14,8 @@ from cli.swarm_market import BAIT_PRICE, CHEAT_PRICE, HONEST_PRICE, swarm_roles,
 from cli.task_spec import build_task, read_spec_file
 from node.config import CHEATS
 from node.daemon.layout import init_datadir
+from protocol.chain_params import PRESETS
 from protocol.errors import ConfigError
-from protocol.market.params import PRESETS
 from protocol.pol.flops import estimate
 from protocol.pol.spec import validate_spec
 from protocol.records import record_hash
@@ -43,7 +43,7 @@ def test_a_good_spec_builds_a_valid_task_priced_from_its_flops(tmp_path: Path) -
     validate_spec(built.spec)
     assert built.submit.spec_hash == record_hash(built.spec)
     assert built.gflops == max(1, -(-estimate(built.spec).total // 10**9))
-    assert built.submit.max_price_per_gflop >= PRESETS["devnet"].min_price_per_gflop
+    assert built.submit.max_price_per_gflop >= PRESETS["local"].market.min_price_per_gflop
     assert (built.submit.steps, built.submit.checkpoint_interval) == (64, 1)
 
 

@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 
 from netsim.scenarios.market import MarketConfig, MarketReport, run_market
-from protocol.ledger.params import preset
+from protocol.chain_params import chain_preset
 from protocol.ledger.rules import share
 from protocol.market.params import BPS, MarketParams
 from protocol.market.process import budget
@@ -138,7 +138,7 @@ def audit(r: MarketReport, keys: list[bytes], stake0: int) -> None:
         assert n.stake_delta == expected_stake, f"node {n.index} ({n.role}) {where}"
     assert oracle.pool == r.jackpot_end, f"jackpot pool {where}"
     txs = sum(n.fees_paid // r.tx_fee for n in r.nodes)
-    per_tx = r.tx_fee - share(r.tx_fee, preset("devnet").fee_burn_ppm)
+    per_tx = r.tx_fee - share(r.tx_fee, chain_preset("devnet").ledger.fee_burn_ppm)
     assert fee_income == txs * per_tx, where
 
 

@@ -33,19 +33,19 @@ from netsim.disk import Disk
 from netsim.registry import Scenario, register_scenario
 from netsim.scenarios.market_compute import BISECTION_ATTACKS, SYNTHETIC_ATTACKS, MarketCompute, TorchTask
 from netsim.sim import Sim, node_keys
+from protocol.chain_params import chain_preset
 from protocol.commands import Command
 from protocol.consensus.node import OWN_VOTES_KEY, PERSIST_BLOCK, PERSIST_VOTES, ConsensusConfig
 from protocol.encoding import sha256
 from protocol.identity import Keypair
 from protocol.ledger.genesis import Genesis, GenesisAccount
 from protocol.ledger.ledger import Ledger
-from protocol.ledger.params import preset
 from protocol.ledger.primitives import audit_supply
 from protocol.ledger.state import State
 from protocol.market import elections
 from protocol.market.chain import audit_market, load_market, market_genesis_state, save_market
 from protocol.market.node import MarketNode
-from protocol.market.params import GFLOP, PRESETS, MarketParams
+from protocol.market.params import GFLOP, MarketParams
 from protocol.market.process import budget, process_register_worker, task_id_of
 from protocol.market.roles import (
     ArbiterRole,
@@ -106,7 +106,7 @@ class MarketConfig:
 
     @property
     def params(self) -> MarketParams:
-        return PRESETS[self.preset]
+        return chain_preset(self.preset).market
 
     @classmethod
     def from_params(cls, seed: int, nodes: int, params: dict[str, Any]) -> MarketConfig:
@@ -338,7 +338,7 @@ def registration(key: Keypair, flops: int, stake: int) -> RegisterWorker:
 def genesis_state(cfg: MarketConfig, lay: Layout, flops: tuple[int, ...], chain_id: str, stake: int) -> State:
     """Validators staked in the ledger; workers registered in the market at genesis unless
     they register by transaction (`register_by_tx`)."""
-    params = preset("devnet")
+    params = chain_preset("devnet").ledger
     accounts = tuple(
         GenesisAccount(k.public, BALANCE, VALIDATOR_STAKE if i in lay.validators else 0)
         for i, k in enumerate(lay.keys)

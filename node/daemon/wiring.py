@@ -13,7 +13,7 @@ import trio
 from node.config import NodeConfig
 from node.daemon.app import Daemon
 from node.daemon.blobdir import BlobDir
-from node.daemon.chain import REALTIME_MARKET, Chain, read_genesis
+from node.daemon.chain import Chain, read_genesis
 from node.daemon.network import start_transport
 from node.daemon.roles import build_roles
 from node.datadir import DataDir
@@ -30,10 +30,9 @@ def build_daemon(datadir: DataDir, config: NodeConfig, key: Keypair) -> Daemon:
     blobs = BlobDir(datadir.blobs)
 
     def open_chain(daemon: Daemon) -> Chain:
-        roles = build_roles(config.roles, key, REALTIME_MARKET, daemon.capacity)
+        roles = build_roles(config.roles, key, genesis.market, daemon.capacity)
         daemon.submitter = roles.submitter
-        return Chain.open(genesis, key, datadir.chain_db, config.chain.block_interval_ms, roles.roles,
-                          REALTIME_MARKET)
+        return Chain.open(genesis, key, datadir.chain_db, config.chain.block_interval_ms, roles.roles)
 
     async def open_network(daemon: Daemon, nursery: trio.Nursery) -> Any:
         return await start_transport(config, key, blobs, nursery)
