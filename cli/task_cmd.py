@@ -20,7 +20,7 @@ from rich.table import Table
 from cli.admin_http import request_json
 from cli.init_cmd import DEFAULT_DATA_DIR
 from cli.node_cmd import HTTP_TIMEOUT_S, admin_url, get_json
-from cli.output import emit_json, fail, operator_errors, stdout
+from cli.output import bad_input, emit_json, operator_errors, stdout
 from node.daemon.blobdir import BlobDir
 from node.datadir import DataDir, write_atomic
 from protocol.errors import ConfigError
@@ -51,7 +51,7 @@ def _post_json(url: str, doc: dict[str, Any]) -> dict[str, Any]:
 
 def _datadir(data_dir: Path) -> DataDir:
     if not Path(data_dir).is_dir():
-        fail(f"{data_dir}: data directory not found")
+        bad_input(f"{data_dir}: data directory not found")
     return DataDir(data_dir)
 
 

@@ -124,6 +124,19 @@ def check_genesis_file(path: Path, chain_id: str) -> Genesis:
     return genesis
 
 
+def recorded_genesis(db_path: Path, chain_id: str) -> bytes | None:
+    """The genesis hash a chain database was made for; None if there is no database (or
+    it predates recorded genesis hashes). A database of another chain id raises."""
+    if not db_path.exists():
+        return None
+    store = ChainStore.open(db_path, chain_id)
+    try:
+        kind, key = GENESIS_RECORD
+        return store.load(kind, key)
+    finally:
+        store.close()
+
+
 def check_store_genesis(store: ChainStore, genesis: Genesis, db_path: Path) -> None:
     """A chain database belongs to one genesis: remember it on first open, refuse another.
     (Same chain id, other genesis: the database's blocks do not extend this state, and

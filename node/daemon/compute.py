@@ -37,6 +37,7 @@ from node.compute.profiling import profile
 from node.compute.trainer import Run, accuracy
 from node.compute.verify import initial_matches, verify_segment
 from node.daemon.blobdir import BlobDir
+from node.daemon.progress import ProgressTracker, job_kind
 from node.daemon.proofblobs import fetch_state, leaf_at, publish_run
 from protocol.encoding import sha256
 from protocol.errors import BlobError, PolnetError, SpecError
@@ -76,6 +77,12 @@ AsyncFetch = Callable[[bytes, int, Sequence[bytes] | None], Awaitable[bytes]]
 _TORCH = threading.Lock()
 
 
+def torch_lock() -> threading.Lock:
+    """The lock a job holds while it uses torch; anything else that sets torch's
+    process-wide threads (the daemon re-measuring capacity) takes it too."""
+    return _TORCH
+
+
 class _Lru(OrderedDict[Any, Any]):
     def put(self, key: Any, value: Any) -> Any:
         self[key] = value
@@ -102,8 +109,10 @@ class MarketComputeRunner:
         view: Callable[[], ChainView | None],
         me: bytes,
         cheat: str | None = None,
+        progress: ProgressTracker | None = None,
     ) -> None:
         self.blobs = blobs
+        self.progress = progress or ProgressTracker()
         self._fetch = fetch
         self._view = view
         self.me = me
@@ -122,9 +131,11 @@ class MarketComputeRunner:
             self._prefer = tuple(p for p in (task.solver, task.submitter) if p) if task is not None else ()
             t0 = time.monotonic()
             log.info("compute job started", extra={"job": job_id[:40]})
+            self.progress.start(job_id, job_kind(job), getattr(job, "task_id", None))
             try:
                 return self._run(job)
             finally:
+                self.progress.finish()
                 log.info("compute job finished", extra={"job": job_id[:40],
                                                         "seconds": round(time.monotonic() - t0, 2)})
 
@@ -223,7 +234,14 @@ class MarketComputeRunner:
         spec = self.spec(job.spec_hash)
         data = self.dataset(spec)
         build = next((a.build for a in attacks.CATALOG if a.name == self.cheat), attacks.honest)
-        run: Run = build(spec, data, 1)
+        self.progress.set_total(spec.steps)
+        if build is attacks.honest:  # attacks.honest's training, a checkpoint at a time
+            run = Run(spec, data)
+            for step in range(spec.checkpoint_interval, spec.steps + 1, spec.checkpoint_interval):
+                run.states[step] = run.state_at(step)
+                self.progress.advance(step)
+        else:
+            run = build(spec, data, 1)
         root = publish_run(self.blobs.put, run)
         final = run.state_at(spec.steps)
         self.trained[job.task_id] = TrainedModel(root, accuracy(spec, data, final), self.cheat)

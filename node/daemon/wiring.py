@@ -35,7 +35,7 @@ def build_daemon(datadir: DataDir, config: NodeConfig, key: Keypair) -> Daemon:
         return Chain.open(genesis, key, datadir.chain_db, config.chain.block_interval_ms, roles.roles)
 
     async def open_network(daemon: Daemon, nursery: trio.Nursery) -> Any:
-        return await start_transport(config, key, blobs, nursery)
+        return await start_transport(config, key, blobs, nursery, genesis.hash())
 
     def open_compute(daemon: Daemon) -> Any:
         from node.daemon.compute import MarketComputeRunner  # torch: only once the node starts
@@ -43,7 +43,7 @@ def build_daemon(datadir: DataDir, config: NodeConfig, key: Keypair) -> Daemon:
         assert daemon.chain is not None
         core = daemon.chain.core
         return MarketComputeRunner(blobs, daemon.network.fetch_blob, lambda: core.view, key.public,
-                                   cheat=config.roles.cheat)
+                                   cheat=config.roles.cheat, progress=daemon.progress)
 
     return Daemon(datadir, config, key, chain_factory=open_chain, network_factory=open_network,
                   compute_factory=open_compute)
