@@ -44,8 +44,8 @@ from protocol.chain_params import PRESETS, SECTIONS
 from protocol.errors import ConfigError, PolnetError
 from protocol.identity import node_id
 from protocol.ledger import Genesis, ceremony
-from protocol.ledger.params import MAX_SUPPLY
 from protocol.ledger.gentx import MAX_GENTX_BYTES
+from protocol.ledger.params import MAX_SUPPLY
 
 app = typer.Typer(help="Create a network's genesis: new, add-account, gentx, collect, verify, install.",
                   no_args_is_help=True)

@@ -112,13 +112,25 @@ def _dataset(doc: dict[str, Any], base: Path) -> Any:
         raise ConfigError('dataset is required: "digits", "synthetic" or a path to a .safetensors file')
     if name == "digits":
         return datasets.digits()
+    from node.daemon.compute import MAX_DATASET_BLOB  # what a worker fetches, at most
+
     if name == "synthetic":
         syn = {**SYNTHETIC_DEFAULTS, **_table(doc.get("synthetic", {}), "synthetic", SYNTHETIC_DEFAULTS)}
-        return datasets.synthetic(_int(syn, "samples", 1, 1 << 20), (_int(syn, "features", 1, MAX_WIDTH),),
-                                  _int(syn, "classes", 2, 1000), _int(syn, "seed", 0, 2**63))
+        samples, features = _int(syn, "samples", 1, 1 << 20), _int(syn, "features", 1, MAX_WIDTH)
+        size = samples * (features * 4 + 8)  # float32 x, int64 y
+        # Rule: the dataset fits what workers fetch (checked before numpy allocates it).
+        if size > MAX_DATASET_BLOB:
+            raise ConfigError(
+                f"[synthetic] samples = {samples} x features = {features} is a {size / 2**20:.0f} MiB "
+                f"dataset; workers fetch at most {MAX_DATASET_BLOB // 2**20} MiB (lower samples or features)")
+        classes, seed = _int(syn, "classes", 2, 1000), _int(syn, "seed", 0, 2**63)
+        return datasets.synthetic(samples, (features,), classes, seed)
     path = (base / name) if not Path(name).is_absolute() else Path(name)
     if not path.is_file():
         raise ConfigError(f"dataset {name!r}: not a built-in name and no such file")
+    if path.stat().st_size > MAX_DATASET_BLOB:
+        raise ConfigError(f"dataset {name!r}: {path.stat().st_size / 2**20:.0f} MiB, workers fetch at most "
+                          f"{MAX_DATASET_BLOB // 2**20} MiB")
     from node.compute.tensors import blob_id
 
     blob = path.read_bytes()

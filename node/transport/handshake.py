@@ -132,9 +132,7 @@ class Handshake:
         self._refusing.add(peer)
         self.agreed.discard(peer)
         self.refused_total += 1
-        log.warning(f"refusing peer {peer}: {reason}", extra={
-            "peer": str(peer), "reason": reason, "genesis": self.hello.genesis_hash.hex(),
-        })
+        log.warning(f"refusing peer: {reason}", extra={"peer": str(peer)})
         await self._on_refused(peer, reason)
 
 
