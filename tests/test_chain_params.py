@@ -56,14 +56,20 @@ def test_an_unknown_preset_names_the_known_ones() -> None:
 @pytest.mark.parametrize(
     ("section", "overrides", "message"),
     [
-        ("market", {"reveal_block": 3}, r"unknown market parameter market\.reveal_block; did you mean 'reveal_blocks'"),
+        (
+            "market",
+            {"reveal_block": 3},
+            r"unknown market parameter market\.reveal_block; did you mean 'reveal_blocks'",
+        ),
         ("market", {"reveal_blocks": "3"}, r"market\.reveal_blocks must be an integer"),
         ("consensus", {"propose_timeout_ms": -1}, r"consensus\.propose_timeout_ms must be an integer"),
         ("ledger", {"unbonding_period": 1}, "unbonding_period must exceed max_evidence_age"),
         ("chain", {"x": 1}, "unknown parameter section 'chain'"),
     ],
 )
-def test_overrides_name_the_field_they_got_wrong(section: str, overrides: dict[str, object], message: str) -> None:
+def test_overrides_name_the_field_they_got_wrong(
+    section: str, overrides: dict[str, object], message: str
+) -> None:
     with pytest.raises(ConfigError, match=message):
         with_overrides(PRESETS["local"], section, overrides)
 
@@ -71,12 +77,17 @@ def test_overrides_name_the_field_they_got_wrong(section: str, overrides: dict[s
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        (dataclasses.replace(consensus.DEVNET, timeout_max_ms=10), "timeout_max_ms 10 is below a base timeout"),
+        (
+            dataclasses.replace(consensus.DEVNET, timeout_max_ms=10),
+            "timeout_max_ms 10 is below a base timeout",
+        ),
         (dataclasses.replace(consensus.DEVNET, max_block_txs=0), "max_block_txs must be in 1"),
         (dataclasses.replace(consensus.DEVNET, max_clock_drift_ms=0), "max_clock_drift_ms"),
     ],
 )
-def test_consensus_params_that_cannot_run_a_chain_are_refused(params: consensus.ConsensusParams, message: str) -> None:
+def test_consensus_params_that_cannot_run_a_chain_are_refused(
+    params: consensus.ConsensusParams, message: str
+) -> None:
     with pytest.raises(ConfigError, match=message):
         check_chain_params(dataclasses.replace(PRESETS["local"], consensus=params))
 
@@ -94,7 +105,9 @@ def test_consensus_and_ledger_overrides_change_the_root_too() -> None:
     base = _root(_doc())
     assert _root(_doc(consensus={"propose_timeout_ms": 1500})) != base
     assert _root(_doc(ledger={"base_fee": 11})) != base
-    state = market_genesis_state(parse_genesis(json.dumps(_doc(consensus={"propose_timeout_ms": 1500})), "json"))
+    state = market_genesis_state(
+        parse_genesis(json.dumps(_doc(consensus={"propose_timeout_ms": 1500})), "json")
+    )
     stored = consensus_params(state)
     assert stored is not None and stored.propose_timeout_ms == 1500
     assert state.get(CONSENSUS_PARAMS, b"") == stored
@@ -132,8 +145,11 @@ def test_the_genesis_hash_is_syntax_free_and_covers_every_parameter() -> None:
     shuffled = {**doc, "accounts": list(reversed(doc["accounts"])), "gentxs": list(reversed(doc["gentxs"]))}
     assert parse_genesis(json.dumps(shuffled, indent=None), "json").hash() == genesis.hash()
     assert genesis_hash(genesis) == genesis.hash()
-    for section, field, value in (("market", "reveal_blocks", 11), ("consensus", "prevote_timeout_ms", 600),
-                                  ("ledger", "epoch_length", 7)):
+    for section, field, value in (
+        ("market", "reveal_blocks", 11),
+        ("consensus", "prevote_timeout_ms", 600),
+        ("ledger", "epoch_length", 7),
+    ):
         other = parse_genesis(json.dumps(_doc(**{section: {field: value}})), "json")
         assert other.hash() != genesis.hash(), section
 
@@ -157,5 +173,5 @@ def test_a_chain_database_refuses_another_genesis_of_the_same_chain_id(tmp_path:
     Chain.open(read_genesis(first), KEYS[0], tmp_path / "chain.db", 0).store.close()
     second = tmp_path / "b.json"
     second.write_bytes(document_bytes(_doc(market={"reveal_blocks": 11})))
-    with pytest.raises(ConfigError, match="holds the chain of genesis .* but the genesis file is"):
+    with pytest.raises(ConfigError, match=r"holds the chain of genesis .* but the genesis file is"):
         Chain.open(read_genesis(second), KEYS[0], tmp_path / "chain.db", 0)

@@ -44,7 +44,9 @@ def _node_id(dd: DataDir) -> str:
 
 def _ceremony(tmp: Path, dirs: list[DataDir]) -> Path:
     draft = tmp / "genesis.json"
-    assert invoke("genesis", "new", str(draft), "--chain-id", CHAIN, "--set", "market.reveal_blocks=12")[0] == 0
+    assert (
+        invoke("genesis", "new", str(draft), "--chain-id", CHAIN, "--set", "market.reveal_blocks=12")[0] == 0
+    )
     for dd in dirs:
         code, out = invoke("genesis", "add-account", str(draft), _node_id(dd), str(2 * STAKE))
         assert code == 0, out
@@ -77,7 +79,9 @@ def test_the_ceremony_through_the_cli_gives_one_genesis_every_node_accepts(tmp_p
 def test_install_refuses_a_database_of_another_genesis_unless_told(tmp_path: Path) -> None:
     dirs = _nodes(tmp_path, 2)
     # The node ran its one-node genesis from init: its database belongs to that one.
-    Chain.open(read_genesis(dirs[0].genesis), load_key_file(dirs[0].node_key), dirs[0].chain_db, 0).store.close()
+    Chain.open(
+        read_genesis(dirs[0].genesis), load_key_file(dirs[0].node_key), dirs[0].chain_db, 0
+    ).store.close()
     final = _ceremony(tmp_path, dirs)
     code, out = invoke("genesis", "install", str(final), "-d", str(dirs[0].root))
     assert code == 2
@@ -104,7 +108,9 @@ def _one_error_line(out: str) -> str:
         (["--set", "consensus.timeout_max_ms=1"], "consensus.timeout_max_ms 1 is below a base timeout"),
     ],
 )
-def test_genesis_new_refuses_bad_parameters_with_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+def test_genesis_new_refuses_bad_parameters_with_exit_2(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
     code, out = invoke("genesis", "new", str(tmp_path / "g.json"), "--chain-id", CHAIN, *args)
     assert code == 2
     assert message in _one_error_line(out)
@@ -147,13 +153,18 @@ def test_collect_refuses_a_gentx_of_another_chain_with_exit_2(tmp_path: Path) ->
         (["install", "{draft}", "-d", "{dir}"], "accounts must be a non-empty list"),
     ],
 )
-def test_every_genesis_command_names_the_bad_value_with_exit_2(tmp_path: Path, args: list[str],
-                                                               message: str) -> None:
+def test_every_genesis_command_names_the_bad_value_with_exit_2(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
     dirs = _nodes(tmp_path, 1)
     draft = tmp_path / "g.json"
     invoke("genesis", "new", str(draft), "--chain-id", CHAIN)
-    values = {"draft": str(draft), "dir": str(dirs[0].root), "node": _node_id(dirs[0]),
-              "missing": str(tmp_path / "none.json")}
+    values = {
+        "draft": str(draft),
+        "dir": str(dirs[0].root),
+        "node": _node_id(dirs[0]),
+        "missing": str(tmp_path / "none.json"),
+    }
     code, out = invoke("genesis", *(a.format(**values) for a in args))
     assert code == 2
     assert message in out

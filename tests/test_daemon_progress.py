@@ -44,8 +44,13 @@ def test_progress_reports_step_of_total_and_an_eta_from_the_rate_so_far() -> Non
     clock.t += 10
     p.advance(25)
     job = p.snapshot()["job"]
-    assert (job["kind"], job["task_id"][:4], job["step"], job["total"], job["percent"]) == ("train", "abab", 25,
-                                                                                         100, 25.0)
+    assert (job["kind"], job["task_id"][:4], job["step"], job["total"], job["percent"]) == (
+        "train",
+        "abab",
+        25,
+        100,
+        25.0,
+    )
     assert job["eta_s"] == pytest.approx(30.0)  # 75 steps left at 2.5 steps/s
     assert job["running_s"] == pytest.approx(15.0)
     clock.t += 30
@@ -56,7 +61,9 @@ def test_progress_reports_step_of_total_and_an_eta_from_the_rate_so_far() -> Non
     assert (snap["last_job"]["outcome"], snap["last_job"]["step"]) == ("done", 100)
 
 
-def test_progress_is_logged_at_most_every_interval_and_once_at_the_end(caplog: pytest.LogCaptureFixture) -> None:
+def test_progress_is_logged_at_most_every_interval_and_once_at_the_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     clock = Clock()
     p = ProgressTracker(clock, log_every_s=10)
     caplog.set_level(logging.INFO, logger="polnet.progress")
@@ -90,14 +97,19 @@ def test_progress_can_be_read_while_a_thread_advances_it() -> None:
     assert seen == sorted(seen) and p.snapshot()["job"]["step"] == 10_000
 
 
-def test_the_compute_runner_advances_per_checkpoint_and_trains_what_honest_training_does(tmp_path: Path) -> None:
+def test_the_compute_runner_advances_per_checkpoint_and_trains_what_honest_training_does(
+    tmp_path: Path,
+) -> None:
     from node.compute import attacks
 
     spec, data = _task_setup()
     tid = b"\x01" * 32
     net = _Network()
-    view = _market(dataclasses.make_dataclass("T", ["task_id", "spec_hash", "solver", "submitter"])(
-        tid, record_hash(spec), b"S" * 32, b"U" * 32))
+    view = _market(
+        dataclasses.make_dataclass("T", ["task_id", "spec_hash", "solver", "submitter"])(
+            tid, record_hash(spec), b"S" * 32, b"U" * 32
+        )
+    )
     solver = _runner(tmp_path, net, "solver", b"S" * 32, view)
     solver.blobs.put(encode_record(spec))
     solver.blobs.put(data.blob)

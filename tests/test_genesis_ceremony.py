@@ -96,8 +96,10 @@ def test_gentxs_that_do_not_say_what_they_sign_are_refused() -> None:
     cases = [
         (_forged(good, stake=STAKE * 2), "stake is .* but the signed gentx says"),
         (_forged(good, node_id=KEYS[1].node_id), "node_id is .* but the signed gentx says"),
-        (_forged(good, signed=good["signed"][:-2] + ("00" if good["signed"][-2:] != "00" else "11")),
-         "not a valid signed gentx"),
+        (
+            _forged(good, signed=good["signed"][:-2] + ("00" if good["signed"][-2:] != "00" else "11")),
+            "not a valid signed gentx",
+        ),
         (_forged(good, signed="zz"), "is not hex"),
         (_forged(good, extra=1), "unknown keys in gentxs"),
     ]
@@ -122,8 +124,9 @@ def test_a_gentx_signed_for_another_chain_is_refused() -> None:
         (0, STAKE, "/ip4/1.2.3.4/tcp/1/p2p/" + KEYS[1].node_id, "does not end in /p2p/"),
     ],
 )
-def test_a_gentx_the_genesis_cannot_honour_is_refused(key_index: int, stake: int, address: str,
-                                                      message: str) -> None:
+def test_a_gentx_the_genesis_cannot_honour_is_refused(
+    key_index: int, stake: int, address: str, message: str
+) -> None:
     with pytest.raises(GenesisError, match=message):
         ceremony.make_gentx(_draft(), KEYS[key_index], stake, address)
 

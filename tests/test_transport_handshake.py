@@ -24,15 +24,20 @@ def test_hello_rules_name_what_differs() -> None:
     ours = ChainHello(HANDSHAKE_VERSION, CHAIN, GENESIS_A)
     assert hello_mismatch(ours, ours) is None
     assert "different genesis: peer has " + GENESIS_B.hex() + ", this node has " + GENESIS_A.hex() == (
-        hello_mismatch(ours, ChainHello(HANDSHAKE_VERSION, CHAIN, GENESIS_B)))
-    assert "peer is on chain 'other'" in str(hello_mismatch(ours, ChainHello(HANDSHAKE_VERSION, "other", GENESIS_A)))
+        hello_mismatch(ours, ChainHello(HANDSHAKE_VERSION, CHAIN, GENESIS_B))
+    )
+    assert "peer is on chain 'other'" in str(
+        hello_mismatch(ours, ChainHello(HANDSHAKE_VERSION, "other", GENESIS_A))
+    )
     assert "handshake version 9" in str(hello_mismatch(ours, ChainHello(9, CHAIN, GENESIS_A)))
 
 
 async def _pair(genesis_b: bytes, watch_s: float) -> tuple[Transport, Transport, list[int], bool]:
     """A listens, B bootstraps to A; returns both, B's peer counts sampled over watch_s
     and whether either banned the other."""
-    a = Transport(TransportConfig(chain_id=CHAIN, genesis_hash=GENESIS_A, backoff=FAST), Keypair.derive("hs-a"))
+    a = Transport(
+        TransportConfig(chain_id=CHAIN, genesis_hash=GENESIS_A, backoff=FAST), Keypair.derive("hs-a")
+    )
     counts: list[int] = []
     async with trio.open_nursery() as nursery:
         [addr] = await nursery.start(a.run)
@@ -59,7 +64,7 @@ def test_peers_of_one_genesis_agree_and_stay_connected() -> None:
 
 def test_a_peer_of_another_genesis_is_refused_naming_both_hashes(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="polnet.transport.handshake")
-    a, b, counts, banned = trio.run(_pair, GENESIS_B, 4.0)
+    _, _, counts, banned = trio.run(_pair, GENESIS_B, 4.0)
     lines = [r.getMessage() for r in caplog.records if r.name == "polnet.transport.handshake"]
     assert lines, "no refusal logged"
     assert all(GENESIS_A.hex() in line and GENESIS_B.hex() in line for line in lines)
