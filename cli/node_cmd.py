@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
 
 from cli.admin_http import request_json
 from cli.init_cmd import DEFAULT_DATA_DIR
@@ -108,10 +107,8 @@ def status(
     if as_json:
         emit_json(doc)
         return
-    table = Table(show_header=False, box=None)
-    for key, value in status_rows(doc):
-        table.add_row(key, value)
-    stdout.print(table)
+    for key, value in status_rows(doc):  # one line each, never wrapped: grep-able
+        stdout.print(f"{key:<13} {value}", markup=False)
 
 
 def status_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:

@@ -6,7 +6,7 @@ and both compare. Doing it from both ends costs one more stream but needs no not
 who dialed. A peer whose hello differs (another genesis under the same chain id, another
 chain id, another handshake version), or that does not answer in time, is refused: one
 warning naming both values, then `on_refused` (the transport bans and disconnects it,
-so it is neither gossiped with nor redialed until the ban expires).
+so it is not redialed until the ban expires, and a connection it opens again is dropped).
 
 Until its hello arrives a fresh peer is treated like any other (gossip from it is
 verified as always and consensus ignores votes of non-validators), which bounds what a
@@ -48,9 +48,16 @@ Refuse = Callable[[ID, str], Awaitable[None]]
 class Handshake:
     """Greets every new connection and refuses peers of another chain or genesis."""
 
-    def __init__(self, host: IHost, hello: ChainHello, on_refused: Refuse,
-                 timeout_s: float = HANDSHAKE_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        host: IHost,
+        hello: ChainHello,
+        on_refused: Refuse,
+        timeout_s: float = HANDSHAKE_TIMEOUT_S,
+        is_banned: Callable[[ID], bool] = lambda _: False,
+    ) -> None:
         self.host = host
+        self._is_banned = is_banned
         self.hello = hello
         self._raw = encode_varint_prefixed(encode_record(hello))
         self._on_refused = on_refused
@@ -67,7 +74,9 @@ class Handshake:
         """Greet each new connection (runs until cancelled)."""
         async with trio.open_nursery() as nursery:
             async for peer in self._recv:
-                if peer not in self.agreed:
+                # A refused peer that dials again is already banned: the transport hangs up
+                # on it (its police loop), and it is not greeted or logged a second time.
+                if peer not in self.agreed and not self._is_banned(peer):
                     await self._limit.acquire()
                     nursery.start_soon(self._greet, peer)
 
@@ -105,6 +114,9 @@ class Handshake:
 
     async def _on_stream(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
+        if self._is_banned(peer):
+            await _close(stream)
+            return
         try:
             with trio.fail_after(self._timeout_s):
                 theirs = await _read_hello(stream)

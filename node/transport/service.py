@@ -150,7 +150,7 @@ class Transport:
         self.handshake: Handshake | None = None
         if config.genesis_hash is not None:
             hello = ChainHello(HANDSHAKE_VERSION, config.chain_id, config.genesis_hash)
-            self.handshake = Handshake(self.host, hello, self._refuse_peer)
+            self.handshake = Handshake(self.host, hello, self._refuse_peer, is_banned=self.police.is_banned)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -410,9 +410,11 @@ class Transport:
 
     async def _refuse_peer(self, peer: ID, reason: str) -> None:
         """A peer of another chain or genesis (the handshake logged why): ban it, so it is
-        neither gossiped with nor redialed until the ban expires, and hang up."""
+        not redialed until the ban expires and the police loop drops it if it dials us,
+        and hang up. Not blacklisted in pubsub: py-libp2p 0.8.1's blacklist teardown
+        (`Pubsub._teardown_if_connected`) races the disconnect and, when the peer is
+        already gone, raises KeyError inside the pubsub service, which stops the node."""
         self.police.ban(peer)
-        self.pubsub.add_to_blacklist(peer)
         await self._disconnect(peer)
 
     async def _ban(self, peer: ID) -> None:
