@@ -36,6 +36,10 @@ LIBRARY_LEVELS: dict[str, tuple[int, int]] = {
     "urllib3": (logging.WARNING, logging.INFO),
 }
 NOISY_LOGGERS = tuple(LIBRARY_LEVELS)
+#: Library records logged above their weight, as (logger prefix, message start): a dial
+#: that fails because the peer is not up (yet) is routine for a node that redials with
+#: backoff (node/transport/dialer.py), yet libp2p logs it as an ERROR. Shown at DEBUG.
+DEMOTED: tuple[tuple[str, str], ...] = (("libp2p.transport.tcp", "Failed to open TCP stream"),)
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 # Attributes every LogRecord has; anything else on a record came in through `extra=`.
@@ -126,10 +130,20 @@ def configure_logging(level: str | int = "info", json: bool = False, stream: IO[
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(JsonFormatter() if json else KeyValueFormatter())
+    handler.addFilter(_demote)
     root.addHandler(handler)
     root.setLevel(numeric)
     logging.captureWarnings(True)  # Python warnings become log records, not raw stderr text
     route_library_logs()
+
+
+def _demote(record: logging.LogRecord) -> bool:
+    """Show DEMOTED records at DEBUG (and only when the node runs at debug)."""
+    for prefix, text in DEMOTED:
+        if record.name.startswith(prefix) and str(record.msg).startswith(text):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    return True
 
 
 def route_library_logs() -> None:

@@ -85,3 +85,14 @@ def test_python_warnings_become_log_lines() -> None:
         and "logger=py.warnings" in out.stderr
         and "deprecated thing" in out.stderr
     )
+
+
+def test_a_routine_dial_failure_is_not_an_error_line() -> None:
+    stream = _stream("info")
+    tcp = logging.getLogger("libp2p.transport.tcp.tcp")
+    tcp.error("Failed to open TCP stream: all attempts to connect to 127.0.0.1:4001 failed")
+    tcp.error("something else broke")
+    assert stream.getvalue().count("\n") == 1 and "something else broke" in stream.getvalue()
+    stream = _stream("debug")
+    tcp.error("Failed to open TCP stream: all attempts to connect to 127.0.0.1:4001 failed")
+    assert "level=debug logger=libp2p.transport.tcp.tcp" in stream.getvalue()
