@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from node.daemon.keyfile import load_key_file
 from node.datadir import DataDir
 from node.ports import free_ports
 from tests.daemon_harness import get, log_tail, start, status, wait_ready
+from tests.test_daemon_network import wait_until
 
 CHAIN = "ceremony-itest"
 VALIDATORS = 4
@@ -37,15 +37,6 @@ def polnet(*args: str) -> str:
     result = runner.invoke(app, list(args))
     assert result.exit_code == 0, result.stdout + result.stderr
     return result.stdout
-
-
-def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _init(root: Path, port: int) -> DataDir:
