@@ -237,6 +237,8 @@ class Daemon:
             self.metrics.peers.set(self.network.peer_count())
             if self.chain is not None:
                 self.metrics.height.set(self.chain.height)
+                last = self.chain.node.last_block  # each new block's time: is it catching up?
+                self._catch_up.observe(self.chain.height, last.header.time if last is not None else None)
                 self.metrics.stake.set(self.chain.ledger.state.stake(self.key.public).bonded)
                 self.metrics.validators.set(len(self.chain.node.vset.validators))
                 self._task_metrics()

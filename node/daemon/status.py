@@ -28,7 +28,9 @@ CATCHING_UP_WINDOW_S = 10.0
 class CatchUpWatch:
     """Notices a node applying old blocks: the consensus core syncs by itself and has no
     flag for it, but a block committed now whose header time is long past is one it
-    fetched from peers to catch up."""
+    fetched from peers to catch up. The daemon shows it every block (its metrics loop,
+    once a second), so a chain that merely stopped is not mistaken for one being caught
+    up with."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
