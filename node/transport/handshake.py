@@ -4,8 +4,8 @@ Protocol `/polnet/handshake/1`: when a connection opens, each side opens a strea
 writes its varint-prefixed `ChainHello`; the other side reads it, answers with its own
 and both compare. Doing it from both ends costs one more stream but needs no notion of
 who dialed. A peer whose hello differs (another genesis under the same chain id, another
-chain id, another handshake version), or that does not answer in time, is refused: one
-warning naming both values, then `on_refused` (the transport bans and disconnects it,
+chain id, another handshake version) or is not a hello is refused: one warning naming
+both values, then `on_refused` (the transport bans and disconnects it,
 so it is not redialed until the ban expires, and a connection it opens again is dropped).
 
 Until its hello arrives a fresh peer is treated like any other (gossip from it is
@@ -101,14 +101,13 @@ class Handshake:
                 finally:
                     await _close(stream)
             if scope.cancelled_caught:
-                await self._refuse(peer, f"no handshake within {self._timeout_s:.0f} s")
+                _unfinished(peer, f"no answer within {self._timeout_s:.0f} s")
                 return
             await self._judge(peer, theirs)
         except DecodeError as exc:
             await self._refuse(peer, f"bad handshake: {exc}")
         except Exception as exc:  # libp2p stream failures have no common base
-            if peer in self.host.get_connected_peers() and peer not in self.agreed:
-                await self._refuse(peer, f"handshake failed: {type(exc).__name__}: {exc}")
+            _unfinished(peer, f"{type(exc).__name__}: {exc}")
         finally:
             self._limit.release()
 
@@ -121,12 +120,13 @@ class Handshake:
             with trio.fail_after(self._timeout_s):
                 theirs = await _read_hello(stream)
                 await stream.write(self._raw)
-        except (DecodeError, trio.TooSlowError) as exc:
+        except DecodeError as exc:
             await _close(stream)
             await self._refuse(peer, f"bad handshake: {exc}")
             return
-        except Exception:  # the peer went away mid-handshake: its connection is gone too
+        except Exception as exc:  # too slow, or gone mid-handshake: no verdict on it
             await _close(stream)
+            _unfinished(peer, f"{type(exc).__name__}: {exc}")
             return
         await _close(stream)
         await self._judge(peer, theirs)
@@ -146,6 +146,13 @@ class Handshake:
         self.refused_total += 1
         log.warning(f"refusing peer: {reason}", extra={"peer": str(peer)})
         await self._on_refused(peer, reason)
+
+
+def _unfinished(peer: ID, why: str) -> None:
+    """A handshake that got no answer proves nothing about the peer (it may be busy, or
+    gone): no refusal, no ban, which would cut an honest validator off for the ban time.
+    Its other direction, or its next connection, decides."""
+    log.info("handshake did not complete", extra={"peer": str(peer), "why": why})
 
 
 async def _read_hello(stream: INetStream) -> ChainHello:
