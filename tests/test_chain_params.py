@@ -175,3 +175,15 @@ def test_a_chain_database_refuses_another_genesis_of_the_same_chain_id(tmp_path:
     second.write_bytes(document_bytes(_doc(market={"reveal_blocks": 11})))
     with pytest.raises(ConfigError, match=r"holds the chain of genesis .* but the genesis file is"):
         Chain.open(read_genesis(second), KEYS[0], tmp_path / "chain.db", 0)
+
+
+def test_presets_have_one_home_and_the_cli_names_none_of_the_daemons() -> None:
+    from protocol.ledger import params as ledger_params
+    from protocol.market import params as market_params
+
+    assert not hasattr(market_params, "PRESETS") and not hasattr(ledger_params, "PRESETS")
+    assert not hasattr(ledger_params, "preset")
+    cli = Path(__file__).resolve().parent.parent / "cli"
+    for path in cli.glob("*.py"):
+        text = path.read_text()
+        assert "REALTIME_MARKET" not in text and "node.daemon.chain import PRESETS" not in text, path
