@@ -35,13 +35,13 @@ from netsim.scenarios.consensus import (
     Observations,
     run_scenario,
 )
+from protocol.chain_params import chain_preset
 from protocol.commands import TOPIC_TXS, MessageReceived
 from protocol.consensus.tendermint import TimeoutConfig
 from protocol.envelope import seal
 from protocol.identity import Keypair, verify
 from protocol.ledger.genesis import Genesis, GenesisAccount
 from protocol.ledger.ledger import Ledger
-from protocol.ledger.params import preset
 from protocol.ledger.txs import Transfer
 
 LATENCY_MS, JITTER_MS = 50, 4
@@ -113,7 +113,7 @@ def throughput(
     from netsim import node_keys
 
     keys = node_keys(sc.sim_config())
-    params = preset("devnet").replace(epoch_length=sc.epoch_length)
+    params = chain_preset("devnet").ledger.replace(epoch_length=sc.epoch_length)
     accounts = tuple(GenesisAccount(k.public, GENESIS_BALANCE, STAKE_UNIT) for k in keys) + tuple(
         GenesisAccount(c.public, GENESIS_BALANCE, 0) for c in clients
     )

@@ -1,7 +1,9 @@
 """One way to call a local node's admin endpoint, with errors an operator can act on.
 
 The node answers JSON, and on a refusal a JSON object whose `error` is the ledger's or
-the node's reason; that reason is what the operator sees, behind `refused`.
+the node's reason; that reason is what the operator sees, behind `refused`. A 400 means
+the request was invalid (a ConfigError: bad input, exit 2); any other refusal, and a
+node that is not there, is `Unavailable` or a plain PolnetError (exit 1).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from protocol.errors import ConfigError
+from protocol.errors import ConfigError, PolnetError, Unavailable
 
 #: Largest answer read from a node; a status or task document is a few KiB.
 MAX_ANSWER_BYTES = 1024 * 1024
@@ -37,11 +39,13 @@ def request_json(
             reason = json.loads(exc.read(MAX_ANSWER_BYTES)).get("error", "")
         except (ValueError, AttributeError):
             reason = f"HTTP {exc.code}"
-        raise ConfigError(f"{refused}: {reason}") from None
+        if exc.code == 400:
+            raise ConfigError(f"{refused}: {reason}") from None
+        raise PolnetError(f"{refused}: {reason}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise ConfigError(f"{url}: node not reachable ({exc}); is it running?") from None
+        raise Unavailable(f"{url}: node not reachable ({exc}); is it running?") from None
     except ValueError:
-        raise ConfigError(f"{url}: node answered something that is not JSON") from None
+        raise PolnetError(f"{url}: node answered something that is not JSON") from None
     if not isinstance(doc, dict):
-        raise ConfigError(f"{url}: node answered JSON that is not an object")
+        raise PolnetError(f"{url}: node answered JSON that is not an object")
     return doc

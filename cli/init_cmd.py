@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cli.output import fail, operator_errors, stdout
+from cli.output import bad_input, operator_errors, stdout
 from node.config import (
     AdminConfig,
     ComputeConfig,
@@ -59,7 +59,7 @@ def init(
             roles=RolesConfig(validator=validator, worker=worker, verifier=verifier),
         )
         if genesis is not None and not genesis.is_file():
-            fail(f"--genesis {genesis}: no such file")
+            bad_input(f"--genesis {genesis}: no such file")
         key = init_datadir(data_dir, cfg, passphrase=_read_passphrase(encrypt), genesis=genesis)
     stdout.print(f"initialised [bold]{data_dir}[/]")
     stdout.print(f"node id   {key.node_id}")

@@ -21,6 +21,7 @@ app = typer.Typer(
 # a partially built tree still has a working CLI.
 _SUBAPPS: tuple[tuple[str, str, str], ...] = (
     ("cli.node_cmd", "app", "node"),
+    ("cli.genesis_cmd", "app", "genesis"),
     ("cli.wallet_cmd", "app", "wallet"),
     ("cli.task_cmd", "app", "task"),
     ("cli.swarm_cmd", "app", "swarm"),

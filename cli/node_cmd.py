@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
 
+from cli.admin_http import request_json
 from cli.init_cmd import DEFAULT_DATA_DIR
-from cli.output import emit_json, fail, operator_errors, stdout
+from cli.output import bad_input, emit_json, operator_errors, stdout
 from node.config import load_config
 from node.daemon.keyfile import load_key_file
 from node.datadir import DataDir
@@ -27,8 +25,6 @@ app = typer.Typer(help="Run a node and look at it.", no_args_is_help=True)
 
 #: The CLI waits this long for a local node to answer before calling it unreachable.
 HTTP_TIMEOUT_S = 5.0
-#: Admin answers are small JSON documents.
-MAX_ANSWER_BYTES = 1024 * 1024
 #: How long a stopped node waits for a compute thread still in torch before it exits.
 THREAD_GRACE_S = 2.0
 
@@ -87,16 +83,7 @@ def _exit_past_compute_threads() -> None:
 
 def get_json(url: str) -> Any:
     """GET a local node endpoint, with errors an operator can act on."""
-    try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as resp:
-            return json.loads(resp.read(MAX_ANSWER_BYTES))
-    except urllib.error.HTTPError as exc:
-        detail = exc.read(4096).decode(errors="replace")
-        raise ConfigError(f"{url}: node answered HTTP {exc.code}: {detail}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise ConfigError(f"{url}: node not reachable ({exc}); is it running?") from None
-    except ValueError:
-        raise ConfigError(f"{url}: node answered something that is not JSON") from None
+    return request_json(url, timeout=HTTP_TIMEOUT_S, refused=f"{url}: the node refused")
 
 
 def admin_url(data_dir: Path) -> str:
@@ -111,21 +98,65 @@ def status(
     data_dir: Path = typer.Option(DEFAULT_DATA_DIR, "--data-dir", "-d", help="The node's data directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the raw status document."),
 ) -> None:
-    """Show a running node's height, peers, capacity and restarts."""
+    """What a running node is doing: chain height and round, last block age, catching up,
+    peers, the current compute job with its progress, and its worker registration."""
     with operator_errors():
         if not Path(data_dir).is_dir():
-            fail(f"{data_dir}: data directory not found")
+            bad_input(f"{data_dir}: data directory not found")
         doc = get_json(admin_url(data_dir) + "/status")
     if as_json:
         emit_json(doc)
         return
-    table = Table(show_header=False, box=None)
-    for key in ("node_id", "chain_id", "height", "peers", "uptime_s", "boots", "crashes", "recovered"):
-        table.add_row(key, str(doc.get(key)))
+    for key, value in status_rows(doc):  # one line each, never wrapped: grep-able
+        stdout.print(f"{key:<13} {value}", markup=False)
+
+
+def status_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """The status document as (label, text) rows, for people."""
+    chain = doc.get("chain") or {}
+    rows = [("node", str(doc.get("node_id"))),
+            ("chain", f"{doc.get('chain_id')} (genesis {str(chain.get('genesis_hash', '?'))[:16]}, "
+                      f"preset {chain.get('preset', '?')})")]
+    age = chain.get("last_block_age_s")
+    rows.append(("height", f"{doc.get('height')}, last block "
+                           f"{'never' if age is None else f'{age:.1f} s ago'}, "
+                           f"round {chain.get('round', '?')} ({chain.get('step', '?')})"))
+    rows.append(("catching up", "yes (applying old blocks from peers)" if chain.get("catching_up") else "no"))
+    rows.append(("peers", str(doc.get("peers"))))
+    rows.append(("job", _job_text(doc.get("job"), doc.get("last_job"))))
+    rows.append(("registration", _registration_text(doc.get("registration"))))
     cap = doc.get("capacity") or {}
     if cap:
-        table.add_row("capacity", f"{cap.get('device')} {cap.get('flops', 0) / 1e9:.1f} GFLOP/s")
-    stdout.print(table)
+        n = doc.get("capacity_measurements", 1)
+        rows.append(("capacity", f"{cap.get('device')} {cap.get('flops', 0) / 1e9:.1f} GFLOP/s "
+                                 f"(best of the last measurements; {n} taken)"))
+    rows.append(("uptime", f"{doc.get('uptime_s', 0):.0f} s, boots {doc.get('boots')}, "
+                           f"crashes {doc.get('crashes')}, recovered {doc.get('recovered')}"))
+    return rows
+
+
+def _job_text(job: dict[str, Any] | None, last: dict[str, Any] | None) -> str:
+    if job:
+        what = f"{job.get('kind')} task {str(job.get('task_id'))[:16]}"
+        if job.get("total"):
+            eta = job.get("eta_s")
+            pct = job.get("percent")
+            return (f"{what}: step {job.get('step')} of {job.get('total')} ({pct}%), "
+                    f"ETA {'?' if eta is None else f'{eta:.0f} s'}")
+        return f"{what}: running for {job.get('running_s', 0):.0f} s"
+    if last:
+        return (f"idle (last: {last.get('kind')} task {str(last.get('task_id'))[:16]}, "
+                f"{last.get('outcome')} after {last.get('running_s', 0):.0f} s)")
+    return "idle"
+
+
+def _registration_text(reg: dict[str, Any] | None) -> str:
+    if not reg:
+        return "no chain"
+    if reg.get("state") == "registered":
+        return (f"registered: stake {reg.get('stake')}, {reg.get('flops', 0) / 1e9:.1f} GFLOP/s, "
+                f"{reg.get('price_per_gflop')}/GFLOP, {reg.get('open_jobs')} open jobs")
+    return f"{reg.get('state')}: {reg.get('reason')}"
 
 
 @app.command()
@@ -136,7 +167,7 @@ def links(
     """Show the links this node measured and the links its peers agree on."""
     with operator_errors():
         if not Path(data_dir).is_dir():
-            fail(f"{data_dir}: data directory not found")
+            bad_input(f"{data_dir}: data directory not found")
         doc = get_json(admin_url(data_dir) + "/links")
     if as_json:
         emit_json(doc)

@@ -146,7 +146,10 @@ def schedule(
     with operator_errors():
         names: list[str] | None = None
         if scenario is not None:
-            sc = scenario_from_doc(_read_json(scenario, "scenario", MAX_SCENARIO_BYTES))
+            try:
+                sc = scenario_from_doc(_read_json(scenario, "scenario", MAX_SCENARIO_BYTES))
+            except PolnetError as exc:  # a scenario file is input: its faults exit 2
+                raise ConfigError(f"{scenario}: {exc}") if not isinstance(exc, ConfigError) else exc from None
             devices, links, work, modelled = list(sc.devices), sc.links, sc.workload, sc.has_devices
             want_shape = want_shape or sc.shape
         else:

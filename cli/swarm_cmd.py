@@ -27,7 +27,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from cli.output import emit_json, fail, operator_errors, stdout
+from cli.output import bad_input, emit_json, fail, operator_errors, stdout
 from cli.swarm_inproc import IN_PROCESS_MAX_NODES, InProcessSwarm, in_process
 from cli.swarm_market import (
     ALL_CHEATS,
@@ -248,7 +248,7 @@ def up(
 ) -> None:
     """Start N daemons on loopback, run T training tasks through the market, report."""
     if mode not in MODES:
-        fail(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+        bad_input(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     _check_shape(nodes, tasks, cheaters, false_challengers, lazy_verifiers, cheat)
     root = directory if directory is not None else Path(tempfile.mkdtemp(prefix="polnet-swarm-"))
     roles = swarm_roles(nodes, cheaters, false_challengers, lazy_verifiers, tuple(cheat) or ALL_CHEATS) \

@@ -27,9 +27,9 @@ from typing import Any
 
 from node.config import BISECTION_CHEATS, CHEATS, RolesConfig
 from node.datadir import DataDir
-from protocol.market.params import PRESETS
+from protocol.chain_params import PRESETS
 
-FLOOR = PRESETS["devnet"].min_price_per_gflop
+FLOOR = PRESETS["local"].market.min_price_per_gflop
 HONEST_PRICE = 2 * FLOOR
 CHEAT_PRICE = FLOOR
 #: A task only cheaters accept (their price is below it, the honest workers' above).

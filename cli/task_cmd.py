@@ -1,4 +1,4 @@
-"""`polnet task submit|status|result`: buy training from the network.
+"""`polnet task submit|status|cancel|result`: buy training from the network.
 
 `submit` reads a spec file (see cli/task_spec.py), puts the spec and dataset blobs in the
 local node's blob directory (workers fetch them from it by hash), and asks the node to
@@ -20,7 +20,7 @@ from rich.table import Table
 from cli.admin_http import request_json
 from cli.init_cmd import DEFAULT_DATA_DIR
 from cli.node_cmd import HTTP_TIMEOUT_S, admin_url, get_json
-from cli.output import emit_json, fail, operator_errors, stdout
+from cli.output import bad_input, emit_json, operator_errors, stdout
 from node.daemon.blobdir import BlobDir
 from node.datadir import DataDir, write_atomic
 from protocol.errors import ConfigError
@@ -51,7 +51,7 @@ def _post_json(url: str, doc: dict[str, Any]) -> dict[str, Any]:
 
 def _datadir(data_dir: Path) -> DataDir:
     if not Path(data_dir).is_dir():
-        fail(f"{data_dir}: data directory not found")
+        bad_input(f"{data_dir}: data directory not found")
     return DataDir(data_dir)
 
 
@@ -101,10 +101,27 @@ def status(task_id: str = typer.Argument(..., help="Task id."), data_dir: Path =
         emit_json(doc)
         return
     table = Table(show_header=False, box=None)
-    for key in ("task_id", "status", "outcome", "solver", "proof_valid", "paid", "verifiers", "challenges"):
-        if key in doc:
+    for key in ("task_id", "status", "why_not_placed", "outcome", "solver", "proof_valid", "fee", "paid",
+                "refunded", "verifiers", "challenges"):
+        if key in doc and doc[key] not in (None, ""):
             table.add_row(key, str(doc[key]))
+    for p in doc.get("penalties", []):
+        table.add_row("slashed", f"{p['who'][:16]} lost {p['amount']} ({p['why']})")
     stdout.print(table)
+
+
+@app.command()
+def cancel(task_id: str = typer.Argument(..., help="Task id."), data_dir: Path = DataDirOpt,
+           as_json: bool = JsonOpt) -> None:
+    """Withdraw a task of this node's that nobody was elected for yet (escrow back whole)."""
+    with operator_errors():
+        tid = _task_id(task_id)
+        _datadir(data_dir)
+        answer = _post_json(f"{admin_url(data_dir)}/task/{tid}/cancel", {})
+    if as_json:
+        emit_json(answer)
+        return
+    stdout.print(f"cancel of task {tid[:16]} sent; `polnet task status` shows REFUNDED once it applies")
 
 
 @app.command()

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node.daemon.chain import REALTIME_MARKET
+from protocol.chain_params import PRESETS
 from protocol.errors import ConfigError, PolnetError
-from protocol.market.params import GFLOP
-from protocol.market.txs import DeviceClass, SubmitTask
+from protocol.market.params import MarketParams
+from protocol.market.txs import SubmitTask
 from protocol.pol.spec import (
     MAX_BATCH,
     MAX_STEPS,
@@ -48,14 +48,10 @@ from protocol.pol.spec import (
     relu,
     validate_spec,
 )
-from protocol.records import record_hash
 
 MAX_SPEC_FILE = 64 * 1024
 MAX_HIDDEN_LAYERS = 8
 MAX_PRICE = 10**9
-MIN_MEMORY_MB = 1024
-#: The ledger game bisects over (step x op) positions; ops beyond this are one position.
-MAX_OPS_PER_STEP = 4096
 OPTIMIZERS = {"adam": OptimizerKind.ADAM, "adamw": OptimizerKind.ADAMW, "sgd": OptimizerKind.SGD}
 DEFAULTS: dict[str, Any] = {
     "hidden": [32], "steps": 128, "checkpoint_interval": 2, "batch_size": 32, "optimizer": "adam",
@@ -112,13 +108,25 @@ def _dataset(doc: dict[str, Any], base: Path) -> Any:
         raise ConfigError('dataset is required: "digits", "synthetic" or a path to a .safetensors file')
     if name == "digits":
         return datasets.digits()
+    from node.compute.market_engine import MAX_DATASET_BLOB  # what a worker fetches, at most
+
     if name == "synthetic":
         syn = {**SYNTHETIC_DEFAULTS, **_table(doc.get("synthetic", {}), "synthetic", SYNTHETIC_DEFAULTS)}
-        return datasets.synthetic(_int(syn, "samples", 1, 1 << 20), (_int(syn, "features", 1, MAX_WIDTH),),
-                                  _int(syn, "classes", 2, 1000), _int(syn, "seed", 0, 2**63))
+        samples, features = _int(syn, "samples", 1, 1 << 20), _int(syn, "features", 1, MAX_WIDTH)
+        size = samples * (features * 4 + 8)  # float32 x, int64 y
+        # Rule: the dataset fits what workers fetch (checked before numpy allocates it).
+        if size > MAX_DATASET_BLOB:
+            raise ConfigError(
+                f"[synthetic] samples = {samples} x features = {features} is a {size / 2**20:.0f} MiB "
+                f"dataset; workers fetch at most {MAX_DATASET_BLOB // 2**20} MiB (lower samples or features)")
+        classes, seed = _int(syn, "classes", 2, 1000), _int(syn, "seed", 0, 2**63)
+        return datasets.synthetic(samples, (features,), classes, seed)
     path = (base / name) if not Path(name).is_absolute() else Path(name)
     if not path.is_file():
         raise ConfigError(f"dataset {name!r}: not a built-in name and no such file")
+    if path.stat().st_size > MAX_DATASET_BLOB:
+        raise ConfigError(f"dataset {name!r}: {path.stat().st_size / 2**20:.0f} MiB, workers fetch at most "
+                          f"{MAX_DATASET_BLOB // 2**20} MiB")
     from node.compute.tensors import blob_id
 
     blob = path.read_bytes()
@@ -144,10 +152,11 @@ def _table(value: Any, where: str, known: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-def build_task(doc: dict[str, Any], base: Path) -> BuiltTask:
-    """Validate a parsed spec file and build everything a submission needs."""
-    from protocol.pol.flops import estimate
-    from protocol.pol.ops import step_ops
+def build_task(doc: dict[str, Any], base: Path, market: MarketParams | None = None) -> BuiltTask:
+    """Validate a parsed spec file and build everything a submission needs, against the
+    chain's market parameters (`market`; by default those of the `local` preset that
+    `polnet init` and the swarm write into genesis)."""
+    from protocol.market.assembly import submit_for
 
     for key in doc:
         if key not in _KEYS:
@@ -166,7 +175,7 @@ def build_task(doc: dict[str, Any], base: Path) -> BuiltTask:
     interval = _int(d, "checkpoint_interval", 1, steps)
     if steps % interval:
         raise ConfigError(f"steps ({steps}) must be a multiple of checkpoint_interval ({interval})")
-    need = REALTIME_MARKET.min_segments
+    need = (market or PRESETS["local"].market).min_segments
     if steps // interval < need:
         raise ConfigError(f"steps / checkpoint_interval must be at least {need} on this chain (so one "
                           f"verifier's check is a small share of the work), got {steps // interval}")
@@ -188,9 +197,6 @@ def build_task(doc: dict[str, Any], base: Path) -> BuiltTask:
         validate_spec(spec)
     except PolnetError as exc:
         raise ConfigError(f"the spec is not a valid task: {exc}") from None
-    gflops = max(1, -(-estimate(spec).total // GFLOP))
     salt = int.from_bytes(os.urandom(8), "big") >> 1  # the same spec twice is two tasks
-    ops = min(MAX_OPS_PER_STEP, len(step_ops(spec)))
-    submit = SubmitTask(record_hash(spec), gflops, steps, interval, ops, DeviceClass.CPU, MIN_MEMORY_MB,
-                        True, price, salt, 0, 0)
-    return BuiltTask(spec, data.blob, submit, gflops)
+    submit = submit_for(spec, max_price_per_gflop=price, salt=salt)
+    return BuiltTask(spec, data.blob, submit, submit.gflops)

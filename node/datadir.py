@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protocol.errors import ConfigError
+from protocol.errors import ConfigError, Unavailable
 
 DIR_MODE = 0o700
 #: endpoints.json is written by us and tiny; a large one is not ours.
@@ -123,7 +123,7 @@ class DataDir:
             raw = self.endpoints.read_bytes()[: MAX_ENDPOINTS_BYTES + 1]
         except FileNotFoundError:
             name = self.endpoints.name
-            raise ConfigError(f"{self.root}: no running node (no {name}; start `polnet node run`)") from None
+            raise Unavailable(f"{self.root}: no running node (no {name}; start `polnet node run`)") from None
         if len(raw) > MAX_ENDPOINTS_BYTES:
             raise ConfigError(f"{self.endpoints}: too large to be an endpoints file")
         try:

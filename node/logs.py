@@ -23,8 +23,23 @@ from protocol.errors import ConfigError
 
 #: Longest rendering of one field value, in characters.
 MAX_VALUE_CHARS = 512
-#: Chatty third-party loggers held at WARNING unless the node runs at DEBUG.
-NOISY_LOGGERS = ("libp2p", "multiaddr", "async_service", "trio_websocket", "urllib3")
+#: Third-party loggers and their levels (node at info or above, node at debug). Their
+#: warnings matter to an operator (libp2p dropping a peer's queued messages, a failed
+#: dial); libp2p's debug output is per-frame noise and multiaddr's is parsing noise, so
+#: a node at debug still holds libp2p at INFO and multiaddr at WARNING: its own debug
+#: lines stay readable.
+LIBRARY_LEVELS: dict[str, tuple[int, int]] = {
+    "libp2p": (logging.WARNING, logging.INFO),
+    "multiaddr": (logging.WARNING, logging.WARNING),
+    "async_service": (logging.WARNING, logging.WARNING),
+    "trio_websocket": (logging.WARNING, logging.INFO),
+    "urllib3": (logging.WARNING, logging.INFO),
+}
+NOISY_LOGGERS = tuple(LIBRARY_LEVELS)
+#: Library records logged above their weight, as (logger prefix, message start): a dial
+#: that fails because the peer is not up (yet) is routine for a node that redials with
+#: backoff (node/transport/dialer.py), yet libp2p logs it as an ERROR. Shown at DEBUG.
+DEMOTED: tuple[tuple[str, str], ...] = (("libp2p.transport.tcp", "Failed to open TCP stream"),)
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 # Attributes every LogRecord has; anything else on a record came in through `extra=`.
@@ -115,7 +130,42 @@ def configure_logging(level: str | int = "info", json: bool = False, stream: IO[
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(JsonFormatter() if json else KeyValueFormatter())
+    handler.addFilter(_demote)
     root.addHandler(handler)
     root.setLevel(numeric)
-    for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.NOTSET if numeric <= logging.DEBUG else logging.WARNING)
+    logging.captureWarnings(True)  # Python warnings become log records, not raw stderr text
+    route_library_logs()
+
+
+def _demote(record: logging.LogRecord) -> bool:
+    """Show DEMOTED records at DEBUG (and only when the node runs at debug)."""
+    for prefix, text in DEMOTED:
+        if record.name.startswith(prefix) and str(record.msg).startswith(text):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    return True
+
+
+def route_library_logs() -> None:
+    """Send third-party libraries' records through our handler, at LIBRARY_LEVELS.
+
+    py-libp2p configures its loggers when it is imported (libp2p.utils.logging): without
+    LIBP2P_DEBUG it detaches the `libp2p` logger (no handlers, propagate off), so its
+    warnings fall through to Python's last-resort handler and come out as raw text on
+    stderr, outside the log format and over the swarm's live view; with LIBP2P_DEBUG it
+    adds its own handlers and format. Either way, re-attach every `libp2p.*` logger to
+    the root and set the levels; libp2p modules imported later are children of an
+    attached `libp2p` logger, so this is needed again only if libp2p itself is imported
+    after it (node.transport calls it once it has imported libp2p).
+    """
+    debug = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    for name, (normal, at_debug) in LIBRARY_LEVELS.items():
+        logging.getLogger(name).setLevel(at_debug if debug else normal)
+    manager = logging.Logger.manager
+    for name, logger in list(manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and (name == "libp2p" or name.startswith("libp2p.")):
+            for handler in [h for h in logger.handlers if h.get_name() != _HANDLER_NAME]:
+                logger.removeHandler(handler)
+            logger.propagate = True
+            if name != "libp2p":
+                logger.setLevel(logging.NOTSET)  # the `libp2p` level above decides

@@ -86,3 +86,8 @@ class ConfigError(PolnetError):
 
 class KeyFileError(ConfigError):
     """A key file is missing, corrupt, of the wrong type, or readable by others."""
+
+
+class Unavailable(PolnetError):
+    """Something a command needs is not there or not answering (a local node that is
+    not running): the input was fine, so run it again once the service is up."""

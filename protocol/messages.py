@@ -53,6 +53,8 @@ def load_all() -> None:
 _MESSAGE_MODULES: tuple[str, ...] = (
     "protocol.consensus.messages",
     "protocol.ledger.txs",
+    "protocol.ledger.gentx",
+    "protocol.handshake",
     "protocol.market.messages",
     "protocol.market.chain",
     "protocol.pol.messages",

@@ -9,6 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from node.daemon.chain import genesis_bytes
+from node.daemon.keyfile import load_key_file
 from node.daemon.layout import init_datadir
 from node.datadir import DataDir
 from tests.daemon_harness import loopback_config
@@ -31,35 +33,35 @@ def node_dir(tmp_path: Path) -> DataDir:
 
 def test_node_run_on_a_missing_data_dir_says_how_to_create_one(tmp_path: Path) -> None:
     code, out = invoke("node", "run", "-d", str(tmp_path / "none"))
-    assert code == 1
+    assert code == 2
     assert "data directory not found" in out and "polnet init" in out
 
 
 def test_node_run_names_the_bad_key_in_the_config(node_dir: DataDir) -> None:
     node_dir.config.write_text(node_dir.config.read_text().replace("listen_port", "lisen_port"))
     code, out = invoke("node", "run", "-d", str(node_dir.root))
-    assert code == 1
+    assert code == 2
     assert "did you mean 'listen_port'" in out
 
 
 def test_node_run_with_a_corrupt_key_file_fails_before_starting(node_dir: DataDir) -> None:
     node_dir.node_key.write_text("garbage")
     code, out = invoke("node", "run", "-d", str(node_dir.root))
-    assert code == 1
+    assert code == 2
     assert "node.key" in out
 
 
 def test_node_run_with_a_genesis_for_another_chain_is_refused(node_dir: DataDir) -> None:
-    node_dir.genesis.write_text(node_dir.genesis.read_text().replace("polnet-test", "elsewhere"))
+    node_dir.genesis.write_bytes(genesis_bytes("elsewhere", [load_key_file(node_dir.node_key)]))
     code, out = invoke("node", "run", "-d", str(node_dir.root))
-    assert code == 1
+    assert code == 2
     assert "genesis is for chain 'elsewhere'" in out
 
 
 def test_node_run_with_a_missing_key_says_which_file(node_dir: DataDir) -> None:
     node_dir.node_key.unlink()
     code, out = invoke("node", "run", "-d", str(node_dir.root))
-    assert code == 1
+    assert code == 2
     assert "node.key: missing" in out
 
 
@@ -79,14 +81,14 @@ def test_status_with_a_stale_endpoints_file_says_unreachable(node_dir: DataDir) 
 def test_status_with_a_corrupt_endpoints_file_says_corrupt(node_dir: DataDir) -> None:
     node_dir.endpoints.write_text("{{{")
     code, out = invoke("node", "status", "-d", str(node_dir.root))
-    assert code == 1
+    assert code == 2
     assert "corrupt endpoints file" in out
 
 
 def test_status_refuses_a_non_local_admin_endpoint(node_dir: DataDir) -> None:
     node_dir.write_endpoints({"admin": "http://10.0.0.1:9465"})
     code, out = invoke("node", "status", "-d", str(node_dir.root))
-    assert code == 1
+    assert code == 2
     assert "no local admin endpoint" in out
 
 
@@ -100,7 +102,7 @@ def test_status_refuses_a_non_local_admin_endpoint(node_dir: DataDir) -> None:
 )
 def test_wallet_rejects_bad_accounts(node_dir: DataDir, args: tuple[str, ...], expected: str) -> None:
     code, out = invoke("wallet", *args, "-d", str(node_dir.root))
-    assert code == 1
+    assert code == 2
     assert expected in out
 
 
@@ -129,7 +131,7 @@ def test_wallet_without_a_running_node_says_so(node_dir: DataDir) -> None:
 
 def test_wallet_with_a_missing_key_file_names_it(node_dir: DataDir, tmp_path: Path) -> None:
     code, out = invoke("wallet", "balance", "-d", str(node_dir.root), "--key", str(tmp_path / "k"))
-    assert code == 1
+    assert code == 2
     assert str(tmp_path / "k") in out
 
 
@@ -145,7 +147,7 @@ def test_swarm_refuses_a_directory_that_is_not_empty(tmp_path: Path) -> None:
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "something").write_text("x")
     code, out = invoke("swarm", "up", "--dir", str(tmp_path / "s"), "--nodes", "2")
-    assert code == 1
+    assert code == 2
     assert "not empty" in out
 
 

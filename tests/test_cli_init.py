@@ -42,7 +42,7 @@ def test_init_refuses_to_overwrite_an_existing_node(tmp_path: Path) -> None:
     assert invoke("init", "-d", str(root))[0] == 0
     key_before = (root / "keys" / "node.key").read_bytes()
     code, out = invoke("init", "-d", str(root))
-    assert code == 1
+    assert code == 2
     assert "already exists" in out
     assert (root / "keys" / "node.key").read_bytes() == key_before
 
@@ -61,7 +61,7 @@ def test_init_rejects_bad_values_with_a_message_naming_them(
     tmp_path: Path, args: tuple[str, ...], expected: str
 ) -> None:
     code, out = invoke("init", "-d", str(tmp_path / "n"), *args)
-    assert code == 1, out
+    assert code == 2, out
     assert expected in out
     assert not (tmp_path / "n" / "keys" / "node.key").exists()
 
@@ -79,7 +79,7 @@ def test_init_rejects_out_of_range_or_unknown_options_as_usage_errors(
 
 def test_init_with_missing_genesis_file_says_so(tmp_path: Path) -> None:
     code, out = invoke("init", "-d", str(tmp_path / "n"), "--genesis", str(tmp_path / "nope.json"))
-    assert code == 1
+    assert code == 2
     assert "no such file" in out
 
 
@@ -98,7 +98,7 @@ def test_init_rejects_a_bad_genesis_before_writing_anything(
     gen = tmp_path / "genesis.json"
     gen.write_text(content)
     code, out = invoke("init", "-d", str(tmp_path / "n"), "--genesis", str(gen))
-    assert code == 1
+    assert code == 2
     assert expected in out
     assert not (tmp_path / "n").exists()
 
@@ -107,7 +107,7 @@ def test_init_on_a_path_that_is_a_file_fails_cleanly(tmp_path: Path) -> None:
     f = tmp_path / "file"
     f.write_text("x")
     code, out = invoke("init", "-d", str(f))
-    assert code == 1
+    assert code == 2
     assert "not a directory" in out
 
 
@@ -118,5 +118,5 @@ def test_an_encrypted_key_needs_its_passphrase_to_run(tmp_path: Path) -> None:
     assert code == 0, out
     assert load_key_file(DataDir(root).node_key, "correct horse").node_id in out
     code, out = invoke("wallet", "balance", "-d", str(root), env={"POLNET_KEY_PASSPHRASE": "wrong"})
-    assert code == 1
+    assert code == 2
     assert "node.key" in out

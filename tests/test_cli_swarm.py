@@ -35,6 +35,6 @@ def test_an_in_process_swarm_commits_agreeing_blocks_and_stops_cleanly(tmp_path:
 
 def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
     result = runner.invoke(app, ["swarm", "up", "--mode", "threads", "--dir", str(tmp_path / "s")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "--mode must be one of" in result.stdout + result.stderr
     assert not (tmp_path / "s").exists()

@@ -14,8 +14,8 @@ from cli.swarm_market import BAIT_PRICE, CHEAT_PRICE, HONEST_PRICE, swarm_roles,
 from cli.task_spec import build_task, read_spec_file
 from node.config import CHEATS
 from node.daemon.layout import init_datadir
+from protocol.chain_params import PRESETS
 from protocol.errors import ConfigError
-from protocol.market.params import PRESETS
 from protocol.pol.flops import estimate
 from protocol.pol.spec import validate_spec
 from protocol.records import record_hash
@@ -43,7 +43,7 @@ def test_a_good_spec_builds_a_valid_task_priced_from_its_flops(tmp_path: Path) -
     validate_spec(built.spec)
     assert built.submit.spec_hash == record_hash(built.spec)
     assert built.gflops == max(1, -(-estimate(built.spec).total // 10**9))
-    assert built.submit.max_price_per_gflop >= PRESETS["devnet"].min_price_per_gflop
+    assert built.submit.max_price_per_gflop >= PRESETS["local"].market.min_price_per_gflop
     assert (built.submit.steps, built.submit.checkpoint_interval) == (64, 1)
 
 
@@ -76,13 +76,13 @@ def test_a_json_spec_is_read_by_its_suffix(tmp_path: Path) -> None:
 )
 def test_task_submit_names_what_is_wrong_with_the_spec(tmp_path: Path, text: str, message: str) -> None:
     code, out = invoke("task", "submit", str(spec_file(tmp_path, text)), "-d", str(tmp_path))
-    assert code == 1
+    assert code == 2
     assert message in out
 
 
 def test_task_submit_of_a_missing_file_says_so(tmp_path: Path) -> None:
     code, out = invoke("task", "submit", str(tmp_path / "none.toml"), "-d", str(tmp_path))
-    assert code == 1 and "spec file not found" in out
+    assert code == 2 and "spec file not found" in out
 
 
 def test_task_submit_to_a_node_that_is_not_running_says_so(tmp_path: Path) -> None:
@@ -96,13 +96,13 @@ def test_task_submit_to_a_node_that_is_not_running_says_so(tmp_path: Path) -> No
 def test_a_malformed_task_id_is_refused_before_any_request(tmp_path: Path, command: str) -> None:
     extra = ["--out", str(tmp_path / "w.safetensors")] if command == "result" else []
     code, out = invoke("task", command, "not-a-task", "-d", str(tmp_path), *extra)
-    assert code == 1 and "is not a task id" in out
+    assert code == 2 and "is not a task id" in out
 
 
 def test_task_result_into_a_directory_is_refused(tmp_path: Path) -> None:
     init_datadir(tmp_path / "n", loopback_config())
     code, out = invoke("task", "result", "ab" * 32, "-d", str(tmp_path / "n"), "--out", str(tmp_path))
-    assert code == 1 and "is a directory" in out
+    assert code == 2 and "is a directory" in out
 
 
 def test_task_result_requires_an_output_path() -> None:
@@ -134,7 +134,7 @@ def test_swarm_roles_price_cheaters_below_the_bait_and_honest_workers_above() ->
 )
 def test_swarm_up_refuses_a_market_it_cannot_run(tmp_path: Path, args: list[str], message: str) -> None:
     code, out = invoke("swarm", "up", *args, "--dir", str(tmp_path / "s"))
-    assert code == 1 and message in out
+    assert code == 2 and message in out
     assert not (tmp_path / "s").exists()
 
 

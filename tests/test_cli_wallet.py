@@ -83,10 +83,10 @@ def test_refused_transactions_come_back_with_the_ledger_reason(
 ) -> None:
     dd, _ = running
     code, out = wallet(dd, "unbond", str(10**15))
-    assert code == 1
+    assert code == 2
     assert "InsufficientStake" in out
     code, out = wallet(dd, "transfer", OTHER.node_id, "1", "--nonce", "0")
-    assert code == 1
+    assert code == 2
     assert "NonceError" in out
 
 

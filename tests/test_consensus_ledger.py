@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from netsim import Sim
 from netsim.scenarios.consensus import STAKE_UNIT, ConsensusScenario, honest_nodes, run_scenario
-from protocol.ledger.params import preset
+from protocol.chain_params import chain_preset
 from protocol.ledger.primitives import share
 
 
@@ -17,7 +17,7 @@ def test_each_committed_equivocation_slashes_the_offender_once_and_jails_it() ->
     _, obs = run_scenario(sc, setup=sims.append)
     sim = sims[0]
     offender = sim.keys[0].public
-    ppm = preset("devnet").slash_equivocation_ppm
+    ppm = chain_preset("devnet").ledger.slash_equivocation_ppm
     for node in honest_nodes(sc):
         committed = obs.committed_evidence[node]
         assert committed and all(count == 1 for count in committed.values())

@@ -61,7 +61,7 @@ def test_a_second_daemon_on_the_same_data_dir_is_refused(tmp_path: Path) -> None
     try:
         wait_ready(dd, first)
         second = start(dd, log=tmp_path / "second.log")
-        assert second.wait(timeout=30) == 1
+        assert second.wait(timeout=30) == 2  # a data dir in use: the wrong --data-dir
         assert "another polnet node is running" in (tmp_path / "second.log").read_text()
         assert first.poll() is None
     finally:

@@ -82,11 +82,12 @@ def test_configuring_twice_installs_one_handler_and_the_new_level() -> None:
     assert sum(h.get_name() == "polnet" for h in logging.getLogger().handlers) == 1
 
 
-def test_third_party_chatter_is_held_at_warning_unless_debugging() -> None:
+def test_third_party_chatter_is_held_at_warning_and_at_info_when_debugging() -> None:
     _configured(json_lines=True, level="info")
     assert logging.getLogger("libp2p").getEffectiveLevel() == logging.WARNING
     _configured(json_lines=True, level="debug")
-    assert logging.getLogger("libp2p").getEffectiveLevel() == logging.DEBUG
+    assert logging.getLogger("libp2p").getEffectiveLevel() == logging.INFO
+    assert logging.getLogger("multiaddr").getEffectiveLevel() == logging.WARNING
 
 
 def test_an_unknown_level_is_a_config_error() -> None:

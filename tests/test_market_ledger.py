@@ -7,12 +7,12 @@ from dataclasses import replace
 import pytest
 
 from protocol.app import BlockContext
+from protocol.chain_params import chain_preset
 from protocol.envelope import seal
 from protocol.identity import Keypair
 from protocol.ledger.errors import SupplyError
 from protocol.ledger.genesis import Genesis, GenesisAccount, genesis_state
 from protocol.ledger.ledger import Ledger
-from protocol.ledger.params import preset
 from protocol.ledger.primitives import audit_supply
 from protocol.ledger.state import State
 from protocol.market import elections
@@ -28,12 +28,12 @@ CHAIN = "market-ledger-test"
 KEYS = [Keypair.derive(f"mkt-ledger/{i}") for i in range(4)]
 VALIDATOR, SUBMITTER, WORKER = KEYS[0], KEYS[1], KEYS[2]
 BALANCE = 10**9
-FEE = preset("devnet").base_fee
+FEE = chain_preset("devnet").ledger.base_fee
 
 
 def genesis(with_market: bool = True) -> State:
     accounts = tuple(GenesisAccount(k.public, BALANCE, 1_000 if k is VALIDATOR else 0) for k in KEYS)
-    g = Genesis(CHAIN, preset("devnet"), 0, accounts)
+    g = Genesis(CHAIN, chain_preset("devnet").ledger, 0, accounts)
     return market_genesis_state(g, DEVNET) if with_market else genesis_state(g)
 
 

@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 
 from netsim.scenarios.market import MarketConfig, MarketReport, run_market
-from protocol.ledger.params import preset
+from protocol.chain_params import chain_preset
 from protocol.ledger.rules import share
 from protocol.market.params import BPS, MarketParams
 from protocol.market.process import budget
@@ -138,15 +138,15 @@ def audit(r: MarketReport, keys: list[bytes], stake0: int) -> None:
         assert n.stake_delta == expected_stake, f"node {n.index} ({n.role}) {where}"
     assert oracle.pool == r.jackpot_end, f"jackpot pool {where}"
     txs = sum(n.fees_paid // r.tx_fee for n in r.nodes)
-    per_tx = r.tx_fee - share(r.tx_fee, preset("devnet").fee_burn_ppm)
+    per_tx = r.tx_fee - share(r.tx_fee, chain_preset("devnet").ledger.fee_burn_ppm)
     assert fee_income == txs * per_tx, where
 
 
-@pytest.mark.parametrize("seed", [3, 6])
+@pytest.mark.parametrize("seed", [1, 6])
 def test_every_balance_and_stake_change_matches_the_rules(seed: int) -> None:
     r = run_market(MarketConfig(seed=seed, nodes=12, tasks=6, **BYZANTINE))  # type: ignore[arg-type]
     assert r.ok and r.cheats >= 2
-    if seed == 3:  # regression seed: the lazy verifier slashed and a forced error paid, audited too
+    if seed == 1:  # regression seed: the lazy verifier slashed and a forced error paid, audited too
         assert next(n for n in r.nodes if n.role == "lazy_verifier").slashed and r.jackpot_payouts >= 1
     audit(r, r.node_keys, r.worker_stake)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Any
 
+from protocol.chain_params import chain_preset
 from protocol.commands import (
     TOPIC_ADVERTS,
     TOPIC_TXS,
@@ -25,7 +26,6 @@ from protocol.consensus.node import ConsensusConfig
 from protocol.identity import Keypair
 from protocol.ledger.genesis import Genesis, GenesisAccount
 from protocol.ledger.ledger import Ledger
-from protocol.ledger.params import preset
 from protocol.market import elections
 from protocol.market.adverts import AdvertBook
 from protocol.market.chain import market_genesis_state
@@ -96,7 +96,7 @@ def drive(node: MarketNode, until_ms: int) -> list[Command]:
 
 
 def make_node(role: Role) -> MarketNode:
-    g = Genesis(CHAIN, preset("devnet"), 0, (GenesisAccount(KEY.public, 10**9, 1_000),))
+    g = Genesis(CHAIN, chain_preset("devnet").ledger, 0, (GenesisAccount(KEY.public, 10**9, 1_000),))
     state = market_genesis_state(g, DEVNET)
     ccfg = ConsensusConfig(chain_id=CHAIN, genesis_validators=Ledger(state.copy()).validators(),
                            block_interval_ms=1_000)
@@ -285,7 +285,7 @@ def test_a_restarted_submitter_resends_a_submit_that_died_with_it() -> None:
 def test_market_node_hands_the_stored_role_state_back_to_its_roles_on_create() -> None:
     disk = FakeDisk()
     prove(SolverRole(ME), disk)
-    g = Genesis(CHAIN, preset("devnet"), 0, (GenesisAccount(KEY.public, 10**9, 1_000),))
+    g = Genesis(CHAIN, chain_preset("devnet").ledger, 0, (GenesisAccount(KEY.public, 10**9, 1_000),))
     state = market_genesis_state(g, DEVNET)
     ccfg = ConsensusConfig(chain_id=CHAIN, genesis_validators=Ledger(state.copy()).validators(),
                            block_interval_ms=1_000)

@@ -89,7 +89,7 @@ def test_the_papers_search_is_selectable(tmp_path: Path) -> None:
         (["schedule", "--scenario", "x.json", "--shape", "4y2"], 2, "STAGESxDP"),
         (["schedule", "--scenario", "x.json", "--method", "annealing"], 2, "one of"),
         (["schedule", "--scenario", "x.json", "--time-limit", "0"], 2, "time-limit"),
-        (["schedule", "--scenario", "/nonexistent/s.json"], 1, "scenario not found"),
+        (["schedule", "--scenario", "/nonexistent/s.json"], 2, "scenario not found"),
     ],
 )
 def test_bad_schedule_arguments_fail_with_one_clear_line(args: list[str], code: int, says: str) -> None:
@@ -97,21 +97,21 @@ def test_bad_schedule_arguments_fail_with_one_clear_line(args: list[str], code: 
     assert got == code and says in text and "Traceback" not in text
 
 
-def test_a_scenario_with_a_bad_field_is_refused_naming_it(tmp_path: Path) -> None:
+def test_a_scenario_with_a_bad_field_is_refused_naming_it_as_bad_input(tmp_path: Path) -> None:
     doc = json.loads((SCENARIOS / "case5_homogeneous_tc.json").read_text())
     doc["bandwidth_gbps"][3][5] = 0.0
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(doc))
     code, text = invoke("schedule", "--scenario", str(bad))
-    assert code == 1 and "bandwidth_gbps[3][5]" in text
+    assert code == 2 and "bandwidth_gbps[3][5]" in text
     doc["bandwidth_gbps"][3][5] = 1.0
     doc["workload"].pop("num_layers")
     bad.write_text(json.dumps(doc))
     code, text = invoke("schedule", "--scenario", str(bad))
-    assert code == 1 and "num_layers" in text
+    assert code == 2 and "num_layers" in text
     bad.write_text("{not json")
     code, text = invoke("schedule", "--scenario", str(bad))
-    assert code == 1 and "not valid JSON" in text
+    assert code == 2 and "not valid JSON" in text
 
 
 @pytest.mark.slow

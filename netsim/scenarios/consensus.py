@@ -345,10 +345,10 @@ GENESIS_BALANCE = 1_000_000
 
 def ledger_genesis(sc: ConsensusScenario) -> Any:
     """A devnet genesis where node i stakes powers[i] x STAKE_UNIT (epochs of the scenario's length)."""
+    from protocol.chain_params import chain_preset
     from protocol.ledger.genesis import Genesis, GenesisAccount
-    from protocol.ledger.params import preset
 
-    params = preset("devnet").replace(epoch_length=sc.epoch_length)
+    params = chain_preset("devnet").ledger.replace(epoch_length=sc.epoch_length)
     keys = node_keys(sc.sim_config())
     accounts = tuple(
         GenesisAccount(k.public, GENESIS_BALANCE, power * STAKE_UNIT) for k, power in zip(keys, sc.powers)

@@ -19,28 +19,31 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import trio
 
-from node.capacity import Capacity, measure_capacity
+from node.capacity import REMEASURE_EVERY_S, REMEASURE_FIRST_S, Capacity, CapacityEstimate, measure_capacity
 from node.config import NodeConfig
 from node.daemon.chain import Chain
 from node.daemon.driver import CoreDriver
 from node.daemon.http import Request, Response, Routes, serve_http
 from node.daemon.iface import MarketCompute
 from node.daemon.ports import ComputeRunner, Network, Store
+from node.daemon.progress import ProgressTracker
 from node.daemon.solo import SoloNetwork
 from node.daemon.state import BootInfo, DaemonState
+from node.daemon.status import CatchUpWatch, chain_status, registration_status
 from node.daemon.tasks import MAX_TASKS_LISTED, market_summary, parse_task_request, task_doc, workers_doc
 from node.datadir import DataDir
 from node.metrics import CONTENT_TYPE, NodeMetrics, reject_reason
 from protocol.commands import TOPIC_TXS, Core, LocalRequest
 from protocol.envelope import open_envelope
-from protocol.errors import PolnetError
+from protocol.errors import ConfigError, PolnetError
 from protocol.identity import Keypair, public_key_from_node_id
 from protocol.market.process import task_id_of
+from protocol.market.roles import RegistrarRole
 from protocol.market.txs import CancelTask
 from protocol.market.views import stage_counts
 
@@ -104,6 +107,12 @@ class Daemon:
         self.state: DaemonState | None = None
         self.endpoints: Endpoints | None = None
         self.links: Any = None  # node.daemon.links.LinkService, when the node measures links
+        #: The compute job running now (the runner updates it from its thread).
+        self.progress = ProgressTracker()
+        self._catch_up = CatchUpWatch()
+        self._capacity_estimate: CapacityEstimate | None = None
+        #: Capacity is measured again when idle; None skips that (tests).
+        self.remeasure_first_s: float | None = REMEASURE_FIRST_S
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -129,6 +138,7 @@ class Daemon:
             log.warning("previous run did not stop cleanly; recovering", extra={"boots": self.boot.boots})
         async with trio.open_nursery() as nursery:
             self.capacity = await trio.to_thread.run_sync(self._measure)
+            self._capacity_estimate = CapacityEstimate(self.capacity)
             self.metrics.capacity_flops.set(self.capacity.flops)
             p2p: tuple[str, ...] = ()
             if self._network_factory is not None:
@@ -149,9 +159,11 @@ class Daemon:
             )
             await nursery.start(self.driver.run)
             metrics_url = await self._start_metrics(nursery)
-            admin = self.config.admin.port
-            admin_port = await nursery.start(serve_http, self._admin_routes(), ADMIN_HOST, admin)
+            admin_port = await _serve(nursery, self._admin_routes(), ADMIN_HOST, self.config.admin.port,
+                                      "[admin] port")
             nursery.start_soon(self._refresh_metrics)
+            if self.remeasure_first_s is not None:
+                nursery.start_soon(self._remeasure_capacity, self.remeasure_first_s)
             self.endpoints = Endpoints(
                 pid=_pid(),
                 node_id=self.key.node_id,
@@ -173,8 +185,46 @@ class Daemon:
         if not m.enabled:
             return None
         routes: Routes = {("GET", "/metrics"): self._get_metrics}
-        port = await nursery.start(serve_http, routes, m.host, m.port)
+        port = await _serve(nursery, routes, m.host, m.port, "[metrics] port")
         return f"http://{m.host}:{port}/metrics"
+
+    async def _remeasure_capacity(self, first_s: float) -> None:
+        """Measure again whenever no compute job runs (the start-up figure is taken under
+        the load of everything starting at once), advertise the best recent figure, and
+        let the registrar update the ledger when it moved far (protocol.market.roles)."""
+        await trio.sleep(first_s)
+        while True:
+            measured = await trio.to_thread.run_sync(self._measure_if_idle)
+            if measured is not None and self._capacity_estimate is not None:
+                before = self.capacity.flops if self.capacity else 0
+                self.capacity = self._capacity_estimate.add(measured)
+                self.metrics.capacity_flops.set(self.capacity.flops)
+                log.info("capacity re-measured", extra={
+                    "measured_gflops": round(measured.flops / 1e9, 2),
+                    "advertised_gflops": round(self.capacity.flops / 1e9, 2),
+                    "before_gflops": round(before / 1e9, 2),
+                })
+                self._offer_capacity(self.capacity)
+            await trio.sleep(REMEASURE_EVERY_S)
+
+    def _measure_if_idle(self) -> Capacity | None:
+        """A measurement, unless a compute job holds torch (then skip this round)."""
+        from node.daemon.compute import torch_lock  # torch: the daemon has it loaded by now
+
+        lock = torch_lock()
+        if not self.progress.idle() or not lock.acquire(blocking=False):
+            return None
+        try:
+            return self._measure()
+        finally:
+            lock.release()
+
+    def _offer_capacity(self, capacity: Capacity) -> None:
+        if self.chain is None:
+            return
+        for role in self.chain.core.roles.roles:
+            if isinstance(role, RegistrarRole) and role.registration is not None:
+                role.registration = replace(role.registration, flops=max(1, capacity.flops))
 
     async def _refresh_metrics(self) -> None:
         rejected_seen = 0
@@ -182,6 +232,8 @@ class Daemon:
             self.metrics.peers.set(self.network.peer_count())
             if self.chain is not None:
                 self.metrics.height.set(self.chain.height)
+                last = self.chain.node.last_block  # each new block's time: is it catching up?
+                self._catch_up.observe(self.chain.height, last.header.time if last is not None else None)
                 self.metrics.stake.set(self.chain.ledger.state.stake(self.key.public).bonded)
                 self.metrics.validators.set(len(self.chain.node.vset.validators))
                 self._task_metrics()
@@ -227,13 +279,17 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         boot = self.boot or BootInfo(0, 0, 0, False)
+        chain = self.chain
         return {
             "node_id": self.key.node_id,
             "chain_id": self.config.chain_id,
             "uptime_s": round(time.time() - self.started_at, 3),
             "peers": self.network.peer_count(),
-            "height": self.chain.height if self.chain else 0,
-            "chain": self.chain.summary() if self.chain else None,
+            "height": chain.height if chain else 0,
+            "chain": {**chain.summary(), **chain_status(chain, self._catch_up)} if chain else None,
+            **self.progress.snapshot(),
+            "registration": registration_status(chain, self.config.roles, self.key.public) if chain else None,
+            "capacity_measurements": self._capacity_estimate.measurements if self._capacity_estimate else 0,
             "boots": boot.boots,
             "clean_stops": boot.clean_stops,
             "crashes": boot.crashes,
@@ -365,6 +421,15 @@ class Daemon:
         docs = [task_doc(market, t, compute) for t in list(market.tasks.values())[:MAX_TASKS_LISTED]]
         return _json(200, {"height": self.chain.height, "jackpot": market.jackpot, "tasks": docs,
                            "workers": workers_doc(market)})
+
+
+async def _serve(nursery: trio.Nursery, routes: Routes, host: str, port: int, key: str) -> int:
+    """Start an HTTP endpoint; a port that cannot be bound is a config value at fault."""
+    try:
+        bound: int = await nursery.start(serve_http, routes, host, port)
+    except OSError as exc:
+        raise ConfigError(f"{key} {port} on {host}: {exc.strerror or exc}") from None
+    return bound
 
 
 def _json(status: int, doc: dict[str, Any]) -> Response:

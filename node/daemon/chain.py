@@ -10,13 +10,14 @@ also re-checks every block's state root against our own ledger.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from node.daemon.blockstore import DiskBackedBlocks
 from node.storage import ChainStore
 from protocol.consensus.block import block_hash
+from protocol.consensus.limits import MAX_EVIDENCE_AGE
 from protocol.consensus.node import (
     OWN_VOTES_KEY,
     PERSIST_BLOCK,
@@ -24,79 +25,152 @@ from protocol.consensus.node import (
     ConsensusConfig,
     ConsensusNode,
 )
-from protocol.errors import ConfigError, PolnetError
+from protocol.errors import ConfigError
 from protocol.identity import Keypair
-from protocol.ledger import Genesis, Ledger, parse_genesis
+from protocol.ledger import Genesis, Ledger, ceremony, parse_genesis
+from protocol.ledger.genesis import load_document
 from protocol.market.chain import market_genesis_state
 from protocol.market.node import MarketNode
-from protocol.market.params import DEVNET, MarketParams
+from protocol.market.params import MarketParams
 from protocol.market.roles import NodeRoles
 from protocol.messages import load_all
 
 #: Devnet balances: enough to pay fees and bond for a long demo.
 DEVNET_BALANCE = 1_000_000_000
 DEVNET_STAKE = 10_000_000
-#: The market's stage deadlines as real daemons run them. The devnet preset's windows are
-#: sized for netsim, where compute costs virtual time; a daemon trains, fetches proofs and
-#: re-executes segments in wall time, on a box it may share with the whole swarm, so its
-#: deadlines (in blocks of about a second) leave room for that. Every node of a chain must
-#: use the same parameters: they are part of the state root.
-REALTIME_MARKET = replace(
-    DEVNET,
-    profile_blocks=30,
-    train_base_blocks=120,
-    commit_blocks=60,
-    reveal_blocks=10,
-    challenge_window_blocks=15,
-    forced_reveal_blocks=10,
-    move_blocks=15,
-    arbitration_blocks=30,
-)
+#: The preset of the genesis `polnet init` and `polnet swarm up` write: real daemons.
+LOCAL_PRESET = "local"
 #: A genesis file lists accounts and stakes; anything this large is not one.
 MAX_GENESIS_BYTES = 16 * 1024 * 1024
+#: Where the chain database remembers the genesis it was made for (a `records` row).
+GENESIS_RECORD = ("chain/genesis", b"hash")
 
 
-def genesis_document(chain_id: str, members: list[Keypair], genesis_time: int = 0) -> dict[str, Any]:
-    """A devnet genesis (protocol.ledger.genesis format) where every member is funded
-    and bonded, so every member is a validator from height 1."""
-    return {
-        "chain_id": chain_id,
-        "preset": "devnet",
-        "genesis_time": genesis_time,
-        "accounts": [
-            {"pubkey": k.public.hex(), "balance": DEVNET_BALANCE, "stake": DEVNET_STAKE} for k in members
-        ],
-    }
+def genesis_document(
+    chain_id: str,
+    members: list[Keypair],
+    genesis_time: int = 0,
+    addresses: list[str] | None = None,
+    preset: str = LOCAL_PRESET,
+) -> dict[str, Any]:
+    """A genesis (format 2) where every member is funded and has signed a gentx bonding
+    DEVNET_STAKE of it, so every member is a validator from height 1: the ceremony
+    `polnet genesis` runs across machines, done in one place because one process holds
+    every key (a local network, a one-node devnet)."""
+    doc = ceremony.new_document(chain_id, preset, genesis_time)
+    for k in members:
+        doc = ceremony.add_account(doc, k.public, DEVNET_BALANCE + DEVNET_STAKE)
+    addrs = addresses or [""] * len(members)
+    gentxs = [ceremony.make_gentx(doc, k, DEVNET_STAKE, a) for k, a in zip(members, addrs, strict=True)]
+    return ceremony.collect(doc, gentxs)
 
 
-def genesis_bytes(chain_id: str, members: list[Keypair], genesis_time: int = 0) -> bytes:
-    return json.dumps(genesis_document(chain_id, members, genesis_time), indent=2).encode()
+def genesis_bytes(chain_id: str, members: list[Keypair], genesis_time: int = 0,
+                  addresses: list[str] | None = None) -> bytes:
+    return document_bytes(genesis_document(chain_id, members, genesis_time, addresses))
 
 
-def read_genesis(path: Path) -> Genesis:
-    """Parse a genesis file (JSON or TOML by suffix), errors prefixed with its path."""
+def document_bytes(doc: dict[str, Any]) -> bytes:
+    """How genesis documents are written: indented JSON, one field per line."""
+    return (json.dumps(doc, indent=2) + "\n").encode()
+
+
+def _genesis_text(path: Path) -> str:
     try:
         raw = path.read_bytes()[: MAX_GENESIS_BYTES + 1]
     except FileNotFoundError:
         raise ConfigError(f"{path}: genesis file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a genesis file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read genesis: {exc.strerror}") from None
     if len(raw) > MAX_GENESIS_BYTES:
         raise ConfigError(f"{path}: genesis larger than {MAX_GENESIS_BYTES} bytes")
-    fmt = "toml" if path.suffix == ".toml" else "json"
     try:
-        return parse_genesis(raw.decode("utf-8"), fmt)
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: genesis is not UTF-8 text") from None
-    except PolnetError as exc:
+
+
+def _fmt(path: Path) -> str:
+    return "toml" if path.suffix == ".toml" else "json"
+
+
+def read_genesis(path: Path, *, draft: bool = False) -> Genesis:
+    """Parse a genesis file (JSON or TOML by suffix), errors prefixed with its path."""
+    try:
+        return parse_genesis(_genesis_text(path), _fmt(path), draft=draft)
+    except ConfigError as exc:
+        if str(exc).startswith(f"{path}:"):
+            raise
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def check_genesis_file(path: Path, chain_id: str) -> None:
+def read_genesis_document(path: Path) -> dict[str, Any]:
+    """A genesis file as its table (a draft the ceremony is still filling in)."""
+    try:
+        return load_document(_genesis_text(path), _fmt(path))
+    except ConfigError as exc:
+        if str(exc).startswith(f"{path}:"):
+            raise
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def check_genesis_file(path: Path, chain_id: str) -> Genesis:
     """Refuse a bad genesis, or one for another chain, before anything is written."""
     genesis = read_genesis(path)
     if genesis.chain_id != chain_id:
         raise ConfigError(f"{path}: genesis is for chain {genesis.chain_id!r}, config says {chain_id!r}")
+    return genesis
+
+
+def recorded_genesis(db_path: Path, chain_id: str) -> bytes | None:
+    """The genesis hash a chain database was made for; None if there is no database (or
+    it predates recorded genesis hashes). A database of another chain id raises."""
+    if not db_path.exists():
+        return None
+    store = ChainStore.open(db_path, chain_id)
+    try:
+        kind, key = GENESIS_RECORD
+        return store.load(kind, key)
+    finally:
+        store.close()
+
+
+def check_store_genesis(store: ChainStore, genesis: Genesis, db_path: Path) -> None:
+    """A chain database belongs to one genesis: remember it on first open, refuse another.
+    (Same chain id, other genesis: the database's blocks do not extend this state, and
+    without this check the node would fail later with a state-root mismatch.)"""
+    kind, key = GENESIS_RECORD
+    stored = store.load(kind, key)
+    ours = genesis.hash()
+    if stored is None:
+        store.persist(kind, key, ours)
+    elif stored != ours:
+        raise ConfigError(
+            f"{db_path}: this database holds the chain of genesis {stored.hex()[:16]}, but the genesis "
+            f"file is {ours.hex()[:16]}; move the db/ directory aside to start this genesis from height 0"
+        )
+
+
+def consensus_config(genesis: Genesis, validators: Any, block_interval_ms: int) -> ConsensusConfig:
+    """The consensus core's configuration: the chain-wide part from genesis (timeouts,
+    block limits, clock drift, the ledger's epochs, committee cap and evidence horizon),
+    the pacing from this node's config."""
+    c, p = genesis.consensus_params, genesis.params
+    return ConsensusConfig(
+        chain_id=genesis.chain_id,
+        genesis_validators=validators,
+        genesis_time=genesis.time,
+        timeouts=c.timeouts(),
+        epoch_length=p.epoch_length,
+        max_validators=p.max_validators,
+        max_block_txs=c.max_block_txs,
+        max_block_bytes=c.max_block_bytes,
+        max_evidence_age=min(p.max_evidence_age, MAX_EVIDENCE_AGE),
+        max_clock_drift_ms=c.max_clock_drift_ms,
+        block_interval_ms=block_interval_ms,
+    )
 
 
 @dataclass
@@ -118,13 +192,14 @@ class Chain:
         db_path: Path,
         block_interval_ms: int,
         roles: NodeRoles | None = None,
-        market: MarketParams = REALTIME_MARKET,
     ) -> Chain:
-        """Open the chain database (refusing another chain's) and replay it."""
+        """Open the chain database (refusing another chain's or another genesis's) and
+        replay it. Every parameter comes from the genesis: nothing here is a preset."""
         load_all()
         store = ChainStore.open(db_path, genesis.chain_id)
         try:
-            return cls._restore(genesis, key, store, block_interval_ms, roles or NodeRoles(()), market)
+            check_store_genesis(store, genesis, db_path)
+            return cls._restore(genesis, key, store, block_interval_ms, roles or NodeRoles(()))
         except BaseException:
             store.close()
             raise
@@ -137,18 +212,9 @@ class Chain:
         store: ChainStore,
         block_interval_ms: int,
         roles: NodeRoles,
-        market: MarketParams,
     ) -> Chain:
-        state = market_genesis_state(genesis, market)
-        params = genesis.params
-        cfg = ConsensusConfig(
-            chain_id=genesis.chain_id,
-            genesis_validators=Ledger(state.copy()).validators(),
-            genesis_time=genesis.time,
-            epoch_length=params.epoch_length,
-            max_validators=params.max_validators,
-            block_interval_ms=block_interval_ms,
-        )
+        state = market_genesis_state(genesis)
+        cfg = consensus_config(genesis, Ledger(state.copy()).validators(), block_interval_ms)
         core = MarketNode.create(
             state, cfg, key, roles,
             blocks=list(store.load_kind(PERSIST_BLOCK)), own_votes=store.load(PERSIST_VOTES, OWN_VOTES_KEY),
@@ -158,6 +224,11 @@ class Chain:
         # cache of recent blocks can still catch up from us.
         core.consensus.store = DiskBackedBlocks(cfg.block_cache, store.load)
         return cls(genesis, core.ledger, core, store)
+
+    @property
+    def market(self) -> MarketParams:
+        """The market parameters this chain runs (its genesis's)."""
+        return self.genesis.market
 
     @property
     def height(self) -> int:

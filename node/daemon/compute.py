@@ -26,6 +26,7 @@ import trio
 
 from node.compute.market_engine import TorchMarketCompute, TrainedModel
 from node.daemon.blobdir import BlobDir
+from node.daemon.progress import ProgressTracker, job_kind
 from protocol.errors import BlobError, BlobUnavailable, PolnetError
 from protocol.market.jobs import MarketWork, TaskFacts, facts_of
 from protocol.market.state import Task
@@ -41,6 +42,12 @@ PREFETCH_MAX = 64
 #: (digest, max size, peers to ask, or None for every connected peer) -> the verified blob.
 AsyncFetch = Callable[[bytes, int, Sequence[bytes] | None], Awaitable[bytes]]
 _TORCH = threading.Lock()
+
+
+def torch_lock() -> threading.Lock:
+    """The lock a job holds while it uses torch; anything else that sets torch's
+    process-wide threads (the daemon re-measuring capacity) takes it too."""
+    return _TORCH
 
 __all__ = ["MarketComputeRunner", "TrainedModel"]
 
@@ -123,14 +130,22 @@ class MarketComputeRunner:
         fetch: AsyncFetch,
         me: bytes,
         cheat: str | None = None,
-        progress: Callable[[str, int, int], None] | None = None,
+        progress: ProgressTracker | None = None,
         fetch_backoff_s: float = FETCH_BACKOFF_S,
     ) -> None:
         self.blobs = blobs
         self.me = me
         self.cheat = cheat or None
+        self.progress = progress or ProgressTracker()
         self.network = NetworkBlobs(blobs, fetch, me, fetch_backoff_s)
-        self.engine = TorchMarketCompute(me, self.network, cheat, progress)
+        self.engine = TorchMarketCompute(me, self.network, cheat, self._stepped)
+
+    def _stepped(self, task_hex: str, step: int, total: int) -> None:
+        """Training progress from the engine (step i of n) into the status tracker."""
+        if step == 0:
+            self.progress.set_total(total)
+        else:
+            self.progress.advance(step)
 
     @property
     def trained(self) -> dict[bytes, TrainedModel]:
@@ -143,9 +158,11 @@ class MarketComputeRunner:
             self.network.ask_first(work.task)
             t0 = time.monotonic()
             log.info("compute job started", extra={"job": job_id[:40]})
+            self.progress.start(job_id, job_kind(work.job), work.task.task_id)
             try:
                 return self.engine.run(work.task, work.job)
             finally:
+                self.progress.finish()
                 log.info("compute job finished", extra={"job": job_id[:40],
                                                         "seconds": round(time.monotonic() - t0, 2)})
 

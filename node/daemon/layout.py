@@ -67,8 +67,9 @@ def layout_localnet(
     roles: list[RolesConfig] | None = None,
 ) -> list[DataDir]:
     """n data dirs under `root` on 127.0.0.1: one genesis with every node a funded
-    validator, fixed p2p ports, every node bootstrapping to all the others (so any one
-    of them can die without partitioning the rest)."""
+    validator (each with its signed gentx, giving its address), fixed p2p ports, every
+    node bootstrapping to all the others (so any one of them can die without
+    partitioning the rest)."""
     if not 1 <= n <= MAX_LOCALNET_NODES:
         raise ConfigError(f"a local network has 1..{MAX_LOCALNET_NODES} nodes, got {n}")
     if root.exists() and any(root.iterdir()):
@@ -76,10 +77,10 @@ def layout_localnet(
     root.mkdir(parents=True, exist_ok=True)
     seeds = [os.urandom(32) for _ in range(n)]
     keys = [Keypair.from_seed(s) for s in seeds]
-    genesis = root / "genesis.json"
-    write_atomic(genesis, chain.genesis_bytes(chain_id, keys), mode=0o644)
     ports = free_ports(n)
     addrs = [f"/ip4/127.0.0.1/tcp/{p}/p2p/{k.node_id}" for p, k in zip(ports, keys, strict=True)]
+    genesis = root / "genesis.json"
+    write_atomic(genesis, chain.genesis_bytes(chain_id, keys, addresses=addrs), mode=0o644)
     base = NodeConfig(
         chain_id=chain_id,
         metrics=MetricsConfig(port=0),

@@ -11,7 +11,9 @@ from node.config import NodeConfig
 from node.daemon.blobdir import BlobDir
 from node.daemon.links import with_probe_blob
 from node.transport import Transport, TransportConfig
+from node.transport.errors import ListenFailed
 from protocol.commands import MessageReceived
+from protocol.errors import ConfigError
 from protocol.identity import Keypair
 
 
@@ -42,16 +44,26 @@ class TransportNetwork:
 
 
 async def start_transport(
-    config: NodeConfig, key: Keypair, blobs: BlobDir, nursery: trio.Nursery
+    config: NodeConfig, key: Keypair, blobs: BlobDir, nursery: trio.Nursery, genesis_hash: bytes | None = None
 ) -> tuple[TransportNetwork, tuple[str, ...]]:
-    """Start the transport as a service of `nursery`; returns it once it listens."""
+    """Start the transport as a service of `nursery`; returns it once it listens. With
+    `genesis_hash` every connection starts with the chain handshake."""
     net = config.network
     tcfg = TransportConfig(
         chain_id=config.chain_id,
         listen_host=net.listen_host,
         listen_port=net.listen_port,
         bootstrap=net.bootstrap,
+        genesis_hash=genesis_hash,
     )
     transport = Transport(tcfg, key, blob_provider=with_probe_blob(blobs.get))
-    addrs = await nursery.start(transport.run)
+    try:
+        addrs = await nursery.start(transport.run)
+    except (ListenFailed, BaseExceptionGroup) as exc:  # a value the operator must change: name it
+        failed = exc.split(ListenFailed)[0] if isinstance(exc, BaseExceptionGroup) else exc
+        if failed is None:
+            raise
+        while isinstance(failed, BaseExceptionGroup):
+            failed = failed.exceptions[0]
+        raise ConfigError(f"[network] listen_port: {failed}") from None
     return TransportNetwork(transport), tuple(addrs)

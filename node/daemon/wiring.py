@@ -13,7 +13,7 @@ import trio
 from node.config import NodeConfig
 from node.daemon.app import Daemon
 from node.daemon.blobdir import BlobDir
-from node.daemon.chain import REALTIME_MARKET, Chain, read_genesis
+from node.daemon.chain import Chain, read_genesis
 from node.daemon.links import start_links
 from node.daemon.network import start_transport
 from node.daemon.roles import build_roles
@@ -31,18 +31,18 @@ def build_daemon(datadir: DataDir, config: NodeConfig, key: Keypair) -> Daemon:
     blobs = BlobDir(datadir.blobs)
 
     def open_chain(daemon: Daemon) -> Chain:
-        roles = build_roles(config.roles, key, REALTIME_MARKET, daemon.capacity)
-        return Chain.open(genesis, key, datadir.chain_db, config.chain.block_interval_ms, roles.roles,
-                          REALTIME_MARKET)
+        roles = build_roles(config.roles, key, genesis.market, daemon.capacity)
+        return Chain.open(genesis, key, datadir.chain_db, config.chain.block_interval_ms, roles.roles)
 
     async def open_network(daemon: Daemon, nursery: trio.Nursery) -> Any:
-        network, addrs = await start_transport(config, key, blobs, nursery)
+        network, addrs = await start_transport(config, key, blobs, nursery, genesis.hash())
         return await start_links(daemon, network, nursery), addrs
 
     def open_compute(daemon: Daemon) -> Any:
         from node.daemon.compute import MarketComputeRunner  # torch: only once the node starts
 
-        return MarketComputeRunner(blobs, daemon.network.fetch_blob, key.public, cheat=config.roles.cheat)
+        return MarketComputeRunner(blobs, daemon.network.fetch_blob, key.public, cheat=config.roles.cheat,
+                                   progress=daemon.progress)
 
     return Daemon(datadir, config, key, chain_factory=open_chain, network_factory=open_network,
                   compute_factory=open_compute)

@@ -56,6 +56,7 @@ from node.transport.gossip import (
     build_pubsub,
     build_router,
 )
+from node.transport.handshake import Handshake
 from node.transport.host import (
     build_host,
     ensure_port_free,
@@ -69,6 +70,7 @@ from node.transport.police import PENALTY_BAD_BLOB, PENALTY_BAD_DIRECT, PeerPoli
 from protocol.commands import BlobFetched, Fetch, MessageReceived, Publish, SendTo
 from protocol.envelope import open_envelope, seal
 from protocol.errors import BlobError, DecodeError, MessageTooLarge
+from protocol.handshake import HANDSHAKE_VERSION, ChainHello
 from protocol.identity import Keypair
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,9 @@ class TransportConfig:
     publish_backpressure_s: float = 2.0
     direct_timeout_s: float = 10.0
     max_direct_inflight: int = 64
+    #: This node's genesis hash: with it, every connection starts with the chain
+    #: handshake (node/transport/handshake.py) and peers of another genesis are refused.
+    genesis_hash: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -142,6 +147,10 @@ class Transport:
         self._direct_inflight = 0
         self._running = False
         self._rng = random.Random(keypair.public)
+        self.handshake: Handshake | None = None
+        if config.genesis_hash is not None:
+            hello = ChainHello(HANDSHAKE_VERSION, config.chain_id, config.genesis_hash)
+            self.handshake = Handshake(self.host, hello, self._refuse_peer, is_banned=self.police.is_banned)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -196,6 +205,8 @@ class Transport:
             redial = (self.host, self._bootstrap, self.config.backoff, self.police.is_banned, self._rng)
             nursery.start_soon(keep_connected, *redial)
             nursery.start_soon(self._police_loop)
+            if self.handshake is not None:
+                nursery.start_soon(self.handshake.run)
             self._running = True
             task_status.started(self.listen_addrs)
             await trio.sleep_forever()
@@ -396,6 +407,15 @@ class Transport:
                         await self._disconnect(peer)
                 elif self.police.should_ban(self.score(peer)):
                     await self._ban(peer)
+
+    async def _refuse_peer(self, peer: ID, reason: str) -> None:
+        """A peer of another chain or genesis (the handshake logged why): ban it, so it is
+        not redialed until the ban expires and the police loop drops it if it dials us,
+        and hang up. Not blacklisted in pubsub: py-libp2p 0.8.1's blacklist teardown
+        (`Pubsub._teardown_if_connected`) races the disconnect and, when the peer is
+        already gone, raises KeyError inside the pubsub service, which stops the node."""
+        self.police.ban(peer)
+        await self._disconnect(peer)
 
     async def _ban(self, peer: ID) -> None:
         log.warning("banning peer %s (score %.1f)", peer, self.score(peer))

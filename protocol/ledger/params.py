@@ -2,7 +2,8 @@
 
 Amounts are integers in the chain's smallest unit. Fractions are integer parts per
 million (`PPM`), so every rule rounds the same way on every node (floats never touch
-consensus state).
+consensus state). `DEVNET` and `MAINNET` are the ledger parts of the chain presets a
+genesis names (protocol.chain_params.PRESETS, the one table of them).
 """
 
 from __future__ import annotations
@@ -115,12 +116,3 @@ MAINNET = LedgerParams(
     min_bond=1_000,
     jackpot_tax_ppm=20_000,
 )
-
-PRESETS: dict[str, LedgerParams] = {"devnet": DEVNET, "mainnet": MAINNET}
-
-
-def preset(name: str) -> LedgerParams:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown params preset {name!r} (known: {', '.join(sorted(PRESETS))})") from None

@@ -153,8 +153,9 @@ for _cls in MARKET_TX_TYPES:
 register_block_hook("market", end=market_end_block)
 
 
-def market_genesis_state(genesis: Genesis, params: MarketParams, **kwargs: Any) -> State:
-    """The genesis state of a chain that carries the market (what every node starts from)."""
+def market_genesis_state(genesis: Genesis, params: MarketParams | None = None, **kwargs: Any) -> State:
+    """The genesis state of a chain that carries the market (what every node starts from):
+    the genesis's own market parameters unless a simulation passes its own."""
     state = genesis_state(genesis, **kwargs)
-    install_market(state, params)
+    install_market(state, genesis.market if params is None else params)
     return state

@@ -1,8 +1,10 @@
 """Market economics: every number the market rules use, named once, with its reason.
 
-Two presets. `DEVNET` keeps windows a few blocks long so a netsim run settles a task in
-seconds of virtual time; `MAINNET` gives humans and slow GPUs room to answer. Both must
+Two bundles here. `DEVNET` keeps windows a few blocks long so a netsim run settles a task
+in seconds of virtual time; `MAINNET` gives humans and slow GPUs room to answer. Both must
 pass `check_params`, which is where the incentive arithmetic lives as code, not prose.
+The chain presets a genesis names (with ledger and consensus parameters, and the `local`
+windows real daemons run) are one table: protocol.chain_params.PRESETS.
 
 Units: money is integer base units; work is GFLOP (1e9 floating-point operations,
 the "gas" of a task, rounded up: the smallest task is 1 GFLOP); fractions are basis
@@ -281,5 +283,3 @@ MAINNET = replace(
     advert_max_ttl_ms=600_000,
     ended_retention_blocks=14_400,
 )
-
-PRESETS = {"devnet": DEVNET, "mainnet": MAINNET}

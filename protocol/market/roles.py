@@ -18,7 +18,7 @@ cannot defend its proof or reveal its verdict and is slashed as if it had cheate
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, TypeVar
 
 from protocol.commands import TOPIC_TXS, Command, ComputeDone, Event, Log, Persist, Publish, RunCompute
@@ -637,23 +637,36 @@ class SubmitterRole(Role):
         return [Persist(PERSIST_SUBMITTED, b"", encode_record(rec))]
 
 
+#: A registered worker re-registers (stake 0: an update) when its shell's measured
+#: capacity moved by more than this share from the registered figure; smaller moves are
+#: measurement noise and not worth a transaction.
+CAPACITY_UPDATE_PCT = 25
+
+
 @dataclass
 class RegistrarRole(Role):
     """Registers this node as a worker by transaction (capacity as its shell measured it,
     price, stake, duty-secret commitment), and again whenever it is not registered (a
-    tx lost before inclusion is re-sent after a few blocks)."""
+    tx lost before inclusion is re-sent after a few blocks). When the shell re-measures
+    its capacity (`registration.flops`) far from the registered figure, it sends the
+    registration again with no stake, which updates the capacity on the ledger."""
 
     registration: RegisterWorker | None = None
     retry_blocks: int = 5
     sent_at: int = -1_000_000
 
     def on_view(self, market: MarketState) -> list[Command]:
-        if self.registration is None or self.me in market.workers:
+        worker = market.workers.get(self.me)
+        if self.registration is None or (worker is not None and not self._moved(worker.flops)):
             return []
         if market.height - self.sent_at < self.retry_blocks:
             return []
         self.sent_at = market.height
-        return self._publish(self.registration)
+        return self._publish(self.registration if worker is None else replace(self.registration, stake=0))
+
+    def _moved(self, registered_flops: int) -> bool:
+        assert self.registration is not None
+        return abs(self.registration.flops - registered_flops) * 100 > CAPACITY_UPDATE_PCT * registered_flops
 
 
 @dataclass

@@ -126,7 +126,7 @@ def placement_reason(market: MarketState, task: Task) -> str:
         ("every fitting worker is busy", lambda w: w.jobs < p.max_jobs_per_worker),
     ]
     if not workers:
-        return "no worker is registered"
+        return "no registered worker other than the submitter (or those excluded from it)"
     for why, rule in rules:
         workers = [w for w in workers if rule(w)]
         if not workers:

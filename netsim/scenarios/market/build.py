@@ -23,19 +23,19 @@ from netsim.config import NetworkConfig, SimConfig
 from netsim.disk import Disk
 from netsim.scenarios.market.compute import BISECTION_ATTACKS, SYNTHETIC_ATTACKS, MarketCompute, TorchTask
 from netsim.sim import node_keys
+from protocol.chain_params import chain_preset
 from protocol.consensus.node import OWN_VOTES_KEY, PERSIST_BLOCK, PERSIST_VOTES, ConsensusConfig
 from protocol.encoding import sha256
 from protocol.identity import Keypair
 from protocol.ledger.genesis import Genesis, GenesisAccount
 from protocol.ledger.ledger import Ledger
-from protocol.ledger.params import preset
 from protocol.ledger.primitives import audit_supply
 from protocol.ledger.state import State
 from protocol.market import elections
 from protocol.market.assembly import Duties, roles_for, submit_for
 from protocol.market.chain import audit_market, load_market, market_genesis_state, save_market
 from protocol.market.node import MarketNode
-from protocol.market.params import PRESETS, MarketParams
+from protocol.market.params import MarketParams
 from protocol.market.process import budget, process_register_worker
 from protocol.market.roles import NodeRoles
 from protocol.market.state import MarketState
@@ -87,7 +87,7 @@ class MarketConfig:
 
     @property
     def params(self) -> MarketParams:
-        return PRESETS[self.preset]
+        return chain_preset(self.preset).market
 
     @classmethod
     def from_params(cls, seed: int, nodes: int, params: dict[str, Any]) -> MarketConfig:
@@ -227,7 +227,7 @@ def registration_of(key: Keypair, flops: int, stake: int) -> RegisterWorker:
 def genesis_state(cfg: MarketConfig, lay: Layout, flops: tuple[int, ...], chain_id: str, stake: int) -> State:
     """Validators staked in the ledger; workers registered in the market at genesis unless
     they register by transaction (`register_by_tx`)."""
-    params = preset("devnet")
+    params = chain_preset("devnet").ledger
     def stake_of(i: int) -> int:
         if i in lay.validators:
             return VALIDATOR_STAKE
