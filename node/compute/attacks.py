@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from node.compute.datasets import Dataset
+from node.compute.datasets import AnyDataset
 from node.compute.ops import generator
 from node.compute.trainer import Run, State, run_step
 from protocol.pol.jobs import ClaimJob, ClaimResult, RevealJob, RevealResult
@@ -29,35 +29,35 @@ def _train(run: Run) -> Run:
     return run
 
 
-def honest(spec: TaskSpec, data: Dataset, seed: int = 0) -> Run:
+def honest(spec: TaskSpec, data: AnyDataset, seed: int = 0) -> Run:
     return _train(Run(spec, data))
 
 
-def other_threads(spec: TaskSpec, data: Dataset, seed: int = 0) -> Run:
+def other_threads(spec: TaskSpec, data: AnyDataset, seed: int = 0) -> Run:
     """Honest: the same training on a different thread count (not a cheat)."""
     return _train(Run(spec, data, threads=2 if spec.profile.threads != 2 else 1))
 
 
-def skipped_steps(spec: TaskSpec, data: Dataset, seed: int = 0) -> Run:
+def skipped_steps(spec: TaskSpec, data: AnyDataset, seed: int = 0) -> Run:
     """Does every other step (half the work) and claims all of them."""
 
-    def rule(s: TaskSpec, d: Dataset, state: State, step: int) -> State:
+    def rule(s: TaskSpec, d: AnyDataset, state: State, step: int) -> State:
         return state if step % 2 else run_step(s, d, state, step)
 
     return _train(Run(spec, data, step_rule=rule))
 
 
-def truncated(spec: TaskSpec, data: Dataset, seed: int = 0) -> Run:
+def truncated(spec: TaskSpec, data: AnyDataset, seed: int = 0) -> Run:
     """Trains the first half, then claims the last real weights for the rest."""
     cut = spec.steps // 2
 
-    def rule(s: TaskSpec, d: Dataset, state: State, step: int) -> State:
+    def rule(s: TaskSpec, d: AnyDataset, state: State, step: int) -> State:
         return state if step >= cut else run_step(s, d, state, step)
 
     return _train(Run(spec, data, step_rule=rule))
 
 
-def noisy(spec: TaskSpec, data: Dataset, seed: int = 0) -> Run:
+def noisy(spec: TaskSpec, data: AnyDataset, seed: int = 0) -> Run:
     """Trains honestly but delivers perturbed weights (e.g. to disguise a copy)."""
     run = _train(Run(spec, data))
     final = run.states[spec.steps]
@@ -71,13 +71,13 @@ def noisy(spec: TaskSpec, data: Dataset, seed: int = 0) -> Run:
     return run
 
 
-def copied(spec: TaskSpec, data: Dataset, seed: int = 0) -> Run:
+def copied(spec: TaskSpec, data: AnyDataset, seed: int = 0) -> Run:
     """Claims the checkpoints of another run (another model seed: another task's work)."""
     other = _train(Run(replace(spec, model_seed=spec.model_seed + 1 + seed), data))
     return Run(spec, data, states=dict(other.states))
 
 
-def interpolated(spec: TaskSpec, data: Dataset, seed: int = 0) -> Run:
+def interpolated(spec: TaskSpec, data: AnyDataset, seed: int = 0) -> Run:
     """PoL spoofing: holds the final weights, fabricates checkpoints on the straight line."""
     real = _train(Run(spec, data))
     w0, wt = real.states[0].params, real.states[spec.steps].params
@@ -90,11 +90,11 @@ def interpolated(spec: TaskSpec, data: Dataset, seed: int = 0) -> Run:
     return Run(spec, data, states=states)
 
 
-def data_order(spec: TaskSpec, data: Dataset, seed: int = 0) -> Run:
+def data_order(spec: TaskSpec, data: AnyDataset, seed: int = 0) -> Run:
     """Trains on a data order of its choosing while claiming the spec's seed."""
     other = replace(spec, data_seed=spec.data_seed + 7 + seed)
 
-    def rule(s: TaskSpec, d: Dataset, state: State, step: int) -> State:
+    def rule(s: TaskSpec, d: AnyDataset, state: State, step: int) -> State:
         return run_step(other, d, state, step)
 
     return _train(Run(spec, data, step_rule=rule))
@@ -103,7 +103,7 @@ def data_order(spec: TaskSpec, data: Dataset, seed: int = 0) -> Run:
 @dataclass(frozen=True)
 class Attack:
     name: str
-    build: Callable[[TaskSpec, Dataset, int], Run]
+    build: Callable[[TaskSpec, AnyDataset, int], Run]
     honest: bool = False
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from node.compute.datasets import Dataset
+from node.compute.datasets import AnyDataset
 from node.compute.trainer import Run
 from node.compute.verify import distance
 from protocol.pol.jobs import ProfileResult
@@ -19,7 +19,7 @@ from protocol.pol.spec import TaskSpec
 
 
 def profile(
-    spec: TaskSpec, data: Dataset, stretch_steps: int, thread_counts: tuple[int, ...]
+    spec: TaskSpec, data: AnyDataset, stretch_steps: int, thread_counts: tuple[int, ...]
 ) -> ProfileResult:
     stretch = max(1, min(stretch_steps, spec.steps))
     base = Run(spec, data)

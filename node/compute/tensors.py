@@ -22,7 +22,7 @@ from protocol.pol.ops import tensor_digest
 #: Largest blob a node accepts for one checkpoint, dataset or op input (bounded by the spec
 #: limits: 2^26 params x 3 state slots x 8 bytes is ~1.6 GiB; tests use far less).
 MAX_BLOB_BYTES = 2 * 1024**3
-ALLOWED_DTYPES = frozenset({"float32", "float64", "int64"})
+ALLOWED_DTYPES = frozenset({"float32", "float64", "int64", "uint8"})  # uint8: byte tokens
 
 
 def digest(t: torch.Tensor) -> bytes:
