@@ -46,12 +46,13 @@ def step(
             o = node_forward(spec, node, step_, ins, [ps[j] for j in node.params])
             for t in o:
                 if t.requires_grad:
-                    t.register_hook(_contiguous)
+                    t.register_hook(_contiguous)  # type: ignore[no-untyped-call]
             outs.append(o)
         loss = loss_value(spec, outs[-1][0], y)
         grads = torch.autograd.grad(loss, ps)
     ns = state_slots_per_param(spec)
-    new_p, new_o = [], []
+    new_p: list[torch.Tensor] = []
+    new_o: list[torch.Tensor] = []
     with torch.no_grad():
         for i, (p, g) in enumerate(zip(params, grads, strict=True)):
             res = update(spec, step_, p, g, opt[i * ns : (i + 1) * ns])

@@ -102,11 +102,18 @@ def node_forward(
     """One primitive node on a batch; every output contiguous."""
     layer = spec.layers[node.layer]
     prim = node.prim
-    if prim <= Prim.RESIDUAL:  # the version-1 layers (LAYERNORM also inside blocks)
-        if prim is Prim.LAYERNORM:
-            return (F.layer_norm(xs[0], (ps[0].shape[0],), ps[0], ps[1]).contiguous(),)
-        return (layer_forward(layer, node.layer, spec, step, xs[0], ps).contiguous(),)
     x = xs[0]
+    # Linear, LayerNorm and the activations also run inside composite layers (blocks).
+    if prim is Prim.LINEAR:
+        return (F.linear(x, ps[0], ps[1]).contiguous(),)
+    if prim is Prim.LAYERNORM:
+        return (F.layer_norm(x, (ps[0].shape[0],), ps[0], ps[1]).contiguous(),)
+    if prim is Prim.GELU:
+        return (F.gelu(x).contiguous(),)
+    if prim is Prim.RELU:
+        return (F.relu(x).contiguous(),)
+    if prim <= Prim.RESIDUAL:  # the other version-1 layers: one node each
+        return (layer_forward(layer, node.layer, spec, step, x, ps).contiguous(),)
     if prim is Prim.MAXPOOL2D:
         return (F.max_pool2d(x, layer.kernel, layer.stride, layer.padding).contiguous(),)
     if prim is Prim.AVGPOOL2D:
@@ -116,7 +123,7 @@ def node_forward(
     if prim is Prim.POS_ADD:
         return ((x + ps[0][: x.shape[1]]).contiguous(),)
     if prim is Prim.QKV:
-        q, k, v = F.linear(x, ps[0], ps[1]).split(x.shape[-1], dim=-1)
+        q, k, v = F.linear(x, ps[0], ps[1]).chunk(3, dim=-1)
         return _heads(q, layer.heads), _heads(k, layer.heads), _heads(v, layer.heads)
     if prim is Prim.SCORES:
         q, k = xs

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-from protocol.pol.spec import LayerKind, TaskSpec, layer_params
+from protocol.pol.spec import LayerKind, Shape, TaskSpec, infer_shapes, layer_params, param_shapes
 
 #: A node input that is the batch's x (token ids or samples), not another node's output.
 INPUT = -1
@@ -218,3 +218,50 @@ def plan(spec: TaskSpec) -> Plan:
         tuple(tuple(tuple(s) for s in per) for per in outs),
         tuple(tuple(s) for s in params),
     )
+
+
+def node_shapes(
+    spec: TaskSpec, graph: list[Node] | tuple[Node, ...] | None = None
+) -> list[tuple[Shape, ...]]:
+    """Per-sample output shapes of every node (for pricing and the memory estimate)."""
+    graph = nodes(spec) if graph is None else graph
+    shapes = infer_shapes(spec)
+    params = param_shapes(spec)
+    x: Shape = shapes[0]
+    out: list[tuple[Shape, ...]] = []
+    for node in graph:
+        ins = [x if r.node == INPUT else out[r.node][r.slot] for r in node.inputs]
+        out.append(_prim_shape(spec, node, ins, [params[j] for j in node.params], shapes))
+    return out
+
+
+def _prim_shape(
+    spec: TaskSpec, node: Node, ins: list[Shape], ps: list[Shape], layer_shapes: list[Shape]
+) -> tuple[Shape, ...]:
+    prim, s = node.prim, ins[0]
+    if prim is Prim.LINEAR or prim is Prim.HEAD:
+        return ((*s[:-1], ps[0][0]),)
+    if prim is Prim.EMBED:
+        return ((*s, ps[0][1]),)
+    if prim is Prim.QKV:
+        t, d = s
+        h = spec.layers[node.layer].heads
+        return ((h, t, d // h),) * 3
+    if prim is Prim.SCORES:
+        h, t, _ = s
+        return ((h, t, t),)
+    if prim is Prim.MIX:
+        h, t, dh = ins[1]
+        return ((t, h * dh),)
+    if prim in (
+        Prim.RELU,
+        Prim.GELU,
+        Prim.LAYERNORM,
+        Prim.DROPOUT,
+        Prim.POS_ADD,
+        Prim.SOFTMAX,
+        Prim.ADD,
+        Prim.RESIDUAL,
+    ):
+        return (s,)
+    return (layer_shapes[node.layer + 1],)  # conv, pooling, flatten: one node is the layer
