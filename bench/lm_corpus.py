@@ -76,12 +76,15 @@ def main() -> None:
         f"final: val {final.val_bits_per_byte:.3f} bits/byte vs unigram {uni_all:.3f} (corpus) / "
         f"{final.unigram_bits_per_byte:.3f} (held-out split): {final.below_unigram:.1%} below the split's "
         f"(goal >= 40%), {1 - final.val_bits_per_byte / uni_all:.1%} below the corpus's; "
-        f"{spec.steps} steps in {train_s:.0f} s of training ({tokens / train_s:.0f} tokens/s); root {root.hex()[:16]}"
+        f"{spec.steps} steps in {train_s:.0f} s of training ({tokens / train_s:.0f} tokens/s); "
+        f"root {root.hex()[:16]}"
     )
     print(f"sample: {lm.sample(spec, run.state_at(spec.steps), 'The ', 160, seed=1)!r}")
     if args.png is not None:
         curve = {s: v / math.log(2) for s, v in run.losses.items()}
-        write_loss_curve(args.png, curve, val, title="4x128 char transformer, pydoc corpus", reference=uni_all)
+        write_loss_curve(
+            args.png, curve, val, title="4x128 char transformer, pydoc corpus", reference=uni_all
+        )
     print(
         json.dumps(
             {

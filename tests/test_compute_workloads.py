@@ -431,7 +431,7 @@ def test_digit_images_are_1x8x8_and_the_held_out_split_is_never_trained_on() -> 
         assert torch.equal(x[:, 1:], y[:, :-1])  # targets are the inputs shifted by one byte
         for row in x:
             start = raw.find(bytes(row.tolist()))
-            assert 0 <= start and start + 12 + 1 <= lm_spec.train_size  # the target byte too
+            assert start >= 0 and start + 12 + 1 <= lm_spec.train_size  # the target byte too
 
 
 # --- fine-tuning ----------------------------------------------------------------------------------
