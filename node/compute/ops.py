@@ -245,7 +245,37 @@ def _backward(spec: TaskSpec, idx: int, step: int, ins: Sequence[torch.Tensor]) 
 def update(
     spec: TaskSpec, step: int, p: torch.Tensor, g: torch.Tensor, state: Sequence[torch.Tensor]
 ) -> Tensors:
-    """The optimizer step of one tensor, as formulas: (new value, *new state)."""
+    """The optimizer step of one tensor, as formulas: (new value, *new state).
+
+    Version 2 uses torch.optim's single-tensor arithmetic (lerp, addcmul, addcdiv: half
+    the passes over memory of the version-1 formulas, which keep their bits). Inputs are
+    never modified: they are a checkpoint's tensors.
+    """
+    if spec.version < 2:
+        return _update_v1(spec, step, p, g, state)
+    o = spec.optimizer
+    if o.kind is OptimizerKind.SGD:
+        if o.weight_decay:
+            g = g.add(p, alpha=o.weight_decay)
+        if o.momentum > 0.0:
+            buf = torch.mul(state[0], o.momentum).add_(g)
+            return torch.add(p, buf, alpha=-o.lr), buf
+        return (torch.add(p, g, alpha=-o.lr),)
+    if o.kind is OptimizerKind.ADAMW:
+        if o.weight_decay:
+            p = p * (1.0 - o.lr * o.weight_decay)
+    elif o.weight_decay:
+        g = g.add(p, alpha=o.weight_decay)
+    t = step + 1
+    m = torch.lerp(state[0], g, 1.0 - o.beta1)
+    v = torch.mul(state[1], o.beta2).addcmul_(g, g, value=1.0 - o.beta2)
+    denom = (v.sqrt() / math.sqrt(1.0 - o.beta2**t)).add_(o.eps)
+    return torch.addcdiv(p, m, denom, value=-o.lr / (1.0 - o.beta1**t)), m, v
+
+
+def _update_v1(
+    spec: TaskSpec, step: int, p: torch.Tensor, g: torch.Tensor, state: Sequence[torch.Tensor]
+) -> Tensors:
     o = spec.optimizer
     if o.kind is OptimizerKind.SGD:
         g = g + o.weight_decay * p if o.weight_decay else g

@@ -7,6 +7,9 @@ the exact names, shapes and dtypes the spec implies before any digest is trusted
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import sys
 from collections.abc import Mapping
 
 import numpy as np
@@ -17,7 +20,7 @@ from safetensors.numpy import save as st_save
 
 from protocol.encoding import sha256
 from protocol.errors import BlobError
-from protocol.pol.ops import tensor_digest
+from protocol.pol.ops import tensor_digest_prefix
 
 #: Largest blob a node accepts for one checkpoint, dataset or op input (bounded by the spec
 #: limits: 2^26 params x 3 state slots x 8 bytes is ~1.6 GiB; tests use far less).
@@ -26,9 +29,24 @@ ALLOWED_DTYPES = frozenset({"float32", "float64", "int64", "uint8"})  # uint8: b
 
 
 def digest(t: torch.Tensor) -> bytes:
-    """Content id of a tensor: dtype, shape and its little-endian bytes."""
+    """Content id of a tensor: dtype, shape and its little-endian bytes (`tensor_digest`).
+
+    The bytes are streamed into the hash from the tensor's own memory: a solver digests
+    every checkpoint, so three copies of each (to numpy's little-endian, to bytes, into
+    one buffer with the prefix) would cost as much as the hashing.
+    """
     arr = t.detach().contiguous().cpu().numpy()
-    return tensor_digest(str(arr.dtype), tuple(arr.shape), arr.astype(arr.dtype.newbyteorder("<")).tobytes())
+    if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and sys.byteorder == "big"):
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    h = hashlib.sha256(_prefix(str(arr.dtype.newbyteorder("=")), tuple(arr.shape)))
+    if arr.size:
+        h.update(memoryview(np.ascontiguousarray(arr)).cast("B"))
+    return h.digest()
+
+
+@functools.lru_cache(maxsize=4096)
+def _prefix(dtype: str, shape: tuple[int, ...]) -> bytes:
+    return tensor_digest_prefix(dtype, shape)
 
 
 def encode_blob(tensors: Mapping[str, torch.Tensor]) -> bytes:

@@ -128,7 +128,12 @@ def has_dropout(spec: TaskSpec) -> bool:
 
 def tensor_digest(dtype: str, shape: tuple[int, ...], data: bytes) -> bytes:
     """Content id of a tensor: dtype, shape and little-endian C-order bytes."""
-    return sha256(TENSOR_DOMAIN + pack([dtype, list(shape)]) + data)
+    return sha256(tensor_digest_prefix(dtype, shape) + data)
+
+
+def tensor_digest_prefix(dtype: str, shape: tuple[int, ...]) -> bytes:
+    """What a tensor digest hashes before the data (so a shell can stream the data)."""
+    return TENSOR_DOMAIN + pack([dtype, list(shape)])
 
 
 def group_hash(digests: list[bytes] | tuple[bytes, ...]) -> bytes:
