@@ -31,6 +31,10 @@ SUPPORTED_SPEC_VERSIONS = frozenset({SPEC_V1, SPEC_VERSION})
 # --- limits (a spec beyond these is refused, whatever fee it offers) -------------------------
 
 MAX_LAYERS = 32
+#: A layer expands into at most this many primitive nodes and parameter tensors (a
+#: transformer block: 12 and 12), which bounds a step's op sequence and reveal.
+MAX_NODES_PER_LAYER = 12
+MAX_PARAMS_PER_LAYER = 12
 #: Widest feature vector or channel count; bounds parameter count per layer.
 MAX_WIDTH = 4096
 MAX_SPATIAL = 256
