@@ -349,3 +349,31 @@ def test_standalone_attention_and_mlp_layers_compose_into_a_model() -> None:
         lm_head(32, 64),
     )
     validate_spec(lm(layers=layers))
+
+
+def test_the_largest_transformer_step_fits_the_games_messages() -> None:
+    from protocol.pol.jobs import RefereeJob
+    from protocol.pol.messages import MAX_OPS_PER_STEP, OpOutputs, OpReveal
+
+    layers = (
+        embedding(64, 8),
+        pos_embedding(4, 8),
+        *[transformer_block(8, 2, 8)] * 28,
+        layernorm(8),
+        lm_head(8, 64),
+    )
+    spec = lm(input_shape=(4,), layers=layers, val_size=0)
+    validate_spec(spec)
+    ops = step_ops(spec)
+    assert len(ops) <= MAX_OPS_PER_STEP
+    n_params = len(plan(spec).param_grads)
+    d = b"\x07" * 32
+    reveal = OpReveal(
+        d, (d,) * n_params, (d,) * 2 * n_params, tuple(OpOutputs((d,) * op.n_outputs) for op in ops)
+    )
+    assert decode_record(OpReveal, encode_record(reveal)) == reveal
+    state_op = ops[-1]
+    job = RefereeJob(
+        d, spec, 0, len(ops) - 1, (d,) * len(state_op.inputs), OpOutputs((d, d)), OpOutputs((d, d)), 0.0
+    )
+    assert decode_record(RefereeJob, encode_record(job)) == job
