@@ -348,11 +348,26 @@ def check_memory(spec: TaskSpec) -> None:
     assert estimate <= 4 * measured + 2 * SCRATCH_BYTES, (measured, estimate)  # a bound, not a wild one
 
 
+def check_gradients_between_nodes_are_contiguous(spec: TaskSpec) -> None:
+    """What makes the fast path equal the replay: the gradient autograd hands each node's
+    backward has the layout the replay's (fetched, contiguous) gradient has."""
+    data = TEXT if spec.is_token_model else IMAGES
+    state = initial_state(spec)
+    bad: list[int] = []
+
+    def probe(node: int, t: torch.Tensor) -> None:
+        t.register_hook(lambda g, node=node: bad.append(node) if not g.is_contiguous() else None)
+
+    fast_step(spec, data, state.params, state.opt, 0, probe=probe)
+    assert not bad, f"non-contiguous gradients reach nodes {bad}"
+
+
 @settings(max_examples=25, deadline=None)
 @given(spec=lm_specs())
 def test_random_language_models_match_torch_in_shape_flops_and_memory(spec: TaskSpec) -> None:
     check_shapes_and_flops(spec)
     check_memory(spec)
+    check_gradients_between_nodes_are_contiguous(spec)
 
 
 @settings(max_examples=25, deadline=None)
@@ -360,6 +375,7 @@ def test_random_language_models_match_torch_in_shape_flops_and_memory(spec: Task
 def test_random_cnns_match_torch_in_shape_flops_and_memory(spec: TaskSpec) -> None:
     check_shapes_and_flops(spec)
     check_memory(spec)
+    check_gradients_between_nodes_are_contiguous(spec)
 
 
 def test_the_backward_costs_at_most_twice_the_forward_in_torchs_count() -> None:

@@ -7,8 +7,9 @@ functions (`node_forward`) chained under one autograd graph, the same loss, the 
 update formulas. The two agree bit for bit because each node's backward is the same
 autograd function on the same tensors either way:
 
-- node inputs and outputs are contiguous in both (node_forward makes them so), and the
-  gradient reaching a node is made contiguous by a hook, as the replay's is;
+- node inputs and outputs are contiguous in both (node_forward makes them so), and so is
+  every gradient reaching a node (the nodes are written so that autograd hands them
+  contiguous gradients, as the replay does; `probe` lets tests check it);
 - where an output or a parameter has two consumers (skip connections, tied weights)
   autograd adds the two contributions, as the replay does; a + b == b + a exactly;
 - version 1 differentiates the batch input too (its op layout): the gradients of the
@@ -19,6 +20,8 @@ autograd function on the same tensors either way:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from node.compute.datasets import AnyDataset
@@ -28,14 +31,18 @@ from protocol.pol.ops import state_slots_per_param
 from protocol.pol.spec import TaskSpec
 
 
-def _contiguous(g: torch.Tensor) -> torch.Tensor:
-    return g.contiguous()
-
-
 def step(
-    spec: TaskSpec, data: AnyDataset, params: list[torch.Tensor], opt: list[torch.Tensor], step_: int
+    spec: TaskSpec,
+    data: AnyDataset,
+    params: list[torch.Tensor],
+    opt: list[torch.Tensor],
+    step_: int,
+    probe: Callable[[int, torch.Tensor], None] | None = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], float]:
-    """One training step: (new parameters, new optimizer state, the step's loss)."""
+    """One training step: (new parameters, new optimizer state, the step's loss).
+
+    `probe(node, output)` sees every node output that needs a gradient (for tests).
+    """
     x, y = batch(spec, data, step_)
     x, y = x.to(params[0].device), y.to(params[0].device)
     with torch.enable_grad():
@@ -44,9 +51,10 @@ def step(
         for node in graph_of(spec):
             ins = [x if r.node == INPUT else outs[r.node][r.slot] for r in node.inputs]
             o = node_forward(spec, node, step_, ins, [ps[j] for j in node.params])
-            for t in o:
-                if t.requires_grad:
-                    t.register_hook(_contiguous)  # type: ignore[no-untyped-call]
+            if probe is not None:
+                for t in o:
+                    if t.requires_grad:
+                        probe(len(outs), t)
             outs.append(o)
         loss = loss_value(spec, outs[-1][0], y)
         grads = torch.autograd.grad(loss, ps)

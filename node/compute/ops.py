@@ -8,9 +8,11 @@ one tensor is self-contained. The fast trainer (`node.compute.fast`) runs the sa
 functions in one autograd graph and the same update formulas, which is why its
 checkpoints equal the op-by-op replay bit for bit.
 
-Every node output is contiguous, and so is every gradient handed between nodes: an
-op's inputs then have one memory layout whichever way they were produced (computed in
-the step, or fetched by digest), so a kernel cannot take another path on replay.
+Every node output is contiguous, and so is every gradient one node's backward hands to
+another (the nodes are written so: attention's k is kept transposed so that no
+gradient comes out as a transposed view; tests check it on random specs). An op's
+inputs then have one memory layout whichever way they were produced (computed in the
+step, or fetched by digest), so a kernel cannot take another path on replay.
 """
 
 from __future__ import annotations
@@ -122,12 +124,15 @@ def node_forward(
         return (F.embedding(x, ps[0]).contiguous(),)
     if prim is Prim.POS_ADD:
         return ((x + ps[0][: x.shape[1]]).contiguous(),)
-    if prim is Prim.QKV:
+    if prim is Prim.QKV:  # k comes out transposed, (B, h, dh, T): see SCORES
         q, k, v = F.linear(x, ps[0], ps[1]).chunk(3, dim=-1)
-        return _heads(q, layer.heads), _heads(k, layer.heads), _heads(v, layer.heads)
+        kt = _heads(k, layer.heads).transpose(-1, -2).contiguous()
+        return _heads(q, layer.heads), kt, _heads(v, layer.heads)
     if prim is Prim.SCORES:
-        q, k = xs
-        scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
+        # q @ k^T with k^T stored as such: the gradients of q and k^T are plain matrix
+        # products, contiguous, as every gradient handed between nodes is (module doc).
+        q, kt = xs
+        scores = (q @ kt) * (1.0 / math.sqrt(q.shape[-1]))
         return (scores.masked_fill(_causal_mask(q.shape[-2], str(q.device)), float("-inf")).contiguous(),)
     if prim is Prim.SOFTMAX:
         return (F.softmax(x, dim=-1).contiguous(),)

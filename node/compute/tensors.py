@@ -40,7 +40,7 @@ def digest(t: torch.Tensor) -> bytes:
         arr = arr.astype(arr.dtype.newbyteorder("<"))
     h = hashlib.sha256(_prefix(str(arr.dtype.newbyteorder("=")), tuple(arr.shape)))
     if arr.size:
-        h.update(memoryview(np.ascontiguousarray(arr)).cast("B"))
+        h.update(np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data)
     return h.digest()
 
 

@@ -44,9 +44,9 @@ class Prim(IntEnum):
     EMBED = 11
     #: x + the first T rows of the position table
     POS_ADD = 12
-    #: x (T, d) -> q, k, v, each (heads, T, head_dim): one projection, three outputs
+    #: x (T, d) -> q (heads, T, head_dim), k^T (heads, head_dim, T), v (heads, T, head_dim)
     QKV = 13
-    #: q, k -> causal-masked q k^T / sqrt(head_dim), (heads, T, T)
+    #: q, k^T -> causal-masked q k^T / sqrt(head_dim), (heads, T, T)
     SCORES = 14
     #: softmax over the last dim (the attention probabilities)
     SOFTMAX = 15
@@ -243,10 +243,10 @@ def _prim_shape(
         return ((*s[:-1], ps[0][0]),)
     if prim is Prim.EMBED:
         return ((*s, ps[0][1]),)
-    if prim is Prim.QKV:
+    if prim is Prim.QKV:  # q, k transposed, v
         t, d = s
         h = spec.layers[node.layer].heads
-        return ((h, t, d // h),) * 3
+        return (h, t, d // h), (h, d // h, t), (h, t, d // h)
     if prim is Prim.SCORES:
         h, t, _ = s
         return ((h, t, t),)
