@@ -583,3 +583,26 @@ def test_a_verifier_on_another_device_gets_a_threshold_from_profiling_both() -> 
     identical = solver.state_at(2).leaf(0, 0) == verifier.state_at(2).leaf(0, 0)
     assert (other.threshold == 0.0) == identical
     assert min(other.signal) > 10 * other.threshold
+
+
+@pytest.mark.parametrize(
+    "t",
+    [
+        torch.randn(3, 4),
+        torch.randn(5).double(),
+        torch.arange(7),
+        torch.zeros(0, 3),
+        torch.randn(4, 6).t(),
+        torch.tensor(2.5),
+        torch.arange(9, dtype=torch.uint8),
+        torch.ones(2, 3, dtype=torch.int32),
+    ],
+    ids=["f32", "f64", "i64", "empty", "transposed", "scalar", "u8", "i32"],
+)
+def test_the_streamed_digest_is_the_protocols_tensor_digest(t: torch.Tensor) -> None:
+    from node.compute.tensors import digest
+    from protocol.pol.ops import tensor_digest
+
+    arr = t.contiguous().numpy()
+    want = tensor_digest(str(arr.dtype), tuple(arr.shape), arr.astype(arr.dtype.newbyteorder("<")).tobytes())
+    assert digest(t) == want

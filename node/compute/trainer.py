@@ -34,13 +34,21 @@ MAX_KEPT_STATES = 4097
 
 @dataclass
 class State:
+    """Parameters and optimizer state at a step boundary. Its tensors are never changed
+    in place (a step makes new ones), so their digests are computed once."""
+
     params: list[torch.Tensor]
     opt: list[torch.Tensor]
     #: the training loss of the step that produced this state (None: not a trained step)
     loss: float | None = None
+    _digests: tuple[tuple[bytes, ...], tuple[bytes, ...]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def digests(self) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
-        return tuple(digest(p) for p in self.params), tuple(digest(o) for o in self.opt)
+        if self._digests is None:
+            self._digests = tuple(digest(p) for p in self.params), tuple(digest(o) for o in self.opt)
+        return self._digests
 
     def leaf(self, step: int, data_seed: int) -> CheckpointLeaf:
         w, o = self.digests()
