@@ -26,6 +26,7 @@ _SUBAPPS: tuple[tuple[str, str, str], ...] = (
     ("cli.task_cmd", "app", "task"),
     ("cli.swarm_cmd", "app", "swarm"),
     ("cli.sim_cmd", "app", "sim"),
+    ("cli.model_cmd", "app", "model"),
 )
 
 # (module, attribute) of top-level commands.

@@ -60,6 +60,8 @@ def submit_built(dd: DataDir, url: str, built: BuiltTask) -> str:
     blobs = BlobDir(dd.blobs)
     blobs.put(encode_record(built.spec))
     blobs.put(built.dataset_blob)
+    if built.base_blob is not None:  # a fine-tune's base weights: the solver fetches them
+        blobs.put(built.base_blob)
     answer = _post_json(f"{url}/task", {"submit": encode_record(built.submit).hex()})
     return str(answer["task_id"])
 

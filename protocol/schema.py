@@ -49,6 +49,17 @@ class Len:
     hi: int
 
 
+@dataclass(frozen=True, slots=True)
+class Trailing:
+    """Marks a field a later version appended to a record (it must have a default).
+
+    While a trailing field and every field after it hold their defaults they are left
+    off the wire, so a record encoded before the field existed decodes to the same value
+    and keeps its hash; spelling a trailing default out is refused as non-canonical (one
+    encoding per value).
+    """
+
+
 U8 = Annotated[int, IntRange(0, 2**8 - 1)]
 U16 = Annotated[int, IntRange(0, 2**16 - 1)]
 U32 = Annotated[int, IntRange(0, 2**32 - 1)]
@@ -353,6 +364,60 @@ def _compile_record(cls: type[Any]) -> tuple[Encoder, Decoder]:
     codecs = [_codec_for(hints[f.name]) for f in fields]
     dec = _compile_record_decoder(cls, [d for _, d in codecs])
     enc = _compile_record_encoder(cls, [f.name for f in fields], codecs)
+    trailing = [_is_trailing(hints[f.name]) for f in fields]
+    if not any(trailing):
+        return enc, dec
+    return _with_trailing(cls, fields, trailing, codecs, enc, dec)
+
+
+def _is_trailing(tp: Any) -> bool:
+    return get_origin(tp) is Annotated and any(isinstance(e, Trailing) for e in tp.__metadata__)
+
+
+def _same_wire(a: Any, b: Any) -> bool:
+    """Equal wire values of the same types (so False never matches 0, nor 1.0 match 1)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is list:
+        return len(a) == len(b) and all(_same_wire(x, y) for x, y in zip(a, b))
+    return bool(a == b)
+
+
+def _with_trailing(
+    cls: type[Any],
+    fields: tuple[dataclasses.Field[Any], ...],
+    trailing: list[bool],
+    codecs: list[tuple[Encoder, Decoder]],
+    enc_full: Encoder,
+    dec_full: Decoder,
+) -> tuple[Encoder, Decoder]:
+    """Wrap a record's codec so its trailing fields are omitted while at their defaults."""
+    n, first = len(fields), trailing.index(True)
+    if not all(trailing[first:]):
+        raise TypeError(f"{cls.__name__}: Trailing fields must all come last")
+    defaults: list[Any] = [None] * n
+    for i in range(first, n):
+        if fields[i].default is dataclasses.MISSING:
+            raise TypeError(f"{cls.__name__}.{fields[i].name}: a Trailing field needs a default")
+        defaults[i] = codecs[i][0](fields[i].default)
+    name = cls.__name__
+
+    def enc(v: Any) -> Any:
+        out: list[Any] = enc_full(v)
+        m = n
+        while m > first and _same_wire(out[m - 1], defaults[m - 1]):
+            m -= 1
+        return out if m == n else out[:m]
+
+    def dec(v: Any, depth: int) -> Any:
+        if type(v) is list and first <= len(v) <= n:
+            m = len(v)
+            if m > first and _same_wire(v[m - 1], defaults[m - 1]):
+                raise NonCanonical(f"{name}: a trailing field at its default must be left off")
+            if m < n:
+                v = v + defaults[m:]
+        return dec_full(v, depth)
+
     return enc, dec
 
 

@@ -159,3 +159,49 @@ def test_a_job_that_is_not_market_work_is_refused(tmp_path: Path) -> None:
     runner = _runner(tmp_path, net, "n", b"N" * 32)
     with pytest.raises(PolnetError):
         runner("x", MarketTrainJob(b"\x01" * 32, b"\x02" * 32))
+
+
+def _finetune(tmp_path: Path) -> tuple[TaskSpec, datasets.Dataset, bytes, Run]:
+    """A task fine-tuning the final checkpoint of an earlier (proven) run."""
+    from node.compute.checkpoints import encode_weights, weights_hash
+    from protocol.pol.merkle import inclusion_proof, leaf_hash
+    from protocol.pol.spec import BaseKind, BaseModel
+
+    spec, data = _task_setup()
+    pre = attacks.honest(spec, data)
+    weights = pre.state_at(spec.steps).params
+    blob = encode_weights(weights)
+    leaves = pre.leaves()
+    proof = inclusion_proof([leaf_hash(x) for x in leaves], len(leaves) - 1)
+    base = BaseModel(BaseKind.PROVEN, weights_hash(weights), sha256(blob), pre.root(), leaves[-1], proof)
+    tune = replace(spec, version=2, base=base, model_seed=77)
+    return tune, data, blob, pre
+
+
+def test_a_fine_tune_trains_from_its_proven_base_and_a_wrong_base_fails_verification(tmp_path: Path) -> None:
+    tune, data, blob, pre = _finetune(tmp_path)
+    tid = b"\x03" * 32
+    net = _Network()
+    submitter = _runner(tmp_path, net, "submitter", b"U" * 32)
+    for b in (encode_record(tune), data.blob, blob):
+        submitter.blobs.put(b)
+    solver = _runner(tmp_path, net, "solver", b"S" * 32)
+    verifier = _runner(tmp_path, net, "verifier", b"V" * 32)
+    good = replace(_facts(tune, tid, None), base_root=pre.root(), base_checkpoints=len(pre.leaves()),
+                   base_steps=tune.steps)
+
+    async def main() -> tuple[Any, Any, Any]:
+        trained = await _in_thread(solver, "train", MarketWork(good, MarketTrainJob(tid, record_hash(tune))))
+        committed = replace(good, proof_root=trained.merkle_root)
+        check = SegmentCheckJob(tid, trained.merkle_root, 0, 0)
+        ok = await _in_thread(verifier, "verify", MarketWork(committed, check))
+        # The same proof, for a task whose ledger record names another accepted base.
+        wrong = replace(committed, task_id=b"\x04" * 32, base_root=b"\x09" * 32)
+        recheck = SegmentCheckJob(wrong.task_id, trained.merkle_root, 0, 0)
+        bad = await _in_thread(verifier, "verify", MarketWork(wrong, recheck))
+        return trained, ok, bad
+
+    trained, ok, bad = trio.run(main)
+    assert trained.leaves[0].weights_hash == tune.base.weights_hash  # type: ignore[union-attr]
+    assert ok.passed and ok.available
+    assert not bad.passed and bad.available  # a finding: the spec's base is not the task's

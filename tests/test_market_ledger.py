@@ -20,7 +20,7 @@ from protocol.market.chain import audit_market, installed, load_market, market_g
 from protocol.market.ledger_bridge import MARKET_POOL
 from protocol.market.params import DEVNET
 from protocol.market.process import task_id_of
-from protocol.market.state import Status, market_root
+from protocol.market.state import NO_BASE, Status, market_root
 from protocol.market.store import META, SINGLETON, TASKS, WORKERS
 from protocol.market.txs import DeviceClass, RegisterWorker, SubmitTask
 
@@ -61,7 +61,7 @@ def register(key: Keypair, stake: int = 200_000) -> RegisterWorker:
 
 
 def submit(price: int = 40, salt: int = 0) -> SubmitTask:
-    return SubmitTask(b"\1" * 32, 1_000, 640, 10, 16, DeviceClass.CPU, 1024, True, price, salt, 0, 0)
+    return SubmitTask(b"\1" * 32, 1_000, 640, 10, 16, DeviceClass.CPU, 1024, True, price, salt, NO_BASE, 0, 0)
 
 
 def market_tables(state: State) -> tuple[bytes, ...]:

@@ -46,7 +46,7 @@ from protocol.market.roles import (
     SubmitterRole,
     VerifierRole,
 )
-from protocol.market.state import Game, MarketState, Status, Task, VerifierSlot
+from protocol.market.state import NO_BASE, Game, MarketState, Status, Task, VerifierSlot
 from protocol.market.txs import DeviceClass, GameOpen, RegisterWorker, SubmitTask, VerdictReveal
 from protocol.pol.merkle import CheckpointLeaf, leaf_hash, merkle_root
 
@@ -255,7 +255,8 @@ def test_a_restarted_verifier_reveals_the_verdict_it_committed() -> None:
 
 
 def submits(n: int) -> list[SubmitTask]:
-    return [SubmitTask(b"\x01" * 32, 1 + i, 8, 2, 1, DeviceClass.CPU, 0, True, 1, 0, 0, 0) for i in range(n)]
+    return [SubmitTask(b"\x01" * 32, 1 + i, 8, 2, 1, DeviceClass.CPU, 0, True, 1, 0, NO_BASE, 0, 0)
+            for i in range(n)]
 
 
 def test_a_restarted_submitter_does_not_publish_its_queue_again() -> None:

@@ -9,6 +9,7 @@ import pytest
 from protocol.encoding import sha256
 from protocol.market import elections
 from protocol.market.errors import (
+    BadProof,
     BadReveal,
     InsufficientFunds,
     NotAuthorized,
@@ -18,8 +19,8 @@ from protocol.market.errors import (
 )
 from protocol.market.game import tally
 from protocol.market.params import DEVNET, MAINNET, PPM, ConfigError, check_params
-from protocol.market.process import challenge_bond
-from protocol.market.state import Status, market_root
+from protocol.market.process import challenge_bond, task_id_of
+from protocol.market.state import NO_BASE, Status, market_root
 from protocol.market.txs import (
     ArbitrationVote,
     BisectClaim,
@@ -124,28 +125,28 @@ def test_submit_escrows_budget_and_tax_is_taken_only_at_placement() -> None:
 
 def test_submit_below_price_floor_is_refused() -> None:
     w = World(params=replace(DEVNET, min_price_per_gflop=5))
-    tx = SubmitTask(sha256(b"s"), 10, 640, 10, 4, DeviceClass.CPU, 1, True, 4, 0, 0, 0)
+    tx = SubmitTask(sha256(b"s"), 10, 640, 10, 4, DeviceClass.CPU, 1, True, 4, 0, NO_BASE, 0, 0)
     refused(w, w.submitter, tx, OutOfBounds)
 
 
 def test_submit_with_too_few_segments_for_cheap_checks_is_refused() -> None:
     w = World()
     assert DEVNET.min_segments == 64  # one check re-executes at most 1/64 of the work
-    tx = SubmitTask(sha256(b"s"), 10, 630, 10, 4, DeviceClass.CPU, 1, True, 40, 0, 0, 0)
+    tx = SubmitTask(sha256(b"s"), 10, 630, 10, 4, DeviceClass.CPU, 1, True, 40, 0, NO_BASE, 0, 0)
     refused(w, w.submitter, tx, OutOfBounds)
     assert w.apply(w.submitter, replace(tx, steps=640)) is None
 
 
 def test_submit_with_interval_beyond_steps_is_refused() -> None:
     w = World()
-    tx = SubmitTask(sha256(b"s"), 10, 10, 11, 4, DeviceClass.CPU, 1, True, 4, 0, 0, 0)
+    tx = SubmitTask(sha256(b"s"), 10, 10, 11, 4, DeviceClass.CPU, 1, True, 4, 0, NO_BASE, 0, 0)
     refused(w, w.submitter, tx, OutOfBounds)
 
 
 def test_same_task_id_twice_is_refused() -> None:
     w = world()
     w.submit(salt=7)
-    tx = SubmitTask(sha256(b"spec"), 1_000, 640, 10, 8, DeviceClass.CPU, 1024, True, 40, 7, 0, 0)
+    tx = SubmitTask(sha256(b"spec"), 1_000, 640, 10, 8, DeviceClass.CPU, 1024, True, 40, 7, NO_BASE, 0, 0)
     refused(w, w.submitter, tx, OutOfBounds)
 
 
@@ -561,6 +562,27 @@ def test_an_unavailable_verdict_cannot_be_challenged() -> None:
     until(w, tid, Status.CHALLENGE)
     task = w.task(tid)
     refused(w, w.watcher_key, Challenge(tid, 0, task.verifiers[0].segment, 10**6, 0, 0), OutOfBounds)
+
+
+def test_a_fine_tune_may_name_only_an_accepted_proof_as_its_base() -> None:
+    w = world()
+    done = w.run(w.submit())
+    assert done.status == Status.SETTLED and done.proof_valid and done.proof_root is not None
+    assert w.state.proven[done.proof_root].n_checkpoints == done.n_segments + 1
+    tune = SubmitTask(sha256(b"tune"), 1_000, 640, 10, 8, DeviceClass.CPU, 1024, True, 40, 1, done.proof_root,
+                      0, 0)
+    refused(w, w.submitter, replace(tune, base_root=b"\x05" * 32), BadProof)
+    assert w.apply(w.submitter, tune) is None
+    task = w.task(task_id_of(w.submitter, tune))
+    assert (task.base_root, task.base_checkpoints, task.base_steps) == (done.proof_root, done.n_segments + 1,
+                                                                       done.steps)
+
+
+def test_a_refunded_or_invalid_proof_is_never_a_base() -> None:
+    w = world()
+    cheat = w.run(w.submit(cheat=True))
+    assert cheat.proof_valid is False and cheat.proof_root is not None
+    assert cheat.proof_root not in w.state.proven
 
 
 def test_tally_needs_more_than_two_thirds_of_power() -> None:

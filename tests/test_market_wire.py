@@ -10,6 +10,7 @@ from protocol.envelope import open_envelope, seal
 from protocol.errors import DecodeError
 from protocol.identity import Keypair
 from protocol.market.messages import CapacityAdvert
+from protocol.market.state import NO_BASE
 from protocol.market.txs import Challenge, DeviceClass, SubmitTask, Verdict, VerdictReveal
 from protocol.records import decode_record, encode_record
 from protocol.schema import to_wire
@@ -26,7 +27,7 @@ H = b"\x11" * 32
 )
 def test_submit_task_round_trips_through_a_signed_envelope(gflops: int, steps: int, ops: int,
                                                            reproducible: bool) -> None:
-    tx = SubmitTask(H, gflops, steps, 1, ops, DeviceClass.CUDA, 1, reproducible, 5, 9, 3, 1)
+    tx = SubmitTask(H, gflops, steps, 1, ops, DeviceClass.CUDA, 1, reproducible, 5, 9, NO_BASE, 3, 1)
     env = open_envelope(seal(tx, KEY, "polnet-test"), "polnet-test")
     assert env.body == tx and env.sender == KEY.public
 

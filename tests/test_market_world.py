@@ -17,7 +17,7 @@ from protocol.market import elections
 from protocol.market.blocks import begin_block, end_block, lifetime_bound
 from protocol.market.params import DEVNET, MarketParams
 from protocol.market.process import challenge_bond, process_tx, task_id_of
-from protocol.market.state import TERMINAL, GameKind, MarketState, MemoryAccounts, Status, Task
+from protocol.market.state import NO_BASE, TERMINAL, GameKind, MarketState, MemoryAccounts, Status, Task
 from protocol.market.txs import (
     ArbitrationVote,
     BisectClaim,
@@ -166,7 +166,8 @@ class World:
 
     def submit(self, *, reproducible: bool = True, gflops: int = 1_000, price: int = 40, cheat: bool = False,
                salt: int = 0, device: DeviceClass = DeviceClass.CPU) -> bytes:
-        tx = SubmitTask(sha256(b"spec"), gflops, 640, 10, 8, device, 1024, reproducible, price, salt, 0, 0)
+        tx = SubmitTask(sha256(b"spec"), gflops, 640, 10, 8, device, 1024, reproducible, price, salt, NO_BASE,
+                        0, 0)
         task_id = task_id_of(self.submitter, tx)
         err = self.apply(self.submitter, tx)
         assert err is None, err

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
-from node.compute.datasets import Dataset
+from node.compute.datasets import AnyDataset
 from node.compute.ops import generator
 from node.compute.trainer import Run, State, run_step
 from protocol.pol.jobs import ClaimJob, ClaimResult, RevealJob, RevealResult
@@ -29,37 +30,43 @@ def _train(run: Run) -> Run:
     return run
 
 
-def honest(spec: TaskSpec, data: Dataset, seed: int = 0) -> Run:
-    return _train(Run(spec, data))
+def _run(spec: TaskSpec, data: AnyDataset, start: State | None, **kw: Any) -> Run:
+    """A run from the spec's checkpoint 0: the seeded init, or `start` (a fine-tuning
+    task's base, which only the caller can fetch)."""
+    return Run(spec, data, states={0: start} if start is not None else {}, **kw)
 
 
-def other_threads(spec: TaskSpec, data: Dataset, seed: int = 0) -> Run:
+def honest(spec: TaskSpec, data: AnyDataset, seed: int = 0, start: State | None = None) -> Run:
+    return _train(_run(spec, data, start))
+
+
+def other_threads(spec: TaskSpec, data: AnyDataset, seed: int = 0, start: State | None = None) -> Run:
     """Honest: the same training on a different thread count (not a cheat)."""
-    return _train(Run(spec, data, threads=2 if spec.profile.threads != 2 else 1))
+    return _train(_run(spec, data, start, threads=2 if spec.profile.threads != 2 else 1))
 
 
-def skipped_steps(spec: TaskSpec, data: Dataset, seed: int = 0) -> Run:
+def skipped_steps(spec: TaskSpec, data: AnyDataset, seed: int = 0, start: State | None = None) -> Run:
     """Does every other step (half the work) and claims all of them."""
 
-    def rule(s: TaskSpec, d: Dataset, state: State, step: int) -> State:
+    def rule(s: TaskSpec, d: AnyDataset, state: State, step: int) -> State:
         return state if step % 2 else run_step(s, d, state, step)
 
-    return _train(Run(spec, data, step_rule=rule))
+    return _train(_run(spec, data, start, step_rule=rule))
 
 
-def truncated(spec: TaskSpec, data: Dataset, seed: int = 0) -> Run:
+def truncated(spec: TaskSpec, data: AnyDataset, seed: int = 0, start: State | None = None) -> Run:
     """Trains the first half, then claims the last real weights for the rest."""
     cut = spec.steps // 2
 
-    def rule(s: TaskSpec, d: Dataset, state: State, step: int) -> State:
+    def rule(s: TaskSpec, d: AnyDataset, state: State, step: int) -> State:
         return state if step >= cut else run_step(s, d, state, step)
 
-    return _train(Run(spec, data, step_rule=rule))
+    return _train(_run(spec, data, start, step_rule=rule))
 
 
-def noisy(spec: TaskSpec, data: Dataset, seed: int = 0) -> Run:
+def noisy(spec: TaskSpec, data: AnyDataset, seed: int = 0, start: State | None = None) -> Run:
     """Trains honestly but delivers perturbed weights (e.g. to disguise a copy)."""
-    run = _train(Run(spec, data))
+    run = _train(_run(spec, data, start))
     final = run.states[spec.steps]
     g = generator("attack-noise", seed)
     params = [
@@ -71,15 +78,15 @@ def noisy(spec: TaskSpec, data: Dataset, seed: int = 0) -> Run:
     return run
 
 
-def copied(spec: TaskSpec, data: Dataset, seed: int = 0) -> Run:
+def copied(spec: TaskSpec, data: AnyDataset, seed: int = 0, start: State | None = None) -> Run:
     """Claims the checkpoints of another run (another model seed: another task's work)."""
-    other = _train(Run(replace(spec, model_seed=spec.model_seed + 1 + seed), data))
+    other = _train(_run(replace(spec, model_seed=spec.model_seed + 1 + seed), data, start))
     return Run(spec, data, states=dict(other.states))
 
 
-def interpolated(spec: TaskSpec, data: Dataset, seed: int = 0) -> Run:
+def interpolated(spec: TaskSpec, data: AnyDataset, seed: int = 0, start: State | None = None) -> Run:
     """PoL spoofing: holds the final weights, fabricates checkpoints on the straight line."""
-    real = _train(Run(spec, data))
+    real = _train(_run(spec, data, start))
     w0, wt = real.states[0].params, real.states[spec.steps].params
     k, n = spec.checkpoint_interval, spec.num_segments
     states = {}
@@ -90,20 +97,20 @@ def interpolated(spec: TaskSpec, data: Dataset, seed: int = 0) -> Run:
     return Run(spec, data, states=states)
 
 
-def data_order(spec: TaskSpec, data: Dataset, seed: int = 0) -> Run:
+def data_order(spec: TaskSpec, data: AnyDataset, seed: int = 0, start: State | None = None) -> Run:
     """Trains on a data order of its choosing while claiming the spec's seed."""
     other = replace(spec, data_seed=spec.data_seed + 7 + seed)
 
-    def rule(s: TaskSpec, d: Dataset, state: State, step: int) -> State:
+    def rule(s: TaskSpec, d: AnyDataset, state: State, step: int) -> State:
         return run_step(other, d, state, step)
 
-    return _train(Run(spec, data, step_rule=rule))
+    return _train(_run(spec, data, start, step_rule=rule))
 
 
 @dataclass(frozen=True)
 class Attack:
     name: str
-    build: Callable[[TaskSpec, Dataset, int], Run]
+    build: Callable[..., Run]  # (spec, data, seed, start=None) -> the claimed run
     honest: bool = False
 
 

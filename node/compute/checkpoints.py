@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from node.compute.tensors import decode_blob, digest, encode_blob
-from node.compute.trainer import State
+from node.compute.tensors import blob_id, decode_blob, digest, encode_blob
+from node.compute.trainer import State, base_state
 from protocol.errors import BlobError
 from protocol.pol.merkle import CheckpointLeaf
 from protocol.pol.ops import group_hash, state_slots_per_param
@@ -57,6 +57,40 @@ def decode_checkpoint(spec: TaskSpec, blob: bytes, leaf: CheckpointLeaf) -> Stat
     if group_hash([digest(o) for o in opt]) != leaf.optimizer_hash:
         raise BlobError(f"checkpoint optimizer state does not match the leaf of step {leaf.step}")
     return State([p.clone() for p in params], [o.clone() for o in opt])
+
+
+def encode_weights(params: list[torch.Tensor]) -> bytes:
+    """A weights file (`w.0000`, ...): what `polnet task result` writes and a base is."""
+    return encode_blob({f"w.{i:04d}": p for i, p in enumerate(params)})
+
+
+def decode_weights(spec: TaskSpec, blob: bytes) -> list[torch.Tensor]:
+    """The parameters in a weights file (or a checkpoint), checked against the spec's
+    names, shapes and dtype; optimizer tensors, if any, are ignored."""
+    names = {k: v for k, v in _names(spec).items() if k.startswith("w.")}
+    tensors = decode_blob(blob)
+    weights = {k: v for k, v in tensors.items() if k.startswith("w.")}
+    if set(weights) != set(names):
+        raise BlobError(f"weights hold {len(weights)} tensors, the spec has {len(names)} parameters")
+    for name, (dtype, shape) in names.items():
+        t = weights[name]
+        if str(t.numpy().dtype) != dtype or tuple(t.shape) != shape:
+            raise BlobError(f"tensor {name!r} is {t.dtype}{list(t.shape)}, expected {dtype}{list(shape)}")
+    return [weights[f"w.{i:04d}"].clone() for i in range(len(names))]
+
+
+def weights_hash(params: list[torch.Tensor]) -> bytes:
+    """What a base names: the group hash of its weight digests (a checkpoint leaf's)."""
+    return group_hash([digest(p) for p in params])
+
+
+def load_base(spec: TaskSpec, blob: bytes) -> State:
+    """A fine-tuning task's checkpoint 0 from its fetched base blob (checked by hash)."""
+    if spec.base is None:
+        raise BlobError("the spec names no base model")
+    if blob_id(blob) != spec.base.blob_hash:
+        raise BlobError("the base blob does not match the spec's base blob hash")
+    return base_state(spec, decode_weights(spec, blob))
 
 
 def clone_state(state: State) -> State:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from node.compute.datasets import Dataset
+from node.compute.datasets import AnyDataset
 from node.compute.tensors import TensorStore
 from node.compute.trace import TorchSource, referee
 from node.compute.trainer import Run
@@ -37,7 +37,7 @@ def open_segment(
 
 
 def challenger_run(
-    spec: TaskSpec, data: Dataset, defender: Run, segment: int, threads: int | None = None
+    spec: TaskSpec, data: AnyDataset, defender: Run, segment: int, threads: int | None = None
 ) -> Run:
     """The verifier's honest re-execution, starting from the solver's (agreed) checkpoint."""
     start = segment * spec.checkpoint_interval
@@ -46,7 +46,7 @@ def challenger_run(
 
 def dispute_segment(
     spec: TaskSpec,
-    data: Dataset,
+    data: AnyDataset,
     defender: Run,
     challenger: Run,
     segment: int,

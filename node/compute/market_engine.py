@@ -41,7 +41,8 @@ from typing import Any, Protocol
 import torch
 
 from node.compute import attacks, datasets
-from node.compute.datasets import Dataset
+from node.compute.checkpoints import load_base
+from node.compute.datasets import AnyDataset
 from node.compute.ops import execute
 from node.compute.profiling import profile
 from node.compute.proofblobs import fetch_state, leaf_at, publish_run, tensor_blob, tensor_by_digest
@@ -68,9 +69,10 @@ from protocol.market.jobs import (
     StateHashResult,
     TaskFacts,
 )
+from protocol.market.state import NO_BASE
 from protocol.pol.ops import START, OpDesc, OpKind, chain_values, group_hash, state_slots_per_param, step_ops
 from protocol.pol.oracle import state_hash_of
-from protocol.pol.spec import DeviceClass, TaskSpec, param_shapes, validate_spec
+from protocol.pol.spec import BaseKind, DeviceClass, TaskSpec, param_shapes, validate_spec
 from protocol.records import decode_record
 
 log = logging.getLogger("polnet.compute")
@@ -117,7 +119,7 @@ class TrainedModel:
     attack: str | None
 
 
-def attack_builder(name: str | None) -> Callable[[TaskSpec, Dataset, int], Run]:
+def attack_builder(name: str | None) -> Callable[..., Run]:
     """The catalog's training for `name` (bisection attacks train like skipped_steps)."""
     if name in BISECTION_ATTACKS:
         name = "skipped_steps"
@@ -175,11 +177,21 @@ class TorchMarketCompute:
             self._specs.put(spec_hash, spec)
         return self._specs[spec_hash]  # type: ignore[no-any-return]
 
-    def dataset(self, spec: TaskSpec) -> Dataset:
-        if spec.dataset_hash not in self._data:
+    def dataset(self, spec: TaskSpec) -> AnyDataset:
+        key = (spec.dataset_hash, tuple(spec.input_shape), spec.dataset_size)
+        if key not in self._data:
             blob = self.blobs.get(spec.dataset_hash, MAX_DATASET_BLOB)
-            self._data.put(spec.dataset_hash, datasets.load(blob, spec.dataset_hash, tuple(spec.input_shape)))
-        return self._data[spec.dataset_hash]  # type: ignore[no-any-return]
+            self._data.put(key, datasets.load_for(spec, blob))
+        return self._data[key]  # type: ignore[no-any-return]
+
+    def base(self, task: TaskFacts, spec: TaskSpec) -> State | None:
+        """A fine-tune's checkpoint 0: its base blob, fetched and checked by hash (None for
+        a task from scratch). A proven base must be the one the ledger accepted."""
+        if spec.base is None:
+            return None
+        if not base_is_the_accepted_proof(task, spec):
+            raise SpecError("the spec's base is not the accepted proof the task names")
+        return load_base(spec, self.blobs.get(spec.base.blob_hash, MAX_DATASET_BLOB))
 
     def _committed(self, spec: TaskSpec, root: bytes, index: int) -> State:
         leaf = leaf_at(self.blobs.get, root, spec.num_checkpoints, index)
@@ -192,14 +204,15 @@ class TorchMarketCompute:
         data = self.dataset(spec)
         if self.progress is not None:
             self.progress(task.task_id.hex(), 0, spec.steps)
+        start = self.base(task, spec)
         if self.cheat is None:  # attacks.honest's training, one checkpoint at a time
-            run = Run(spec, data)
+            run = Run(spec, data, states={0: start} if start is not None else {})
             for step in range(spec.checkpoint_interval, spec.steps + 1, spec.checkpoint_interval):
                 run.states[step] = run.state_at(step)
                 if self.progress is not None:
                     self.progress(task.task_id.hex(), step, spec.steps)
         else:
-            run = attack_builder(self.cheat)(spec, data, 1)
+            run = attack_builder(self.cheat)(spec, data, 1, start=start)
         root = publish_run(self.blobs.put, run)
         self._runs.put((task.task_id, "defender"), run)
         final = run.state_at(spec.steps)
@@ -252,7 +265,8 @@ class TorchMarketCompute:
             if any(lf.step != i * k or lf.data_order_seed != spec.data_seed
                    for lf, i in zip(leaves, (0, segment, segment + 1), strict=True)):
                 return False, PPM, True
-            if not initial_matches(spec, fetch_state(self.blobs.get, spec, leaves[0], self.blobs.prefetch)):
+            state0 = fetch_state(self.blobs.get, spec, leaves[0], self.blobs.prefetch)
+            if not base_is_the_accepted_proof(task, spec) or not initial_matches(spec, state0):
                 return False, PPM, True
             start, end = (fetch_state(self.blobs.get, spec, lf, self.blobs.prefetch) for lf in leaves[1:])
         except BlobUnavailable as exc:
@@ -387,7 +401,8 @@ class TorchMarketCompute:
         if key not in self._seg:
             try:
                 root = task.proof_root
-                ok = root is not None and initial_matches(spec, self._committed(spec, root, 0))
+                ok = root is not None and base_is_the_accepted_proof(task, spec) and \
+                    initial_matches(spec, self._committed(spec, root, 0))
             except PolnetError:
                 ok = False
             self._seg.put(key, ok)
@@ -427,6 +442,18 @@ class TorchMarketCompute:
         return self.blobs.put(blob), accuracy(spec, data, state)
 
 
+def base_is_the_accepted_proof(task: TaskFacts, spec: TaskSpec) -> bool:
+    """A spec that fine-tunes a proven base names the proof the ledger accepted for this
+    task (its root, and a final leaf at that proof's last step and index); a spec with an
+    uploaded base, or none, names no proof and the task must name none either."""
+    base = spec.base
+    if base is None or base.kind is not BaseKind.PROVEN:
+        return task.base_root == NO_BASE
+    leaf, proof = base.final_leaf, base.proof
+    return (base.proof_root == task.base_root and leaf is not None and proof is not None
+            and proof.size == task.base_checkpoints and leaf.step == task.base_steps)
+
+
 def _malformed(spec: TaskSpec, ops: list[OpDesc], j: int, job: ArbitrationJob) -> str:
     """Why a reveal cannot be the digests of this spec's step (empty: it can)."""
     n = len(param_shapes(spec))
@@ -439,7 +466,7 @@ def _malformed(spec: TaskSpec, ops: list[OpDesc], j: int, job: ArbitrationJob) -
     return ""
 
 
-def _execute_counted(spec: TaskSpec, data: Dataset | None, op: OpDesc, step: int,
+def _execute_counted(spec: TaskSpec, data: AnyDataset | None, op: OpDesc, step: int,
                      inputs: list[torch.Tensor]) -> tuple[tuple[torch.Tensor, ...], int, float]:
     """Run one op under the task's profile: its outputs, its FLOPs (torch's own counter, on
     a second, untimed run: the counter's dispatch hooks would dominate a small op) and the

@@ -7,6 +7,9 @@ the exact names, shapes and dtypes the spec implies before any digest is trusted
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import sys
 from collections.abc import Mapping
 
 import numpy as np
@@ -17,18 +20,49 @@ from safetensors.numpy import save as st_save
 
 from protocol.encoding import sha256
 from protocol.errors import BlobError
-from protocol.pol.ops import tensor_digest
+from protocol.pol.ops import tensor_digest, tensor_digest_prefix
 
 #: Largest blob a node accepts for one checkpoint, dataset or op input (bounded by the spec
 #: limits: 2^26 params x 3 state slots x 8 bytes is ~1.6 GiB; tests use far less).
 MAX_BLOB_BYTES = 2 * 1024**3
-ALLOWED_DTYPES = frozenset({"float32", "float64", "int64"})
+ALLOWED_DTYPES = frozenset({"float32", "float64", "int64", "uint8"})  # uint8: byte tokens
+
+
+#: Names of the dtypes a digest is computed for without numpy's generic path.
+_DTYPE_NAMES = {
+    torch.float32: "float32",
+    torch.float64: "float64",
+    torch.int64: "int64",
+    torch.uint8: "uint8",
+}
 
 
 def digest(t: torch.Tensor) -> bytes:
-    """Content id of a tensor: dtype, shape and its little-endian bytes."""
-    arr = t.detach().contiguous().cpu().numpy()
-    return tensor_digest(str(arr.dtype), tuple(arr.shape), arr.astype(arr.dtype.newbyteorder("<")).tobytes())
+    """Content id of a tensor: dtype, shape and its little-endian bytes (`tensor_digest`).
+
+    The bytes are streamed into the hash from the tensor's own memory: a solver digests
+    every checkpoint, so copies of each (to numpy's little-endian, to bytes, into one
+    buffer with the prefix) would cost as much as the hashing.
+    """
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    if not t.is_contiguous():
+        t = t.contiguous()
+    name = _DTYPE_NAMES.get(t.dtype)
+    if name is None or sys.byteorder != "little":
+        arr = t.numpy()
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+        return tensor_digest(str(arr.dtype.newbyteorder("=")), tuple(arr.shape), arr.tobytes())
+    h = hashlib.sha256(_prefix(name, tuple(t.shape)))
+    if t.numel():
+        h.update(t.numpy().data)  # a C-contiguous little-endian buffer: the bytes themselves
+    return h.digest()
+
+
+@functools.lru_cache(maxsize=4096)
+def _prefix(dtype: str, shape: tuple[int, ...]) -> bytes:
+    return tensor_digest_prefix(dtype, shape)
 
 
 def encode_blob(tensors: Mapping[str, torch.Tensor]) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from node.compute.datasets import Dataset
+from node.compute.datasets import AnyDataset
 from node.compute.ops import execute
 from node.compute.tensors import TensorStore
 from node.compute.trainer import Run, apply_profile, run_step
@@ -69,7 +69,7 @@ def _claim_distance(store: TensorStore, claimed: Digests, truth: tuple[torch.Ten
     return worst
 
 
-def referee(job: RefereeJob, data: Dataset | None, store: TensorStore) -> RefereeResult:
+def referee(job: RefereeJob, data: AnyDataset | None, store: TensorStore) -> RefereeResult:
     """Re-execute exactly one op from hash-checked inputs and judge both claims."""
     spec = job.spec
     op = step_ops(spec)[job.op_index]

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 import torch
 
-from node.compute.datasets import Dataset
+from node.compute.datasets import AnyDataset
+from node.compute.tensors import digest
 from node.compute.trainer import Run, State, initial_state
 from protocol.pol.jobs import VerifyResult
 from protocol.pol.merkle import CheckpointLeaf
-from protocol.pol.ops import op_digest
+from protocol.pol.ops import group_hash, op_digest, state_slots_per_param
 from protocol.pol.sampling import choose_segments, sample_count, segment_passes
 from protocol.pol.spec import TaskSpec
 
@@ -44,13 +45,28 @@ def distance(start: State, reproduced: State, claimed: State) -> tuple[float, fl
 
 
 def initial_matches(spec: TaskSpec, state: State) -> bool:
-    """Checkpoint 0 must be the spec's seeded init: copied runs fail here for free."""
+    """Checkpoint 0 must be the spec's seeded init (copied runs fail here for free), or,
+    for a fine-tuning task, exactly its named base (`base_matches`)."""
+    if spec.base is not None:
+        return base_matches(spec, state)
     return state.leaf(0, spec.data_seed) == initial_state(spec).leaf(0, spec.data_seed)
+
+
+def base_matches(spec: TaskSpec, state: State) -> bool:
+    """A fine-tuning task's checkpoint 0 is its base: the weights hash to the spec's base
+    and the optimizer state is zero (a fresh optimizer, as for a task from scratch)."""
+    if spec.base is None:
+        return False
+    weights = group_hash([digest(p) for p in state.params])
+    zero = all(not bool(o.any()) for o in state.opt) and len(state.opt) == len(state.params) * (
+        state_slots_per_param(spec)
+    )
+    return weights == spec.base.weights_hash and zero
 
 
 def verify_segment(
     spec: TaskSpec,
-    data: Dataset,
+    data: AnyDataset,
     segment: int,
     start: State,
     claimed_end: State,
@@ -83,7 +99,7 @@ class ProofVerdict:
 
 def verify_proof(
     spec: TaskSpec,
-    data: Dataset,
+    data: AnyDataset,
     leaves: list[CheckpointLeaf],
     fetch: Callable[[int], State],
     seed: bytes,

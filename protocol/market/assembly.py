@@ -24,11 +24,12 @@ from protocol.market.roles import (
     VerifierRole,
     WhistleblowerRole,
 )
+from protocol.market.state import NO_BASE
 from protocol.market.txs import DeviceClass, RegisterWorker, SubmitTask
 from protocol.pol.flops import estimate
 from protocol.pol.ops import step_ops
+from protocol.pol.spec import BaseKind, TaskSpec
 from protocol.pol.spec import DeviceClass as SpecDevice
-from protocol.pol.spec import TaskSpec
 from protocol.records import record_hash
 
 #: Open tasks one submitter keeps in flight by default; the rest wait in its queue.
@@ -115,11 +116,14 @@ def submit_for(
     gflops: int | None = None,
     min_memory_mb: int = DEFAULT_MIN_MEMORY_MB,
 ) -> SubmitTask:
-    """The SubmitTask for `spec`: work, shape, device and reproducibility from the spec.
-    `gflops` overrides the estimate (netsim's synthetic sweeps declare the economics of
-    a big task over a tiny spec)."""
+    """The SubmitTask for `spec`: work, shape, device and reproducibility from the spec,
+    and the proof root of its base when it fine-tunes a proven one (the ledger checks it
+    names an accepted proof). `gflops` overrides the estimate (netsim's synthetic sweeps
+    declare the economics of a big task over a tiny spec)."""
+    base = spec.base
+    base_root = base.proof_root if base is not None and base.kind is BaseKind.PROVEN else NO_BASE
     device = DeviceClass.CUDA if spec.profile.device is SpecDevice.CUDA else DeviceClass.CPU
     reproducible = spec.profile.deterministic and spec.profile.device is SpecDevice.CPU
     work = declared_gflops(spec) if gflops is None else gflops
     return SubmitTask(record_hash(spec), work, spec.steps, spec.checkpoint_interval, len(step_ops(spec)),
-                      device, min_memory_mb, reproducible, max_price_per_gflop, salt, 0, 0)
+                      device, min_memory_mb, reproducible, max_price_per_gflop, salt, base_root, 0, 0)

@@ -9,6 +9,8 @@ within `lifetime_bound` blocks: nothing waits forever.
 
 from __future__ import annotations
 
+from typing import Any
+
 from protocol.market import elections, funds
 from protocol.market.elections import Role
 from protocol.market.game import finish_game, max_rounds, start_next_game
@@ -19,6 +21,7 @@ from protocol.market.stages import block_step, enter, on_block
 from protocol.market.state import (
     TERMINAL,
     GameKind,
+    LazyTable,
     MarketState,
     PenaltyKind,
     Status,
@@ -27,6 +30,8 @@ from protocol.market.state import (
     VerifierSlot,
 )
 
+#: Accepted proofs are swept for age every this many blocks (one pass over the table).
+PROVEN_SWEEP_BLOCKS = 100
 
 def begin_block(state: MarketState, height: int, beacon: bytes, validators: dict[bytes, int]) -> None:
     state.height = height
@@ -43,10 +48,23 @@ def end_block(state: MarketState) -> None:
 
 def _forget_ended(state: MarketState) -> None:
     """Drop ended tasks past the retention window (they hold no value: escrow and bonds
-    were paid out when they ended)."""
+    were paid out when they ended), and accepted proofs past theirs."""
     horizon = state.height - state.params.ended_retention_blocks
     for task_id in state.task_keys_where(lambda t: t.status in TERMINAL and t.deadline < horizon):
         del state.tasks[task_id]
+    if state.height % PROVEN_SWEEP_BLOCKS == 0:
+        too_old = state.height - state.params.proven_retention_blocks
+        proven = state.proven
+
+        def old(p: Any) -> bool:
+            return bool(p.settled_at < too_old)
+
+        if isinstance(proven, LazyTable):
+            stale = proven.keys_where(old, old)
+        else:
+            stale = [k for k in proven if old(proven[k])]
+        for root in stale:
+            del proven[root]
 
 
 def train_blocks(params: MarketParams, gflops: int, flops: int) -> int:

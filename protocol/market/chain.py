@@ -33,13 +33,16 @@ from protocol.market.state import TERMINAL, LazyTable, MarketState
 from protocol.market.store import (
     META,
     PARAMS,
+    PROVEN,
     SINGLETON,
     TASKS,
     WORKERS,
     MetaRecord,
+    ProvenRecord,
     TaskRecord,
     WorkerRecord,
     build_state,
+    freeze_proven,
     freeze_task,
     freeze_worker,
 )
@@ -67,7 +70,7 @@ def load_market(state: State) -> MarketState:
     if meta is None or params is None:
         raise MarketNotInstalled("this chain has no market")
     market = build_state(params, LedgerAccounts(state), meta, list(state.items(WORKERS)),
-                         list(state.items(TASKS)))
+                         list(state.items(TASKS)), list(state.items(PROVEN)))
     market.height = state.height
     market.beacon = state.beacon
     market.validators = _validators(state)
@@ -86,6 +89,7 @@ def save_market(state: State, market: MarketState) -> None:
     """Write back the entries whose record changed (each write is journaled)."""
     _save_table(state, WORKERS, market.workers, freeze_worker)
     _save_table(state, TASKS, market.tasks, freeze_task)
+    _save_table(state, PROVEN, market.proven, freeze_proven)
     meta = MetaRecord(market.jackpot, market.burned)
     if state.get(META, SINGLETON) != meta:
         state.put(META, SINGLETON, meta)
@@ -146,6 +150,7 @@ def open_task_count(state: State) -> int:
 
 register_table(WORKERS, WorkerRecord)
 register_table(TASKS, TaskRecord)
+register_table(PROVEN, ProvenRecord)
 register_table(META, MetaRecord)
 register_table(PARAMS, MarketParams)
 for _cls in MARKET_TX_TYPES:

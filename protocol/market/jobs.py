@@ -47,6 +47,11 @@ class TaskFacts:
     checkpoint_interval: int
     ops_per_step: int
     threshold_ppm: int
+    #: A fine-tune's proven base as the ledger checked it (zero root: none): its root, and
+    #: that proof's checkpoints and steps, which the spec's named base leaf must match.
+    base_root: bytes = b"\x00" * 32
+    base_checkpoints: int = 0
+    base_steps: int = 0
 
     @property
     def n_segments(self) -> int:
@@ -55,7 +60,8 @@ class TaskFacts:
 
 def facts_of(task: Task) -> TaskFacts:
     return TaskFacts(task.task_id, task.spec_hash, task.submitter, task.solver, task.proof_root, task.steps,
-                     task.checkpoint_interval, task.ops_per_step, task.threshold_ppm or 0)
+                     task.checkpoint_interval, task.ops_per_step, task.threshold_ppm or 0, task.base_root,
+                     task.base_checkpoints, task.base_steps)
 
 
 @dataclass(frozen=True, slots=True)

@@ -165,6 +165,9 @@ class MarketParams:
     #: lose (the solver's slash for an ACCEPT it disputes, the verifier's for a REJECT), so
     #: a false challenge costs in proportion to the harm it tries to do.
     challenge_bond_bps: int = 1_000
+    #: Accepted proofs stay nameable as a fine-tuning base this long (blocks), then go,
+    #: so the table of proven roots is bounded by what settles in this window.
+    proven_retention_blocks: int = 100_000
 
     def jackpot_for(self, compute_cost: int) -> int:
         """Jackpot paid for catching a forced error on a task whose work costs `compute_cost`."""

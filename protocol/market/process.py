@@ -13,12 +13,28 @@ from dataclasses import replace
 from typing import Any
 
 from protocol.market import elections
-from protocol.market.errors import BadReveal, InsufficientFunds, NotAuthorized, OutOfBounds, WrongStage
+from protocol.market.errors import (
+    BadProof,
+    BadReveal,
+    InsufficientFunds,
+    NotAuthorized,
+    OutOfBounds,
+    WrongStage,
+)
 from protocol.market.game import apply_claim, apply_open, apply_reply, apply_reveal, apply_vote
 from protocol.market.params import BPS
 from protocol.market.settle import refund
 from protocol.market.stages import create, enter, task_for
-from protocol.market.state import ChallengeRec, MarketState, ProfileRec, Status, Task, VerifierSlot, Worker
+from protocol.market.state import (
+    NO_BASE,
+    ChallengeRec,
+    MarketState,
+    ProfileRec,
+    Status,
+    Task,
+    VerifierSlot,
+    Worker,
+)
 from protocol.market.txs import (
     ArbitrationVote,
     BisectClaim,
@@ -125,6 +141,9 @@ def check_submit(state: MarketState, sender: bytes, tx: SubmitTask) -> int:
     # Rule: the offered price clears the protocol floor.
     if tx.max_price_per_gflop < p.min_price_per_gflop:
         raise OutOfBounds(f"price {tx.max_price_per_gflop} per GFLOP below the floor {p.min_price_per_gflop}")
+    # Rule: a fine-tuning base named by proof root is the proof of a task that settled valid.
+    if tx.base_root != NO_BASE and tx.base_root not in state.proven:
+        raise BadProof("the base names no accepted proof (a task that settled valid, recently enough)")
     escrow = budget(state, tx.gflops, tx.max_price_per_gflop)
     # Rule: the submitter can pay the escrow.
     if state.accounts.balance(sender) < escrow:
@@ -140,6 +159,10 @@ def process_submit_task(state: MarketState, sender: bytes, tx: SubmitTask) -> by
         task_id, sender, tx.spec_hash, tx.gflops, tx.steps, tx.checkpoint_interval, tx.ops_per_step,
         tx.device, tx.min_memory_mb, tx.reproducible, tx.max_price_per_gflop, escrow, state.height,
     )
+    if tx.base_root != NO_BASE:
+        proof = state.proven[tx.base_root]
+        task.base_root = tx.base_root
+        task.base_checkpoints, task.base_steps = proof.n_checkpoints, proof.steps
     create(state, task)
     state.tasks[task_id] = task
     return task_id

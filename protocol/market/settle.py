@@ -25,7 +25,7 @@ from __future__ import annotations
 from protocol.market import funds
 from protocol.market.params import BPS
 from protocol.market.stages import enter
-from protocol.market.state import ChallengeRec, MarketState, PenaltyKind, Status, Task
+from protocol.market.state import ChallengeRec, MarketState, PenaltyKind, ProvenProof, Status, Task
 
 
 def compute_cost(task: Task) -> int:
@@ -45,6 +45,10 @@ def settle(state: MarketState, task: Task) -> None:
     proven += _judge_verifiers(state, task, valid)
     funds.distribute(state, proven, _provers(task, valid), reward_bps)
     _judge_challengers(state, task, valid)
+    if valid and task.proof_root is not None:
+        # Rule: an accepted proof can be named as a later task's base (for a while).
+        accepted = ProvenProof(task.task_id, task.n_segments + 1, task.steps, state.height)
+        state.proven[task.proof_root] = accepted
     for report in task.profile_reports:
         # Rule: a profiler is paid when its report agreed with the decided profile.
         if report.spec_ok:

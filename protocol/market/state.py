@@ -203,6 +203,20 @@ class Penalty:
 
 
 @dataclass(slots=True)
+class ProvenProof:
+    """A proof the market accepted: a task that settled valid (a later task may fine-tune
+    from its final checkpoint, named by this root)."""
+
+    task_id: bytes
+    n_checkpoints: int
+    steps: int
+    settled_at: int
+
+
+NO_BASE = b"\x00" * 32
+
+
+@dataclass(slots=True)
 class Task:
     task_id: bytes
     submitter: bytes
@@ -240,6 +254,9 @@ class Task:
     lost: list[bytes] = field(default_factory=list)  # accusers that lost their own game
     profile_reports: list[ProfileRec] = field(default_factory=list)
     penalties: list[Penalty] = field(default_factory=list)  # every slash and forfeit, in order
+    base_root: bytes = NO_BASE  # a fine-tune's proven base (see ProvenProof), else zero
+    base_checkpoints: int = 0  # that proof's checkpoints and steps, copied at submit: what a
+    base_steps: int = 0  # verifier checks the spec's base leaf and proof against
 
     @property
     def n_segments(self) -> int:
@@ -313,6 +330,7 @@ class MarketState:
     tasks: MutableMapping[bytes, Task] = field(default_factory=dict)
     jackpot: int = 0
     burned: int = 0
+    proven: MutableMapping[bytes, ProvenProof] = field(default_factory=dict)  # proof root -> record
 
     def held(self) -> int:
         """Money in the market's custody (it must match the ledger's market accounts)."""

@@ -29,6 +29,7 @@ from protocol.market.state import (
     Penalty,
     PenaltyKind,
     ProfileRec,
+    ProvenProof,
     Reveal,
     Status,
     Task,
@@ -42,6 +43,7 @@ from protocol.schema import U8, U16, U32, U64, Hash32, Len, PubKey, ShortBytes, 
 
 WORKERS = "market/worker"
 TASKS = "market/task"
+PROVEN = "market/proven"
 META = "market/meta"
 PARAMS = "market/params"
 SINGLETON = b""
@@ -174,6 +176,17 @@ class TaskRecord:
     lost: Annotated[tuple[PubKey, ...], Len(0, MAX_CHALLENGES + MAX_SLOTS)]
     profile_reports: Annotated[tuple[ProfileRecord, ...], Len(0, MAX_SLOTS)]
     penalties: Annotated[tuple[PenaltyRecord, ...], Len(0, MAX_PENALTIES)]
+    base_root: Hash32
+    base_checkpoints: U32
+    base_steps: U32
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenRecord:
+    task_id: Hash32
+    n_checkpoints: U32
+    steps: U32
+    settled_at: U64
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +240,7 @@ def freeze_task(t: Task) -> TaskRecord:
         tuple(t.excluded), t.replacements, t.proof_valid, t.bad_segment, t.taxed, t.outcome, t.winner,
         tuple(t.lost), tuple(_freeze_profile(p) for p in t.profile_reports),
         tuple(PenaltyRecord(p.who, p.amount, p.kind) for p in t.penalties),
+        t.base_root, t.base_checkpoints, t.base_steps,
     )
 
 
@@ -266,7 +280,16 @@ def thaw_task(key: bytes, r: TaskRecord) -> Task:
         r.bad_segment, r.taxed, r.outcome, r.winner, list(r.lost),
         [ProfileRec(p.profiler, p.threshold_ppm, p.spec_ok) for p in r.profile_reports],
         [Penalty(p.who, p.amount, p.kind) for p in r.penalties],
+        r.base_root, r.base_checkpoints, r.base_steps,
     )
+
+
+def freeze_proven(p: ProvenProof) -> ProvenRecord:
+    return ProvenRecord(p.task_id, p.n_checkpoints, p.steps, p.settled_at)
+
+
+def thaw_proven(key: bytes, r: ProvenRecord) -> ProvenProof:
+    return ProvenProof(r.task_id, r.n_checkpoints, r.steps, r.settled_at)
 
 
 def build_state(
@@ -275,10 +298,12 @@ def build_state(
     meta: MetaRecord,
     workers: list[tuple[bytes, WorkerRecord]],
     tasks: list[tuple[bytes, TaskRecord]],
+    proven: list[tuple[bytes, ProvenRecord]] = (),  # type: ignore[assignment]
 ) -> MarketState:
     """A `MarketState` over table entries; tasks and workers thaw when first touched."""
     state = MarketState(params=params, accounts=accounts, jackpot=meta.jackpot, burned=meta.burned)
     state.workers = LazyTable(dict(workers), thaw_worker)
     state.tasks = LazyTable(dict(tasks), thaw_task)
+    state.proven = LazyTable(dict(proven), thaw_proven)
     return state
 

@@ -83,6 +83,9 @@ class SubmitTask:
     reproducible: bool
     max_price_per_gflop: U64
     salt: U64
+    #: A fine-tuning task's base: the proof root of an earlier task that settled valid
+    #: (the ledger checks it is one), or zero (from scratch, or an uploaded base blob).
+    base_root: Hash32
     nonce: U64
     fee: U64
 

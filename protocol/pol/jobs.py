@@ -111,7 +111,7 @@ class RefereeJob:
     spec: TaskSpec
     step: U32
     op_index: U32
-    inputs: Annotated[tuple[Hash32, ...], Len(0, 1024)]
+    inputs: Annotated[tuple[Hash32, ...], Len(0, MAX_STATE_TENSORS)]  # STATE reads every state tensor
     defender_outputs: OpOutputs
     challenger_outputs: OpOutputs
     tolerance: float

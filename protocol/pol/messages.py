@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from protocol.pol.ops import MAX_OP_OUTPUTS
-from protocol.pol.spec import MAX_LAYERS
+from protocol.pol.spec import MAX_LAYERS, MAX_NODES_PER_LAYER, MAX_PARAMS_PER_LAYER
 from protocol.schema import U8, U16, U32, U64, Hash32, Len, PubKey, Text, message
 
-#: Upper bound on ops per step: 3 + 2 * layers + 4 params per layer.
-MAX_OPS_PER_STEP = 3 + 2 * MAX_LAYERS + 4 * MAX_LAYERS
-MAX_STATE_TENSORS = 4 * MAX_LAYERS * 3
+#: Upper bound on ops per step: 3 + 2 * nodes + parameter tensors (a transformer block
+#: is 12 nodes with 12 parameter tensors).
+MAX_OPS_PER_STEP = 3 + 2 * MAX_NODES_PER_LAYER * MAX_LAYERS + MAX_PARAMS_PER_LAYER * MAX_LAYERS
+#: Parameters and optimizer state (at most two slots each).
+MAX_STATE_TENSORS = MAX_PARAMS_PER_LAYER * MAX_LAYERS * 3
 
 
 @message(0x80)

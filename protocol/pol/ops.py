@@ -4,8 +4,11 @@ The pinpoint game needs both parties and the referee to agree on *which* operati
 step consists of and which tensors each reads, without running anything. So the
 dataflow is derived here from the spec alone:
 
-    BATCH, FORWARD per layer, LOSS (value and gradient), BACKWARD per layer (last first),
+    BATCH, FORWARD per node, LOSS (value and gradient), BACKWARD per node (last first),
     UPDATE per parameter tensor, STATE (the two hashes that make the checkpoint leaf)
+
+(a node is a layer in version 1; a primitive piece of one in version 2, see
+`protocol.pol.graph`: a transformer block is twelve nodes).
 
 Tensors are named by (producing op, output slot); op -1 is the state at the start of
 the step (parameters, then optimizer state tensors). A party commits to a step's trace
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from protocol.encoding import canonical_hash, pack, sha256
+from protocol.pol.graph import INPUT, GradSource, Node, NodeRef, plan
 from protocol.pol.spec import LayerKind, OptimizerKind, TaskSpec, layer_params
 
 START = -1  # the pseudo-op whose outputs are the state at the start of the step
@@ -47,7 +51,7 @@ class TensorRef:
 @dataclass(frozen=True, slots=True)
 class OpDesc:
     kind: OpKind
-    index: int  # layer for FORWARD/BACKWARD, parameter tensor for UPDATE, else 0
+    index: int  # node (= layer in v1) for FORWARD/BACKWARD, parameter tensor for UPDATE, else 0
     inputs: tuple[TensorRef, ...]
     n_outputs: int
 
@@ -65,41 +69,44 @@ def _param_owner(spec: TaskSpec) -> list[tuple[int, int]]:
 
 
 def step_ops(spec: TaskSpec) -> list[OpDesc]:
-    """The op sequence of one training step (length 3 + 2*layers + params)."""
-    n_layers = len(spec.layers)
-    owners = _param_owner(spec)
-    n_params, n_state = len(owners), state_slots_per_param(spec)
-    first_param = [sum(len(layer_params(x)) for x in spec.layers[:i]) for i in range(n_layers)]
-    loss_op = 1 + n_layers
+    """The op sequence of one training step (3 + nodes + backward nodes + params long).
 
-    def act(layer: int) -> TensorRef:  # input activation of `layer`
-        return TensorRef(0, 0) if layer == 0 else TensorRef(layer, 0)
+    FORWARD and BACKWARD are per primitive node (`protocol.pol.graph`); for a version-1
+    spec a node is a layer. A BACKWARD op reads its node's inputs, its parameters and
+    every contribution to the gradient of each of its outputs (one, or two where an
+    output feeds a skip connection); an UPDATE op reads its parameter, each of its
+    gradient contributions (two for tied weights) and its optimizer state.
+    """
+    pl = plan(spec)
+    n_nodes = len(pl.nodes)
+    n_params, n_state = len(pl.param_grads), state_slots_per_param(spec)
+    loss_op = 1 + n_nodes
+    backward_op = {ni: loss_op + 1 + k for k, ni in enumerate(pl.backward)}
 
-    def backward_op(layer: int) -> int:
-        return loss_op + n_layers - layer
+    def act(r: NodeRef) -> TensorRef:
+        return TensorRef(0, 0) if r.node == INPUT else TensorRef(1 + r.node, r.slot)
 
-    def params_of(layer: int) -> tuple[TensorRef, ...]:
-        return tuple(
-            TensorRef(START, first_param[layer] + j) for j in range(len(layer_params(spec.layers[layer])))
-        )
+    def grad(src: GradSource) -> TensorRef:
+        return TensorRef(loss_op, 1) if src.node == n_nodes else TensorRef(backward_op[src.node], src.slot)
+
+    def params_of(node: Node) -> tuple[TensorRef, ...]:
+        return tuple(TensorRef(START, p) for p in node.params)
 
     ops = [OpDesc(OpKind.BATCH, 0, (), 2)]
-    ops += [OpDesc(OpKind.FORWARD, li, (act(li), *params_of(li)), 1) for li in range(n_layers)]
-    ops.append(OpDesc(OpKind.LOSS, 0, (TensorRef(n_layers, 0), TensorRef(0, 1)), 2))
-    for li in reversed(range(n_layers)):
-        grad_out = TensorRef(loss_op, 1) if li == n_layers - 1 else TensorRef(backward_op(li + 1), 0)
-        n_out = 1 + len(layer_params(spec.layers[li]))
-        ops.append(OpDesc(OpKind.BACKWARD, li, (act(li), *params_of(li), grad_out), n_out))
-    for p, (li, j) in enumerate(owners):
+    ops += [
+        OpDesc(OpKind.FORWARD, ni, (*(act(r) for r in n.inputs), *params_of(n)), n.n_outputs)
+        for ni, n in enumerate(pl.nodes)
+    ]
+    ops.append(OpDesc(OpKind.LOSS, 0, (act(NodeRef(n_nodes - 1, 0)), TensorRef(0, 1)), 2))
+    for ni in pl.backward:
+        n = pl.nodes[ni]
+        grads = tuple(grad(src) for srcs in pl.out_grads[ni] for src in srcs)
+        n_out = len(pl.diff[ni]) + len(n.params)
+        ops.append(OpDesc(OpKind.BACKWARD, ni, (*(act(r) for r in n.inputs), *params_of(n), *grads), n_out))
+    for p in range(n_params):
         state = tuple(TensorRef(START, n_params + p * n_state + s) for s in range(n_state))
-        ops.append(
-            OpDesc(
-                OpKind.UPDATE,
-                p,
-                (TensorRef(START, p), TensorRef(backward_op(li), 1 + j), *state),
-                1 + n_state,
-            )
-        )
+        srcs = tuple(grad(src) for src in pl.param_grads[p])
+        ops.append(OpDesc(OpKind.UPDATE, p, (TensorRef(START, p), *srcs, *state), 1 + n_state))
     first_update = len(ops) - n_params
     updated = [TensorRef(first_update + p, 0) for p in range(n_params)]
     states = [TensorRef(first_update + p, 1 + s) for p in range(n_params) for s in range(n_state)]
@@ -108,7 +115,8 @@ def step_ops(spec: TaskSpec) -> list[OpDesc]:
 
 
 def ops_per_step(spec: TaskSpec) -> int:
-    return 3 + 2 * len(spec.layers) + len(_param_owner(spec))
+    pl = plan(spec)
+    return 3 + len(pl.nodes) + len(pl.backward) + len(pl.param_grads)
 
 
 def has_dropout(spec: TaskSpec) -> bool:
@@ -120,7 +128,12 @@ def has_dropout(spec: TaskSpec) -> bool:
 
 def tensor_digest(dtype: str, shape: tuple[int, ...], data: bytes) -> bytes:
     """Content id of a tensor: dtype, shape and little-endian C-order bytes."""
-    return sha256(TENSOR_DOMAIN + pack([dtype, list(shape)]) + data)
+    return sha256(tensor_digest_prefix(dtype, shape) + data)
+
+
+def tensor_digest_prefix(dtype: str, shape: tuple[int, ...]) -> bytes:
+    """What a tensor digest hashes before the data (so a shell can stream the data)."""
+    return TENSOR_DOMAIN + pack([dtype, list(shape)])
 
 
 def group_hash(digests: list[bytes] | tuple[bytes, ...]) -> bytes:
