@@ -428,6 +428,17 @@ class TorchMarketCompute:
 
     # --- results for submitters ------------------------------------------------------------------
 
+    def committed_state(self, task: TaskFacts, index: int) -> State:
+        """Checkpoint `index` of the task's committed proof, every tensor checked."""
+        if task.proof_root is None:
+            raise BlobError("the task has no committed proof")
+        return self._committed(self.spec(task.spec_hash), task.proof_root, index)
+
+    def losses(self, task_id: bytes) -> dict[int, float]:
+        """The training loss of every step this node trained for `task_id` (empty if it did not)."""
+        run: Run | None = self._runs.get((task_id, "defender"))
+        return dict(run.losses) if run is not None else {}
+
     def final_weights(self, task: TaskFacts) -> tuple[bytes, float]:
         """The trained weights of a settled task as a safetensors blob (stored here), and
         their accuracy on the task's dataset; every tensor is checked against the root."""

@@ -70,6 +70,10 @@ class MarketConfig:
     compute: str = "synthetic"
     #: Torch datasets: "synthetic", "digits", or "mixed" (alternating).
     dataset: str = "mixed"
+    #: Torch tasks: "mlp" (tiny classifiers on `dataset`) or "lm" (a character transformer on
+    #: the built-in corpus, of size `lm_size`: see netsim/scenarios/market/lm.py).
+    workload: str = "mlp"
+    lm_size: str = "small"
     preset: str = "devnet"
     validators: int = 0  # 0: max(4, nodes // 8)
     latency_ms: int = 50
@@ -166,9 +170,29 @@ def worker_secret(key: Keypair) -> bytes:
 
 
 def build_tasks(cfg: MarketConfig) -> tuple[list[SubmitTask], dict[bytes, TorchTask]]:
+    if cfg.compute == "torch" and cfg.workload == "lm":
+        return _lm_tasks(cfg)
     if cfg.compute == "torch":
         return _torch_tasks(cfg)
     return _synthetic_tasks(cfg)
+
+
+def _lm_tasks(cfg: MarketConfig) -> tuple[list[SubmitTask], dict[bytes, TorchTask]]:
+    import torch
+
+    from netsim.scenarios.market.lm import lm_task
+    from protocol.pol.memory import peak_memory_mb
+
+    torch.set_num_threads(1)
+    txs: list[SubmitTask] = []
+    out: dict[bytes, TorchTask] = {}
+    for i in range(cfg.tasks):
+        tt = lm_task(cfg.lm_size, i)
+        memory = peak_memory_mb(tt.spec)
+        tx = submit_for(tt.spec, max_price_per_gflop=OFFERED_PRICE, salt=i, min_memory_mb=memory)
+        out[tx.spec_hash] = tt
+        txs.append(tx)
+    return txs, out
 
 
 def _synthetic_tasks(cfg: MarketConfig) -> tuple[list[SubmitTask], dict[bytes, TorchTask]]:

@@ -276,7 +276,7 @@ class MarketCompute:
         work = cmd.job
         if not isinstance(work, MarketWork):
             return ms, None
-        result = self.engine(node).run(work.task, work.job)
+        result = self.engine(node).run(work.task, work.job)  # the engine of node's own key
         if isinstance(result, MarketTrainResult) and self.mode == "torch":
             trained = self.engine(node).trained.get(work.task.task_id)
             if trained is not None:
@@ -293,12 +293,20 @@ class MarketCompute:
             if self.mode == "torch":
                 from node.compute.market_engine import TorchMarketCompute
 
-                self._engines[me] = TorchMarketCompute(me, self._shared_blobs(), cheat)
+                self._engines[me] = TorchMarketCompute(me, self.shared_blobs(), cheat)
             else:
                 self._engines[me] = SyntheticMarketCompute(me, self._synthetic, cheat)
         return self._engines[me]
 
-    def _shared_blobs(self) -> SharedBlobs:
+    def solver_losses(self, task_id: bytes) -> dict[int, float]:
+        """The per-step training loss of whichever node trained `task_id` (torch mode)."""
+        for engine in self._engines.values():
+            losses = getattr(engine, "losses", None)
+            if losses is not None and (got := losses(task_id)):
+                return dict(got)
+        return {}
+
+    def shared_blobs(self) -> SharedBlobs:
         """The submitters' specs and datasets are published before anyone asks."""
         if self._blobs is None:
             from protocol.records import encode_record

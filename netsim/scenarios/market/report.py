@@ -9,7 +9,7 @@ genesis, and whether all nodes ended on one state root.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from netsim.sim import Sim
 from protocol.market.chain import load_market
@@ -93,6 +93,8 @@ class MarketReport:
     worker_stake: int = 0
     tx_fee: int = 0
     jackpot_end: int = 0
+    #: For `workload="lm"`: per LM task, the verified model's quality, samples and curves.
+    lm: list[Any] = field(default_factory=list, repr=False)
 
     @property
     def settled(self) -> int:
@@ -172,6 +174,10 @@ def report(built: Built, watch: Watch, sim: Sim, wall: float) -> MarketReport:
         "every_cheat_caught": r.cheats_caught == r.cheats,
         "nodes_agree_on_state_root": len(roots) <= 1,
     }
+    if cfg.compute == "torch" and cfg.workload == "lm":
+        from netsim.scenarios.market.lm import lm_outcome
+
+        r.lm = [lm_outcome(built.compute, t, t.submitter) for t in r.final_tasks]
     return r
 
 
