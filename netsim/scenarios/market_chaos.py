@@ -218,10 +218,10 @@ def impairments(
             for node, kind in [k for k in open_ if k[1] == "cut"]:
                 close(node, kind, a.at)
         elif isinstance(a, F.Clog):
-            node = a.node if a.node is not None else a.link[0] if a.link is not None else None
+            clogged = a.node if a.node is not None else a.link[0] if a.link is not None else None
             end = a.at + a.duration_ms
-            if node is not None:
-                out.setdefault(node, []).append((a.at, end, f"clog {a.at}-{end} ms"))
+            if clogged is not None:
+                out.setdefault(clogged, []).append((a.at, end, f"clog {a.at}-{end} ms"))
     for node, kind in list(open_):
         close(node, kind, end_ms)
     return out

@@ -7,6 +7,7 @@ replaced in tests (a loopback network, an in-memory store) and adapted in one pl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from protocol.commands import MessageReceived
@@ -24,8 +25,9 @@ class Network(Protocol):
     async def send_to(self, peer: bytes, msg: Any) -> None:
         """Send one sealed message to one peer (by public key)."""
 
-    async def fetch_blob(self, digest: bytes, max_size: int) -> bytes:
-        """Fetch a content-addressed blob from any peer or raise a BlobError."""
+    async def fetch_blob(self, digest: bytes, max_size: int, peers: Sequence[bytes] | None = None) -> bytes:
+        """Fetch a content-addressed blob from `peers` (default: any connected peer) or
+        raise a BlobError."""
 
     async def receive(self) -> MessageReceived:
         """The next verified inbound message (blocks until one arrives)."""
