@@ -2,7 +2,8 @@
 
 Run: .venv/bin/python bench/disputes.py [--quick]
 
-Each party is the daemon's own compute runner (node/daemon/compute.py over a blob
+For an MLP (two widths), a CNN and a character transformer, each party is the daemon's
+own compute runner (node/daemon/compute.py over a blob
 directory per node, blobs fetched from the other nodes' directories by digest): the
 solver trains and publishes its proof, a verifier re-executes a segment from the
 committed checkpoint, the two bisect the disputed segment exactly as the ledger game
@@ -56,6 +57,9 @@ from protocol.pol.spec import LossKind, OptimizerKind, OptimizerSpec, ReproProfi
 from protocol.records import encode_record, record_hash
 
 SOLVER, VERIFIER, VALIDATOR, SUBMITTER = b"S" * 32, b"V" * 32, b"A" * 32, b"U" * 32
+#: Arbitrations per dispute (the op's time is their median: sub-millisecond ops on a shared
+#: box need several samples; the first also pays for loading the spec and dataset).
+REPEATS = 15
 ATTACKS = ("skipped_steps", "truncated", "noisy_weights", "copied_checkpoints", "interpolated", "data_order",
            "bisect_inconsistent")
 
@@ -73,7 +77,7 @@ def mlp(data: datasets.Dataset, hidden: tuple[int, ...], steps: int, k: int) -> 
 class Network:
     """Each node's blob directory, reachable from every other node by digest."""
 
-    def __init__(self, root: Path, spec: TaskSpec, data: datasets.Dataset) -> None:
+    def __init__(self, root: Path, spec: TaskSpec, data: Any) -> None:
         self.dirs: dict[bytes, BlobDir] = {}
         for who in (SOLVER, VERIFIER, VALIDATOR, SUBMITTER):
             d = BlobDir(root / who[:1].hex())
@@ -105,7 +109,7 @@ class Outcome:
     defender_right: bool
 
 
-def one_dispute(spec: TaskSpec, data: datasets.Dataset, attack: str | None, root: Path) -> Outcome:
+def one_dispute(spec: TaskSpec, data: Any, attack: str | None, root: Path) -> Outcome:
     net = Network(root, spec, data)
     runners = {who: MarketComputeRunner(net.dirs[who], net.fetch, who,
                                         cheat=attack if who == SOLVER else None)
@@ -142,7 +146,7 @@ def one_dispute(spec: TaskSpec, data: datasets.Dataset, attack: str | None, root
                          reveal.claimed, hi_hash, 0)
     # Re-run by the same validator a few times: the first pays for loading the spec, the
     # dataset and checkpoint 0 (reported as fetch time); the op's own time is the median.
-    verdicts: list[ArbitrationResult] = [run(VALIDATOR, job) for _ in range(5)]
+    verdicts: list[ArbitrationResult] = [run(VALIDATOR, job) for _ in range(REPEATS)]
     verdict = verdicts[0]
     op_s = statistics.median(v.seconds for v in verdicts)
     bound = math.ceil(math.log2(k)) + math.ceil(math.log2(ops))
@@ -152,11 +156,15 @@ def one_dispute(spec: TaskSpec, data: datasets.Dataset, attack: str | None, root
 
 
 def spec_name(spec: TaskSpec) -> str:
+    if spec.is_token_model:
+        return f"transformer-ctx{spec.input_shape[0]}"
+    if len(spec.input_shape) == 3:
+        return "cnn-" + "x".join(map(str, spec.input_shape))
     widths = [layer.in_size for layer in spec.layers if layer.in_size] + [spec.num_classes]
     return "mlp-" + "-".join(map(str, widths))
 
 
-def step_seconds(spec: TaskSpec, data: datasets.Dataset, repeats: int = 15) -> float:
+def step_seconds(spec: TaskSpec, data: Any, repeats: int = 3 * REPEATS) -> float:
     """Median seconds of one training step of this spec (the same op sequence the solver runs)."""
     run = Run(spec, data)
     state = run.state_at(0)
@@ -173,18 +181,23 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one spec, three attacks")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    digits = datasets.digits()
-    specs = [mlp(digits, (64,), 128, 2), mlp(digits, (256, 256), 128, 2)]
+    from workloads import cnn_spec, lm_spec  # bench/workloads.py: the specs it measures
+
+    digits, images = datasets.digits(), datasets.digit_images()
+    text = datasets.text(datasets.corpus_text()[:200_000])
+    specs: list[tuple[TaskSpec, Any]] = [(mlp(digits, (64,), 128, 2), digits),
+                                         (mlp(digits, (256, 256), 128, 2), digits),
+                                         (cnn_spec(images, 128, 2), images), (lm_spec(text, 128, 2), text)]
     attacks: tuple[str | None, ...] = (None, *ATTACKS)
     if args.quick:
         specs, attacks = specs[:1], (None, "skipped_steps", "bisect_inconsistent")
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="polnet-bench-disputes-") as tmp:
-        for s, spec in enumerate(specs):
+        for s, (spec, data) in enumerate(specs):
             for a, attack in enumerate(attacks):
-                o = one_dispute(spec, digits, attack, Path(tmp) / f"{s}-{a}")
+                o = one_dispute(spec, data, attack, Path(tmp) / f"{s}-{a}")
                 outcomes.append(o)
-                print(f"{o.spec:18} {o.attack!s:20} rounds {o.rounds:2}/{o.bound:2}  op {o.op:12} "
+                print(f"{o.spec:22} {o.attack!s:20} rounds {o.rounds:2}/{o.bound:2}  op {o.op:12} "
                       f"op {o.op_s * 1e3:7.3f} ms  fetch {o.fetch_s * 1e3:7.2f} ms  "
                       f"step {o.step_s * 1e3:7.3f} ms"
                       f"  defender_right {o.defender_right}", flush=True)
