@@ -47,7 +47,7 @@ from node.compute.ops import execute
 from node.compute.profiling import profile
 from node.compute.proofblobs import fetch_state, leaf_at, publish_run, tensor_blob, tensor_by_digest
 from node.compute.tensors import TensorStore, digest
-from node.compute.trace import TorchSource
+from node.compute.trace import TorchSource, rel_distance
 from node.compute.trainer import Run, State, accuracy, apply_profile
 from node.compute.verify import initial_matches, verify_segment
 from protocol.encoding import sha256
@@ -424,7 +424,7 @@ class TorchMarketCompute:
         except PolnetError:
             return False
         tol = job.threshold_ppm / PPM
-        return all(_rel_distance(c, r) <= tol for c, r in zip(claimed, computed, strict=True))
+        return all(rel_distance(c, r) <= tol for c, r in zip(claimed, computed, strict=True))
 
     # --- results for submitters ------------------------------------------------------------------
 
@@ -492,15 +492,6 @@ def _execute_counted(spec: TaskSpec, data: AnyDataset | None, op: OpDesc, step: 
     with counter:
         execute(spec, data, op, step, inputs)
     return outs, int(counter.get_total_flops()), seconds
-
-
-def _rel_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return float("inf")
-    if not a.is_floating_point():
-        return 0.0 if torch.equal(a, b) else float("inf")
-    ref = float(b.to(torch.float64).norm())
-    return float((a.to(torch.float64) - b.to(torch.float64)).norm()) / max(ref, 1e-30)
 
 
 def _vote(task: TaskFacts, right: bool, op: str, j: int, flops: int, run_s: float, t0: float,

@@ -49,7 +49,9 @@ class TorchSource:
         return trace
 
 
-def _rel_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+def rel_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Relative L2 distance of `a` from `b` (inf for another shape or dtype; integer
+    tensors are equal or infinitely far)."""
     if a.shape != b.shape or a.dtype != b.dtype:
         return float("inf")
     if not a.is_floating_point():
@@ -63,7 +65,7 @@ def _claim_distance(store: TensorStore, claimed: Digests, truth: tuple[torch.Ten
     worst = 0.0
     for d, t in zip(claimed, truth, strict=True):
         try:
-            worst = max(worst, _rel_distance(store.get(d), t))
+            worst = max(worst, rel_distance(store.get(d), t))
         except BlobError:
             return float("inf")  # a claim whose tensor nobody can show is not a claim
     return worst
