@@ -38,7 +38,7 @@ from node.daemon.status import CatchUpWatch, chain_status, registration_status
 from node.daemon.tasks import MAX_TASKS_LISTED, market_summary, parse_task_request, task_doc, workers_doc
 from node.datadir import DataDir
 from node.metrics import CONTENT_TYPE, NodeMetrics, reject_reason
-from protocol.commands import TOPIC_TXS, Core, LocalRequest
+from protocol.commands import Core, LocalRequest
 from protocol.envelope import open_envelope
 from protocol.errors import ConfigError, PolnetError
 from protocol.identity import Keypair, public_key_from_node_id
@@ -312,20 +312,15 @@ class Daemon:
         except PolnetError as exc:
             self.metrics.rejected(reject_reason(exc))
             return _json(400, {"error": f"{type(exc).__name__}: {exc}"})
-        if self.chain is None:
+        if self.chain is None or self.driver is None:
             return _json(503, {"error": "this node runs no chain"})
         try:
-            self.chain.node.submit_tx(env.raw)
+            # Through the core like every operator request: admitted to the mempool, then
+            # gossiped by the driver (a failed gossip is retried by proposers, not fatal).
+            await self.driver.call(LocalRequest(env.raw))
         except PolnetError as exc:
             self.metrics.rejected(reject_reason(exc))
             return _json(400, {"error": f"{type(exc).__name__}: {exc}"})
-        publish_sealed = getattr(self.network, "publish_sealed", None)
-        if publish_sealed is not None:
-            try:
-                await publish_sealed(TOPIC_TXS, env.raw)
-                self.metrics.message_out(TOPIC_TXS)
-            except PolnetError as exc:  # in our mempool already; gossip retries are the proposer's
-                log.warning("tx gossip failed", extra={"error": str(exc)})
         return _json(202, {"accepted": env.message_id.hex()})
 
     async def _get_account(self, request: Request) -> Response:

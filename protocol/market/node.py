@@ -201,8 +201,12 @@ class MarketNode:
         return next((r for r in self.roles.roles if isinstance(r, SubmitterRole)), None)
 
     def _local(self, body: Any) -> list[Command]:
-        """A task to submit or cancel, from this node's operator: refused now (a
-        ValidationError the shell hands back) if the ledger would refuse it later."""
+        """A sealed tx from the node's wallet, or a task to submit or cancel, from this
+        node's operator: refused now (a ValidationError the shell hands back) if the
+        ledger would refuse it later."""
+        if isinstance(body, bytes):  # a sealed tx from the node's own wallet
+            self.consensus.submit_tx(body)
+            return [Publish(TOPIC_TXS, body)]
         market = load_market(self.ledger.state)
         if isinstance(body, SubmitTask):
             submitter = self.submitter
