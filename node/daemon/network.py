@@ -15,8 +15,9 @@ from protocol.identity import Keypair
 
 
 class TransportNetwork:
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, blobs: BlobDir | None = None) -> None:
         self.transport = transport
+        self.blobs = blobs
 
     async def publish(self, topic: str, msg: Any) -> None:
         await self.transport.publish(topic, msg)
@@ -28,6 +29,12 @@ class TransportNetwork:
         await self.transport.send_to(peer, msg)
 
     async def fetch_blob(self, digest: bytes, max_size: int, peers: Sequence[bytes] | None = None) -> bytes:
+        """Our own blob directory first: a node never asks the network (least of all
+        itself: callers may name us among the peers to ask) for what it holds."""
+        if self.blobs is not None:
+            local = await trio.to_thread.run_sync(self.blobs.read, digest)
+            if local is not None and len(local) <= max_size:
+                return local
         return await self.transport.fetch_blob(digest, max_size, peers)
 
     async def receive(self) -> MessageReceived:
@@ -51,6 +58,6 @@ async def start_transport(
         listen_port=net.listen_port,
         bootstrap=net.bootstrap,
     )
-    transport = Transport(tcfg, key, blob_provider=blobs.get)
+    transport = Transport(tcfg, key, blob_provider=blobs.open_source)
     addrs = await nursery.start(transport.run)
-    return TransportNetwork(transport), tuple(addrs)
+    return TransportNetwork(transport, blobs), tuple(addrs)

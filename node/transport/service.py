@@ -124,7 +124,8 @@ class Transport:
         self._bootstrap = [parse_peer_addr(a) for a in config.bootstrap]
         self.host = build_host(keypair)
         self.peer_id: ID = self.host.get_id()
-        self.police = PeerPolice(config.gossip.ban_threshold, config.gossip.ban_s, trio.current_time)
+        gcfg = config.gossip
+        self.police = PeerPolice(gcfg.ban_threshold, gcfg.ban_s, trio.current_time, self.peer_id)
         self.router: GossipSub = build_router(config.gossip, self.police.app_score)
         self.pubsub: Pubsub = build_pubsub(self.host, self.router, config.gossip)
         self.validator = EnvelopeValidator(
@@ -335,13 +336,17 @@ class Transport:
 
     async def fetch_blob(self, digest: bytes, max_size: int, peers: Sequence[bytes] | None = None) -> bytes:
         """Fetch and verify a blob from the given peers (public keys) or, by default,
-        from every connected peer in turn. Peers that send a wrong, oversized or
-        truncated blob are penalised; raises BlobUnavailable when no peer delivers."""
+        from every connected peer in turn; our own id is skipped. Peers that provably
+        lied (wrong hash, oversized, closed mid-body, garbage header) are penalised;
+        refusals, timeouts and broken streams are not. Raises BlobUnavailable when no
+        peer delivers."""
         self._check_running()
         candidates = [peer_id_of(p) for p in peers] if peers is not None else self.host.get_connected_peers()
         reasons: dict[str, str] = {}
         for pid in candidates:
-            if self.police.is_banned(pid):
+            # Rule: never fetch from ourselves over the network (the caller reads its own
+            # store; a "failed" self-fetch must not become a self-penalty).
+            if pid == self.peer_id or self.police.is_banned(pid):
                 continue
             try:
                 return await self._blob_client.fetch_from(pid, digest, max_size)
@@ -398,6 +403,8 @@ class Transport:
                     await self._ban(peer)
 
     async def _ban(self, peer: ID) -> None:
+        if peer == self.peer_id:
+            return  # Rule: never ban ourselves (PeerPolice refuses too)
         log.warning("banning peer %s (score %.1f)", peer, self.score(peer))
         self.police.ban(peer)
         self.pubsub.add_to_blacklist(peer)
