@@ -1,9 +1,16 @@
-"""The daemon's adapter over node.transport.Transport (the `Network` port)."""
+"""The daemon's adapter over node.transport.Transport (the `Network` port).
+
+Besides passing commands through, it gives the transport what only the daemon knows:
+the chain core's view (height, round, validators, accounts) for the relevance check
+every verified message goes through before the core or the network sees it
+(protocol/consensus/relevance.py, node/transport/budgets.py), and the node's own blob
+directory, which is read before the network is asked for anything.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -11,7 +18,40 @@ from node.config import NodeConfig
 from node.daemon.blobdir import BlobDir
 from node.transport import Transport, TransportConfig
 from protocol.commands import MessageReceived
+from protocol.consensus.relevance import NodeView, Relevance, judge
+from protocol.envelope import Envelope
 from protocol.identity import Keypair
+
+if TYPE_CHECKING:
+    from node.daemon.chain import Chain
+
+
+class CoreRelevance:
+    """`judge` against the chain core's current state; RELEVANT while no chain runs.
+
+    Called from the gossip validator on the trio thread, between the core's events, so
+    it always reads a whole committed state."""
+
+    def __init__(self, chain: Callable[[], Chain | None]) -> None:
+        self._chain = chain
+        self._vset: object = None
+        self._members: frozenset[bytes] = frozenset()
+
+    def __call__(self, env: Envelope) -> Relevance:
+        chain = self._chain()
+        if chain is None:
+            return Relevance.RELEVANT
+        node = chain.node
+        if node.vset is not self._vset:  # a new set object per height; members change per epoch
+            self._vset, self._members = node.vset, frozenset(node.vset.powers())
+        state = chain.ledger.state
+
+        def account(pubkey: bytes) -> tuple[int, int]:
+            acct = state.account(pubkey)
+            return acct.nonce, acct.balance
+
+        view = NodeView(node.height, node.machine.round, self._members.__contains__, account)
+        return judge(view, env.sender, env.body)
 
 
 class TransportNetwork:
@@ -48,9 +88,14 @@ class TransportNetwork:
 
 
 async def start_transport(
-    config: NodeConfig, key: Keypair, blobs: BlobDir, nursery: trio.Nursery
+    config: NodeConfig,
+    key: Keypair,
+    blobs: BlobDir,
+    nursery: trio.Nursery,
+    chain: Callable[[], Chain | None] | None = None,
 ) -> tuple[TransportNetwork, tuple[str, ...]]:
-    """Start the transport as a service of `nursery`; returns it once it listens."""
+    """Start the transport as a service of `nursery`; returns it once it listens.
+    `chain` returns the daemon's chain once it is open (it opens after the network)."""
     net = config.network
     tcfg = TransportConfig(
         chain_id=config.chain_id,
@@ -59,5 +104,7 @@ async def start_transport(
         bootstrap=net.bootstrap,
     )
     transport = Transport(tcfg, key, blob_provider=blobs.open_source)
+    if chain is not None:
+        transport.budgets.relevance = CoreRelevance(chain)
     addrs = await nursery.start(transport.run)
     return TransportNetwork(transport, blobs), tuple(addrs)

@@ -36,7 +36,7 @@ def build_daemon(datadir: DataDir, config: NodeConfig, key: Keypair) -> Daemon:
                           REALTIME_MARKET)
 
     async def open_network(daemon: Daemon, nursery: trio.Nursery) -> Any:
-        return await start_transport(config, key, blobs, nursery)
+        return await start_transport(config, key, blobs, nursery, chain=lambda: daemon.chain)
 
     def open_compute(daemon: Daemon) -> Any:
         from node.daemon.compute import MarketComputeRunner  # torch: only once the node starts

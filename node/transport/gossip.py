@@ -15,6 +15,15 @@ The validator runs `protocol.envelope.open_envelope` (size, shape, version, chai
 type, schema, then signature) before the message is delivered or forwarded. The
 verified envelope is cached by content hash so the subscription reader does not
 decode and verify a second time.
+
+One override of the library (`GatedPubsub.push_msg`): py-libp2p 0.8.1 validators
+return a bool, so a message can only be accepted or rejected, and a rejection is cached
+by message id and charged to *every* peer that forwards the same bytes afterwards. For
+"valid but over budget or useless here" (go-libp2p's ValidationIgnore) that would
+punish honest relays for an attacker's messages. The gate runs first on each new
+message (`EnvelopeValidator.gate`: per-forwarder rate, verify, per-type budgets,
+relevance; node/transport/budgets.py) and can drop it quietly; everything else takes
+the library's path unchanged.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from libp2p.pubsub.pubsub import Pubsub, get_content_addressed_msg_id
 from libp2p.pubsub.rpc_queue import DefaultMaxMessageSize
 from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 
+from node.transport.budgets import IGNORED_CACHE, MessageBudgets, TokenBucket
 from protocol.commands import TOPICS
 from protocol.encoding import sha256
 from protocol.envelope import Envelope, open_envelope
@@ -184,10 +194,27 @@ def build_router(cfg: GossipConfig, app_score: Callable[[ID], float]) -> GossipS
     )
 
 
-def build_pubsub(host: IHost, router: GossipSub, cfg: GossipConfig) -> Pubsub:
+class GatedPubsub(Pubsub):
+    """py-libp2p's Pubsub with a gate in front of its message processing that may
+    drop a new message without scoring anyone or caching it as invalid (see the
+    module docstring). Messages from banned peers and duplicates skip the gate."""
+
+    gate: Callable[[ID, rpc_pb2.Message], bool] | None = None
+
+    async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        gate = self.gate
+        if gate is not None and msg_forwarder != self.my_id:
+            if self.is_peer_blacklisted(msg_forwarder):
+                return
+            if not self._is_msg_seen(msg) and not gate(msg_forwarder, msg):
+                return
+        await super().push_msg(msg_forwarder, msg)
+
+
+def build_pubsub(host: IHost, router: GossipSub, cfg: GossipConfig) -> GatedPubsub:
     """Pubsub with content-addressed message ids (one envelope, one id, whoever relays
     it) and strict libp2p signing (what stock py-libp2p peers expect)."""
-    return Pubsub(
+    return GatedPubsub(
         host,
         router,
         cache_size=cfg.validation_cache_size,
@@ -206,31 +233,12 @@ def build_pubsub(host: IHost, router: GossipSub, cfg: GossipConfig) -> Pubsub:
     )
 
 
-class TokenBucket:
-    """Per-key token buckets, bounded in the number of keys they remember."""
-
-    def __init__(self, rate: float, burst: float, capacity: int = 4096) -> None:
-        self._rate = rate
-        self._burst = burst
-        self._capacity = capacity
-        self._state: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
-
-    def take(self, key: bytes, now: float) -> bool:
-        tokens, last = self._state.get(key, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - last) * self._rate)
-        ok = tokens >= 1.0
-        self._state[key] = (tokens - 1.0 if ok else tokens, now)
-        self._state.move_to_end(key)
-        if len(self._state) > self._capacity:
-            self._state.popitem(last=False)
-        return ok
-
-
 @dataclass(slots=True)
 class VerdictCounters:
     accepted: int = 0
     rejected: int = 0
     rate_limited: int = 0
+    ignored: int = 0
     by_error: dict[str, int] = field(default_factory=dict)
 
 
@@ -251,6 +259,7 @@ class EnvelopeValidator:
         self_id: ID,
         cache_size: int = 4096,
         cache_bytes: int = 64 * 1024 * 1024,
+        budgets: MessageBudgets | None = None,
     ) -> None:
         self._chain_id = chain_id
         self._self_id = self_id
@@ -258,14 +267,54 @@ class EnvelopeValidator:
         self._on_reject = on_reject
         self._bucket = TokenBucket(cfg.peer_msgs_per_s, cfg.peer_burst)
         self._verified: OrderedDict[bytes, Envelope] = OrderedDict()
+        self._ignored: OrderedDict[bytes, None] = OrderedDict()
         self._cache_size = cache_size
         self._cache_bytes = cache_bytes
         self._cached_bytes = 0
+        self.budgets = budgets
         self.counters = VerdictCounters()
+
+    def gate(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
+        """The pre-validation gate (GatedPubsub): False drops a new message quietly.
+        An envelope that does not open passes here, so that the library's validator
+        rejects it and scores the forwarder the usual way."""
+        if forwarder == self._self_id or self.budgets is None:
+            return True
+        mid = sha256(msg.data)
+        if mid in self._ignored:
+            return False
+        if mid in self._verified:
+            return True
+        if not self.take_forwarder(forwarder):
+            return False
+        try:
+            env = open_envelope(msg.data, self._chain_id)
+        except DecodeError:
+            return True
+        if not self.budgets.admit(forwarder, env):
+            self.counters.ignored += 1
+            self._ignored[mid] = None
+            if len(self._ignored) > IGNORED_CACHE:
+                self._ignored.popitem(last=False)
+            return False
+        self._remember(env)
+        return True
+
+    def take_forwarder(self, forwarder: ID) -> bool:
+        """Check 1 of node/transport/budgets.py: the connection's total rate."""
+        if self._bucket.take(forwarder.to_bytes(), self._clock()):
+            return True
+        self.counters.rate_limited += 1
+        if self.budgets is not None:
+            self.budgets.over_forwarder_budget(forwarder)
+        return False
 
     def __call__(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
         if forwarder == self._self_id:
             return True  # our own publish: sealed by us a moment ago
+        if self.budgets is not None and sha256(msg.data) in self._verified:
+            self.counters.accepted += 1  # the gate verified it and took its budgets
+            return True
         if not self._bucket.take(forwarder.to_bytes(), self._clock()):
             self.counters.rate_limited += 1
             self._reject(forwarder, "RateLimited")

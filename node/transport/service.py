@@ -35,7 +35,9 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 from libp2p.utils.varint import encode_varint_prefixed
 
+from node.transport.backpressure import DrainWatch
 from node.transport.blobs import BLOB_PROTOCOL, BlobClient, BlobConfig, BlobCounters, BlobProvider, BlobServer
+from node.transport.budgets import MessageBudgets
 from node.transport.dialer import BackoffConfig, keep_connected
 from node.transport.direct import DIRECT_PROTOCOL, DIRECT_TOPIC, read_direct
 from node.transport.errors import (
@@ -75,9 +77,6 @@ log = logging.getLogger(__name__)
 
 #: Blob failures that prove the serving peer lied or broke the protocol.
 _PEER_FAULTS = (BlobHashMismatch, BlobOversized, BlobTruncated, BlobProtocolError)
-#: Publishers wait while any peer's outbound queue (32 RPCs in py-libp2p) holds this many.
-OUTBOUND_HIGH_WATER = 16
-BACKPRESSURE_POLL_S = 0.002
 #: Seconds `close` waits for libp2p to shut its listeners and connections.
 CLOSE_TIMEOUT_S = 5.0
 
@@ -110,6 +109,7 @@ class TransportCounters:
     direct_in: int = 0
     backpressure_timeouts: int = 0
     direct_rejected: int = 0
+    direct_ignored: int = 0
 
 
 class Transport:
@@ -128,9 +128,13 @@ class Transport:
         self.police = PeerPolice(gcfg.ban_threshold, gcfg.ban_s, trio.current_time, self.peer_id)
         self.router: GossipSub = build_router(config.gossip, self.police.app_score)
         self.pubsub: Pubsub = build_pubsub(self.host, self.router, config.gossip)
+        self.budgets = MessageBudgets(self.police, trio.current_time, _key_or_none)
         self.validator = EnvelopeValidator(
-            config.chain_id, config.gossip, trio.current_time, self._on_reject, self.peer_id
+            config.chain_id, config.gossip, trio.current_time, self._on_reject, self.peer_id,
+            budgets=self.budgets,
         )
+        self.pubsub.gate = self.validator.gate
+        self._drain_watch = DrainWatch(lambda: self.pubsub.peer_queues, trio.current_time)
         for topic in config.gossip.topics:
             self.pubsub.set_topic_validator(topic, self.validator, False)
         self.blob_counters = BlobCounters()
@@ -263,14 +267,10 @@ class Transport:
         """Backpressure for publishers. py-libp2p (like go-libp2p) gives each peer an
         outbound queue of 32 RPCs and silently drops what does not fit, so a burst of
         publishes would mostly vanish; wait until every queue is below the high-water
-        mark, but never longer than `publish_backpressure_s` (one stalled peer must not
-        stall the node; it gets the drops instead)."""
-        deadline = trio.current_time() + self.config.publish_backpressure_s
-        while any(len(q) >= OUTBOUND_HIGH_WATER for q in list(self.pubsub.peer_queues.values())):
-            if trio.current_time() >= deadline:
-                self.counters.backpressure_timeouts += 1
-                return
-            await trio.sleep(BACKPRESSURE_POLL_S)
+        mark, but never longer than `publish_backpressure_s`, and never for a peer that
+        stopped draining (node/transport/backpressure.py: it gets the drops instead)."""
+        if not await self._drain_watch.wait(self.config.publish_backpressure_s):
+            self.counters.backpressure_timeouts += 1
 
     async def _read_topic(self, topic: str, sub: Any) -> None:
         me = self.peer_id.to_bytes()
@@ -322,6 +322,9 @@ class Transport:
         finally:
             self._direct_inflight -= 1
         await _close(stream)
+        if not (self.validator.take_forwarder(peer) and self.budgets.admit(peer, env)):
+            self.counters.direct_ignored += 1  # over budget or useless: charged by the budgets
+            return
         self.counters.direct_in += 1
         with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):  # shutting down
             await self._inbound_send.send(MessageReceived(DIRECT_TOPIC, env.sender, env.body, env.raw))
@@ -427,6 +430,8 @@ class Transport:
             "messages_in": c.msgs_in + c.direct_in,
             "messages_rejected": v.rejected + c.direct_rejected,
             "gossip_rate_limited": v.rate_limited,
+            "messages_ignored": v.ignored + c.direct_ignored,
+            "penalties_charged": self.budgets.counters.charged,
             "blobs_served": b.served,
             "blobs_fetched": b.fetched,
             "blobs_rejected": b.rejected,
@@ -439,6 +444,14 @@ class Transport:
     def _check_running(self) -> None:
         if not self._running:
             raise NotRunning("transport is not running")
+
+
+def _key_or_none(peer: ID) -> bytes | None:
+    """The ed25519 key behind a peer id (None for other key types: never an envelope signer)."""
+    try:
+        return public_key_of(peer)
+    except DecodeError:
+        return None
 
 
 async def _reset(stream: INetStream) -> None:
