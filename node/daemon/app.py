@@ -24,7 +24,7 @@ from typing import Any
 
 import trio
 
-from node.capacity import Capacity, measure_capacity
+from node.capacity import Capacity, measure_capacity, unmeasured
 from node.config import NodeConfig
 from node.daemon.chain import Chain
 from node.daemon.driver import CoreDriver
@@ -171,7 +171,9 @@ class Daemon:
             task_status.started(self.endpoints)
 
     def _measure(self) -> Capacity:
-        cfg = self.config.compute
+        cfg, roles = self.config.compute, self.config.roles
+        if not (roles.worker or roles.verifier):  # no market compute: no torch, no benchmark
+            return unmeasured(cfg.threads)
         return measure_capacity(cfg.threads, cfg.device, seconds=self._capacity_seconds)
 
     async def _start_metrics(self, nursery: trio.Nursery) -> str | None:

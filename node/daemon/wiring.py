@@ -14,6 +14,7 @@ from node.config import NodeConfig
 from node.daemon.app import Daemon
 from node.daemon.blobdir import BlobDir
 from node.daemon.chain import REALTIME_MARKET, Chain, read_genesis
+from node.daemon.lazycompute import LazyCompute
 from node.daemon.network import start_transport
 from node.daemon.roles import build_roles
 from node.datadir import DataDir
@@ -39,12 +40,16 @@ def build_daemon(datadir: DataDir, config: NodeConfig, key: Keypair) -> Daemon:
         return await start_transport(config, key, blobs, nursery, chain=lambda: daemon.chain)
 
     def open_compute(daemon: Daemon) -> Any:
-        from node.daemon.compute import MarketComputeRunner  # torch: only once the node starts
-
         assert daemon.chain is not None
         core = daemon.chain.core
-        return MarketComputeRunner(blobs, daemon.network.fetch_blob, lambda: core.view, key.public,
-                                   cheat=config.roles.cheat)
+
+        def build() -> Any:
+            from node.daemon.compute import MarketComputeRunner  # torch: only on the first job
+
+            return MarketComputeRunner(blobs, daemon.network.fetch_blob, lambda: core.view, key.public,
+                                       cheat=config.roles.cheat)
+
+        return LazyCompute(build, blobs)
 
     return Daemon(datadir, config, key, chain_factory=open_chain, network_factory=open_network,
                   compute_factory=open_compute)
