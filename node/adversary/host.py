@@ -28,7 +28,7 @@ from libp2p import new_host
 from libp2p.abc import IHost
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
@@ -47,6 +47,8 @@ from protocol.messages import load_all
 
 #: How long the attacker waits for a stream to one victim before giving up on it.
 STREAM_TIMEOUT_S = 5.0
+#: A victim that dropped us is dialed again this often (its ban may have expired).
+REDIAL_S = 2.0
 
 
 @dataclass(slots=True)
@@ -161,14 +163,27 @@ async def open_attacker(
                 sub = await pubsub.subscribe(topic)
                 nursery.start_soon(attacker.follow_consensus if topic == TOPIC_CONSENSUS else attacker.drain,
                                    sub)
-            for addr in targets:
-                info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
-                with contextlib.suppress(Exception), trio.move_on_after(STREAM_TIMEOUT_S):
-                    await host.connect(info)
-                    attacker.victims.append(info.peer_id)
+            infos = [info_from_p2p_addr(multiaddr.Multiaddr(addr)) for addr in targets]
+            attacker.victims = [info.peer_id for info in infos]
+            await _dial_all(host, infos)
+            nursery.start_soon(_keep_dialing, host, infos)
             try:
                 yield attacker
             finally:
                 nursery.cancel_scope.cancel()
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
                     await host.close()
+
+
+async def _dial_all(host: IHost, infos: list[PeerInfo]) -> None:
+    connected = set(host.get_connected_peers())
+    for info in infos:
+        if info.peer_id not in connected:
+            with contextlib.suppress(Exception), trio.move_on_after(STREAM_TIMEOUT_S):
+                await host.connect(info)
+
+
+async def _keep_dialing(host: IHost, infos: list[PeerInfo]) -> None:
+    while True:
+        await trio.sleep(REDIAL_S)
+        await _dial_all(host, infos)

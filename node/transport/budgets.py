@@ -9,8 +9,9 @@ Three checks run on each message a peer hands us, gossip or direct, cheapest fir
    that type, with room for bursts (a rebroadcast, a batch of transactions).
 3. **Relevance** (protocol/consensus/relevance.py): old heights, far rounds, votes
    from non-validators, spent nonces, unfunded senders. These are dropped; each
-   forwarder has a free allowance of them (`JUNK_ALLOWANCE`: a lagging honest node
-   sends a trickle) and pays `PENALTY_JUNK` per message past it.
+   forwarder has a free allowance of them (`STALE_ALLOWANCE`, generous: a lagging honest
+   node sends a trickle; `JUNK_ALLOWANCE`, small) and pays `PENALTY_JUNK` per message
+   past it. Sending the same ignored bytes again counts again (it is not verified again).
 
 A message over budget or irrelevant is *ignored*: not delivered, not forwarded, not
 marked invalid (py-libp2p would then charge every honest relay of the same bytes).
@@ -82,9 +83,13 @@ SENDER_BUDGETS: dict[int, Budget] = {
 #: Any other type (transactions, dispute moves): a wallet's burst of txs up to the
 #: mempool's nonce window, then a steady trickle.
 DEFAULT_BUDGET = Budget(10.0, 64.0)
-#: Free irrelevant messages per forwarder before each one costs PENALTY_JUNK.
-JUNK_ALLOWANCE = Budget(5.0, 50.0)
-#: Message ids recently ignored: the same bytes from another path are dropped unverified.
+#: Free useless messages per forwarder before each one costs PENALTY_JUNK. Stale ones
+#: (old heights, spent nonces) are what a lagging or restarted honest node sends while it
+#: catches up: a few per rebroadcast. Junk (votes by non-validators, far rounds, unfunded
+#: senders, unprovable far-ahead claims) an honest node sends only by accident.
+STALE_ALLOWANCE = Budget(5.0, 50.0)
+JUNK_ALLOWANCE = Budget(1.0, 10.0)
+#: Message ids recently ignored (and why): the same bytes again are dropped unverified.
 IGNORED_CACHE = 4096
 
 
@@ -116,7 +121,8 @@ class MessageBudgets:
         key_of: Callable[[ID], bytes | None],
         budgets: dict[int, Budget] | None = None,
         default: Budget = DEFAULT_BUDGET,
-        allowance: Budget = JUNK_ALLOWANCE,
+        stale: Budget = STALE_ALLOWANCE,
+        junk: Budget = JUNK_ALLOWANCE,
     ) -> None:
         self._police = police
         self._clock = clock
@@ -124,31 +130,42 @@ class MessageBudgets:
         self._table = SENDER_BUDGETS if budgets is None else budgets
         self._default = default
         self._buckets: dict[int, TokenBucket] = {}
-        self._allowance = TokenBucket(allowance.rate, allowance.burst)
+        self._stale = TokenBucket(stale.rate, stale.burst)
+        self._junk = TokenBucket(junk.rate, junk.burst)
         self.relevance: RelevanceFn | None = None
         self.counters = BudgetCounters()
 
     def admit(self, forwarder: ID, env: Envelope) -> bool:
         """Checks 2 and 3 for one verified envelope; False means ignore it."""
+        return self.judge(forwarder, env) is None
+
+    def judge(self, forwarder: ID, env: Envelope) -> Relevance | None:
+        """None to admit; otherwise why to ignore it: RELEVANT means over its signer's
+        budget, STALE or JUNK what the relevance check said. Charges as it goes."""
         tag = int(type(env.body).TYPE_TAG)
-        now = self._clock()
-        first_hand = self._key_of(forwarder) == env.sender
-        if not self._bucket(tag).take(env.sender, now):
+        if not self._bucket(tag).take(env.sender, self._clock()):
             self.counters.over_sender += 1
             self.counters.by_tag[tag] = self.counters.by_tag.get(tag, 0) + 1
-            if first_hand:
+            if self._key_of(forwarder) == env.sender:  # first-hand: the signer itself
                 self._charge(forwarder, PENALTY_OVER_BUDGET)
-            return False
+            return Relevance.RELEVANT
         verdict = Relevance.RELEVANT if self.relevance is None else self.relevance(env)
         if verdict is Relevance.RELEVANT:
-            return True
+            return None
+        self.useless(forwarder, verdict)
+        return verdict
+
+    def useless(self, forwarder: ID, verdict: Relevance) -> None:
+        """`forwarder` handed us a useless message (or again one we ignored already):
+        free within its allowance for that kind, PENALTY_JUNK past it."""
         if verdict is Relevance.STALE:
             self.counters.stale += 1
+            bucket = self._stale
         else:
             self.counters.junk += 1
-        if not self._allowance.take(forwarder, now):
+            bucket = self._junk
+        if not bucket.take(forwarder, self._clock()):
             self._charge(forwarder, PENALTY_JUNK)
-        return False
 
     def over_forwarder_budget(self, forwarder: ID) -> None:
         self.counters.over_forwarder += 1

@@ -44,6 +44,7 @@ from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 
 from node.transport.budgets import IGNORED_CACHE, MessageBudgets, TokenBucket
 from protocol.commands import TOPICS
+from protocol.consensus.relevance import Relevance
 from protocol.encoding import sha256
 from protocol.envelope import Envelope, open_envelope
 from protocol.errors import DecodeError
@@ -267,7 +268,8 @@ class EnvelopeValidator:
         self._on_reject = on_reject
         self._bucket = TokenBucket(cfg.peer_msgs_per_s, cfg.peer_burst)
         self._verified: OrderedDict[bytes, Envelope] = OrderedDict()
-        self._ignored: OrderedDict[bytes, None] = OrderedDict()
+        # id -> why it was ignored (RELEVANT here means: over its sender's budget)
+        self._ignored: OrderedDict[bytes, Relevance] = OrderedDict()
         self._cache_size = cache_size
         self._cache_bytes = cache_bytes
         self._cached_bytes = 0
@@ -281,7 +283,10 @@ class EnvelopeValidator:
         if forwarder == self._self_id or self.budgets is None:
             return True
         mid = sha256(msg.data)
-        if mid in self._ignored:
+        why = self._ignored.get(mid)
+        if why is not None:
+            if why is not Relevance.RELEVANT:  # useless bytes again: they count again
+                self.budgets.useless(forwarder, why)
             return False
         if mid in self._verified:
             return True
@@ -291,9 +296,10 @@ class EnvelopeValidator:
             env = open_envelope(msg.data, self._chain_id)
         except DecodeError:
             return True
-        if not self.budgets.admit(forwarder, env):
+        verdict = self.budgets.judge(forwarder, env)
+        if verdict is not None:
             self.counters.ignored += 1
-            self._ignored[mid] = None
+            self._ignored[mid] = verdict
             if len(self._ignored) > IGNORED_CACHE:
                 self._ignored.popitem(last=False)
             return False
