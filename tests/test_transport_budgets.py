@@ -186,3 +186,27 @@ def test_junk_votes_from_a_non_validator_are_not_delivered_and_get_it_banned() -
             assert ts[0].police.app_score(ts[1].peer_id) == 0.0
 
     trio.run(main)
+
+
+def test_banning_a_peer_whose_connection_drops_meanwhile_does_not_kill_pubsub() -> None:
+    """py-libp2p's teardown deleted the peer after awaiting its stream reset; when the
+    dead-peer handler removed it first (our ban also disconnects), the KeyError ended
+    the pubsub service and the daemon (seen twice in one adversary run)."""
+
+    async def main() -> None:
+        async with open_swarm(swarm_keys(2, "teardown"), TransportConfig(chain_id=CHAIN)) as ts:
+            await wait_connected(ts, TOPIC_TXS, 15)
+            pubsub, peer = ts[0].pubsub, ts[1].peer_id
+            real = pubsub.peers[peer]
+
+            class RacingStream:
+                async def reset(self) -> None:
+                    pubsub._handle_dead_peer(peer)  # the disconnect wins the race
+                    await real.reset()
+
+            pubsub.peers[peer] = RacingStream()  # type: ignore[assignment]
+            await pubsub._teardown_if_connected(peer)  # the library's version raised KeyError
+            assert peer not in pubsub.peers and peer not in pubsub.peer_queues
+            await ts[0].publish(TOPIC_TXS, Ping(1))  # still running
+
+    trio.run(main)

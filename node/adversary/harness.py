@@ -12,6 +12,7 @@ bench/adversary.py and `polnet swarm up --attack` share this.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import queue
@@ -99,11 +100,17 @@ class Daemon:
         doc: dict[str, Any] = _get(f"{self.admin}/status")
         return doc
 
-    def height(self) -> int:
-        try:
-            return int(self.status()["height"])
-        except (OSError, ValueError, KeyError):
-            return -1
+    def height(self, tries: int = 3) -> int:
+        """The node's committed height; raises if the process died (a crash under attack
+        is a finding, not a slow window)."""
+        for _ in range(tries):
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"node {self.index} exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                return int(self.status()["height"])
+            except (OSError, ValueError, KeyError):
+                time.sleep(0.2)
+        raise RuntimeError(f"node {self.index} did not answer /status {tries} times")
 
     def rss_kb(self) -> int:
         return 0 if self.proc is None else rss_kb(self.proc.pid)
@@ -177,6 +184,16 @@ class LocalNet:
 
     def heights(self) -> list[int]:
         return [d.height() for d in self.nodes]
+
+    def live_heights(self) -> list[int]:
+        """Heights of the nodes that are up and answering (-1 for the others)."""
+        out = []
+        for d in self.nodes:
+            try:
+                out.append(d.height(tries=1))
+            except RuntimeError:
+                out.append(-1)
+        return out
 
     def wait_height(self, h: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -302,3 +319,46 @@ class AttackerProc:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass
+class AttackResult:
+    attack: str
+    window: Window
+    #: Block rate of the quiet windows just before and just after this attack.
+    baseline_rate: float
+    #: Peak RSS in the attack window over RSS in the quiet window before it, worst node.
+    rss_ratio: float
+    attacker: dict[str, Any]
+
+    @property
+    def rate_ratio(self) -> float:
+        return self.window.rate / self.baseline_rate if self.baseline_rate > 0 else 0.0
+
+
+def run_suite(net: LocalNet, attacks: list[tuple[str, Keypair]], window_s: float, quiet_s: float,
+              blob: str = "", log_dir: Path | None = None,
+              report: Callable[[str], None] | None = None) -> tuple[list[Window], list[AttackResult]]:
+    """Quiet, attack, quiet, attack, ..., quiet: each attack is compared with the quiet
+    windows on either side of it, so load on a shared machine that drifts over the run
+    does not count for or against an attack. Each attack gets a fresh attacker process
+    and key (the last one is banned by then)."""
+    say = report or (lambda text: None)
+    quiet = [measure(net, "quiet", quiet_s)]
+    say(f"quiet: {quiet[-1].blocks} blocks, {quiet[-1].rate:.2f}/s")
+    raw: list[tuple[str, Window, dict[str, Any]]] = []
+    for name, key in attacks:
+        log = log_dir / f"attacker-{name}.log" if log_dir is not None else None
+        with AttackerProc(key, net.chain_id, net.addrs(), blob, log=log) as a:
+            w = measure(net, name, window_s, during=functools.partial(a.run, name, window_s))
+            done = a.finished(window_s + 30)
+        raw.append((name, w, done))
+        quiet.append(measure(net, "quiet", quiet_s))
+        say(f"{name}: {w.blocks} blocks, {w.rate:.2f}/s; then quiet {quiet[-1].rate:.2f}/s")
+    results = []
+    for i, (name, w, done) in enumerate(raw):
+        before, after = quiet[i], quiet[i + 1]
+        base = (before.blocks + after.blocks) / (before.seconds + after.seconds)
+        rss = max(r / max(1, p) for r, p in zip(w.rss_kb, before.rss_kb, strict=True))
+        results.append(AttackResult(name, w, base, rss, done))
+    return quiet, results

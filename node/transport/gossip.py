@@ -28,6 +28,7 @@ the library's path unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import OrderedDict
 from collections.abc import Callable
@@ -198,9 +199,26 @@ def build_router(cfg: GossipConfig, app_score: Callable[[ID], float]) -> GossipS
 class GatedPubsub(Pubsub):
     """py-libp2p's Pubsub with a gate in front of its message processing that may
     drop a new message without scoring anyone or caching it as invalid (see the
-    module docstring). Messages from banned peers and duplicates skip the gate."""
+    module docstring). Messages from banned peers and duplicates skip the gate.
+
+    Also fixes a race that let any peer we ban kill the node: `add_to_blacklist` runs
+    `_teardown_if_connected`, which deletes the peer's entry *after* awaiting its
+    stream reset; our ban also disconnects the peer, whose dead-peer handler removes
+    the entry meanwhile, and the KeyError then ended the whole pubsub service (and the
+    daemon with it; seen twice in one adversary run)."""
 
     gate: Callable[[ID, rpc_pb2.Message], bool] | None = None
+
+    async def _teardown_if_connected(self, peer_id: ID) -> None:
+        stream = self.peers.get(peer_id)
+        if stream is not None:
+            with contextlib.suppress(Exception):  # the peer may be gone already
+                await stream.reset()
+        if peer_id in self.peers:
+            # The library's full cleanup (its version forgot the outbound queue and the
+            # router's mesh entry); it does not re-open a stream to a blacklisted peer.
+            self._handle_dead_peer(peer_id)
+        self._forget_all_subscriptions(peer_id)
 
     async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
         gate = self.gate
