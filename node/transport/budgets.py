@@ -135,6 +135,11 @@ class MessageBudgets:
         self.relevance: RelevanceFn | None = None
         self.counters = BudgetCounters()
 
+    def set_budget(self, tag: int, budget: Budget) -> None:
+        """Replace one type's per-sender budget (a benchmark host that floods on purpose)."""
+        self._table = {**self._table, tag: budget}
+        self._buckets.pop(tag, None)
+
     def admit(self, forwarder: ID, env: Envelope) -> bool:
         """Checks 2 and 3 for one verified envelope; False means ignore it."""
         return self.judge(forwarder, env) is None

@@ -39,10 +39,11 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
-from libp2p.pubsub.pubsub import Pubsub, get_content_addressed_msg_id
+from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.rpc_queue import DefaultMaxMessageSize
 from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 
+from node.transport import hotspots
 from node.transport.budgets import IGNORED_CACHE, MessageBudgets, TokenBucket
 from protocol.commands import TOPICS
 from protocol.consensus.relevance import Relevance
@@ -232,7 +233,9 @@ class GatedPubsub(Pubsub):
 
 def build_pubsub(host: IHost, router: GossipSub, cfg: GossipConfig) -> GatedPubsub:
     """Pubsub with content-addressed message ids (one envelope, one id, whoever relays
-    it) and strict libp2p signing (what stock py-libp2p peers expect)."""
+    it) and strict libp2p signing (what stock py-libp2p peers expect), with the
+    library hot spots of node/transport/hotspots.py cut."""
+    hotspots.install()
     return GatedPubsub(
         host,
         router,
@@ -240,7 +243,7 @@ def build_pubsub(host: IHost, router: GossipSub, cfg: GossipConfig) -> GatedPubs
         seen_ttl=cfg.seen_ttl_s,
         sweep_interval=cfg.seen_sweep_interval_s,
         strict_signing=True,
-        msg_id_constructor=get_content_addressed_msg_id,
+        msg_id_constructor=hotspots.message_id,
         max_concurrent_validator_count=cfg.max_concurrent_validators,
         validation_cache_ttl=cfg.validation_cache_ttl_s,
         validation_cache_size=cfg.validation_cache_size,
