@@ -132,6 +132,28 @@ class Daemon:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
 
+    # --- node.adversary.perturb.Target ---------------------------------------------------
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self) -> None:
+        self.start()
+
+    def pause(self) -> None:
+        self.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
+
+    def isolate(self, seconds: float) -> None:
+        body = json.dumps({"seconds": seconds}).encode()
+        req = urllib.request.Request(f"{self.admin}/net/isolate", data=body, method="POST")
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:
+            resp.read()
+
     def stop(self, timeout_s: float = 15.0) -> int | None:
         if self.proc is None:
             return None

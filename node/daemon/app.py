@@ -225,6 +225,7 @@ class Daemon:
             ("POST", "/task"): self._post_task,
             ("GET", "/task/"): self._get_task,
             ("GET", "/tasks"): self._get_tasks,
+            **getattr(self.network, "admin_routes", dict)(),  # the network's own (node/daemon/network.py)
         }
 
     async def _get_metrics(self, request: Request) -> Response:

@@ -9,6 +9,7 @@ directory, which is read before the network is asked for anything.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ import trio
 
 from node.config import NodeConfig
 from node.daemon.blobdir import BlobDir
+from node.daemon.http import Request, Response, Routes
 from node.transport import Transport, TransportConfig
 from protocol.commands import MessageReceived
 from protocol.consensus.relevance import NodeView, Relevance, judge
@@ -24,6 +26,9 @@ from protocol.identity import Keypair
 
 if TYPE_CHECKING:
     from node.daemon.chain import Chain
+
+#: Longest isolation the admin endpoint accepts.
+MAX_ISOLATE_S = 600.0
 
 
 class CoreRelevance:
@@ -85,6 +90,22 @@ class TransportNetwork:
 
     def counters(self) -> dict[str, int]:
         return self.transport.metrics()
+
+    def admin_routes(self) -> Routes:
+        """Admin endpoints of the network part (the daemon mounts them on 127.0.0.1)."""
+        return {("POST", "/net/isolate"): self._post_isolate}
+
+    async def _post_isolate(self, request: Request) -> Response:
+        """`{"seconds": S}`: drop every peer and refuse them for S seconds (1..MAX_ISOLATE_S)."""
+        try:
+            doc = json.loads(request.body or b"{}")
+            seconds = float(doc["seconds"])
+        except (ValueError, KeyError, TypeError):
+            return Response(400, b'{"error": "body must be {\"seconds\": S}"}')
+        if not 0 < seconds <= MAX_ISOLATE_S:
+            return Response(400, json.dumps({"error": f"seconds must be in (0, {MAX_ISOLATE_S}]"}).encode())
+        await self.transport.isolate(seconds)
+        return Response(200, json.dumps({"isolated_s": seconds}).encode())
 
 
 async def start_transport(

@@ -58,6 +58,7 @@ class PeerPolice:
         self.suspects: set[ID] = set()
         self.bans_total = 0
         self.charged_total = 0.0
+        self._isolated_until = 0.0
 
     def app_score(self, peer: ID) -> float:
         """The P6 input of the gossip score (negative: accumulated, decayed penalties)."""
@@ -109,3 +110,17 @@ class PeerPolice:
 
     def banned(self) -> list[ID]:
         return list(self._banned)
+
+    # --- isolation (an operator's or a fault test's "disconnect for N seconds") -----------
+
+    def isolate(self, seconds: float) -> None:
+        """Refuse every peer for `seconds` (the transport drops and stops redialing them)."""
+        self._isolated_until = self._clock() + seconds
+
+    @property
+    def isolated(self) -> bool:
+        return self._isolated_until > self._clock()
+
+    def refuses(self, peer: ID) -> bool:
+        """Whether to keep `peer` out right now: banned, or this node is isolated."""
+        return self.isolated or self.is_banned(peer)

@@ -198,7 +198,7 @@ class Transport:
         async with trio.open_nursery() as nursery:
             for topic, sub in subs:
                 nursery.start_soon(self._read_topic, topic, sub)
-            redial = (self.host, self._bootstrap, self.config.backoff, self.police.is_banned, self._rng)
+            redial = (self.host, self._bootstrap, self.config.backoff, self.police.refuses, self._rng)
             nursery.start_soon(keep_connected, *redial)
             nursery.start_soon(self._police_loop)
             self._running = True
@@ -399,11 +399,18 @@ class Transport:
             suspects = self.police.suspects | set(self.host.get_connected_peers())
             self.police.suspects = set()
             for peer in suspects:
-                if self.police.is_banned(peer):
+                if self.police.refuses(peer):
                     if peer in self.host.get_connected_peers():
                         await self._disconnect(peer)
                 elif self.police.should_ban(self.score(peer)):
                     await self._ban(peer)
+
+    async def isolate(self, seconds: float) -> None:
+        """Drop every connection and refuse (and not redial) all peers for `seconds`: an
+        operator's switch, and the "disconnect" fault of `polnet swarm up --perturb`."""
+        self.police.isolate(seconds)
+        for peer in list(self.host.get_connected_peers()):
+            await self._disconnect(peer)
 
     async def _ban(self, peer: ID) -> None:
         if peer == self.peer_id:
