@@ -29,13 +29,17 @@ the library's path unchanged.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from libp2p.abc import IHost
+import libp2p.pubsub.pubsub as _pubsub_module
+from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
+from libp2p.io.exceptions import MessageTooLarge
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
@@ -197,6 +201,28 @@ def build_router(cfg: GossipConfig, app_score: Callable[[ID], float]) -> GossipS
     )
 
 
+#: Which pubsub (and peer) the current task reads RPCs for: set by GatedPubsub's stream
+#: handler, read by the size-cap wrapper below.
+_reading: contextvars.ContextVar[tuple[GatedPubsub, ID] | None] = contextvars.ContextVar(
+    "polnet_pubsub_reading", default=None
+)
+_library_read = getattr(_pubsub_module, "read_varint_prefixed_bytes_limited")
+
+
+async def _read_rpc_reporting_oversize(reader: Any, max_length: int) -> bytes:
+    """py-libp2p's RPC reader, telling the reading GatedPubsub who broke the size cap.
+    Without this, a peer could send 2 MiB RPCs forever: each is read up to its length
+    prefix, the stream reset, the peer re-registered, and nobody scored."""
+    try:
+        rpc: bytes = await _library_read(reader, max_length)
+        return rpc
+    except MessageTooLarge:
+        current = _reading.get()
+        if current is not None and current[0].on_oversized is not None:
+            current[0].on_oversized(current[1])
+        raise
+
+
 class GatedPubsub(Pubsub):
     """py-libp2p's Pubsub with a gate in front of its message processing that may
     drop a new message without scoring anyone or caching it as invalid (see the
@@ -209,6 +235,16 @@ class GatedPubsub(Pubsub):
     daemon with it; seen twice in one adversary run)."""
 
     gate: Callable[[ID, rpc_pb2.Message], bool] | None = None
+    #: Called with a peer whose inbound RPC exceeded the size cap (the library only
+    #: resets that stream, re-registers the peer at once, and reads the next one).
+    on_oversized: Callable[[ID], None] | None = None
+
+    async def stream_handler(self, stream: INetStream) -> None:
+        token = _reading.set((self, stream.muxed_conn.peer_id))
+        try:
+            await super().stream_handler(stream)
+        finally:
+            _reading.reset(token)
 
     async def _teardown_if_connected(self, peer_id: ID) -> None:
         stream = self.peers.get(peer_id)
@@ -236,6 +272,7 @@ def build_pubsub(host: IHost, router: GossipSub, cfg: GossipConfig) -> GatedPubs
     it) and strict libp2p signing (what stock py-libp2p peers expect), with the
     library hot spots of node/transport/hotspots.py cut."""
     hotspots.install()
+    setattr(_pubsub_module, "read_varint_prefixed_bytes_limited", _read_rpc_reporting_oversize)
     return GatedPubsub(
         host,
         router,

@@ -29,6 +29,8 @@ from libp2p.peer.id import ID
 PENALTY_BAD_BLOB = 30.0
 #: ... for a direct message that does not decode or is not signed by the connected peer.
 PENALTY_BAD_DIRECT = 20.0
+#: ... for a pubsub RPC over the size cap (a stock library sends none: it refuses to).
+PENALTY_OVERSIZED_RPC = 30.0
 #: ... for one message over its per-type budget, or one useless message past the
 #: sender's free allowance (node/transport/budgets.py).
 PENALTY_OVER_BUDGET = 4.0

@@ -67,7 +67,7 @@ from node.transport.host import (
     public_key_of,
     tcp_listen_addr,
 )
-from node.transport.police import PENALTY_BAD_BLOB, PENALTY_BAD_DIRECT, PeerPolice
+from node.transport.police import PENALTY_BAD_BLOB, PENALTY_BAD_DIRECT, PENALTY_OVERSIZED_RPC, PeerPolice
 from protocol.commands import BlobFetched, Fetch, MessageReceived, Publish, SendTo
 from protocol.envelope import open_envelope, seal
 from protocol.errors import BlobError, DecodeError, MessageTooLarge
@@ -134,6 +134,7 @@ class Transport:
             budgets=self.budgets,
         )
         self.pubsub.gate = self.validator.gate
+        self.pubsub.on_oversized = lambda peer: self.police.penalise(peer, PENALTY_OVERSIZED_RPC)
         self._drain_watch = DrainWatch(lambda: self.pubsub.peer_queues, trio.current_time)
         for topic in config.gossip.topics:
             self.pubsub.set_topic_validator(topic, self.validator, False)
