@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import trio
@@ -30,6 +31,7 @@ import trio
 from node.transport.blobs import MemoryBlobStore
 from node.transport.budgets import Budget
 from node.transport.dialer import BackoffConfig
+from node.transport.gossip import GossipConfig
 from node.transport.service import Transport, TransportConfig
 from protocol.commands import TOPIC_TXS
 from protocol.errors import PolnetError
@@ -164,11 +166,12 @@ async def main(args: argparse.Namespace) -> None:
         listen_port=args.port,
         bootstrap=tuple(args.bootstrap),
         backoff=BackoffConfig(initial_s=0.25, max_s=5.0, check_interval_s=0.25),
+        # The throughput phase floods from one peer on purpose: lift the per-connection cap.
+        gossip=replace(GossipConfig(), peer_msgs_per_s=MAX_PUBLISH_RATE, peer_burst=MAX_PUBLISH_RATE),
     )
     store = MemoryBlobStore()
     async with Transport.open(cfg, key, blob_provider=store.get) as transport, trio.open_nursery() as nursery:
-        # These hosts flood Pings on purpose (bench/transport.py's throughput phase);
-        # the daemon's budget for them is a few per second.
+        # ... and the per-signer budget for Pings (a daemon allows a few per second).
         transport.budgets.set_budget(Ping.TYPE_TAG, Budget(MAX_PUBLISH_RATE, MAX_PUBLISH_RATE))
         peer = Peer(transport, store)
         emit("ready", addrs=transport.listen_addrs, node_id=key.node_id, public=key.public.hex())
