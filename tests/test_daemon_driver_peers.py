@@ -58,6 +58,9 @@ async def test_a_peer_that_stops_reading_does_not_stall_the_command_loop() -> No
         # The stuck peer's queue stays bounded: one send in flight, the rest queued or dropped.
         assert driver.outbox.pending(STUCK) <= 16
         assert driver.outbox.counters.dropped_full >= 40 + 1 - 16 - 1
+        text = driver.metrics.render().decode()
+        assert 'polnet_direct_sends_total{outcome="sent"} 40.0' in text
+        assert 'polnet_direct_sends_total{outcome="dropped"}' in text
         nursery.cancel_scope.cancel()
 
 

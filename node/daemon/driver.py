@@ -109,7 +109,7 @@ class CoreDriver:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self.outbox = PeerQueues(self.network.send_to, nursery)
+            self.outbox = PeerQueues(self.network.send_to, nursery, report=self.metrics.direct_send)
             nursery.start_soon(self._pump_network)
             nursery.start_soon(self._timer_loop)
             await self._handle(Tick())

@@ -55,6 +55,7 @@ class PeerQueues:
         per_peer: int = PEER_QUEUE,
         max_peers: int = MAX_QUEUED_PEERS,
         deadline_s: float = SEND_DEADLINE_S,
+        report: Callable[[str], None] | None = None,
     ) -> None:
         self._send = send
         self._nursery = nursery
@@ -63,6 +64,7 @@ class PeerQueues:
         self._deadline_s = deadline_s
         self._queues: dict[bytes, deque[Any]] = {}
         self.counters = SendCounters()
+        self._report = report or (lambda outcome: None)
 
     def put(self, peer: bytes, msg: Any) -> bool:
         """Queue `msg` for `peer`; False if it was dropped (too many peers queued)."""
@@ -70,12 +72,14 @@ class PeerQueues:
         if queue is None:
             if len(self._queues) >= self._max_peers:
                 self.counters.dropped_peers += 1
+                self._report("dropped")
                 return False
             queue = self._queues[peer] = deque()
             self._nursery.start_soon(self._drain, peer, queue)
         if len(queue) >= self._per_peer:
             queue.popleft()
             self.counters.dropped_full += 1
+            self._report("dropped")
         queue.append(msg)
         return True
 
@@ -95,11 +99,14 @@ class PeerQueues:
                     try:
                         await self._send(peer, msg)
                         self.counters.sent += 1
+                        self._report("sent")
                     except PolnetError as exc:
                         self.counters.failed += 1
+                        self._report("failed")
                         log.info("direct send failed", extra={"peer": peer.hex()[:16], "error": str(exc)})
                 if scope.cancelled_caught:
                     self.counters.timed_out += 1
+                    self._report("timed_out")
                     log.info("direct send timed out", extra={"peer": peer.hex()[:16]})
         finally:
             self._queues.pop(peer, None)
