@@ -64,18 +64,25 @@ def test_useless_messages_are_free_up_to_the_allowance_then_each_costs_the_forwa
     assert budgets.counters.junk == free + 5
 
 
-def test_an_ignored_message_is_not_cached_as_invalid_so_its_honest_relays_pay_nothing() -> None:
+class _Msg:
+    """The one field of a pubsub message the gate reads."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _stale_gate() -> tuple[EnvelopeValidator, PeerPolice, _Msg]:
+    """A gate whose relevance check calls everything stale, and one stale vote for it."""
     now = [0.0]
     budgets, police = _budgets(now)
     budgets.relevance = lambda env: Relevance.STALE
     me = peer_id_of(Keypair.derive("me").public)
     v = EnvelopeValidator(CHAIN, GossipConfig(), lambda: now[0], lambda p, r: None, me, budgets=budgets)
+    return v, police, _Msg(seal(Vote(1, 0, VoteType.PREVOTE, None, SENDER.public), SENDER, CHAIN))
 
-    class Msg:
-        def __init__(self, data: bytes) -> None:
-            self.data = data
 
-    raw = Msg(seal(Vote(1, 0, VoteType.PREVOTE, None, SENDER.public), SENDER, CHAIN))
+def test_an_ignored_message_is_not_cached_as_invalid_so_its_honest_relays_pay_nothing() -> None:
+    v, police, raw = _stale_gate()
     assert not v.gate(SENDER_ID, raw)  # type: ignore[arg-type]
     relays = [peer_id_of(Keypair.derive(f"relay/{i}").public) for i in range(50)]
     for relay in relays:  # the same bytes from every honest relay in the mesh
@@ -85,17 +92,7 @@ def test_an_ignored_message_is_not_cached_as_invalid_so_its_honest_relays_pay_no
 
 
 def test_the_same_useless_bytes_again_and_again_count_against_the_allowance() -> None:
-    now = [0.0]
-    budgets, police = _budgets(now)
-    budgets.relevance = lambda env: Relevance.STALE
-    me = peer_id_of(Keypair.derive("me").public)
-    v = EnvelopeValidator(CHAIN, GossipConfig(), lambda: now[0], lambda p, r: None, me, budgets=budgets)
-
-    class Msg:
-        def __init__(self, data: bytes) -> None:
-            self.data = data
-
-    raw = Msg(seal(Vote(1, 0, VoteType.PREVOTE, None, SENDER.public), SENDER, CHAIN))
+    v, police, raw = _stale_gate()
     for _ in range(int(STALE_ALLOWANCE.burst) + 3):
         assert not v.gate(SENDER_ID, raw)  # type: ignore[arg-type]
     assert police.app_score(SENDER_ID) == -3 * PENALTY_JUNK
