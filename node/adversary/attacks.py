@@ -75,7 +75,8 @@ async def unresponsive(a: Attacker, seconds: float, blob: BlobTarget | None) -> 
         await a.publish(TOPIC_CONSENSUS, Status(a.height + 10_000, ZERO))
         for peer in a.victims:
             await a.direct(peer, BlockRequest(1, 16))
-        await trio.sleep(0.5)  # let the answers be on their way to us
+        # Stop reading at once: the answers the victims are about to send us now hang in
+        # stream negotiation with a peer that reads nothing.
         a.freeze(min(10.0, max(0.0, deadline - trio.current_time())))
 
 
