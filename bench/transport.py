@@ -6,7 +6,9 @@ Measures, side by side in one run:
     between two processes in the same run);
   * CPU per delivered message (all processes' CPU during the publish phase minus their
     idle CPU, over deliveries) vs the cost of `open_envelope` (decode + verify) alone;
-  * messages per second one node sustains receiving from one publisher.
+  * messages per second one node sustains receiving from one publisher;
+  * the idle RSS of a validator daemon (one `polnet node run` process of a one-node
+    chain, IDLE_RSS_WAIT_S after it reports ready).
 
 The last line is one JSON object of headline figures.
 Usage: .venv/bin/python bench/transport.py [--nodes 12] [--msgs 20] [--publishers 3]
@@ -33,6 +35,19 @@ from protocol.messages import Ping
 
 CHAIN = "devnet"
 IDLE_WINDOW_S = 3.0
+IDLE_RSS_WAIT_S = 10.0
+
+
+def idle_daemon_rss_mb() -> float:
+    """RSS of an idle validator daemon (its own process, committing blocks alone)."""
+    import tempfile
+
+    from node.adversary.harness import LocalNet
+
+    with tempfile.TemporaryDirectory(prefix="bench-rss-") as root, LocalNet(Path(root) / "net", 1) as net:
+        net.start()
+        time.sleep(IDLE_RSS_WAIT_S)
+        return net.nodes[0].rss_kb() / 1024
 
 
 def decode_verify_s(n: int = 3000) -> float:
@@ -140,6 +155,7 @@ def main() -> None:
     pair = two_node_phase(args.flood)
     swarm = swarm_phase(args.nodes, args.msgs, args.publishers, args.rate)
     hop_bound_ms = swarm["hops"] * pair["one_hop_p50_ms"]
+    rss_mb = idle_daemon_rss_mb()
 
     print(f"decode+verify alone: {dv_ms:.3f} ms CPU")
     print(f"one hop (2 processes): p50 {pair['one_hop_p50_ms']:.1f} ms over {pair['one_hop_n']} msgs")
@@ -154,6 +170,7 @@ def main() -> None:
           f"p99/bound = {swarm['p99_ms'] / hop_bound_ms:.2f}")
     print(f"  CPU per delivered message (all processes, idle subtracted) {swarm['cpu_per_msg_ms']:.2f} ms "
           f"= {swarm['cpu_per_msg_ms'] / dv_ms:.1f}x decode+verify")
+    print(f"idle validator daemon: RSS {rss_mb:.0f} MB {IDLE_RSS_WAIT_S:.0f} s after ready")
     print(json.dumps({
         "nodes": swarm["nodes"],
         "p50_ms": round(swarm["p50_ms"], 2),
@@ -166,6 +183,7 @@ def main() -> None:
         "cpu_per_msg_vs_decode_verify": round(swarm["cpu_per_msg_ms"] / dv_ms, 1),
         "msgs_per_s_one_node": round(pair["msgs_per_s"], 1),
         "delivery_ratio": round(swarm["delivered"] / swarm["expected"], 4),
+        "idle_rss_mb": round(rss_mb, 1),
     }))
 
 

@@ -28,6 +28,7 @@ from rich.live import Live
 from rich.table import Table
 
 from cli.output import bad_input, emit_json, fail, operator_errors, stdout
+from cli.swarm_attacks import SwarmFaults
 from cli.swarm_inproc import IN_PROCESS_MAX_NODES, InProcessSwarm, in_process
 from cli.swarm_market import (
     ALL_CHEATS,
@@ -38,6 +39,7 @@ from cli.swarm_market import (
     swarm_roles,
     task_docs,
 )
+from node.adversary.attacks import ATTACKS
 from node.config import RolesConfig
 from node.daemon.layout import MAX_LOCALNET_NODES, layout_localnet
 from node.datadir import DataDir
@@ -179,9 +181,13 @@ def _run(nodes: list[SwarmNode], plan: Plan, live: bool) -> float:
     start = time.monotonic()
     with Live(_table(nodes, 0, None), console=stdout, refresh_per_second=4, transient=not live) as view:
         _wait_ready(nodes, view, start)
+        if plan.faults is not None:
+            plan.faults.start(nodes, plan.duration)
         market = plan.market = plan.watch(nodes) if plan.tasks else None
         submitted = False
         while True:
+            if plan.faults is not None:
+                plan.faults.tick()
             _poll(nodes)
             elapsed = time.monotonic() - start
             if market is not None:
@@ -209,6 +215,7 @@ class Plan:
     roles: list[RolesConfig]
     pubkeys: list[str] = field(default_factory=list)
     market: MarketWatch | None = None
+    faults: SwarmFaults | None = None  # --attack / --perturb (cli/swarm_attacks.py)
 
     @property
     def workers(self) -> int:
@@ -245,6 +252,10 @@ def up(
     as_json: bool = typer.Option(False, "--json", help="Print the final report as JSON."),
     mode: str = typer.Option("auto", help=f"process, inprocess, or auto (inprocess up to "
                                           f"{IN_PROCESS_MAX_NODES} nodes)."),
+    attack: str = typer.Option("", "--attack", help=f"Run a hostile peer doing one of: "
+                                                    f"{', '.join(ATTACKS)}."),
+    perturb: str = typer.Option("", "--perturb", help="Inject faults in turn: a comma list of kill, pause, "
+                                                      "disconnect (separate processes only)."),
 ) -> None:
     """Start N daemons on loopback, run T training tasks through the market, report."""
     if mode not in MODES:
@@ -253,10 +264,19 @@ def up(
     root = directory if directory is not None else Path(tempfile.mkdtemp(prefix="polnet-swarm-"))
     roles = swarm_roles(nodes, cheaters, false_challengers, lazy_verifiers, tuple(cheat) or ALL_CHEATS) \
         if tasks else None
+    faults = None
     with operator_errors():
+        if attack or perturb:
+            faults = SwarmFaults(attack, perturb, root, chain_id, _spawn)
+            if perturb and mode == "inprocess":
+                raise ConfigError("--perturb kills and pauses processes: it needs --mode process")
+            mode = "process"
         dirs = layout_localnet(root, nodes, chain_id=chain_id, block_interval_ms=block_interval_ms,
                                roles=roles)
-    plan = Plan(blocks, duration, tasks, cheaters, roles or [], node_pubkeys(dirs) if tasks else [])
+        if faults is not None:
+            faults.prepare(dirs)
+    plan = Plan(blocks, duration, tasks, cheaters, roles or [], node_pubkeys(dirs) if tasks else [],
+                faults=faults)
     if in_process(nodes, mode):
         procs: list[Any] = InProcessSwarm(dirs, root / "swarm.log").start()
     else:
@@ -315,6 +335,10 @@ def _report(
     if market is not None:
         market.poll()
         mkt = market.report()
+    faults = None
+    if plan.faults is not None:
+        plan.faults.close()
+        faults = plan.faults.report(swarm)
     codes = _stop_all(swarm)
     report = {
         "nodes": len(swarm),
@@ -332,12 +356,16 @@ def _report(
     }
     if plan.tasks:
         report["market"] = mkt
+    if faults is not None:
+        report["faults"] = faults
     return report
 
 
 def _problem(report: dict[str, Any], plan: Plan) -> str | None:
     if report["error"] is not None:
         return str(report["error"])
+    if plan.faults is not None and (problem := plan.faults.problem(report)) is not None:
+        return problem
     if not report["same_block_at_agreed_height"]:
         return "the nodes do not hold the same block at a common height"
     if not plan.tasks:

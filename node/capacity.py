@@ -13,6 +13,10 @@ box against 100-130 idle. The daemon therefore measures again whenever it is idl
 best of the last few measurements (`CapacityEstimate`): contention can only make the
 benchmark slower, never faster, so the highest recent figure is the closest to what the
 device does, and the window forgets an old high if the device really got slower.
+
+Only a node that computes for the market (a worker or verifier) is measured: torch is
+imported here, inside the functions, so a validator-only node never loads it (it is
+most of a daemon's memory) and reports `unmeasured()` instead.
 """
 
 from __future__ import annotations
@@ -21,8 +25,6 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, replace
-
-import torch
 
 #: Matmul side: big enough to reach the BLAS steady state, small enough for any box.
 BENCH_N = 256
@@ -53,6 +55,7 @@ def detect_device(preferred: str = "auto") -> str:
         raise ValueError(f"unknown device {preferred!r}")
     if preferred == "cpu":
         return "cpu"
+    import torch
     has_cuda = torch.cuda.is_available()
     has_mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
     if has_cuda and preferred in ("cuda", "auto"):
@@ -64,6 +67,8 @@ def detect_device(preferred: str = "auto") -> str:
 
 def _memory_bytes(device: str) -> int:
     if device == "cuda":
+        import torch
+
         return int(torch.cuda.get_device_properties(0).total_memory)
     try:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
@@ -73,11 +78,15 @@ def _memory_bytes(device: str) -> int:
 
 def _device_name(device: str) -> str:
     if device == "cuda":
+        import torch
+
         return str(torch.cuda.get_device_name(0))
     return os.uname().machine if device == "cpu" else device
 
 
 def _sync(device: str) -> None:
+    import torch
+
     if device == "cuda":
         torch.cuda.synchronize()
     elif device == "mps":
@@ -86,6 +95,8 @@ def _sync(device: str) -> None:
 
 def matmul_flops(device: str, n: int = BENCH_N, seconds: float = BENCH_SECONDS) -> int:
     """FLOP/s of repeated n x n float32 matmuls on `device` (2 n^3 FLOPs each)."""
+    import torch
+
     gen = torch.Generator().manual_seed(0)
     a = torch.rand((n, n), generator=gen).to(device)
     b = torch.rand((n, n), generator=gen).to(device)
@@ -106,8 +117,20 @@ def matmul_flops(device: str, n: int = BENCH_N, seconds: float = BENCH_SECONDS) 
     return int(2 * n**3 * iters / elapsed)
 
 
+def unmeasured(threads: int) -> Capacity:
+    """What a node that does no market compute reports: no device probe, no benchmark,
+    no torch (flops 0 means "not measured", and such a node never registers as a worker)."""
+    try:
+        memory = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError):
+        memory = 0
+    return Capacity("cpu", os.uname().machine, memory, threads, 0, "")
+
+
 def measure_capacity(threads: int, preferred: str = "auto", seconds: float = BENCH_SECONDS) -> Capacity:
     """Detect the device and benchmark it with the thread count compute jobs will use."""
+    import torch
+
     torch.set_num_threads(threads)
     device = detect_device(preferred)
     return Capacity(

@@ -30,6 +30,8 @@ REJECT_REASONS = (
     "other",
 )
 OTHER_TOPIC = "other"
+#: Outcomes of a queued direct send (node/daemon/peerqueue.py).
+SEND_OUTCOMES = ("sent", "failed", "timed_out", "dropped")
 
 
 class NodeMetrics:
@@ -51,6 +53,10 @@ class NodeMetrics:
         self.command_errors = Counter(
             "polnet_command_errors", "Core commands the shell failed to execute.", ["command"], registry=r
         )
+        self.direct_sends = Counter(
+            "polnet_direct_sends", "Direct sends by outcome (sent, failed, timed_out, dropped).", ["outcome"],
+            registry=r,
+        )
         self.capacity_flops = Gauge("polnet_capacity_flops", "Measured matmul FLOPS.", registry=r)
         self.uptime_boots = Gauge("polnet_boots", "Times this data dir has been started.", registry=r)
 
@@ -59,6 +65,9 @@ class NodeMetrics:
 
     def message_out(self, topic: str) -> None:
         self.messages_out.labels(_topic(topic)).inc()
+
+    def direct_send(self, outcome: str) -> None:
+        self.direct_sends.labels(outcome if outcome in SEND_OUTCOMES else "failed").inc()
 
     def rejected(self, reason: str) -> None:
         self.messages_rejected.labels(reason if reason in REJECT_REASONS else "other").inc()

@@ -118,6 +118,14 @@ def message_type(tag: int) -> type[Any]:
         raise UnknownType(f"unknown message type tag {tag:#x}") from None
 
 
+def tag_of(cls: type[Any]) -> int:
+    """A registered message class's type tag (set by `@message`, invisible to mypy)."""
+    tag = getattr(cls, "TYPE_TAG", None)
+    if not isinstance(tag, int):
+        raise TypeError(f"{cls.__name__} is not a registered message")
+    return tag
+
+
 def registered_messages() -> dict[int, type[Any]]:
     """A copy of the tag -> class table (used by tests to cover every message type)."""
     return dict(_MESSAGE_TYPES)

@@ -23,7 +23,8 @@ def test_daemon_serves_stops_on_sigterm_and_recovers_after_sigkill(tmp_path: Pat
         ep = wait_ready(dd, proc)
         st = status(ep)
         assert (st["boots"], st["crashes"], st["recovered"]) == (1, 0, False)
-        assert st["capacity"]["flops"] > 0
+        # A validator-only node does no market compute: no benchmark, no torch loaded.
+        assert (st["capacity"]["flops"], st["capacity"]["torch_version"]) == (0, "")
         metrics = get(ep["metrics"]).decode()
         assert "polnet_peers 0.0" in metrics
         assert "polnet_boots 1.0" in metrics

@@ -62,8 +62,6 @@ def test_an_honest_solver_killed_before_the_dispute_still_beats_a_false_challeng
     assert votes and all(v["defender_right"].lower() == "true" for v in votes), votes
 
 
-@pytest.mark.xfail(reason="py-libp2p's pubsub teardown race can stop a node when a peer dies; "
-                          "lifted with the transport fixes of issue 10", strict=False)
 @pytest.mark.timeout(900)
 def test_verifiers_that_cannot_fetch_a_dead_solvers_proof_slash_nobody(tmp_path: Path) -> None:
     net = MarketNet(tmp_path / "net", swarm_roles(6, cheaters=0)).start()

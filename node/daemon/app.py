@@ -24,7 +24,14 @@ from typing import Any
 
 import trio
 
-from node.capacity import REMEASURE_EVERY_S, REMEASURE_FIRST_S, Capacity, CapacityEstimate, measure_capacity
+from node.capacity import (
+    REMEASURE_EVERY_S,
+    REMEASURE_FIRST_S,
+    Capacity,
+    CapacityEstimate,
+    measure_capacity,
+    unmeasured,
+)
 from node.config import NodeConfig
 from node.daemon.chain import Chain
 from node.daemon.driver import CoreDriver
@@ -162,7 +169,7 @@ class Daemon:
             admin_port = await _serve(nursery, self._admin_routes(), ADMIN_HOST, self.config.admin.port,
                                       "[admin] port")
             nursery.start_soon(self._refresh_metrics)
-            if self.remeasure_first_s is not None:
+            if self.remeasure_first_s is not None and self._computes():
                 nursery.start_soon(self._remeasure_capacity, self.remeasure_first_s)
             self.endpoints = Endpoints(
                 pid=_pid(),
@@ -176,8 +183,14 @@ class Daemon:
             log.info("node ready", extra=asdict(self.endpoints))
             task_status.started(self.endpoints)
 
+    def _computes(self) -> bool:
+        roles = self.config.roles
+        return bool(roles.worker or roles.verifier)
+
     def _measure(self) -> Capacity:
         cfg = self.config.compute
+        if not self._computes():  # no market compute: no torch, no benchmark
+            return unmeasured(cfg.threads)
         return measure_capacity(cfg.threads, cfg.device, seconds=self._capacity_seconds)
 
     async def _start_metrics(self, nursery: trio.Nursery) -> str | None:
@@ -267,6 +280,7 @@ class Daemon:
             ("GET", "/task/"): self._get_task,
             ("GET", "/tasks"): self._get_tasks,
             ("GET", "/links"): self._get_links,
+            **getattr(self.network, "admin_routes", dict)(),  # the network's own (node/daemon/network.py)
         }
 
     async def _get_links(self, request: Request) -> Response:

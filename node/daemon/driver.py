@@ -3,8 +3,19 @@
 The core is single-threaded by design, so every event reaches it through one bounded
 inbox and one loop: messages from the network, fired timers, finished compute jobs and
 fetched blobs. Commands that wait (compute, blob fetches) run as their own tasks and
-report back through the inbox; commands that must finish before the core goes on
-(Persist: "durably store before acting on it") run inline.
+report back through the inbox.
+
+The command loop never awaits a peer. Direct sends (block-sync answers, votes for a
+stuck peer) go into bounded per-peer queues with their own tasks and deadlines
+(node/daemon/peerqueue.py); blob fetches are bounded in number and in time. Publishing
+only waits for the transport's local backpressure, which skips peers that stopped
+reading.
+
+Persist ("durably store before acting on it") runs in a worker thread, off the event
+loop, so the transport keeps reading and timers keep firing during an fsync; but the
+command loop waits for it, and consecutive Persists go in one thread hop in their
+order, so a Persist still completes before any command after it in the same list runs
+(the core relies on that: its own vote is stored before the Publish that sends it).
 
 Failure policy, because one bad peer must never take the node down: a message the core
 refuses with a PolnetError is counted as rejected; any other exception while handling a
@@ -14,6 +25,7 @@ refuses with a PolnetError is counted as rejected; any other exception while han
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +33,7 @@ from typing import Any
 
 import trio
 
+from node.daemon.peerqueue import PeerQueues
 from node.daemon.ports import ComputeRunner, Network, Store
 from node.metrics import NodeMetrics, reject_reason
 from protocol.commands import (
@@ -51,6 +64,12 @@ INBOX_SIZE = 1024
 MAX_TIMERS = 4096
 #: Concurrent blob fetches; more wait for a slot.
 MAX_FETCHES = 8
+#: Fetches waiting or running at once; past this a Fetch is answered "unavailable" at
+#: once (the core retries what it still needs), so a flood of wanted blobs cannot grow
+#: the task count without bound.
+MAX_PENDING_FETCHES = 256
+#: A fetch (all the peers it tries) that has not delivered by then reports None.
+FETCH_DEADLINE_S = 120.0
 #: A compute job that has not finished by then is abandoned and reported as None.
 COMPUTE_DEADLINE_S = 3600.0
 
@@ -92,12 +111,15 @@ class CoreDriver:
         self._timers_changed = trio.Event()
         self._compute_limiter = trio.CapacityLimiter(compute_threads)
         self._fetch_limiter = trio.CapacityLimiter(MAX_FETCHES)
+        self._fetches_pending = 0
         self._nursery: trio.Nursery | None = None
+        self.outbox: PeerQueues | None = None
         self.events_handled = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self.outbox = PeerQueues(self.network.send_to, nursery, report=self.metrics.direct_send)
             nursery.start_soon(self._pump_network)
             nursery.start_soon(self._timer_loop)
             await self._handle(Tick())
@@ -161,12 +183,41 @@ class CoreDriver:
     # --- command side ----------------------------------------------------------------
 
     async def _execute(self, commands: Sequence[Command]) -> None:
-        for cmd in commands:
+        i = 0
+        while i < len(commands):
+            cmd = commands[i]
+            if isinstance(cmd, Persist):  # a run of Persists: one thread hop, in order
+                j = i
+                while j < len(commands) and isinstance(commands[j], Persist):
+                    j += 1
+                await self._persist([c for c in commands[i:j] if isinstance(c, Persist)])
+                i = j
+                continue
             try:
                 await self._execute_one(cmd)
             except PolnetError as exc:
-                self.metrics.command_errors.labels(type(cmd).__name__).inc()
-                log.warning("command failed", extra={"command": type(cmd).__name__, "error": str(exc)})
+                self._command_failed(cmd, exc)
+            i += 1
+
+    def _command_failed(self, cmd: Command, exc: PolnetError) -> None:
+        self.metrics.command_errors.labels(type(cmd).__name__).inc()
+        log.warning("command failed", extra={"command": type(cmd).__name__, "error": str(exc)})
+
+    async def _persist(self, batch: list[Persist]) -> None:
+        """Store `batch` in order in a worker thread; the loop waits, the event loop does
+        not. A failing record is counted and logged; the ones after it are still tried."""
+
+        def write_all() -> list[tuple[Persist, PolnetError]]:
+            failed = []
+            for cmd in batch:
+                try:
+                    self.store.persist(cmd.kind, cmd.key, cmd.value)
+                except PolnetError as exc:
+                    failed.append((cmd, exc))
+            return failed
+
+        for cmd, exc in await trio.to_thread.run_sync(write_all):
+            self._command_failed(cmd, exc)
 
     async def _execute_one(self, cmd: Command) -> None:
         if isinstance(cmd, Publish):
@@ -176,16 +227,25 @@ class CoreDriver:
                 await self.network.publish(cmd.topic, cmd.msg)
             self.metrics.message_out(cmd.topic)
         elif isinstance(cmd, SendTo):
-            await self.network.send_to(cmd.peer, cmd.msg)
+            assert self.outbox is not None
+            if not self.outbox.put(cmd.peer, cmd.msg):
+                raise PolnetError(f"{self.outbox.peers} peers have direct sends queued; dropped one")
         elif isinstance(cmd, SetTimer):
             self._set_timer(cmd.key, cmd.at)
         elif isinstance(cmd, CancelTimer):
             self._timers.pop(cmd.key, None)
         elif isinstance(cmd, Persist):
-            self.store.persist(cmd.kind, cmd.key, cmd.value)
+            await self._persist([cmd])
         elif isinstance(cmd, RunCompute):
             self._spawn(self._run_compute, cmd)
         elif isinstance(cmd, Fetch):
+            if self._fetches_pending >= MAX_PENDING_FETCHES:
+                # Never await our own inbox from the loop that drains it: if it is full,
+                # the answer is dropped and the core's own retry covers it.
+                with contextlib.suppress(trio.WouldBlock):
+                    self._send.send_nowait(BlobFetched(cmd.digest, None))
+                raise PolnetError(f"{MAX_PENDING_FETCHES} blob fetches pending; answered None")
+            self._fetches_pending += 1
             self._spawn(self._fetch, cmd)
         elif isinstance(cmd, Log):
             log.log(logging.getLevelName(cmd.level.upper()), cmd.event, extra=dict(cmd.fields))
@@ -241,9 +301,13 @@ class CoreDriver:
 
     async def _fetch(self, cmd: Fetch) -> None:
         data: bytes | None = None
-        async with self._fetch_limiter:
-            try:
-                data = await self.network.fetch_blob(cmd.digest, cmd.max_size)
-            except PolnetError as exc:
-                log.info("blob fetch failed", extra={"digest": cmd.digest.hex(), "error": str(exc)})
+        try:
+            with trio.move_on_after(FETCH_DEADLINE_S):
+                async with self._fetch_limiter:
+                    try:
+                        data = await self.network.fetch_blob(cmd.digest, cmd.max_size)
+                    except PolnetError as exc:
+                        log.info("blob fetch failed", extra={"digest": cmd.digest.hex(), "error": str(exc)})
+        finally:
+            self._fetches_pending -= 1
         await self._send.send(BlobFetched(cmd.digest, data))

@@ -59,7 +59,7 @@ MAX_KBPS = 2**32 - 1
 #: Nodes shown in the /links matrices (a crew is far smaller; the document stays small).
 MAX_MATRIX_NODES = 64
 
-BlobGet = Callable[[bytes], Awaitable[bytes | None]]
+BlobGet = Callable[[bytes], Awaitable[Any]]  # bytes, a BlobSource (node/transport/blobs.py) or None
 
 
 def with_probe_blob(provider: BlobGet | None) -> BlobGet:

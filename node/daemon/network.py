@@ -1,25 +1,71 @@
-"""The daemon's adapter over node.transport.Transport (the `Network` port)."""
+"""The daemon's adapter over node.transport.Transport (the `Network` port).
+
+Besides passing commands through, it gives the transport what only the daemon knows:
+the chain core's view (height, round, validators, accounts) for the relevance check
+every verified message goes through before the core or the network sees it
+(protocol/consensus/relevance.py, node/transport/budgets.py), and the node's own blob
+directory, which is read before the network is asked for anything.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import json
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from node.config import NodeConfig
 from node.daemon.blobdir import BlobDir
+from node.daemon.http import Request, Response, Routes
 from node.daemon.links import with_probe_blob
 from node.transport import Transport, TransportConfig
 from node.transport.errors import ListenFailed
 from protocol.commands import MessageReceived
+from protocol.consensus.relevance import NodeView, Relevance, judge
+from protocol.envelope import Envelope
 from protocol.errors import ConfigError
 from protocol.identity import Keypair
 
+if TYPE_CHECKING:
+    from node.daemon.chain import Chain
+
+#: Longest isolation the admin endpoint accepts.
+MAX_ISOLATE_S = 600.0
+
+
+class CoreRelevance:
+    """`judge` against the chain core's current state; RELEVANT while no chain runs.
+
+    Called from the gossip validator on the trio thread, between the core's events, so
+    it always reads a whole committed state."""
+
+    def __init__(self, chain: Callable[[], Chain | None]) -> None:
+        self._chain = chain
+        self._vset: object = None
+        self._members: frozenset[bytes] = frozenset()
+
+    def __call__(self, env: Envelope) -> Relevance:
+        chain = self._chain()
+        if chain is None:
+            return Relevance.RELEVANT
+        node = chain.node
+        if node.vset is not self._vset:  # a new set object per height; members change per epoch
+            self._vset, self._members = node.vset, frozenset(node.vset.powers())
+        state = chain.ledger.state
+
+        def account(pubkey: bytes) -> tuple[int, int]:
+            acct = state.account(pubkey)
+            return acct.nonce, acct.balance
+
+        view = NodeView(node.height, node.machine.round, self._members.__contains__, account)
+        return judge(view, env.sender, env.body)
+
 
 class TransportNetwork:
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, blobs: BlobDir | None = None) -> None:
         self.transport = transport
+        self.blobs = blobs
 
     async def publish(self, topic: str, msg: Any) -> None:
         await self.transport.publish(topic, msg)
@@ -31,6 +77,12 @@ class TransportNetwork:
         await self.transport.send_to(peer, msg)
 
     async def fetch_blob(self, digest: bytes, max_size: int, peers: Sequence[bytes] | None = None) -> bytes:
+        """Our own blob directory first: a node never asks the network (least of all
+        itself: callers may name us among the peers to ask) for what it holds."""
+        if self.blobs is not None:
+            local = await trio.to_thread.run_sync(self.blobs.read, digest)
+            if local is not None and len(local) <= max_size:
+                return local
         return await self.transport.fetch_blob(digest, max_size, peers)
 
     async def receive(self) -> MessageReceived:
@@ -42,12 +94,34 @@ class TransportNetwork:
     def counters(self) -> dict[str, int]:
         return self.transport.metrics()
 
+    def admin_routes(self) -> Routes:
+        """Admin endpoints of the network part (the daemon mounts them on 127.0.0.1)."""
+        return {("POST", "/net/isolate"): self._post_isolate}
+
+    async def _post_isolate(self, request: Request) -> Response:
+        """`{"seconds": S}`: drop every peer and refuse them for S seconds (1..MAX_ISOLATE_S)."""
+        try:
+            doc = json.loads(request.body or b"{}")
+            seconds = float(doc["seconds"])
+        except (ValueError, KeyError, TypeError):
+            return Response(400, b'{"error": "body must be {\"seconds\": S}"}')
+        if not 0 < seconds <= MAX_ISOLATE_S:
+            return Response(400, json.dumps({"error": f"seconds must be in (0, {MAX_ISOLATE_S}]"}).encode())
+        await self.transport.isolate(seconds)
+        return Response(200, json.dumps({"isolated_s": seconds}).encode())
+
 
 async def start_transport(
-    config: NodeConfig, key: Keypair, blobs: BlobDir, nursery: trio.Nursery, genesis_hash: bytes | None = None
+    config: NodeConfig,
+    key: Keypair,
+    blobs: BlobDir,
+    nursery: trio.Nursery,
+    genesis_hash: bytes | None = None,
+    chain: Callable[[], Chain | None] | None = None,
 ) -> tuple[TransportNetwork, tuple[str, ...]]:
     """Start the transport as a service of `nursery`; returns it once it listens. With
-    `genesis_hash` every connection starts with the chain handshake."""
+    `genesis_hash` every connection starts with the chain handshake; `chain` returns the
+    daemon's chain once it is open (it opens after the network)."""
     net = config.network
     tcfg = TransportConfig(
         chain_id=config.chain_id,
@@ -56,7 +130,9 @@ async def start_transport(
         bootstrap=net.bootstrap,
         genesis_hash=genesis_hash,
     )
-    transport = Transport(tcfg, key, blob_provider=with_probe_blob(blobs.get))
+    transport = Transport(tcfg, key, blob_provider=with_probe_blob(blobs.open_source))
+    if chain is not None:
+        transport.budgets.relevance = CoreRelevance(chain)
     try:
         addrs = await nursery.start(transport.run)
     except (ListenFailed, BaseExceptionGroup) as exc:  # a value the operator must change: name it
@@ -66,4 +142,4 @@ async def start_transport(
         while isinstance(failed, BaseExceptionGroup):
             failed = failed.exceptions[0]
         raise ConfigError(f"[network] listen_port: {failed}") from None
-    return TransportNetwork(transport), tuple(addrs)
+    return TransportNetwork(transport, blobs), tuple(addrs)

@@ -14,6 +14,7 @@ from node.config import NodeConfig
 from node.daemon.app import Daemon
 from node.daemon.blobdir import BlobDir
 from node.daemon.chain import Chain, read_genesis
+from node.daemon.lazycompute import LazyCompute
 from node.daemon.links import start_links
 from node.daemon.network import start_transport
 from node.daemon.roles import build_roles
@@ -35,14 +36,18 @@ def build_daemon(datadir: DataDir, config: NodeConfig, key: Keypair) -> Daemon:
         return Chain.open(genesis, key, datadir.chain_db, config.chain.block_interval_ms, roles.roles)
 
     async def open_network(daemon: Daemon, nursery: trio.Nursery) -> Any:
-        network, addrs = await start_transport(config, key, blobs, nursery, genesis.hash())
+        network, addrs = await start_transport(config, key, blobs, nursery, genesis.hash(),
+                                               chain=lambda: daemon.chain)
         return await start_links(daemon, network, nursery), addrs
 
     def open_compute(daemon: Daemon) -> Any:
-        from node.daemon.compute import MarketComputeRunner  # torch: only once the node starts
+        def build() -> Any:
+            from node.daemon.compute import MarketComputeRunner  # torch: only on the first job
 
-        return MarketComputeRunner(blobs, daemon.network.fetch_blob, key.public, cheat=config.roles.cheat,
-                                   progress=daemon.progress)
+            return MarketComputeRunner(blobs, daemon.network.fetch_blob, key.public, cheat=config.roles.cheat,
+                                       progress=daemon.progress)
+
+        return LazyCompute(build, blobs)
 
     return Daemon(datadir, config, key, chain_factory=open_chain, network_factory=open_network,
                   compute_factory=open_compute)

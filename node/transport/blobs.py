@@ -15,6 +15,13 @@ the blob only if the stream ends exactly at `size` bytes whose SHA-256 is the
 digest. A blob is never trusted because of who sent it. Both sides bound concurrency
 (a server answers BUSY past its limits; a client queues on a semaphore) and every
 step has a deadline.
+
+Memory: the server streams. A provider may hand back an open `BlobSource` (the daemon's
+blob directory does: a file it reads one chunk at a time) instead of the whole blob, so
+a serve holds at most one chunk (`chunk_bytes`), and the node at most
+`max_concurrent_serves` chunks, however large the blob and however slowly the peer
+reads (yamux's send window is the only other buffer, and a writer waits on it). Four
+slow readers of a 32 MiB blob used to pin 4 x 32 MiB plus copies.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Protocol
 
 import trio
 from libp2p.abc import IHost, INetStream
@@ -40,6 +48,7 @@ from node.transport.errors import (
     BlobNotFound,
     BlobOversized,
     BlobProtocolError,
+    BlobStreamFailed,
     BlobTimeout,
     BlobTooLarge,
     BlobTruncated,
@@ -55,7 +64,42 @@ MAX_HEADER_BYTES = 128
 #: The largest blob this node will ever serve or accept (a checkpoint or a dataset).
 MAX_BLOB_BYTES = 1024 * MiB
 
-BlobProvider = Callable[[bytes], Awaitable[bytes | None]]
+
+
+class BlobSource(Protocol):
+    """An open blob a server streams from: its size, then its bytes a chunk at a time."""
+
+    @property
+    def size(self) -> int: ...
+
+    async def read_chunk(self, n: int) -> bytes:
+        """Up to `n` further bytes (b"" at the end)."""
+
+    async def aclose(self) -> None: ...
+
+
+#: digest -> the blob (in memory, or an open source to stream from), or None if absent.
+BlobProvider = Callable[[bytes], Awaitable["bytes | BlobSource | None"]]
+
+
+class BytesSource:
+    """A blob already in memory, served in chunks without copying it whole."""
+
+    def __init__(self, data: bytes) -> None:
+        self._view = memoryview(data)
+        self._pos = 0
+
+    @property
+    def size(self) -> int:
+        return len(self._view)
+
+    async def read_chunk(self, n: int) -> bytes:
+        chunk = bytes(self._view[self._pos : self._pos + n])
+        self._pos += len(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        self._view.release()
 
 
 class Status(IntEnum):
@@ -81,6 +125,7 @@ class BlobConfig:
 class BlobCounters:
     served: int = 0
     served_bytes: int = 0
+    serve_timeouts: int = 0
     refused_busy: int = 0
     fetched: int = 0
     fetched_bytes: int = 0
@@ -147,7 +192,7 @@ async def _read_frame(stream: INetStream) -> bytes:
     except MessageTooLarge as exc:
         raise BlobProtocolError(f"header longer than {MAX_HEADER_BYTES} bytes") from exc
     except IncompleteReadError as exc:
-        raise BlobTruncated("stream ended inside a header") from exc
+        raise BlobStreamFailed("stream ended inside a header") from exc
 
 
 class BlobServer:
@@ -180,17 +225,27 @@ class BlobServer:
             self._release(peer)
 
     async def _serve(self, stream: INetStream, digest: bytes, max_size: int) -> None:
-        data = await self._provider(digest) if self._provider is not None else None
-        if data is None:
+        found = await self._provider(digest) if self._provider is not None else None
+        if found is None:
             await _answer_and_close(stream, Status.NOT_FOUND, 0, None)
-        elif len(data) > min(max_size, self._cfg.max_blob_bytes):
-            await _answer_and_close(stream, Status.TOO_LARGE, len(data), None)
-        else:
-            deadline = self._cfg.request_timeout_s + len(data) / self._cfg.min_rate_bytes_per_s
-            with trio.fail_after(deadline):
-                await _answer_and_close(stream, Status.OK, len(data), data, self._cfg.chunk_bytes)
+            return
+        source: BlobSource = BytesSource(found) if isinstance(found, bytes) else found
+        try:
+            size = source.size
+            if size > min(max_size, self._cfg.max_blob_bytes):
+                await _answer_and_close(stream, Status.TOO_LARGE, size, None)
+                return
+            deadline = self._cfg.request_timeout_s + size / self._cfg.min_rate_bytes_per_s
+            with trio.move_on_after(deadline) as scope:
+                await _answer_and_close(stream, Status.OK, size, source, self._cfg.chunk_bytes)
+            if scope.cancelled_caught:
+                self._counters.serve_timeouts += 1
+                await _reset(stream)  # a reader this slow gets the stream cut, not our memory
+                return
             self._counters.served += 1
-            self._counters.served_bytes += len(data)
+            self._counters.served_bytes += size
+        finally:
+            await source.aclose()
 
     def _admit(self, peer: ID) -> bool:
         if self._active >= self._cfg.max_concurrent_serves:
@@ -211,13 +266,18 @@ class BlobServer:
 
 
 async def _answer_and_close(
-    stream: INetStream, status: Status, size: int, data: bytes | None, chunk: int = 256 * 1024
+    stream: INetStream, status: Status, size: int, source: BlobSource | None, chunk: int = 256 * 1024
 ) -> None:
+    """Header, then (for OK) exactly `size` bytes read from `source` one chunk at a time:
+    at most one chunk of the blob is in memory for this stream."""
     await stream.write(encode_varint_prefixed(pack([int(status), size])))
-    if data is not None:
-        view = memoryview(data)
-        for start in range(0, len(data), chunk):
-            await stream.write(bytes(view[start : start + chunk]))
+    sent = 0
+    while source is not None and sent < size:
+        data = await source.read_chunk(min(chunk, size - sent))
+        if not data:
+            raise BlobTruncated(f"blob source ended after {sent} of {size} bytes")
+        await stream.write(data)
+        sent += len(data)
     await stream.close()
 
 
@@ -260,10 +320,14 @@ class BlobClient:
                 status, size = decode_header(await _read_frame(stream))
         except trio.TooSlowError as exc:
             raise BlobTimeout(f"no answer from {peer} within {timeout}s") from exc
-        except (BaseLibp2pError, trio.BrokenResourceError, DecodeError) as exc:
+        except DecodeError as exc:
             if isinstance(exc, BlobError):
                 raise
             raise BlobProtocolError(f"bad answer from {peer}: {exc}") from exc
+        except (BaseLibp2pError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            # Refused, reset or broken before any answer: the peer may be down, busy
+            # banning us, or restarting; none of that proves a lie.
+            raise BlobStreamFailed(f"no stream to {peer}: {type(exc).__name__}: {exc}") from exc
         try:
             return await self._body(stream, peer, digest, status, size, max_size)
         finally:
@@ -309,9 +373,9 @@ async def _read_some(stream: INetStream, n: int) -> bytes:
     try:
         data: bytes = await stream.read(n)
     except EOFError:
-        return b""
+        return b""  # a clean close: if it comes early, the peer chose to stop (BlobTruncated)
     except BaseLibp2pError as exc:
-        raise BlobTruncated(f"stream failed mid-blob: {exc}") from exc
+        raise BlobStreamFailed(f"stream failed mid-blob: {exc}") from exc
     if len(data) > n:
         raise BlobProtocolError("stream returned more bytes than requested")
     return data

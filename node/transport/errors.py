@@ -2,8 +2,8 @@
 
 Blob failures subclass `protocol.errors.BlobError` so a core-facing shell can treat
 "no valid blob" uniformly; the subclasses say whose fault it was, which decides
-whether the serving peer is penalised (wrong hash, oversized, truncated) or merely
-skipped (not found, busy).
+whether the serving peer is penalised (wrong hash, oversized, closed mid-body,
+garbage) or merely skipped (not found, busy, too slow, stream reset or refused).
 """
 
 from __future__ import annotations
@@ -58,6 +58,11 @@ class BlobTimeout(BlobError):
 
 class BlobProtocolError(BlobError):
     """The peer's answer was not a valid blob-protocol message."""
+
+
+class BlobStreamFailed(BlobError):
+    """The stream could not be opened or was reset (the peer went away, refused us, or
+    the connection broke): no proof that the peer lied, so it is not penalised."""
 
 
 class BlobUnavailable(ProtocolBlobUnavailable):

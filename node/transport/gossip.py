@@ -15,25 +15,42 @@ The validator runs `protocol.envelope.open_envelope` (size, shape, version, chai
 type, schema, then signature) before the message is delivered or forwarded. The
 verified envelope is cached by content hash so the subscription reader does not
 decode and verify a second time.
+
+One override of the library (`GatedPubsub.push_msg`): py-libp2p 0.8.1 validators
+return a bool, so a message can only be accepted or rejected, and a rejection is cached
+by message id and charged to *every* peer that forwards the same bytes afterwards. For
+"valid but over budget or useless here" (go-libp2p's ValidationIgnore) that would
+punish honest relays for an attacker's messages. The gate runs first on each new
+message (`EnvelopeValidator.gate`: per-forwarder rate, verify, per-type budgets,
+relevance; node/transport/budgets.py) and can drop it quietly; everything else takes
+the library's path unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from libp2p.abc import IHost
+import libp2p.pubsub.pubsub as _pubsub_module
+from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
+from libp2p.io.exceptions import MessageTooLarge
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
-from libp2p.pubsub.pubsub import Pubsub, get_content_addressed_msg_id
+from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.rpc_queue import DefaultMaxMessageSize
 from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 
+from node.transport import hotspots
+from node.transport.budgets import IGNORED_CACHE, MessageBudgets, TokenBucket
 from protocol.commands import TOPICS
+from protocol.consensus.relevance import Relevance
 from protocol.encoding import sha256
 from protocol.envelope import Envelope, open_envelope
 from protocol.errors import DecodeError
@@ -184,17 +201,86 @@ def build_router(cfg: GossipConfig, app_score: Callable[[ID], float]) -> GossipS
     )
 
 
-def build_pubsub(host: IHost, router: GossipSub, cfg: GossipConfig) -> Pubsub:
+#: Which pubsub (and peer) the current task reads RPCs for: set by GatedPubsub's stream
+#: handler, read by the size-cap wrapper below.
+_reading: contextvars.ContextVar[tuple[GatedPubsub, ID] | None] = contextvars.ContextVar(
+    "polnet_pubsub_reading", default=None
+)
+_library_read = getattr(_pubsub_module, "read_varint_prefixed_bytes_limited")
+
+
+async def _read_rpc_reporting_oversize(reader: Any, max_length: int) -> bytes:
+    """py-libp2p's RPC reader, telling the reading GatedPubsub who broke the size cap.
+    Without this, a peer could send 2 MiB RPCs forever: each is read up to its length
+    prefix, the stream reset, the peer re-registered, and nobody scored."""
+    try:
+        rpc: bytes = await _library_read(reader, max_length)
+        return rpc
+    except MessageTooLarge:
+        current = _reading.get()
+        if current is not None and current[0].on_oversized is not None:
+            current[0].on_oversized(current[1])
+        raise
+
+
+class GatedPubsub(Pubsub):
+    """py-libp2p's Pubsub with a gate in front of its message processing that may
+    drop a new message without scoring anyone or caching it as invalid (see the
+    module docstring). Messages from banned peers and duplicates skip the gate.
+
+    Also fixes a race that let any peer we ban kill the node: `add_to_blacklist` runs
+    `_teardown_if_connected`, which deletes the peer's entry *after* awaiting its
+    stream reset; our ban also disconnects the peer, whose dead-peer handler removes
+    the entry meanwhile, and the KeyError then ended the whole pubsub service (and the
+    daemon with it; seen twice in one adversary run)."""
+
+    gate: Callable[[ID, rpc_pb2.Message], bool] | None = None
+    #: Called with a peer whose inbound RPC exceeded the size cap (the library only
+    #: resets that stream, re-registers the peer at once, and reads the next one).
+    on_oversized: Callable[[ID], None] | None = None
+
+    async def stream_handler(self, stream: INetStream) -> None:
+        token = _reading.set((self, stream.muxed_conn.peer_id))
+        try:
+            await super().stream_handler(stream)
+        finally:
+            _reading.reset(token)
+
+    async def _teardown_if_connected(self, peer_id: ID) -> None:
+        stream = self.peers.get(peer_id)
+        if stream is not None:
+            with contextlib.suppress(Exception):  # the peer may be gone already
+                await stream.reset()
+        if peer_id in self.peers:
+            # The library's full cleanup (its version forgot the outbound queue and the
+            # router's mesh entry); it does not re-open a stream to a blacklisted peer.
+            self._handle_dead_peer(peer_id)
+        self._forget_all_subscriptions(peer_id)
+
+    async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        gate = self.gate
+        if gate is not None and msg_forwarder != self.my_id:
+            if self.is_peer_blacklisted(msg_forwarder):
+                return
+            if not self._is_msg_seen(msg) and not gate(msg_forwarder, msg):
+                return
+        await super().push_msg(msg_forwarder, msg)
+
+
+def build_pubsub(host: IHost, router: GossipSub, cfg: GossipConfig) -> GatedPubsub:
     """Pubsub with content-addressed message ids (one envelope, one id, whoever relays
-    it) and strict libp2p signing (what stock py-libp2p peers expect)."""
-    return Pubsub(
+    it) and strict libp2p signing (what stock py-libp2p peers expect), with the
+    library hot spots of node/transport/hotspots.py cut."""
+    hotspots.install()
+    setattr(_pubsub_module, "read_varint_prefixed_bytes_limited", _read_rpc_reporting_oversize)
+    return GatedPubsub(
         host,
         router,
         cache_size=cfg.validation_cache_size,
         seen_ttl=cfg.seen_ttl_s,
         sweep_interval=cfg.seen_sweep_interval_s,
         strict_signing=True,
-        msg_id_constructor=get_content_addressed_msg_id,
+        msg_id_constructor=hotspots.message_id,
         max_concurrent_validator_count=cfg.max_concurrent_validators,
         validation_cache_ttl=cfg.validation_cache_ttl_s,
         validation_cache_size=cfg.validation_cache_size,
@@ -206,31 +292,12 @@ def build_pubsub(host: IHost, router: GossipSub, cfg: GossipConfig) -> Pubsub:
     )
 
 
-class TokenBucket:
-    """Per-key token buckets, bounded in the number of keys they remember."""
-
-    def __init__(self, rate: float, burst: float, capacity: int = 4096) -> None:
-        self._rate = rate
-        self._burst = burst
-        self._capacity = capacity
-        self._state: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
-
-    def take(self, key: bytes, now: float) -> bool:
-        tokens, last = self._state.get(key, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - last) * self._rate)
-        ok = tokens >= 1.0
-        self._state[key] = (tokens - 1.0 if ok else tokens, now)
-        self._state.move_to_end(key)
-        if len(self._state) > self._capacity:
-            self._state.popitem(last=False)
-        return ok
-
-
 @dataclass(slots=True)
 class VerdictCounters:
     accepted: int = 0
     rejected: int = 0
     rate_limited: int = 0
+    ignored: int = 0
     by_error: dict[str, int] = field(default_factory=dict)
 
 
@@ -251,6 +318,7 @@ class EnvelopeValidator:
         self_id: ID,
         cache_size: int = 4096,
         cache_bytes: int = 64 * 1024 * 1024,
+        budgets: MessageBudgets | None = None,
     ) -> None:
         self._chain_id = chain_id
         self._self_id = self_id
@@ -258,14 +326,59 @@ class EnvelopeValidator:
         self._on_reject = on_reject
         self._bucket = TokenBucket(cfg.peer_msgs_per_s, cfg.peer_burst)
         self._verified: OrderedDict[bytes, Envelope] = OrderedDict()
+        # id -> why it was ignored (RELEVANT here means: over its sender's budget)
+        self._ignored: OrderedDict[bytes, Relevance] = OrderedDict()
         self._cache_size = cache_size
         self._cache_bytes = cache_bytes
         self._cached_bytes = 0
+        self.budgets = budgets
         self.counters = VerdictCounters()
+
+    def gate(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
+        """The pre-validation gate (GatedPubsub): False drops a new message quietly.
+        An envelope that does not open passes here, so that the library's validator
+        rejects it and scores the forwarder the usual way."""
+        if forwarder == self._self_id or self.budgets is None:
+            return True
+        mid = sha256(msg.data)
+        why = self._ignored.get(mid)
+        if why is not None:
+            if why is not Relevance.RELEVANT:  # useless bytes again: they count again
+                self.budgets.useless(forwarder, why)
+            return False
+        if mid in self._verified:
+            return True
+        if not self.take_forwarder(forwarder):
+            return False
+        try:
+            env = open_envelope(msg.data, self._chain_id)
+        except DecodeError:
+            return True
+        verdict = self.budgets.judge(forwarder, env)
+        if verdict is not None:
+            self.counters.ignored += 1
+            self._ignored[mid] = verdict
+            if len(self._ignored) > IGNORED_CACHE:
+                self._ignored.popitem(last=False)
+            return False
+        self._remember(env)
+        return True
+
+    def take_forwarder(self, forwarder: ID) -> bool:
+        """Check 1 of node/transport/budgets.py: the connection's total rate."""
+        if self._bucket.take(forwarder.to_bytes(), self._clock()):
+            return True
+        self.counters.rate_limited += 1
+        if self.budgets is not None:
+            self.budgets.over_forwarder_budget(forwarder)
+        return False
 
     def __call__(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
         if forwarder == self._self_id:
             return True  # our own publish: sealed by us a moment ago
+        if self.budgets is not None and sha256(msg.data) in self._verified:
+            self.counters.accepted += 1  # the gate verified it and took its budgets
+            return True
         if not self._bucket.take(forwarder.to_bytes(), self._clock()):
             self.counters.rate_limited += 1
             self._reject(forwarder, "RateLimited")

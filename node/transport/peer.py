@@ -23,17 +23,21 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import trio
 
 from node.transport.blobs import MemoryBlobStore
+from node.transport.budgets import Budget
 from node.transport.dialer import BackoffConfig
+from node.transport.gossip import GossipConfig
 from node.transport.service import Transport, TransportConfig
 from protocol.commands import TOPIC_TXS
 from protocol.errors import PolnetError
 from protocol.identity import Keypair
 from protocol.messages import Ping
+from protocol.schema import tag_of
 
 #: A command line longer than this is not one of ours.
 MAX_COMMAND_BYTES = 1024
@@ -163,9 +167,13 @@ async def main(args: argparse.Namespace) -> None:
         listen_port=args.port,
         bootstrap=tuple(args.bootstrap),
         backoff=BackoffConfig(initial_s=0.25, max_s=5.0, check_interval_s=0.25),
+        # The throughput phase floods from one peer on purpose: lift the per-connection cap.
+        gossip=replace(GossipConfig(), peer_msgs_per_s=MAX_PUBLISH_RATE, peer_burst=MAX_PUBLISH_RATE),
     )
     store = MemoryBlobStore()
     async with Transport.open(cfg, key, blob_provider=store.get) as transport, trio.open_nursery() as nursery:
+        # ... and the per-signer budget for Pings (a daemon allows a few per second).
+        transport.budgets.set_budget(tag_of(Ping), Budget(MAX_PUBLISH_RATE, MAX_PUBLISH_RATE))
         peer = Peer(transport, store)
         emit("ready", addrs=transport.listen_addrs, node_id=key.node_id, public=key.public.hex())
         nursery.start_soon(peer.receive_loop)

@@ -35,7 +35,9 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 from libp2p.utils.varint import encode_varint_prefixed
 
+from node.transport.backpressure import DrainWatch
 from node.transport.blobs import BLOB_PROTOCOL, BlobClient, BlobConfig, BlobCounters, BlobProvider, BlobServer
+from node.transport.budgets import MessageBudgets
 from node.transport.dialer import BackoffConfig, keep_connected
 from node.transport.direct import DIRECT_PROTOCOL, DIRECT_TOPIC, read_direct
 from node.transport.errors import (
@@ -66,7 +68,7 @@ from node.transport.host import (
     public_key_of,
     tcp_listen_addr,
 )
-from node.transport.police import PENALTY_BAD_BLOB, PENALTY_BAD_DIRECT, PeerPolice
+from node.transport.police import PENALTY_BAD_BLOB, PENALTY_BAD_DIRECT, PENALTY_OVERSIZED_RPC, PeerPolice
 from protocol.commands import BlobFetched, Fetch, MessageReceived, Publish, SendTo
 from protocol.envelope import open_envelope, seal
 from protocol.errors import BlobError, DecodeError, MessageTooLarge
@@ -77,9 +79,6 @@ log = logging.getLogger(__name__)
 
 #: Blob failures that prove the serving peer lied or broke the protocol.
 _PEER_FAULTS = (BlobHashMismatch, BlobOversized, BlobTruncated, BlobProtocolError)
-#: Publishers wait while any peer's outbound queue (32 RPCs in py-libp2p) holds this many.
-OUTBOUND_HIGH_WATER = 16
-BACKPRESSURE_POLL_S = 0.002
 #: Seconds `close` waits for libp2p to shut its listeners and connections.
 CLOSE_TIMEOUT_S = 5.0
 
@@ -115,6 +114,7 @@ class TransportCounters:
     direct_in: int = 0
     backpressure_timeouts: int = 0
     direct_rejected: int = 0
+    direct_ignored: int = 0
 
 
 class Transport:
@@ -129,12 +129,18 @@ class Transport:
         self._bootstrap = [parse_peer_addr(a) for a in config.bootstrap]
         self.host = build_host(keypair)
         self.peer_id: ID = self.host.get_id()
-        self.police = PeerPolice(config.gossip.ban_threshold, config.gossip.ban_s, trio.current_time)
+        gcfg = config.gossip
+        self.police = PeerPolice(gcfg.ban_threshold, gcfg.ban_s, trio.current_time, self.peer_id)
         self.router: GossipSub = build_router(config.gossip, self.police.app_score)
         self.pubsub: Pubsub = build_pubsub(self.host, self.router, config.gossip)
+        self.budgets = MessageBudgets(self.police, trio.current_time, _key_or_none)
         self.validator = EnvelopeValidator(
-            config.chain_id, config.gossip, trio.current_time, self._on_reject, self.peer_id
+            config.chain_id, config.gossip, trio.current_time, self._on_reject, self.peer_id,
+            budgets=self.budgets,
         )
+        self.pubsub.gate = self.validator.gate
+        self.pubsub.on_oversized = lambda peer: self.police.penalise(peer, PENALTY_OVERSIZED_RPC)
+        self._drain_watch = DrainWatch(lambda: self.pubsub.peer_queues, trio.current_time)
         for topic in config.gossip.topics:
             self.pubsub.set_topic_validator(topic, self.validator, False)
         self.blob_counters = BlobCounters()
@@ -202,7 +208,7 @@ class Transport:
         async with trio.open_nursery() as nursery:
             for topic, sub in subs:
                 nursery.start_soon(self._read_topic, topic, sub)
-            redial = (self.host, self._bootstrap, self.config.backoff, self.police.is_banned, self._rng)
+            redial = (self.host, self._bootstrap, self.config.backoff, self.police.refuses, self._rng)
             nursery.start_soon(keep_connected, *redial)
             nursery.start_soon(self._police_loop)
             if self.handshake is not None:
@@ -273,14 +279,10 @@ class Transport:
         """Backpressure for publishers. py-libp2p (like go-libp2p) gives each peer an
         outbound queue of 32 RPCs and silently drops what does not fit, so a burst of
         publishes would mostly vanish; wait until every queue is below the high-water
-        mark, but never longer than `publish_backpressure_s` (one stalled peer must not
-        stall the node; it gets the drops instead)."""
-        deadline = trio.current_time() + self.config.publish_backpressure_s
-        while any(len(q) >= OUTBOUND_HIGH_WATER for q in list(self.pubsub.peer_queues.values())):
-            if trio.current_time() >= deadline:
-                self.counters.backpressure_timeouts += 1
-                return
-            await trio.sleep(BACKPRESSURE_POLL_S)
+        mark, but never longer than `publish_backpressure_s`, and never for a peer that
+        stopped draining (node/transport/backpressure.py: it gets the drops instead)."""
+        if not await self._drain_watch.wait(self.config.publish_backpressure_s):
+            self.counters.backpressure_timeouts += 1
 
     async def _read_topic(self, topic: str, sub: Any) -> None:
         me = self.peer_id.to_bytes()
@@ -332,6 +334,9 @@ class Transport:
         finally:
             self._direct_inflight -= 1
         await _close(stream)
+        if not (self.validator.take_forwarder(peer) and self.budgets.admit(peer, env)):
+            self.counters.direct_ignored += 1  # over budget or useless: charged by the budgets
+            return
         self.counters.direct_in += 1
         with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):  # shutting down
             await self._inbound_send.send(MessageReceived(DIRECT_TOPIC, env.sender, env.body, env.raw))
@@ -346,13 +351,17 @@ class Transport:
 
     async def fetch_blob(self, digest: bytes, max_size: int, peers: Sequence[bytes] | None = None) -> bytes:
         """Fetch and verify a blob from the given peers (public keys) or, by default,
-        from every connected peer in turn. Peers that send a wrong, oversized or
-        truncated blob are penalised; raises BlobUnavailable when no peer delivers."""
+        from every connected peer in turn; our own id is skipped. Peers that provably
+        lied (wrong hash, oversized, closed mid-body, garbage header) are penalised;
+        refusals, timeouts and broken streams are not. Raises BlobUnavailable when no
+        peer delivers."""
         self._check_running()
         candidates = [peer_id_of(p) for p in peers] if peers is not None else self.host.get_connected_peers()
         reasons: dict[str, str] = {}
         for pid in candidates:
-            if self.police.is_banned(pid):
+            # Rule: never fetch from ourselves over the network (the caller reads its own
+            # store; a "failed" self-fetch must not become a self-penalty).
+            if pid == self.peer_id or self.police.is_banned(pid):
                 continue
             try:
                 return await self._blob_client.fetch_from(pid, digest, max_size)
@@ -402,7 +411,7 @@ class Transport:
             suspects = self.police.suspects | set(self.host.get_connected_peers())
             self.police.suspects = set()
             for peer in suspects:
-                if self.police.is_banned(peer):
+                if self.police.refuses(peer):
                     if peer in self.host.get_connected_peers():
                         await self._disconnect(peer)
                 elif self.police.should_ban(self.score(peer)):
@@ -416,8 +425,16 @@ class Transport:
         already gone, raises KeyError inside the pubsub service, which stops the node."""
         self.police.ban(peer)
         await self._disconnect(peer)
+    async def isolate(self, seconds: float) -> None:
+        """Drop every connection and refuse (and not redial) all peers for `seconds`: an
+        operator's switch, and the "disconnect" fault of `polnet swarm up --perturb`."""
+        self.police.isolate(seconds)
+        for peer in list(self.host.get_connected_peers()):
+            await self._disconnect(peer)
 
     async def _ban(self, peer: ID) -> None:
+        if peer == self.peer_id:
+            return  # Rule: never ban ourselves (PeerPolice refuses too)
         log.warning("banning peer %s (score %.1f)", peer, self.score(peer))
         self.police.ban(peer)
         self.pubsub.add_to_blacklist(peer)
@@ -440,6 +457,8 @@ class Transport:
             "messages_in": c.msgs_in + c.direct_in,
             "messages_rejected": v.rejected + c.direct_rejected,
             "gossip_rate_limited": v.rate_limited,
+            "messages_ignored": v.ignored + c.direct_ignored,
+            "penalties_charged": self.budgets.counters.charged,
             "blobs_served": b.served,
             "blobs_fetched": b.fetched,
             "blobs_rejected": b.rejected,
@@ -452,6 +471,14 @@ class Transport:
     def _check_running(self) -> None:
         if not self._running:
             raise NotRunning("transport is not running")
+
+
+def _key_or_none(peer: ID) -> bytes | None:
+    """The ed25519 key behind a peer id (None for other key types: never an envelope signer)."""
+    try:
+        return public_key_of(peer)
+    except DecodeError:
+        return None
 
 
 async def _reset(stream: INetStream) -> None:

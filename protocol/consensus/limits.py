@@ -28,3 +28,8 @@ MAX_FUTURE_ROUNDS = 8
 MAX_EVIDENCE_AGE = 1000
 #: Pending evidence kept for inclusion.
 MAX_PENDING_EVIDENCE = 256
+#: Relevance windows (protocol/consensus/relevance.py). Votes more than this many heights
+#: below the one being decided are stale (the previous height's still prove equivocation).
+STALE_VOTE_HEIGHTS = 1
+#: A Status this many heights or more above ours, from a non-validator, is not acted on.
+FAR_AHEAD_HEIGHTS = 2
