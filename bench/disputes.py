@@ -18,8 +18,8 @@ that op's inputs by digest and re-executes it alone. Per MLP spec and per attack
   detected              the validator refuted the cheat (and upheld an honest solver).
 
 The last line is one JSON object with `arbitration_vs_step`, `rounds_vs_bound`,
-`detection_rate`, `false_positive_rate` (and, once the restart benchmark provides it,
-`restart_ready_ratio_500_vs_50`).
+`detection_rate`, `false_positive_rate` and `restart_ready_ratio_500_vs_50` (ready time of
+a validator daemon after kill -9 at height 500 over at height 50, from bench/restart.py).
 """
 
 from __future__ import annotations
@@ -211,6 +211,11 @@ def main() -> None:
         "false_positive_rate": sum(not o.defender_right for o in honest) / len(honest),
         "disputes": len(outcomes),
     }
+    from restart import measure_restart_ready_ratio  # bench/restart.py: real daemons, kill -9
+
+    # The solver must still defend after a restart, and a restart must not replay the world.
+    result["restart_ready_ratio_500_vs_50"] = round(measure_restart_ready_ratio(1 if args.quick else 3), 3)
+    print(f"restart ready after kill -9, height 500 / height 50: {result['restart_ready_ratio_500_vs_50']}")
     print(json.dumps(result))
 
 

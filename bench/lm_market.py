@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
+
+# The repository's netsim package, not bench/netsim.py beside this script.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from netsim.scenarios.market import MarketConfig, run_market
 from netsim.scenarios.market.lm import write_curve

@@ -15,7 +15,6 @@ import contextlib
 import json
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -39,6 +38,8 @@ from cli.swarm_market import (
     swarm_roles,
     task_docs,
 )
+from cli.swarm_restarts import StaggeredRestart
+from cli.swarm_restarts import spawn_daemon as _spawn
 from node.adversary.attacks import ATTACKS
 from node.config import RolesConfig
 from node.daemon.layout import MAX_LOCALNET_NODES, layout_localnet
@@ -66,6 +67,7 @@ class SwarmNode:
     role: str = ""
     admin: str | None = None
     last: dict[str, Any] = field(default_factory=dict)
+    restarting: bool = False  # being stopped and started again (--restart-staggered)
 
     def poll(self) -> None:
         if self.admin is None:
@@ -92,16 +94,6 @@ class SwarmNode:
 def _get(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as resp:
         return json.loads(resp.read(1024 * 1024))
-
-
-def _spawn(dd: DataDir) -> subprocess.Popen[bytes]:
-    log = open(dd.root / "node.log", "ab")  # noqa: SIM115 - the child owns it
-    return subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "node", "run", "-d", str(dd.root)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop them in order
-    )
 
 
 def _table(nodes: list[SwarmNode], elapsed: float, market: MarketWatch | None) -> Table:
@@ -171,9 +163,10 @@ def _wait_ready(nodes: list[SwarmNode], view: Live, start: float) -> None:
 
 def _poll(nodes: list[SwarmNode]) -> None:
     for n in nodes:
-        n.poll()
-    if any(n.proc.poll() is not None for n in nodes):
-        bad = next(n for n in nodes if n.proc.poll() is not None)
+        if not n.restarting:
+            n.poll()
+    if any(n.proc.poll() is not None and not n.restarting for n in nodes):
+        bad = next(n for n in nodes if n.proc.poll() is not None and not n.restarting)
         raise ConfigError(f"node {bad.index} exited early; see {bad.datadir.root / 'node.log'}")
 
 
@@ -185,25 +178,81 @@ def _run(nodes: list[SwarmNode], plan: Plan, live: bool) -> float:
             plan.faults.start(nodes, plan.duration)
         market = plan.market = plan.watch(nodes) if plan.tasks else None
         submitted = False
+        busy_since = time.monotonic()
+        on_chain: float | None = None
         while True:
             if plan.faults is not None:
                 plan.faults.tick()
             _poll(nodes)
             elapsed = time.monotonic() - start
             if market is not None:
+                if nodes[0].admin is not None:
+                    market.admin = nodes[0].admin  # a restarted node 0 listens on a new port
                 market.poll()
                 if not submitted and market.registered() >= plan.workers:
                     market.task_ids = submit_tasks(nodes[0].datadir, market.admin, plan.docs)
                     submitted = True
+                if submitted and on_chain is None and len(market.tasks()) == len(market.task_ids):
+                    # Restart once the tasks are on the ledger: a submitter's queue that
+                    # is not persisted yet dies with it (issue 11 item 4, not this option's).
+                    on_chain = busy_since = time.monotonic()
+            _restarts(nodes, plan, busy_since if market is None or on_chain is not None else None)
             view.update(_table(nodes, elapsed, market))
             if elapsed >= plan.duration:
                 return elapsed
-            if market is not None:
+            if plan.restarts is not None and not plan.restarts.resumed:
+                pass  # not done before the restarted chain has moved on
+            elif market is not None:
                 if market.done():
                     return elapsed
             elif all(n.height >= plan.blocks for n in nodes):
                 return elapsed
             time.sleep(POLL_S)
+
+
+#: With --restart-staggered, the restarts begin this long after the work began (every
+#: task is on the ledger, or the swarm was ready), so they hit a market mid-flight.
+RESTART_AFTER_S = 20.0
+#: The chain counts as resumed once every node committed this many blocks past the
+#: highest height reached when the last node was restarted.
+RESUME_BLOCKS = 3
+
+
+@dataclass
+class RestartWatch:
+    """A staggered restart of a swarm, and when the chain resumed after it."""
+
+    stagger_s: float
+    runner: StaggeredRestart | None = None
+    base_height: int | None = None
+    resume_s: float | None = None
+
+    @property
+    def resumed(self) -> bool:
+        return self.resume_s is not None
+
+    def report(self) -> dict[str, Any]:
+        if self.runner is None:
+            return {"stagger_s": self.stagger_s, "restarted": 0, "resume_s": None}
+        return {**self.runner.report(), "resume_s": self.resume_s}
+
+
+def _restarts(nodes: list[SwarmNode], plan: Plan, busy_since: float | None) -> None:
+    watch = plan.restarts
+    if watch is None or busy_since is None or watch.resumed:
+        return
+    if watch.runner is None:
+        if time.monotonic() - busy_since >= RESTART_AFTER_S:
+            watch.runner = StaggeredRestart(nodes, watch.stagger_s, spawn=_spawn)
+            watch.runner.start()
+        return
+    if not watch.runner.done or any(n.restarting or not n.last for n in nodes):
+        return
+    assert watch.runner.finished_at is not None
+    if watch.base_height is None:
+        watch.base_height = max(n.height for n in nodes)
+    if min(n.height for n in nodes) >= watch.base_height + RESUME_BLOCKS:
+        watch.resume_s = round(time.monotonic() - watch.runner.finished_at, 2)
 
 
 @dataclass
@@ -216,6 +265,7 @@ class Plan:
     pubkeys: list[str] = field(default_factory=list)
     market: MarketWatch | None = None
     faults: SwarmFaults | None = None  # --attack / --perturb (cli/swarm_attacks.py)
+    restarts: RestartWatch | None = None
 
     @property
     def workers(self) -> int:
@@ -256,10 +306,20 @@ def up(
                                                     f"{', '.join(ATTACKS)}."),
     perturb: str = typer.Option("", "--perturb", help="Inject faults in turn: a comma list of kill, pause, "
                                                       "disconnect (separate processes only)."),
+    bootstrap_one: bool = typer.Option(False, "--bootstrap-one",
+                                       help="Tell each node of one other only (discovery finds the rest)."),
+    restart_staggered: float | None = typer.Option(
+        None, "--restart-staggered", min=0.0, max=3600.0, metavar="S",
+        help=f"{RESTART_AFTER_S:.0f} s into the work, restart every node in turn, S seconds apart "
+             "(SIGTERM, same data dir); the run must still finish. Needs separate processes."),
 ) -> None:
     """Start N daemons on loopback, run T training tasks through the market, report."""
     if mode not in MODES:
         bad_input(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if restart_staggered is not None:
+        if mode == "inprocess":
+            bad_input("--restart-staggered restarts processes: it needs --mode process (or auto)")
+        mode = "process"
     _check_shape(nodes, tasks, cheaters, false_challengers, lazy_verifiers, cheat)
     root = directory if directory is not None else Path(tempfile.mkdtemp(prefix="polnet-swarm-"))
     roles = swarm_roles(nodes, cheaters, false_challengers, lazy_verifiers, tuple(cheat) or ALL_CHEATS) \
@@ -272,11 +332,13 @@ def up(
                 raise ConfigError("--perturb kills and pauses processes: it needs --mode process")
             mode = "process"
         dirs = layout_localnet(root, nodes, chain_id=chain_id, block_interval_ms=block_interval_ms,
-                               roles=roles)
+                               roles=roles, bootstrap_one=bootstrap_one)
         if faults is not None:
             faults.prepare(dirs)
     plan = Plan(blocks, duration, tasks, cheaters, roles or [], node_pubkeys(dirs) if tasks else [],
                 faults=faults)
+    if restart_staggered is not None:
+        plan.restarts = RestartWatch(restart_staggered)
     if in_process(nodes, mode):
         procs: list[Any] = InProcessSwarm(dirs, root / "swarm.log").start()
     else:
@@ -358,6 +420,8 @@ def _report(
         report["market"] = mkt
     if faults is not None:
         report["faults"] = faults
+    if plan.restarts is not None:
+        report["restarts"] = plan.restarts.report()
     return report
 
 
@@ -368,6 +432,9 @@ def _problem(report: dict[str, Any], plan: Plan) -> str | None:
         return problem
     if not report["same_block_at_agreed_height"]:
         return "the nodes do not hold the same block at a common height"
+    restarts = report.get("restarts")
+    if restarts is not None and restarts.get("resume_s") is None:
+        return "the chain did not resume after the staggered restart"
     if not plan.tasks:
         reached = report["min_height"] >= plan.blocks
         return None if reached else f"the swarm did not reach height {plan.blocks}"
@@ -392,9 +459,14 @@ def _print_report(report: dict[str, Any]) -> None:
     mkt = report.get("market")
     table = Table(title="swarm report", show_header=False)
     for key, value in report.items():
-        if key != "market":
+        if key not in ("market", "restarts"):
             table.add_row(key, str(value))
     stdout.print(table)
+    if report.get("restarts"):
+        restarts = Table(title="staggered restart", show_header=False)
+        for key, value in report["restarts"].items():
+            restarts.add_row(key, str(value))
+        stdout.print(restarts)
     if not mkt:
         return
     tasks = Table(title="tasks")

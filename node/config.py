@@ -34,6 +34,8 @@ ENV_PREFIX = "POLNET_"
 MAX_CONFIG_BYTES = 64 * 1024
 #: Bootstrap lists longer than this are a mistake (or a config generated wrongly).
 MAX_BOOTSTRAP_PEERS = 64
+#: Connections discovery dials towards (node/transport/discovery.py), at most.
+MAX_TARGET_PEERS = 128
 MAX_COMPUTE_THREADS = 256
 MAX_BLOCK_INTERVAL_MS = 600_000
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -82,10 +84,16 @@ class NetworkConfig:
     listen_host: str = "0.0.0.0"
     listen_port: int = 4001
     bootstrap: tuple[str, ...] = ()
+    #: Peer discovery keeps dialing peers it learns of until it has this many
+    #: connections (one bootstrap address is enough to find the rest).
+    target_peers: int = 8
 
     def validate(self) -> None:
         _host("[network] listen_host", self.listen_host)
         _port("[network] listen_port", self.listen_port)
+        if not 1 <= self.target_peers <= MAX_TARGET_PEERS:
+            n = self.target_peers
+            raise ConfigError(f"[network] target_peers must be 1..{MAX_TARGET_PEERS}, got {n}")
         if len(self.bootstrap) > MAX_BOOTSTRAP_PEERS:
             n = len(self.bootstrap)
             raise ConfigError(f"[network] bootstrap lists {n} peers, at most {MAX_BOOTSTRAP_PEERS}")

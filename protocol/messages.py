@@ -58,5 +58,6 @@ _MESSAGE_MODULES: tuple[str, ...] = (
     "protocol.market.messages",
     "protocol.market.chain",
     "protocol.pol.messages",
+    "protocol.peers",
     "protocol.schedule.links",
 )

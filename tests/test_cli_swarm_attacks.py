@@ -25,7 +25,7 @@ runner = CliRunner()
 )
 def test_unknown_attacks_and_perturbations_are_refused(tmp_path: Path, args: list[str], message: str) -> None:
     result = runner.invoke(app, ["swarm", "up", "--dir", str(tmp_path / "s"), *args])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # bad input (cli/output.py EXIT_BAD_INPUT)
     assert message in result.output
     assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
 
@@ -35,8 +35,9 @@ def test_unknown_attacks_and_perturbations_are_refused(tmp_path: Path, args: lis
 def test_a_swarm_under_a_vote_flood_keeps_one_chain_and_bans_only_the_attacker(tmp_path: Path) -> None:
     result = runner.invoke(app, ["swarm", "up", "--nodes", "4", "--blocks", "30", "--duration", "200",
                                  "--attack", "vote-flood", "--dir", str(tmp_path / "s"), "--json"])
-    report = json.loads(result.output[result.output.index("{"):])
-    assert result.exit_code == 0, report
+    out = result.stdout  # the report alone: progress and warnings go to stderr
+    report = json.loads(out[out.index("{"):])
+    assert result.exit_code == 0, (report, result.stderr[-2000:])
     assert report["same_block_at_agreed_height"] and report["min_height"] >= 30
     assert report["faults"]["attack"] == "vote-flood"
     assert report["faults"]["attacker_banned"] is True

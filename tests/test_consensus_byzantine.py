@@ -162,9 +162,15 @@ def test_a_peer_that_claims_heights_it_never_serves_does_not_stop_us_asking_the_
 
     node = _node(0)
     liar, honest = KEYS[1], KEYS[2]
-    assert asked(_deliver(node, Status(1000, b"\x07" * 32), liar, now=10)) == [liar.public]
-    assert _deliver(node, Status(1000, b"\x07" * 32), liar, now=20) == []  # once per interval
-    assert asked(_deliver(node, Status(2, b"\x08" * 32), honest, now=30)) == [honest.public]
+    # Since issue 11.3 a claim to be ahead must carry a certificate signed by more than 1/3
+    # of our validators before we ask for blocks: the liar's bare claims get nothing.
+    assert asked(_deliver(node, Status(1000, b"\x07" * 32), liar, now=10)) == []
+    head = b"\x08" * 32
+    cert = make_certificate(2, 0, head, [
+        sign_vote(CHAIN, Vote(2, 0, VoteType.PRECOMMIT, head, k.public), k.sign) for k in KEYS[1:3]])
+    assert asked(_deliver(node, Status(2, head, cert), liar, now=20)) == [liar.public]
+    assert asked(_deliver(node, Status(2, head, cert), liar, now=500)) == []  # once per interval
+    assert asked(_deliver(node, Status(2, head, cert), honest, now=600)) == [honest.public]
 
 
 def test_with_2f_plus_1_prevotes_but_no_proof_of_lock_a_node_re_sends_its_prevote_to_pull_lost_ones() -> None:

@@ -18,7 +18,7 @@ from tests.daemon_harness import get, start, status, stop, wait_ready
 
 NODES = 12
 #: Generous bounds: the box has 2 shared cores and each daemon is a python process.
-PROGRESS_TIMEOUT_S = 90.0
+PROGRESS_TIMEOUT_S = 150.0
 #: A dozen processes importing torch and libp2p at once on 2 cores.
 READY_TIMEOUT_S = 150.0
 

@@ -31,8 +31,6 @@ def _honest_penalties(net: MarketNet, task: dict) -> list[dict]:  # type: ignore
             if net.index_of(p["who"]) is not None and honest(net.roles[net.index_of(p["who"])])]
 
 
-@pytest.mark.xfail(reason="a restarted daemon is refused by its peers' gossip (restart-liveness finding); "
-                          "lifted with the restart fixes of issue 11", strict=False)
 @pytest.mark.timeout(900)
 def test_an_honest_solver_killed_before_the_dispute_still_beats_a_false_challenger(tmp_path: Path) -> None:
     roles = swarm_roles(6, cheaters=0, false_challengers=1)

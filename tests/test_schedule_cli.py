@@ -141,18 +141,14 @@ def test_two_daemons_measure_their_link_and_schedule_from_the_network(
         code, text = invoke("node", "links", "-d", str(dirs[0].root))
         assert code == 0 and "agree on" in text
         out = tmp_path / "crew.json"
-        code, text = invoke(
-            "schedule",
-            "--from-network",
-            "-d",
-            str(dirs[0].root),
-            "--shape",
-            "2x1",
-            "--out",
-            str(out),
-            "--evaluations",
-            "200",
-        )
+        # Each end's latest report decides agreement, so on a loaded box a fresh pair of
+        # reports can fall outside the tolerance for a period: retry until the deadline.
+        while True:
+            code, text = invoke("schedule", "--from-network", "-d", str(dirs[0].root), "--shape", "2x1",
+                                "--out", str(out), "--evaluations", "200")
+            if code == 0 or "no link is agreed" not in text or time.monotonic() > deadline + 60:
+                break
+            time.sleep(0.5)
         assert code == 0, text
         assert sorted(tuple(x) for x in json.loads(out.read_text())["assignment"]) == [(0, 0), (1, 0)]
         summary = json.loads(text.strip().splitlines()[-1])

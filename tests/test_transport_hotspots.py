@@ -3,7 +3,6 @@ claim, and change nothing a peer can observe (the interop test covers a stock ho
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import pytest
@@ -21,11 +20,6 @@ from protocol.messages import Ping
 
 CHAIN = "devnet-test"
 pytestmark = pytest.mark.timeout(60)
-
-
-def test_message_ids_are_the_raw_content_digest() -> None:
-    msg = rpc_pb2.Message(data=b"envelope bytes")
-    assert hotspots.message_id(msg) == hashlib.sha256(b"envelope bytes").digest()
 
 
 def test_a_peer_record_seen_before_from_the_same_peer_is_not_verified_again(monkeypatch: Any) -> None:

@@ -61,7 +61,7 @@ def fund_in_genesis(dirs: list[DataDir], keys: list[Keypair], balance: int = ATT
     """Give each key a balance (no stake) in every node's copy of the genesis, before start."""
     for dd in dirs:
         doc = json.loads(dd.genesis.read_text())
-        doc["accounts"] += [{"pubkey": k.public.hex(), "balance": balance, "stake": 0} for k in keys]
+        doc["accounts"] += [{"pubkey": k.public.hex(), "balance": balance} for k in keys]
         write_atomic(dd.genesis, json.dumps(doc, indent=2).encode(), mode=0o644)
 
 

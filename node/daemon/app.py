@@ -37,6 +37,7 @@ from node.daemon.chain import Chain
 from node.daemon.driver import CoreDriver
 from node.daemon.http import Request, Response, Routes, serve_http
 from node.daemon.iface import MarketCompute
+from node.daemon.lazycompute import LazyCompute
 from node.daemon.ports import ComputeRunner, Network, Store
 from node.daemon.progress import ProgressTracker
 from node.daemon.solo import SoloNetwork
@@ -362,9 +363,8 @@ class Daemon:
     @property
     def market_compute(self) -> MarketCompute | None:
         """The compute runner as the market pages use it (None without compute)."""
-        from node.daemon.compute import MarketComputeRunner
-
-        return self.compute if isinstance(self.compute, MarketComputeRunner) else None
+        # LazyCompute, not the runner itself: asking must not import torch.
+        return self.compute if isinstance(self.compute, LazyCompute) else None
 
     async def _post_task(self, request: Request) -> Response:
         """Accept a task: blobs checked here, ledger rules checked and the task stored by

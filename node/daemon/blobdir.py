@@ -75,6 +75,13 @@ class BlobDir:
             return None
         return data if hashlib.sha256(data).digest() == digest else None
 
+    def has(self, digest: bytes) -> bool:
+        """Whether the blob's file is here (a provider query: existence, not a read)."""
+        try:
+            return self.path(digest).is_file()
+        except BlobError:
+            return False
+
     async def get(self, digest: bytes) -> bytes | None:
         """The transport's blob provider (file reads happen in a worker thread)."""
         return await trio.to_thread.run_sync(self.read, digest)

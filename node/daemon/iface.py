@@ -45,7 +45,8 @@ class TrainedInfo(Protocol):
 class MarketCompute(Protocol):
     """The compute runner (`node.daemon.compute.MarketComputeRunner`) as pages use it."""
 
-    blobs: BlobReader
+    @property
+    def blobs(self) -> BlobReader: ...
 
     @property
     def trained(self) -> dict[bytes, Any]: ...

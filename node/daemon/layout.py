@@ -65,11 +65,14 @@ def layout_localnet(
     chain_id: str = "polnet-local",
     block_interval_ms: int = 500,
     roles: list[RolesConfig] | None = None,
+    bootstrap_one: bool = False,
 ) -> list[DataDir]:
     """n data dirs under `root` on 127.0.0.1: one genesis with every node a funded
     validator (each with its signed gentx, giving its address), fixed p2p ports, every
     node bootstrapping to all the others (so any one of them can die without
-    partitioning the rest)."""
+    partitioning the rest), or with `bootstrap_one` to one other only (node i to node
+    i-1, node 0 to the last: a ring), as operators who are handed one address would:
+    peer discovery has to find the rest."""
     if not 1 <= n <= MAX_LOCALNET_NODES:
         raise ConfigError(f"a local network has 1..{MAX_LOCALNET_NODES} nodes, got {n}")
     if root.exists() and any(root.iterdir()):
@@ -89,7 +92,10 @@ def layout_localnet(
     )
     dirs = []
     for i in range(n):
-        net = NetworkConfig("127.0.0.1", ports[i], tuple(a for j, a in enumerate(addrs) if j != i))
+        others = tuple(a for j, a in enumerate(addrs) if j != i)
+        if bootstrap_one and n > 1:
+            others = (addrs[(i - 1) % n],)
+        net = NetworkConfig("127.0.0.1", ports[i], others)
         cfg = dataclasses.replace(base, network=net)
         if roles is not None:
             cfg = dataclasses.replace(cfg, roles=roles[i])

@@ -32,7 +32,7 @@ from libp2p.host.ping import perform_ping_roundtrip
 
 from node.config import LinksConfig
 from node.daemon.driver import wall_ms
-from node.daemon.http import Response
+from node.daemon.http import Response, Routes
 from node.transport.host import peer_id_of
 from protocol.commands import TOPIC_ADVERTS, MessageReceived
 from protocol.errors import PolnetError
@@ -256,6 +256,10 @@ class LinkTap:
 
     def counters(self) -> dict[str, int]:
         return self.inner.counters()
+
+    def admin_routes(self) -> Routes:
+        """The wrapped network's admin endpoints (/net/isolate), still mounted when tapped."""
+        return self.inner.admin_routes()
 
 
 async def start_links(daemon: Daemon, network: TransportNetwork, nursery: trio.Nursery) -> Any:

@@ -20,6 +20,7 @@ from node.daemon.blobdir import BlobDir
 from node.daemon.http import Request, Response, Routes
 from node.daemon.links import with_probe_blob
 from node.transport import Transport, TransportConfig
+from node.transport.discovery import DiscoveryConfig
 from node.transport.errors import ListenFailed
 from protocol.commands import MessageReceived
 from protocol.consensus.relevance import NodeView, Relevance, judge
@@ -129,8 +130,9 @@ async def start_transport(
         listen_port=net.listen_port,
         bootstrap=net.bootstrap,
         genesis_hash=genesis_hash,
+        discovery=DiscoveryConfig(target_peers=net.target_peers),
     )
-    transport = Transport(tcfg, key, blob_provider=with_probe_blob(blobs.open_source))
+    transport = Transport(tcfg, key, blob_provider=with_probe_blob(blobs.open_source), has_blob=blobs.has)
     if chain is not None:
         transport.budgets.relevance = CoreRelevance(chain)
     try:

@@ -1,5 +1,10 @@
 """The chain database: blocks, their commit certificates and ledger snapshots in sqlite.
 
+The daemon uses the generic `records` table for what its consensus core persists
+(committed blocks, its own votes, role state) and `consensus_snapshots` for the core's
+snapshots (`PERSIST_SNAPSHOT`, routed there by `persist` because they are larger than a
+record may be); `blocks` and `snapshots` serve the ledger-only path of ledger_restore.py.
+
 Why sqlite in WAL mode with one transaction per block: a block, its certificate, the
 state root it produced and (every few blocks) a state snapshot become visible together
 or not at all, whatever kills the process; WAL lets readers (block sync, the admin
@@ -19,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node.storage.errors import CorruptDatabase, StorageError
+from protocol.consensus.config import PERSIST_SNAPSHOT
 
 SCHEMA_VERSION = 1
 #: A block is one consensus message (about 1 MiB), with room to spare.
@@ -52,7 +58,14 @@ CREATE TABLE IF NOT EXISTS snapshots (
 CREATE TABLE IF NOT EXISTS records (
     kind TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, PRIMARY KEY (kind, key)
 );
+CREATE TABLE IF NOT EXISTS consensus_snapshots (
+    height INTEGER PRIMARY KEY,
+    root BLOB NOT NULL,
+    snapshot BLOB NOT NULL
+);
 """
+#: PERSIST_SNAPSHOT keys: height (8 bytes, big-endian) then the state root (32 bytes).
+_SNAPSHOT_KEY_BYTES = 8 + 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +246,11 @@ class ChainStore:
     # --- generic records (protocol.commands.Persist) -------------------------------------------------
 
     def persist(self, kind: str, key: bytes, value: bytes) -> None:
-        """Store one record the core asked to persist (its own votes, locks): one transaction."""
+        """Store one record the core asked to persist (its own votes, locks): one
+        transaction. A consensus snapshot goes to its own table (see the module docstring)."""
+        if kind == PERSIST_SNAPSHOT:
+            self._persist_consensus_snapshot(key, value)
+            return
         if not 0 < len(kind) <= MAX_KIND_LEN or len(key) > MAX_KEY_LEN:
             raise StorageError(f"persist record kind/key {kind!r} over its size limit")
         _check_size(f"persist record {kind!r}", value, MAX_RECORD_BYTES)
@@ -242,15 +259,50 @@ class ChainStore:
                 "INSERT OR REPLACE INTO records (kind, key, value) VALUES (?, ?, ?)", (kind, key, value)
             )
 
+    def _persist_consensus_snapshot(self, key: bytes, value: bytes) -> None:
+        if len(key) != _SNAPSHOT_KEY_BYTES:
+            raise StorageError(f"consensus snapshot key must be {_SNAPSHOT_KEY_BYTES} bytes")
+        _check_size("consensus snapshot", value, MAX_SNAPSHOT_BYTES)
+        height, root = int.from_bytes(key[:8], "big"), key[8:]
+        with self._tx():
+            self._db.execute(
+                "INSERT OR REPLACE INTO consensus_snapshots (height, root, snapshot) VALUES (?, ?, ?)",
+                (height, root, value),
+            )
+            self._db.execute(
+                "DELETE FROM consensus_snapshots WHERE height NOT IN "
+                "(SELECT height FROM consensus_snapshots ORDER BY height DESC LIMIT ?)",
+                (KEEP_SNAPSHOTS,),
+            )
+
+    def consensus_snapshots(self) -> list[Snapshot]:
+        """The kept consensus snapshots (at most KEEP_SNAPSHOTS), newest first."""
+        rows = self._db.execute(
+            "SELECT height, root, snapshot FROM consensus_snapshots ORDER BY height DESC LIMIT ?",
+            (KEEP_SNAPSHOTS,),
+        )
+        return [Snapshot(r[0], bytes(r[1]), bytes(r[2])) for r in rows]
+
     def load(self, kind: str, key: bytes) -> bytes | None:
         row = self._db.execute("SELECT value FROM records WHERE kind = ? AND key = ?", (kind, key)).fetchone()
         return bytes(row[0]) if row else None
 
-    def load_kind(self, kind: str) -> Iterator[bytes]:
-        """Every record of one kind in key order, streamed (not loaded at once)."""
-        cur = self._db.execute("SELECT value FROM records WHERE kind = ? ORDER BY key", (kind,))
+    def load_kind(self, kind: str, after: bytes | None = None) -> Iterator[bytes]:
+        """Every record of one kind in key order (only keys above `after`, if given),
+        streamed (not loaded at once): block records are keyed by big-endian height, so
+        `after` = a snapshot's height reads just the blocks after it."""
+        if after is None:
+            cur = self._db.execute("SELECT value FROM records WHERE kind = ? ORDER BY key", (kind,))
+        else:
+            cur = self._db.execute(
+                "SELECT value FROM records WHERE kind = ? AND key > ? ORDER BY key", (kind, after)
+            )
         for row in cur:
             yield bytes(row[0])
+
+    def last_key(self, kind: str) -> bytes | None:
+        row = self._db.execute("SELECT MAX(key) FROM records WHERE kind = ?", (kind,)).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
 
     def close(self) -> None:
         self._db.close()

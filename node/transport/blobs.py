@@ -157,6 +157,10 @@ class MemoryBlobStore:
     async def get(self, digest: bytes) -> bytes | None:
         return self._blobs.get(digest)
 
+    def has(self, digest: bytes) -> bool:
+        """Whether it holds `digest` (a provider query must not read the blob)."""
+        return digest in self._blobs
+
 
 def encode_request(digest: bytes, max_size: int) -> bytes:
     return encode_varint_prefixed(pack([digest, max_size]))
@@ -316,6 +320,15 @@ class BlobClient:
         try:
             with trio.fail_after(timeout):
                 stream = await self._host.new_stream(peer, [BLOB_PROTOCOL])
+        except trio.TooSlowError as exc:
+            raise BlobTimeout(f"no stream to {peer} within {timeout}s") from exc
+        except Exception as exc:  # libp2p dial/negotiation failures have no common base
+            # A peer that is down or restarting is unreachable, not lying: after a restart
+            # every fetch to peers not yet reconnected failed here, was scored as a protocol
+            # fault, and got honest solvers banned (restart-liveness finding).
+            raise BlobStreamFailed(f"cannot open a blob stream to {peer}: {exc}") from exc
+        try:
+            with trio.fail_after(timeout):
                 await stream.write(encode_request(digest, max_size))
                 status, size = decode_header(await _read_frame(stream))
         except trio.TooSlowError as exc:

@@ -24,16 +24,19 @@ DIRECT_PROTOCOL = TProtocol("/polnet/direct/1")
 DIRECT_TOPIC = "polnet/direct/1"
 
 
-async def read_direct(stream: INetStream, chain_id: str) -> Envelope:
-    """Read and verify one direct message, or raise the DecodeError that says why not."""
+async def read_direct(
+    stream: INetStream, chain_id: str, max_bytes: int = MAX_MESSAGE_BYTES, what: str = "direct"
+) -> Envelope:
+    """Read and verify one varint-prefixed envelope signed by the connected peer, or raise
+    the DecodeError that says why not (also the discovery protocol's reader)."""
     try:
-        raw = await read_varint_prefixed_bytes_limited(stream, MAX_MESSAGE_BYTES)
+        raw = await read_varint_prefixed_bytes_limited(stream, max_bytes)
     except MessageTooLarge as exc:
-        raise Malformed(f"direct message over {MAX_MESSAGE_BYTES} bytes") from exc
+        raise Malformed(f"{what} message over {max_bytes} bytes") from exc
     except (IncompleteReadError, BaseLibp2pError) as exc:
-        raise Malformed(f"direct stream ended early: {exc}") from exc
+        raise Malformed(f"{what} stream ended early: {exc}") from exc
     env = open_envelope(raw, chain_id)
     if env.sender != public_key_of(stream.muxed_conn.peer_id):
-        raise BadSignature("direct message signed by someone other than the connected peer")
+        raise BadSignature(f"{what} message signed by someone other than the connected peer")
     return env
 

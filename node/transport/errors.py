@@ -61,8 +61,9 @@ class BlobProtocolError(BlobError):
 
 
 class BlobStreamFailed(BlobError):
-    """The stream could not be opened or was reset (the peer went away, refused us, or
-    the connection broke): no proof that the peer lied, so it is not penalised."""
+    """The stream could not be opened or was reset (the peer is down or restarting, has
+    no known address, refused us, or the connection broke): no proof that the peer
+    lied, so it is not penalised."""
 
 
 class BlobUnavailable(ProtocolBlobUnavailable):

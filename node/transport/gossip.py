@@ -49,6 +49,7 @@ from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 
 from node.transport import hotspots
 from node.transport.budgets import IGNORED_CACHE, MessageBudgets, TokenBucket
+from node.transport.msgids import publication_id, restart_safe_seqnos
 from protocol.commands import TOPICS
 from protocol.consensus.relevance import Relevance
 from protocol.encoding import sha256
@@ -268,19 +269,19 @@ class GatedPubsub(Pubsub):
 
 
 def build_pubsub(host: IHost, router: GossipSub, cfg: GossipConfig) -> GatedPubsub:
-    """Pubsub with content-addressed message ids (one envelope, one id, whoever relays
-    it) and strict libp2p signing (what stock py-libp2p peers expect), with the
-    library hot spots of node/transport/hotspots.py cut."""
+    """Pubsub with per-publication message ids and sequence numbers that a restart does
+    not reuse (node/transport/msgids.py says why), strict libp2p signing (what stock
+    py-libp2p peers expect), and the library hot spots of node/transport/hotspots.py cut."""
     hotspots.install()
     setattr(_pubsub_module, "read_varint_prefixed_bytes_limited", _read_rpc_reporting_oversize)
-    return GatedPubsub(
+    pubsub = GatedPubsub(
         host,
         router,
         cache_size=cfg.validation_cache_size,
         seen_ttl=cfg.seen_ttl_s,
         sweep_interval=cfg.seen_sweep_interval_s,
         strict_signing=True,
-        msg_id_constructor=hotspots.message_id,
+        msg_id_constructor=publication_id,
         max_concurrent_validator_count=cfg.max_concurrent_validators,
         validation_cache_ttl=cfg.validation_cache_ttl_s,
         validation_cache_size=cfg.validation_cache_size,
@@ -290,6 +291,8 @@ def build_pubsub(host: IHost, router: GossipSub, cfg: GossipConfig) -> GatedPubs
         max_inbound_rpc_size=cfg.max_inbound_rpc_bytes,
         allowed_topics=frozenset(cfg.topics),
     )
+    restart_safe_seqnos(pubsub)
+    return pubsub
 
 
 @dataclass(slots=True)

@@ -5,10 +5,10 @@ library, not our decode + verify, spending the CPU:
 
 1. **Message ids.** `get_content_addressed_msg_id` multibase-encodes the SHA-256 with
    a pure-Python big-integer base conversion (`baseconv`), about 0.9 ms per call, and
-   pubsub asks for a message's id 3-4 times per received copy. `message_id` returns
-   the raw 32-byte digest instead (same content addressing, no text encoding; IHAVE
-   and IWANT carry it as opaque bytes, which the library accepts). Configuration:
-   `build_pubsub(msg_id_constructor=...)`.
+   pubsub asks for a message's id 3-4 times per received copy. Our id is
+   node/transport/msgids.py's `publication_id` (origin + seqno as raw bytes: a byte
+   concatenation, no hashing or text encoding; IHAVE and IWANT carry it as opaque
+   bytes, which the library accepts), chosen there for restarts.
 2. **Yamux window updates.** py-libp2p's yamux sends a WINDOW_UPDATE frame (a
    Noise-encrypted write) after nearly *every* read (its "partial slack" branch fires
    whenever any byte was consumed since the last update, and `PY_YAMUX_RELEASE_ON_READ`
@@ -37,7 +37,6 @@ ours, tests/test_transport_hotspots.py pins each override.
 
 from __future__ import annotations
 
-import hashlib
 import time
 import weakref
 from collections import OrderedDict
@@ -58,10 +57,6 @@ LOCAL_RECORD_TTL_S = 5.0
 #: Peers whose last record is remembered.
 MAX_RECORDS = 4096
 
-
-def message_id(msg: rpc_pb2.Message) -> bytes:
-    """Content-addressed pubsub message id: the SHA-256 of the data, as raw bytes."""
-    return hashlib.sha256(msg.data).digest()
 
 
 _installed = False

@@ -11,7 +11,7 @@ stdin commands (one per line):
                                  time in ns, so receivers measure latency
     put NBYTES                   store a deterministic blob, answer with its digest
     fetch DIGEST_HEX MAX         fetch a blob from any peer, answer ok/error
-    stats                        counters, mesh sizes, CPU seconds used so far
+    stats                        counters, mesh sizes, peers connected and known, CPU so far
     quit                         shut down cleanly (SIGTERM/SIGINT do the same)
 """
 
@@ -31,6 +31,7 @@ import trio
 from node.transport.blobs import MemoryBlobStore
 from node.transport.budgets import Budget
 from node.transport.dialer import BackoffConfig
+from node.transport.discovery import DiscoveryConfig
 from node.transport.gossip import GossipConfig
 from node.transport.service import Transport, TransportConfig
 from protocol.commands import TOPIC_TXS
@@ -45,6 +46,7 @@ MAX_COMMAND_BYTES = 1024
 MAX_PUBLISH_COUNT = 100_000
 MAX_PUBLISH_RATE = 10_000.0
 MAX_PUT_BYTES = 64 * 1024 * 1024
+MAX_TARGET_PEERS = 128
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -61,6 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--bootstrap", action="append", default=[], help="/ip4/H/tcp/P/p2p/ID (repeatable)")
+    p.add_argument("--target-peers", type=int, default=DiscoveryConfig().target_peers,
+                   help="connections peer discovery dials towards (1..128)")
     return p.parse_args(argv)
 
 
@@ -98,6 +102,7 @@ class Peer:
             received=self.received,
             cpu_s=time.process_time(),
             peers=[key.hex() for key in self.t.peers()],
+            known=len(set(self.t.discovery.book.peers()) | set(self.t.host.get_connected_peers())),
             mesh={topic: self.t.mesh_size(topic) for topic in self.t.config.gossip.topics},
             metrics=self.t.metrics(),
         )
@@ -169,9 +174,11 @@ async def main(args: argparse.Namespace) -> None:
         backoff=BackoffConfig(initial_s=0.25, max_s=5.0, check_interval_s=0.25),
         # The throughput phase floods from one peer on purpose: lift the per-connection cap.
         gossip=replace(GossipConfig(), peer_msgs_per_s=MAX_PUBLISH_RATE, peer_burst=MAX_PUBLISH_RATE),
+        discovery=DiscoveryConfig(target_peers=min(max(args.target_peers, 1), MAX_TARGET_PEERS)),
     )
     store = MemoryBlobStore()
-    async with Transport.open(cfg, key, blob_provider=store.get) as transport, trio.open_nursery() as nursery:
+    opened = Transport.open(cfg, key, blob_provider=store.get, has_blob=store.has)
+    async with opened as transport, trio.open_nursery() as nursery:
         # ... and the per-signer budget for Pings (a daemon allows a few per second).
         transport.budgets.set_budget(tag_of(Ping), Budget(MAX_PUBLISH_RATE, MAX_PUBLISH_RATE))
         peer = Peer(transport, store)

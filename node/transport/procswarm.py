@@ -25,7 +25,15 @@ Event = dict[str, Any]
 
 
 class ProcSwarm:
-    def __init__(self, n: int, label: str = "proc", chain_id: str = "devnet", seeds: int = 2) -> None:
+    def __init__(
+        self,
+        n: int,
+        label: str = "proc",
+        chain_id: str = "devnet",
+        seeds: int = 2,
+        hub: bool = False,
+        target_peers: int | None = None,
+    ) -> None:
         self.n = n
         self.labels = [f"{label}/{i}" for i in range(n)]
         self.keys = [Keypair.derive(lbl) for lbl in self.labels]
@@ -33,11 +41,16 @@ class ProcSwarm:
         self.addrs = [f"/ip4/127.0.0.1/tcp/{p}/p2p/{k.node_id}" for p, k in zip(self.ports, self.keys)]
         self.chain_id = chain_id
         self.seeds = seeds
+        self.hub = hub
+        self.target_peers = target_peers
         self.procs: list[subprocess.Popen[str]] = []
         self.queues: list[queue.Queue[Event]] = [queue.Queue() for _ in range(n)]
 
     def bootstrap_for(self, i: int) -> list[str]:
-        """Node i dials its `seeds` predecessors on a ring: connected, no hub."""
+        """Node i dials its `seeds` predecessors on a ring: connected, no hub; with `hub`,
+        every node is told of node 0 only (peer discovery must find the rest)."""
+        if self.hub:
+            return [] if i == 0 else [self.addrs[0]]
         return [self.addrs[(i - d) % self.n] for d in range(1, self.seeds + 1) if (i - d) % self.n != i]
 
     def start(self, timeout_s: float = 60.0) -> None:
@@ -51,6 +64,8 @@ class ProcSwarm:
                "--chain-id", self.chain_id, "--port", str(self.ports[i])]
         for addr in self.bootstrap_for(i):
             cmd += ["--bootstrap", addr]
+        if self.target_peers is not None:
+            cmd += ["--target-peers", str(self.target_peers)]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True, bufsize=1)
         threading.Thread(target=self._pump, args=(proc, self.queues[i]), daemon=True).start()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +40,7 @@ from node.transport.blobs import BLOB_PROTOCOL, BlobClient, BlobConfig, BlobCoun
 from node.transport.budgets import MessageBudgets
 from node.transport.dialer import BackoffConfig, keep_connected
 from node.transport.direct import DIRECT_PROTOCOL, DIRECT_TOPIC, read_direct
+from node.transport.discovery import Discovery, DiscoveryConfig, close_quietly, reset_quietly
 from node.transport.errors import (
     BlobHashMismatch,
     BlobOversized,
@@ -69,6 +70,7 @@ from node.transport.host import (
     tcp_listen_addr,
 )
 from node.transport.police import PENALTY_BAD_BLOB, PENALTY_BAD_DIRECT, PENALTY_OVERSIZED_RPC, PeerPolice
+from node.transport.pubsub_peers import keep_streams_fresh
 from protocol.commands import BlobFetched, Fetch, MessageReceived, Publish, SendTo
 from protocol.envelope import open_envelope, seal
 from protocol.errors import BlobError, DecodeError, MessageTooLarge
@@ -92,6 +94,10 @@ class TransportConfig:
     gossip: GossipConfig = field(default_factory=GossipConfig)
     blobs: BlobConfig = field(default_factory=BlobConfig)
     backoff: BackoffConfig = field(default_factory=BackoffConfig)
+    #: Peer exchange towards a target peer count, and blob-provider lookup
+    #: (node/transport/discovery.py); off only for tests of fixed topologies.
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    discover: bool = True
     #: Verified messages waiting for the daemon; when full, readers wait (and the
     #: library's own bounded subscription queue drops the overflow).
     inbound_queue: int = 1024
@@ -122,7 +128,11 @@ class Transport:
     before the first connection); `run` or `open` makes it live."""
 
     def __init__(
-        self, config: TransportConfig, keypair: Keypair, blob_provider: BlobProvider | None = None
+        self,
+        config: TransportConfig,
+        keypair: Keypair,
+        blob_provider: BlobProvider | None = None,
+        has_blob: Callable[[bytes], bool] | None = None,
     ) -> None:
         self.config = config
         self._key = keypair
@@ -157,15 +167,23 @@ class Transport:
         if config.genesis_hash is not None:
             hello = ChainHello(HANDSHAKE_VERSION, config.chain_id, config.genesis_hash)
             self.handshake = Handshake(self.host, hello, self._refuse_peer, is_banned=self.police.is_banned)
+        self.discovery = Discovery(
+            self.host, keypair, config.chain_id, config.discovery, self._bootstrap, self.police.refuses,
+            has_blob or _holds_nothing, self._rng,
+        )
 
     # --- lifecycle ------------------------------------------------------------------------
 
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, config: TransportConfig, keypair: Keypair, blob_provider: BlobProvider | None = None
+        cls,
+        config: TransportConfig,
+        keypair: Keypair,
+        blob_provider: BlobProvider | None = None,
+        has_blob: Callable[[bytes], bool] | None = None,
     ) -> AsyncIterator[Transport]:
-        transport = cls(config, keypair, blob_provider)
+        transport = cls(config, keypair, blob_provider, has_blob)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(transport.run)
@@ -213,6 +231,9 @@ class Transport:
             nursery.start_soon(self._police_loop)
             if self.handshake is not None:
                 nursery.start_soon(self.handshake.run)
+            nursery.start_soon(keep_streams_fresh, self.host, self.pubsub)
+            if self.config.discover:
+                nursery.start_soon(self.discovery.run)
             self._running = True
             task_status.started(self.listen_addrs)
             await trio.sleep_forever()
@@ -304,9 +325,12 @@ class Transport:
         """Send `msg` to one peer (by public key) over a direct stream."""
         self._check_running()
         raw = seal(msg, self._key, self.config.chain_id)
+        pid = peer_id_of(peer)
+        # A gossip sender we are not connected to (yet): discovery may know its address.
+        await self.discovery.dial_if_known(pid)
         try:
             with trio.fail_after(self.config.direct_timeout_s):
-                stream = await self.host.new_stream(peer_id_of(peer), [DIRECT_PROTOCOL])
+                stream = await self.host.new_stream(pid, [DIRECT_PROTOCOL])
                 await stream.write(encode_varint_prefixed(raw))
                 await stream.close()
         except Exception as exc:  # libp2p stream failures have no common base
@@ -316,7 +340,7 @@ class Transport:
     async def _on_direct_stream(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
         if self.police.is_banned(peer) or self._direct_inflight >= self.config.max_direct_inflight:
-            await _reset(stream)
+            await reset_quietly(stream)
             return
         self._direct_inflight += 1
         try:
@@ -326,14 +350,14 @@ class Transport:
             self.counters.direct_rejected += 1
             self.police.penalise(peer, PENALTY_BAD_DIRECT)
             log.info("rejected direct message from %s: %s", peer, exc)
-            await _reset(stream)
+            await reset_quietly(stream)
             return
         except trio.TooSlowError:
-            await _reset(stream)
+            await reset_quietly(stream)
             return
         finally:
             self._direct_inflight -= 1
-        await _close(stream)
+        await close_quietly(stream)
         if not (self.validator.take_forwarder(peer) and self.budgets.admit(peer, env)):
             self.counters.direct_ignored += 1  # over budget or useless: charged by the budgets
             return
@@ -345,7 +369,7 @@ class Transport:
 
     async def _on_blob_stream(self, stream: INetStream) -> None:
         if self.police.is_banned(stream.muxed_conn.peer_id):
-            await _reset(stream)
+            await reset_quietly(stream)
             return
         await self._blob_server.handle(stream)
 
@@ -358,18 +382,37 @@ class Transport:
         self._check_running()
         candidates = [peer_id_of(p) for p in peers] if peers is not None else self.host.get_connected_peers()
         reasons: dict[str, str] = {}
+        data = await self._fetch_from_any(candidates, digest, max_size, reasons)
+        if data is None and peers is None and self.config.discover:
+            # Nobody we are connected to has it: ask who does (one hop further), dial them.
+            tried = list(candidates)
+            providers = await self.discovery.find_providers(digest, exclude=tried)
+            for pid in providers:
+                if pid not in self.host.get_connected_peers():
+                    await self.discovery.dial(pid)
+            data = await self._fetch_from_any(providers, digest, max_size, reasons)
+        if data is None:
+            raise BlobUnavailable(digest, reasons)
+        return data
+
+    async def _fetch_from_any(
+        self, candidates: Sequence[ID], digest: bytes, max_size: int, reasons: dict[str, str]
+    ) -> bytes | None:
         for pid in candidates:
             # Rule: never fetch from ourselves over the network (the caller reads its own
             # store; a "failed" self-fetch must not become a self-penalty).
             if pid == self.peer_id or self.police.is_banned(pid):
                 continue
+            await self.discovery.dial_if_known(pid)  # a named peer we know how to reach
             try:
                 return await self._blob_client.fetch_from(pid, digest, max_size)
             except BlobError as exc:
                 reasons[pid.to_base58()] = type(exc).__name__
-                if isinstance(exc, _PEER_FAULTS):
+                # A stream cut because the peer went away (a restart) is not a lie; one
+                # cut while the peer stays connected, or a wrong answer, is.
+                if isinstance(exc, _PEER_FAULTS) and pid in self.host.get_connected_peers():
                     self.police.penalise(pid, PENALTY_BAD_BLOB)
-        raise BlobUnavailable(digest, reasons)
+        return None
 
     async def execute(self, cmd: Publish | SendTo | Fetch) -> BlobFetched | None:
         """Run one network command of a core; a fetch answers with its BlobFetched event.
@@ -481,11 +524,6 @@ def _key_or_none(peer: ID) -> bytes | None:
         return None
 
 
-async def _reset(stream: INetStream) -> None:
-    with contextlib.suppress(Exception):  # the peer may already be gone
-        await stream.reset()
-
-
-async def _close(stream: INetStream) -> None:
-    with contextlib.suppress(Exception):  # the peer may already be gone
-        await stream.close()
+def _holds_nothing(digest: bytes) -> bool:
+    """The has_blob default: a transport without a blob directory holds nothing."""
+    return False

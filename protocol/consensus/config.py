@@ -15,9 +15,14 @@ from .tendermint import TimeoutConfig
 
 PERSIST_BLOCK = "consensus/block"
 PERSIST_VOTES = "consensus/own-votes"
+#: A consensus snapshot (protocol.consensus.snapshot); key: height (8 bytes, big-endian)
+#: followed by the application's state root after that height (32 bytes), so a store can
+#: index it without decoding the value.
+PERSIST_SNAPSHOT = "consensus/snapshot"
 OWN_VOTES_KEY = b"current"
 TIMER_REBROADCAST = "consensus/rebroadcast"
 TIMER_NEXT_HEIGHT = "consensus/next-height"
+TIMER_SYNC = "consensus/sync"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +54,15 @@ class ConsensusConfig:
     #: path (the next proposer proposes at once); a single-validator chain needs > 0 or it
     #: produces empty blocks without virtual time passing.
     block_interval_ms: int = 0
+    #: Persist a snapshot (consensus state + the application's `snapshot()`) after every
+    #: height that is a multiple of this, so a restart replays at most this many blocks.
+    #: 0: never (the application need not support snapshots).
+    snapshot_every: int = 0
+    #: After start, listen this long for peers that are ahead before starting to vote, so
+    #: a restarted validator catches up by block sync instead of voting on a stale height.
+    #: 0: start at once (netsim, single nodes).
+    startup_sync_ms: int = 0
+    #: A node catching up stops waiting for its sync peer after this long without a new
+    #: block and starts voting at its height anyway (a stale vote is harmless; waiting for
+    #: a peer that went away is not).
+    sync_stall_ms: int = 5000

@@ -113,6 +113,16 @@ class EvidencePool:
     def is_stale(self, ev: DuplicateVoteEvidence, current_height: int) -> bool:
         return ev.height + self._max_age < current_height
 
+    def committed(self) -> list[tuple[bytes, int]]:
+        """(evidence id, height) of the committed evidence still inside the horizon."""
+        return list(self._committed.items())
+
+    def restore_committed(self, items: list[tuple[bytes, int]], height: int) -> None:
+        """Reload `committed()` from a snapshot (oldest first); what is past the horizon goes."""
+        for eid, ev_height in items:
+            if ev_height + self._max_age >= height:
+                self._committed[eid] = ev_height
+
     def mark_committed(self, evs: tuple[DuplicateVoteEvidence, ...], height: int) -> None:
         for ev in evs:
             eid = evidence_id(ev)

@@ -23,6 +23,16 @@ MAX_SYNC_BATCH = 16
 MAX_SYNC_RESPONSE_BYTES = 900 * 1024
 #: How many rounds ahead of ours we keep votes for (round-skip needs some, a flood none).
 MAX_FUTURE_ROUNDS = 8
+#: How many heights ahead of ours consensus messages are buffered (the next height's
+#: messages often arrive before we commit ours; further ahead we catch up by block sync).
+MAX_FUTURE_HEIGHTS = 2
+#: Buffered future consensus messages per sender (3 per round: proposal, prevote,
+#: precommit, over the round window, for each buffered height), and their bytes (a
+#: proposal is up to one envelope), so one validator cannot evict another's messages.
+MAX_FUTURE_PER_SENDER = 3 * (MAX_FUTURE_ROUNDS + 1) * MAX_FUTURE_HEIGHTS
+MAX_FUTURE_SENDER_BYTES = 4 * 1024 * 1024
+#: All buffered future messages together, in bytes.
+MAX_FUTURE_BYTES = 64 * 1024 * 1024
 #: Evidence older than this many heights is no longer accepted (bounds the
 #: committed-evidence memory and matches an unbonding period that is longer).
 MAX_EVIDENCE_AGE = 1000

@@ -70,8 +70,12 @@ class BlockResponse:
 @message(0x16)
 @dataclass(frozen=True, slots=True)
 class Status:
-    """A node's last committed height and head hash, published when it (re)starts so
-    that peers ahead of it can tell it to catch up."""
+    """A node's last committed height and head hash, published when it (re)starts or is
+    stuck, and sent with block-sync answers, so that peers ahead of it can serve it and
+    peers behind it learn how far to sync. `commit` is the certificate of `height` (None
+    at 0): a node only believes it is behind, stops voting and asks a peer for blocks
+    when the claim is signed by validators (protocol/consensus/node.py, `_vouched`)."""
 
     height: U64
     head_hash: Hash32
+    commit: CommitCertificate | None = None

@@ -11,6 +11,16 @@ commits (no commit timeout), and messages for the next height that arrive before
 node commits are buffered, not dropped. Liveness under loss comes from rebroadcasting
 this node's own latest messages when a height does not advance, and from block sync
 whenever a peer is seen at a higher height.
+
+Restarts and lagging nodes (issue 11 item 3): a node starts from its latest snapshot
+plus the blocks after it (`restore`), listens for `startup_sync_ms` before it votes, and
+while a certified Status says the chain is past its height it catches up by block sync
+instead of voting (`_catching_up`). Messages it cannot count yet, for the next heights
+or for rounds beyond the machine's window, wait in a buffer bounded per sender
+(sync.FutureBuffer); when validators with more than 1/3 of the power are in rounds
+beyond that window, the node jumps to the highest such round (the paper's round skip,
+line 55, for rounds the machine would not even buffer), so a restarted validator at
+round 0 rejoins validators that kept timing out into high rounds.
 """
 
 from __future__ import annotations
@@ -18,7 +28,6 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict, deque
 from collections.abc import Iterable
-from typing import Any
 
 from protocol.app import Application, BlockContext
 from protocol.commands import (
@@ -44,17 +53,29 @@ from .block import ZERO_HASH, Block, BlockHeader, block_hash, certificate_hash, 
 from .config import (
     OWN_VOTES_KEY,
     PERSIST_BLOCK,
+    PERSIST_SNAPSHOT,
     PERSIST_VOTES,
     TIMER_NEXT_HEIGHT,
     TIMER_REBROADCAST,
+    TIMER_SYNC,
     ConsensusConfig,
 )
 from .evidence import DuplicateVoteEvidence, EvidencePool, make_evidence
-from .limits import MAX_BLOCK_EVIDENCE, MAX_FUTURE_ROUNDS, MAX_SYNC_BATCH, MAX_VALIDATORS
+from .limits import MAX_BLOCK_EVIDENCE, MAX_FUTURE_HEIGHTS, MAX_FUTURE_ROUNDS, MAX_SYNC_BATCH, MAX_VALIDATORS
 from .mempool import Mempool
 from .messages import BlockRequest, BlockResponse, CommittedBlock, Proposal, Status
 from .signer import VoteSigner
-from .sync import BlockStore
+from .snapshot import (
+    BadSnapshot,
+    Checkpoint,
+    CommittedEvidence,
+    encode_snapshot,
+    members_of,
+    power_spans,
+    powers_of_spans,
+    vset_of,
+)
+from .sync import BlockStore, FutureBuffer, FutureKey, vouched_by
 from .tendermint import (
     Action,
     BroadcastProposal,
@@ -78,20 +99,22 @@ from .votes import (
     VoteType,
     certificate_votes,
     make_certificate,
+    one_third_plus,
+    verify_certificate,
 )
 
 __all__ = [
     "OWN_VOTES_KEY",
     "PERSIST_BLOCK",
+    "PERSIST_SNAPSHOT",
     "PERSIST_VOTES",
     "TIMER_NEXT_HEIGHT",
     "TIMER_REBROADCAST",
+    "TIMER_SYNC",
     "ConsensusConfig",
     "ConsensusNode",
 ]
 
-#: Messages buffered for the next height (a round's worth from every validator and some).
-MAX_FUTURE_MESSAGES = 4 * MAX_VALIDATORS
 #: Peers whose last block-sync answer time is remembered (for the serve rate limit).
 MAX_SERVED_PEERS = 4 * MAX_VALIDATORS
 #: Rounds of received prevote envelopes kept below the current round (besides the valid
@@ -135,7 +158,17 @@ class ConsensusNode:
         self.pacer = Pacer(config.timeouts)
         self._answered: set[tuple[bytes, int, int, int]] = set()  # bounded: validators x rounds x 2
         self._valid_cache: dict[bytes, bool] = {}
-        self._future: deque[tuple[bytes, Any, bytes]] = deque(maxlen=MAX_FUTURE_MESSAGES)
+        self._future = FutureBuffer()
+        # Validator -> the highest round beyond the machine's window it sent a vote for
+        # at this height (bounded by the validator set): the far-round skip's input.
+        self._far_rounds: dict[bytes, int] = {}
+        # Catching up: the highest height a vouched-for Status showed committed, the peer
+        # that showed it, and when sync last made progress.
+        self._sync_target = 0
+        self._sync_peer: bytes | None = None
+        self._sync_progress_at = 0
+        self._was_catching_up = False
+        self._status_checked: OrderedDict[bytes, int] = OrderedDict()
         # (round, block hash) -> validator -> the envelope of its prevote: the proof of lock
         # (POL) this node re-sends with a re-proposal and while stuck (Tendermint's POL gossip).
         self._pol: dict[tuple[int, bytes], dict[bytes, bytes]] = {}
@@ -153,14 +186,29 @@ class ConsensusNode:
 
     # --- restart ------------------------------------------------------------------------------
 
-    def restore(self, blocks: Iterable[bytes], own_votes: bytes | None) -> None:
-        """Replay our own persisted blocks (in height order) through the application and
-        reload the votes we signed at the current height, before the first Tick."""
+    def restore(
+        self, blocks: Iterable[bytes], own_votes: bytes | None, checkpoint: Checkpoint | None = None
+    ) -> None:
+        """Before the first Tick: start from `checkpoint` (a snapshot whose application
+        state the caller restored into `app`) or from genesis, replay our own persisted
+        blocks after it (in height order) through the application, and reload the votes
+        we signed at the current height."""
+        verify_next = checkpoint is not None
+        if checkpoint is not None:
+            self._start_from(checkpoint)
         for raw in blocks:
             cb = decode_record(CommittedBlock, raw)
             # Rule: the stored block extends our state (its header carries our state root).
             if cb.block.height != self.height or cb.block.header.app_hash != self.app_hash:
                 raise ValidationError(f"stored block {cb.block.height} does not extend the restored state")
+            if verify_next:
+                # Rule: the first block after a snapshot is certified by the snapshot's
+                # validator set and extends its block, so the snapshot's root and set are
+                # the ones the chain's validators signed, not only what this node wrote.
+                check_committed(self._tip(), cb.block, cb.commit, self.verifier)
+                if cb.block.header.prev_hash != self.last_hash:
+                    raise ValidationError("stored block after the snapshot does not extend it")
+                verify_next = False
             self._apply_commit(cb.block, cb.commit, len(raw))
         if own_votes is not None:
             self.signer.load(own_votes, self.height)
@@ -169,6 +217,47 @@ class ConsensusNode:
             for sv in self.signer.votes():
                 if sv.vote.vote_type == VoteType.PRECOMMIT and sv.vote.block_hash is not None:
                     self.machine.restore_lock(sv.vote.round, sv.vote.block_hash)
+
+    def _start_from(self, cp: Checkpoint) -> None:
+        """Take over a snapshot's consensus state (the application already holds its state)."""
+        # Rule: the application was restored to the state the snapshot names.
+        if self.app.app_hash() != cp.app_hash:
+            raise BadSnapshot(f"application root does not match the snapshot of height {cp.height}")
+        # Rule: the snapshot's block carries a certificate of the set that committed it.
+        prev_vset, vset = vset_of(cp.prev_vset), vset_of(cp.vset)
+        try:
+            verify_certificate(self.cfg.chain_id, cp.last.commit, prev_vset.powers(), self.verifier)
+        except ValidationError as exc:
+            raise BadSnapshot(f"snapshot block {cp.height}: {exc}") from None
+        if cp.last.commit.block_hash != block_hash(cp.last.block):
+            raise BadSnapshot(f"snapshot certificate is not for its block {cp.height}")
+        self.height = cp.height + 1
+        self.vset, self.prev_vset = vset, prev_vset
+        self.last_block, self.last_commit = cp.last.block, cp.last.commit
+        self.last_hash, self.app_hash = cp.last.commit.block_hash, cp.app_hash
+        self._powers_at = OrderedDict(sorted(powers_of_spans(cp.powers).items()))
+        committed = sorted(cp.committed_evidence, key=lambda e: e.height)
+        self.evidence.restore_committed([(e.evidence_id, e.height) for e in committed], self.height)
+        self.store.add(cp.last, len(encode_record(cp.last)))
+        self.machine = self._new_machine()
+
+    def _snapshot(self, block: Block, cert: CommitCertificate) -> list[Command]:
+        """Persist a snapshot right after committing `block` (every `snapshot_every`)."""
+        every = self.cfg.snapshot_every
+        snap = getattr(self.app, "snapshot", None)
+        if not every or block.height % every or snap is None:
+            return []
+        assert self.prev_vset is not None
+        cp = Checkpoint(
+            last=CommittedBlock(block, cert),
+            app_hash=self.app_hash,
+            vset=members_of(self.vset),
+            prev_vset=members_of(self.prev_vset),
+            powers=power_spans(dict(self._powers_at)),
+            committed_evidence=tuple(CommittedEvidence(i, h) for i, h in self.evidence.committed()),
+        )
+        key = block.height.to_bytes(8, "big") + self.app_hash
+        return [Persist(PERSIST_SNAPSHOT, key, encode_snapshot(cp, snap()))]
 
     # --- the shell's entry point ----------------------------------------------------------------
 
@@ -208,8 +297,10 @@ class ConsensusNode:
         if self._started:
             return []
         self._started = True
-        head = self.last_hash
-        cmds: list[Command] = [Publish(TOPIC_CONSENSUS, Status(self.height - 1, head))]
+        cmds: list[Command] = [Publish(TOPIC_CONSENSUS, self._status())]
+        if self.cfg.startup_sync_ms > 0:
+            # Listen first: peers ahead answer our Status with blocks and theirs.
+            return [*cmds, SetTimer(self.now + self.cfg.startup_sync_ms, TIMER_NEXT_HEIGHT)]
         return cmds + self._start_height()
 
     def _on_timer(self, key: str) -> list[Command]:
@@ -217,6 +308,8 @@ class ConsensusNode:
             return self._rebroadcast()
         if key == TIMER_NEXT_HEIGHT:
             return self._start_height()
+        if key == TIMER_SYNC:
+            return self._sync_tick()
         parts = key.split("/")
         if len(parts) != 4 or parts[0] != "tm":
             return []
@@ -239,9 +332,9 @@ class ConsensusNode:
         if isinstance(body, BlockRequest):
             return self._serve(ev.sender, body.from_height, body.count)
         if isinstance(body, BlockResponse):
-            return self._on_blocks(body.blocks)
+            return self._on_blocks(ev.sender, body.blocks)
         if isinstance(body, Status):
-            return self._on_status(ev.sender, body.height)
+            return self._on_status(ev.sender, body)
         return []
 
     def _on_tx(self, raw: bytes) -> list[Command]:
@@ -256,6 +349,8 @@ class ConsensusNode:
             return self._serve(sender, body.height, MAX_SYNC_BATCH)
         if body.height > self.height or not self._height_started:
             return self._on_future(sender, body, raw)
+        if body.round > self.machine.round + MAX_FUTURE_ROUNDS:
+            return self._on_far_round(sender, body, raw)
         if isinstance(body, Proposal):
             try:
                 check_proposal(body.round, body.valid_round, body.block)
@@ -387,23 +482,121 @@ class ConsensusNode:
 
     def _on_future(self, sender: bytes, body: Proposal | Vote, raw: bytes) -> list[Command]:
         cmds: list[Command] = []
-        if body.height == self.height and not self._height_started:
-            self._future.append((sender, body, raw))
-            return []
-        if body.height == self.height + 1:
-            self._future.append((sender, body, raw))
-            if isinstance(body, Proposal) and body.block.last_commit is not None:
-                cmds += self._commit_from_certificate(body.block.last_commit)
+        self._buffer(sender, body, raw)
+        cert = body.block.last_commit if isinstance(body, Proposal) else None
+        if body.height == self.height + 1 and cert is not None:
+            cmds += self._commit_from_certificate(cert)
         if body.height > self.height and self._may_ask(sender):
+            # A hint, not proof, that the sender is ahead: ask it (it answers with blocks
+            # and its certified Status); this never makes us stop voting by itself.
             cmds.append(SendTo(sender, BlockRequest(self.height, MAX_SYNC_BATCH)))
         return cmds
 
-    def _on_status(self, sender: bytes, height: int) -> list[Command]:
-        if height + 1 < self.height:
-            return self._serve(sender, height + 1, MAX_SYNC_BATCH)
-        if height >= self.height and self._may_ask(sender):
-            return [SendTo(sender, BlockRequest(self.height, MAX_SYNC_BATCH))]
+    def _buffer(self, sender: bytes, body: Proposal | Vote, raw: bytes) -> bool:
+        """Keep a message we cannot count yet, within the windows and the per-sender bounds."""
+        # Rule: only for our height and the next MAX_FUTURE_HEIGHTS (further ahead we sync).
+        if not self.height <= body.height <= self.height + MAX_FUTURE_HEIGHTS:
+            return False
+        # Rule: only from validators of our set, and a vote only from its own validator.
+        if sender not in self.vset.powers() or (isinstance(body, Vote) and body.validator != sender):
+            return False
+        if isinstance(body, Proposal):
+            key: FutureKey = (body.height, body.round, 0, b"")
+        else:
+            key = (body.height, body.round, int(body.vote_type) + 1, body.block_hash or b"")
+        return self._future.add(sender, key, body, raw)
+
+    def _on_far_round(self, sender: bytes, body: Proposal | Vote, raw: bytes) -> list[Command]:
+        """A message of our height for a round beyond the machine's window. Why: validators
+        that kept timing out while we were down are many rounds ahead, a restarted node
+        starts at round 0, and the machine drops what is beyond its window, so neither side
+        would ever hear the other. Buffer it; once validators with more than 1/3 of the
+        power have voted in rounds past the window, start the highest round such that
+        validators with more than 1/3 of the power voted in it or later (one of them is
+        honest, so the chain really is there: the paper's line 55 with ">= round")."""
+        if not self._buffer(sender, body, raw) or not isinstance(body, Vote):
+            return []
+        powers = self.vset.powers()
+        self._far_rounds[sender] = max(body.round, self._far_rounds.get(sender, 0))
+        need, power = one_third_plus(sum(powers.values())), 0
+        for who, round_ in sorted(self._far_rounds.items(), key=lambda kv: -kv[1]):
+            power += powers.get(who, 0)
+            if power >= need:
+                return self._skip_to(round_)
         return []
+
+    def _skip_to(self, round_: int) -> list[Command]:
+        if round_ <= self.machine.round:
+            return []
+        self._far_rounds = {v: r for v, r in self._far_rounds.items() if r > round_ + MAX_FUTURE_ROUNDS}
+        fields = (("height", self.height), ("round", round_))
+        cmds: list[Command] = [Log("info", "consensus.round_skip", fields)]
+        cmds += self._run(self.machine.start(round_))
+        return cmds + self._replay_future()
+
+    def _status(self) -> Status:
+        return Status(self.height - 1, self.last_hash, self.last_commit)
+
+    def _on_status(self, sender: bytes, st: Status) -> list[Command]:
+        if st.height + 1 < self.height:
+            return self._serve(sender, st.height + 1, MAX_SYNC_BATCH)
+        if st.height < self.height or not self._vouched(sender, st):
+            return []
+        fresh = st.height > self._sync_target
+        self._sync_target = max(self._sync_target, st.height)
+        cmds: list[Command] = []
+        if fresh or self._sync_peer is None:
+            self._sync_peer = sender
+            self._sync_progress_at = self.now
+            fields = (("height", self.height - 1), ("target", st.height), ("peer", sender.hex()[:16]))
+            cmds.append(Log("info", "consensus.behind", fields))
+        return cmds + self._request_blocks(sender) + self._arm_sync()
+
+    def _vouched(self, sender: bytes, st: Status) -> bool:
+        """Rule: a Status that claims the chain is at or past our height carries that
+        height's certificate, signed by validators with more than 1/3 of our set's power
+        (sync.vouched_by), before this node believes it, stops voting to catch up, or asks
+        that peer for blocks. A certificate for exactly our height is checked in full.
+        At most one check per peer per sync_retry_ms, so a flood of claims costs little."""
+        cert = st.commit
+        if cert is None or cert.height != st.height or cert.block_hash != st.head_hash:
+            return False
+        last = self._status_checked.get(sender)
+        if last is not None and self.now - last < self.cfg.sync_retry_ms:
+            return False
+        self._status_checked[sender] = self.now
+        self._status_checked.move_to_end(sender)
+        if len(self._status_checked) > MAX_SERVED_PEERS:
+            self._status_checked.popitem(last=False)
+        if cert.height == self.height:
+            try:
+                verify_certificate(self.cfg.chain_id, cert, self.vset.powers(), self.verifier)
+            except ValidationError:
+                return False
+            return True
+        return vouched_by(self.cfg.chain_id, cert, self.vset.powers(), self.verifier)
+
+    @property
+    def catching_up(self) -> bool:
+        """A vouched-for peer has committed our height, and sync is not stalled."""
+        return self._sync_target >= self.height and self.now - self._sync_progress_at < self.cfg.sync_stall_ms
+
+    def _request_blocks(self, peer: bytes) -> list[Command]:
+        if not self._may_ask(peer):
+            return []
+        return [SendTo(peer, BlockRequest(self.height, MAX_SYNC_BATCH))]
+
+    def _arm_sync(self) -> list[Command]:
+        return [SetTimer(self.now + self.cfg.sync_retry_ms, TIMER_SYNC)] if self.catching_up else []
+
+    def _sync_tick(self) -> list[Command]:
+        """While catching up: ask the sync peer again (its answer may be lost), and tell
+        everyone where we are (another peer ahead will answer); once sync stalls, vote."""
+        if not self.catching_up:
+            return self._start_height()
+        assert self._sync_peer is not None
+        cmds = [*self._request_blocks(self._sync_peer), Publish(TOPIC_CONSENSUS, self._status())]
+        return cmds + self._arm_sync()
 
     def _may_ask(self, peer: bytes) -> bool:
         """Rule: ask a peer that claims to be ahead for blocks at most once per retry
@@ -427,21 +620,35 @@ class ConsensusNode:
         if peer == self.me or (last is not None and self.now - last < self.cfg.serve_interval_ms):
             return []
         blocks = self.store.range(from_height, min(count, MAX_SYNC_BATCH))
-        if blocks:
-            self._served[peer] = self.now
-            self._served.move_to_end(peer)
-            if len(self._served) > MAX_SERVED_PEERS:
-                self._served.popitem(last=False)
-        return [SendTo(peer, BlockResponse(tuple(blocks)))] if blocks else []
+        if not blocks:
+            return []
+        self._served[peer] = self.now
+        self._served.move_to_end(peer)
+        if len(self._served) > MAX_SERVED_PEERS:
+            self._served.popitem(last=False)
+        cmds: list[Command] = [SendTo(peer, BlockResponse(tuple(blocks)))]
+        if blocks[-1].block.height < self.height - 1:
+            # More to come: our certified head tells the peer how far to sync (and that
+            # it should catch up before it votes).
+            cmds.append(SendTo(peer, self._status()))
+        return cmds
 
-    def _on_blocks(self, blocks: tuple[CommittedBlock, ...]) -> list[Command]:
+    def _on_blocks(self, sender: bytes, blocks: tuple[CommittedBlock, ...]) -> list[Command]:
         cmds: list[Command] = []
+        applied = 0
         for cb in blocks:
             if cb.block.height != self.height:
                 continue
             check_committed(self._tip(), cb.block, cb.commit, self.verifier)
             check_block(self._tip(cb.commit.round), cb.block, self.evidence, self.verifier)
             cmds += self._commit(cb.block, cb.commit)
+            applied += 1
+        if applied:
+            self._sync_progress_at = self.now
+            if self._sync_target >= self.height:
+                # A full batch and still behind: ask the same peer for the next one now.
+                self._sync_asked.pop(sender, None)
+                cmds += self._request_blocks(sender)
         return cmds
 
     def _commit_from_certificate(self, cert: CommitCertificate) -> list[Command]:
@@ -524,8 +731,7 @@ class ConsensusNode:
             cmds.append(Publish(TOPIC_CONSENSUS, Proposal(self.height, m.round, prop[2], prop[0])))
         cmds += [Publish(TOPIC_CONSENSUS, sv.vote) for sv in self.signer.votes(m.round - 1)]
         cmds += self._resend_valid()
-        head = self.last_hash
-        cmds.append(Publish(TOPIC_CONSENSUS, Status(self.height - 1, head)))
+        cmds.append(Publish(TOPIC_CONSENSUS, self._status()))
         return cmds
 
     def _rebroadcast_timer(self) -> SetTimer:
@@ -538,6 +744,7 @@ class ConsensusNode:
         raw = encode_record(cb)
         cmds: list[Command] = [Persist(PERSIST_BLOCK, block.height.to_bytes(8, "big"), raw)]
         self._apply_commit(block, cert, len(raw))
+        cmds += self._snapshot(block, cert)
         cmds.append(Persist(PERSIST_VOTES, OWN_VOTES_KEY, self.signer.dump()))
         # The next height starts from a timer, not recursively: with one validator (or a
         # buffered backlog) deciding is instant, and each height must return to the shell.
@@ -547,8 +754,19 @@ class ConsensusNode:
     def _start_height(self) -> list[Command]:
         if self._height_started:
             return []
+        if self.catching_up:
+            # Rule: a node that a vouched-for peer showed to be behind catches up by
+            # block sync before it votes (each applied block re-enters here).
+            assert self._sync_peer is not None
+            self._was_catching_up = True
+            return self._request_blocks(self._sync_peer) + self._arm_sync()
+        cmds: list[Command] = []
+        if self._was_catching_up:
+            self._was_catching_up = False
+            fields = (("height", self.height), ("target", self._sync_target))
+            cmds.append(Log("info", "consensus.caught_up", fields))
         self._height_started = True
-        cmds = self._run(self.machine.start(0))
+        cmds += self._run(self.machine.start(0))
         return cmds + self._replay_future()
 
     def _apply_commit(self, block: Block, cert: CommitCertificate, size: int) -> None:
@@ -583,19 +801,17 @@ class ConsensusNode:
         self._answered = set()
         self._valid_cache = {}
         self._pol = {}
+        self._far_rounds = {}
         self._proposal_raw = {}
         self._prev_machine = self.machine
         self.machine = self._new_machine()
         self._height_started = False
 
     def _replay_future(self) -> list[Command]:
-        pending, self._future = list(self._future), deque(maxlen=MAX_FUTURE_MESSAGES)
+        """Feed the buffered messages of our height that the machine's window now admits."""
         cmds: list[Command] = []
-        for sender, body, raw in pending:
-            if body.height == self.height:
-                cmds += self._on_consensus(sender, body, raw)
-            elif body.height > self.height:
-                self._future.append((sender, body, raw))
+        for sender, body, raw in self._future.take(self.height, self.machine.round + MAX_FUTURE_ROUNDS):
+            cmds += self._on_consensus(sender, body, raw)
         return cmds
 
     # --- the machine's inputs ------------------------------------------------------------------

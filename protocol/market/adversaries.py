@@ -50,7 +50,7 @@ class FalseChallenger(WhistleblowerRole):
     validators uphold the solver, and the bond goes to the jackpot."""
 
     def on_view(self, market: MarketState) -> list[Command]:
-        out: list[Command] = []
+        out = self._play(market)  # the games its challenges started, played honestly
         for task in market.open_tasks():
             if task.status != Status.CHALLENGE:
                 continue

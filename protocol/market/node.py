@@ -22,7 +22,7 @@ bare consensus core; this wrapper adds what the market needs on top:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -39,6 +39,7 @@ from protocol.commands import (
     Tick,
 )
 from protocol.consensus.node import ConsensusConfig, ConsensusNode
+from protocol.consensus.snapshot import decode_snapshot
 from protocol.envelope import seal
 from protocol.errors import DecodeError, ValidationError
 from protocol.identity import Keypair
@@ -97,16 +98,25 @@ class MarketNode:
         key: Keypair,
         roles: NodeRoles,
         *,
-        blocks: Sequence[bytes] = (),
+        blocks: Iterable[bytes] = (),
         own_votes: bytes | None = None,
         audit: bool = False,
         role_state: Loader | None = None,
+        snapshot: bytes | None = None,
     ) -> MarketNode:
-        """A node from the chain's genesis state, replaying its own persisted blocks; the
-        roles read back what they persisted (`role_state(kind)` yields its records)."""
-        ledger = Ledger(genesis.copy(), audit=audit)
+        """A node from the chain's genesis state, or from a consensus snapshot
+        (protocol.consensus.snapshot: its ledger state and consensus state), replaying its
+        own persisted blocks after that; the roles read back what they persisted
+        (`role_state(kind)` yields its records). A snapshot that does not decode or fit
+        raises DecodeError/ValidationError before the roles are touched."""
+        checkpoint = None
+        state = genesis.copy()
+        if snapshot is not None:
+            checkpoint, app_state = decode_snapshot(snapshot)
+            state = State.restore(genesis.params, app_state, genesis.verify_evidence)
+        ledger = Ledger(state, audit=audit)
         consensus = ConsensusNode(config, ledger, key)
-        consensus.restore(blocks, own_votes)
+        consensus.restore(blocks, own_votes, checkpoint)
         if role_state is not None:
             roles.restore(role_state)
         return cls(consensus, ledger, key, roles)

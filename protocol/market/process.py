@@ -53,6 +53,7 @@ from protocol.market.txs import (
     VerdictReveal,
 )
 from protocol.pol.merkle import verify_inclusion
+from protocol.pol.messages import MAX_OPS_PER_STEP
 from protocol.records import record_hash
 
 #: Biggest declared work a task may carry (1e18 FLOPs): bounds escrow arithmetic and the
@@ -60,7 +61,8 @@ from protocol.records import record_hash
 MAX_TASK_GFLOPS = 10**9
 #: Longest training run and checkpoint interval a task may declare.
 MAX_STEPS = 10**7
-MAX_OPS_PER_STEP = 4_096
+# MAX_OPS_PER_STEP (protocol/pol/messages.py) is the one bound on a task's ops per step:
+# what a reveal's prefix can carry, so a task declaring more could never be arbitrated.
 
 
 def task_id_of(sender: bytes, tx: SubmitTask) -> bytes:
