@@ -55,9 +55,12 @@ def test_an_honest_solver_killed_before_the_dispute_still_beats_a_false_challeng
     assert forfeits and all(p["why"] == "bond_forfeit" for p in forfeits)
     assert _honest_penalties(net, task) == [], task["penalties"]
     assert task["paid"] > 0
-    # The games went to arbitration and the validators upheld the defender.
-    votes = [e for i in range(len(roles)) for e in net.log_events(i, "market.arbitrated")]
-    assert votes and all(v["defender_right"].lower() == "true" for v in votes), votes
+    # The restarted solver defended from its own disk: it opened the game with the
+    # segment's checkpoints and posted its digest at the first midpoint (a game-hash job
+    # after the restart). The blind challenger never answers (protocol/market/adversaries.py
+    # says why), so the game ends in its forfeit rather than at arbitration.
+    after_restart = net.log(solver).split('event="node ready"')[-1]
+    assert "job=hash:" in after_restart, after_restart[-2000:]
 
 
 @pytest.mark.timeout(900)

@@ -165,16 +165,30 @@ def test_a_slashed_lazy_verifier_and_a_jackpot_payout_are_audited_too() -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 2, 5, 7])
-def test_a_false_challenger_loses_its_bonds_against_honest_solvers(seed: int) -> None:
-    """Challenging every ACCEPT without checking, then playing each game honestly, costs
-    the challenger a bond per game when every solver is honest, and costs them nothing.
-    (Among cheating solvers the same blind challenger catches cheats and is paid for it,
-    as any whistleblower: the rules price the bond against honest solvers, not cheaters.)"""
-    r = run_market(MarketConfig(seed=seed, nodes=12, tasks=6, false_challenger=True))
+def test_a_false_challenger_never_profits(seed: int) -> None:
+    r = run_market(MarketConfig(seed=seed, nodes=12, tasks=6, **BYZANTINE))  # type: ignore[arg-type]
     liar = next(n for n in r.nodes if n.role == "false_challenger")
-    assert r.ok, f"seed={seed}"
     assert liar.balance_delta + liar.fees_paid < 0, f"seed={seed}"
-    assert not any(n.slashed for n in r.nodes if n.role != "false_challenger"), f"seed={seed}"
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="open attack, docs/market.md 'Open: a thrown game': a cheating "
+                   "solver that lies in bisection to a blind challenger gets the honest verifier of a good "
+                   "segment slashed")
+def test_a_solver_that_throws_a_game_to_a_blind_challenger_cannot_slash_an_honest_verifier(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from protocol.market.adversaries import FalseChallenger
+
+    # The blind challenger, but playing its games honestly (what any attacker can write).
+    blind = FalseChallenger.on_view
+    monkeypatch.setattr(FalseChallenger, "on_view",
+                        lambda self, market: [*self._play(market), *blind(self, market)])
+    r = run_market(MarketConfig(seed=2, nodes=12, tasks=3, compute="torch", byzantine_fraction=0.25,
+                                lazy_verifier=True, false_challenger=True))
+    honest = [n for n in r.nodes if n.role == "worker"]
+    assert all(n.stake_delta == 0 for n in honest), [n for n in honest if n.stake_delta]
+
 
 
 def test_fees_and_stakes_are_of_the_same_order() -> None:

@@ -14,25 +14,17 @@ stdin commands (one per line):
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import signal
-import sys
 from dataclasses import asdict
-from typing import Any
 
 import trio
 
 from node.adversary.attacks import ATTACKS, BlobTarget
 from node.adversary.host import Attacker, open_attacker
+from node.transport.peer import MAX_COMMAND_BYTES, emit, stdin_lines
 from protocol.identity import Keypair
 
-MAX_COMMAND_BYTES = 1024
 MAX_ATTACK_S = 3600.0
-
-
-def emit(event: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,34 +59,24 @@ async def run_attack(a: Attacker, name: str, seconds: float, blob: BlobTarget | 
 
 
 async def commands(a: Attacker, blob: BlobTarget | None, nursery: trio.Nursery) -> None:
-    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-    buf = b""
-    while True:
-        chunk = await stdin.receive_some(4096)
-        if not chunk:
-            break
-        buf += chunk
-        if len(buf) > MAX_COMMAND_BYTES and b"\n" not in buf:
-            buf = b""
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            words = line.decode("utf-8", "replace").split()
-            if not words:
+    async for line in stdin_lines(MAX_COMMAND_BYTES):
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "quit":
+            nursery.cancel_scope.cancel()
+            return
+        if words[0] == "stats":
+            emit("stats", height=a.height, victims=len(a.victims), **asdict(a.counters))
+        elif words[0] == "run" and len(words) == 3 and words[1] in ATTACKS:
+            try:
+                seconds = min(MAX_ATTACK_S, max(0.0, float(words[2])))
+            except ValueError:
+                emit("error", detail=f"bad seconds {words[2]!r}")
                 continue
-            if words[0] == "quit":
-                nursery.cancel_scope.cancel()
-                return
-            if words[0] == "stats":
-                emit("stats", height=a.height, victims=len(a.victims), **asdict(a.counters))
-            elif words[0] == "run" and len(words) == 3 and words[1] in ATTACKS:
-                try:
-                    seconds = min(MAX_ATTACK_S, max(0.0, float(words[2])))
-                except ValueError:
-                    emit("error", detail=f"bad seconds {words[2]!r}")
-                    continue
-                nursery.start_soon(run_attack, a, words[1], seconds, blob)
-            else:
-                emit("error", detail=f"unknown command {line[:80]!r}; attacks: {', '.join(ATTACKS)}")
+            nursery.start_soon(run_attack, a, words[1], seconds, blob)
+        else:
+            emit("error", detail=f"unknown command {line[:80]!r}; attacks: {', '.join(ATTACKS)}")
     nursery.cancel_scope.cancel()
 
 

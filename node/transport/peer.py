@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -135,25 +136,33 @@ def deterministic_blob(n: int, salt: str) -> bytes:
     return (block * (n // len(block) + 1))[:n]
 
 
-async def read_commands(peer: Peer, nursery: trio.Nursery) -> None:
+async def stdin_lines(max_bytes: int) -> AsyncIterator[str]:
+    """This process's stdin, one decoded line at a time, for the tool processes a parent
+    drives with commands; a line longer than `max_bytes` is dropped and reported, so the
+    buffer stays bounded whatever the parent writes."""
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
     buf = b""
     while True:
         chunk = await stdin.receive_some(4096)
         if not chunk:
-            break
+            return
         buf += chunk
-        if len(buf) > MAX_COMMAND_BYTES and b"\n" not in buf:
+        if len(buf) > max_bytes and b"\n" not in buf:
             emit("error", detail="command line too long")
             buf = b""
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
-            try:
-                if not await peer.command(line.decode("utf-8", "replace"), nursery):
-                    nursery.cancel_scope.cancel()
-                    return
-            except (ValueError, IndexError, PolnetError) as exc:
-                emit("error", detail=f"{type(exc).__name__}: {exc}")
+            yield line.decode("utf-8", "replace")
+
+
+async def read_commands(peer: Peer, nursery: trio.Nursery) -> None:
+    async for line in stdin_lines(MAX_COMMAND_BYTES):
+        try:
+            if not await peer.command(line, nursery):
+                nursery.cancel_scope.cancel()
+                return
+        except (ValueError, IndexError, PolnetError) as exc:
+            emit("error", detail=f"{type(exc).__name__}: {exc}")
     nursery.cancel_scope.cancel()
 
 

@@ -44,13 +44,17 @@ class LazyVerifier(VerifierRole):
 @dataclass
 class FalseChallenger(WhistleblowerRole):
     """Challenges every accepting verdict without checking anything (posting the bond each
-    challenge requires). When its game comes it plays it like any accuser, with an honest
-    re-execution of the segment from the committed checkpoint, which agrees with an honest
-    solver at every position: the game ends on the segment's last operation, the
-    validators uphold the solver, and the bond goes to the jackpot."""
+    challenge requires) and never plays the games that follow: each ends when its move
+    deadline passes, the solver keeps its stake and the bond goes to the jackpot.
+
+    It does not play on purpose. A blind challenger that plays honestly is an open attack
+    (docs/market.md, "Open: a thrown game"): a cheating solver that colludes with it can
+    lose the game by lying in bisection about a segment whose committed checkpoint is
+    right, and the rules then slash the honest verifier that ACCEPTed that segment
+    (tests/test_market_money.py pins it as a strict xfail)."""
 
     def on_view(self, market: MarketState) -> list[Command]:
-        out = self._play(market)  # the games its challenges started, played honestly
+        out: list[Command] = []  # it never plays its games: each ends in its forfeit
         for task in market.open_tasks():
             if task.status != Status.CHALLENGE:
                 continue
