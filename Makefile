@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 # separate processes on loopback with py-libp2p, sqlite and torch (a few minutes).
 demo: $(STAMP)
 	$(BIN)/polnet demo
-	$(BIN)/polnet swarm up --nodes 6 --tasks 2 --cheaters 1
+	$(BIN)/polnet swarm up --nodes 6 --tasks 2 --cheaters 1 --private
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q -n 2 --timeout=600 tests

@@ -51,13 +51,15 @@ def _progress_view(p: MarketProgress, cfg: MarketConfig) -> Panel:
 
 def _task_table(report: MarketReport) -> Table:
     table = Table(title="Tasks")
-    for col in ("task", "data", "solver", "cheat", "status", "outcome", "accuracy", "fee", "paid", "refund"):
+    for col in ("task", "data", "solver", "cheat", "status", "outcome", "accuracy", "fee", "paid", "refund",
+                "private"):
         table.add_column(col, justify="right" if col in ("fee", "paid", "refund", "accuracy") else "left")
     for t in report.tasks:
         acc = f"{t.accuracy:.1%}" if t.accuracy is not None else "-"
         table.add_row(
             t.task_id[:10], t.dataset, str(t.solver) if t.solver is not None else "-", t.attack or "-",
             t.status, t.outcome, acc, f"{t.fee:,}", f"{t.paid:,}", f"{t.refunded:,}",
+            f"sealed, {t.key_holders} keys" if t.private else "-",
         )
     return table
 
@@ -90,6 +92,7 @@ def _summary(report: MarketReport) -> dict[str, object]:
         "honest_stake_lost": report.honest_stake_lost,
         "jackpot_payouts": report.jackpot_payouts,
         "forced_errors": report.forced_errors,
+        "private_tasks": sum(t.private for t in report.tasks),
         "blocks": report.blocks,
         "virtual_s": round(report.sim_ms / 1000, 1),
         "wall_s": round(report.wall_s, 1),
@@ -146,6 +149,8 @@ def demo(
     tasks: Annotated[int, typer.Option(help="Training tasks to submit.", min=1, max=40)] = 4,
     byzantine: Annotated[float, typer.Option(help="Fraction of cheating workers.", min=0.0, max=0.5)] = 0.25,
     seed: Annotated[int, typer.Option(help="Seed: the run is a pure function of it.", min=0)] = 1,
+    private: Annotated[int, typer.Option(help="How many of the tasks are private (data, checkpoints "
+                                              "and weights sealed to the elected parties).", min=0)] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Only print the summary as JSON.")] = False,
     lm: Annotated[str, typer.Option(help="The language-model run: small, full (the 4x128 model, "
                                          "minutes), or none.")] = "small",
@@ -160,15 +165,15 @@ def demo(
     console = Console()
     cfg = MarketConfig(
         seed=seed, nodes=nodes, tasks=tasks, compute="torch", byzantine_fraction=byzantine,
-        lazy_verifier=True, false_challenger=True,
+        lazy_verifier=True, false_challenger=True, private_tasks=min(private, tasks),
     )  # fmt: skip
     if as_json:
         report = run_market(cfg)
     else:
         console.print(
             f"[bold]polnet demo[/bold]: {nodes} nodes (consensus + ledger + market roles) in netsim, "
-            f"{tasks} real torch training tasks, {byzantine:.0%} cheating workers, one lazy verifier, "
-            "one false challenger."
+            f"{tasks} real torch training tasks ({min(private, tasks)} private), {byzantine:.0%} cheating "
+            "workers, one lazy verifier, one false challenger."
         )
         with Live(console=console, auto_refresh=False, transient=False) as live:
 

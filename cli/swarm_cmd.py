@@ -263,6 +263,7 @@ class Plan:
     cheaters: int
     roles: list[RolesConfig]
     pubkeys: list[str] = field(default_factory=list)
+    private: bool = False  # --private: every task sealed to its elected parties
     market: MarketWatch | None = None
     faults: SwarmFaults | None = None  # --attack / --perturb (cli/swarm_attacks.py)
     restarts: RestartWatch | None = None
@@ -273,7 +274,7 @@ class Plan:
 
     @property
     def docs(self) -> list[dict[str, Any]]:
-        return task_docs(self.tasks, self.cheaters)
+        return task_docs(self.tasks, self.cheaters, self.private)
 
     def watch(self, nodes: list[SwarmNode]) -> MarketWatch:
         assert nodes[0].admin is not None
@@ -292,6 +293,8 @@ def up(
                                           help="Staked nodes that challenge every ACCEPT without checking."),
     lazy_verifiers: int = typer.Option(0, "--lazy-verifiers", min=0, max=MAX_LOCALNET_NODES,
                                        help="Workers that accept every segment without checking."),
+    private: bool = typer.Option(False, "--private", help="Make every task private: its data, checkpoints "
+                                 "and weights sealed, the key wrapped only to the parties elected."),
     blocks: int = typer.Option(10, min=1, max=1_000_000, help="Without tasks: stop at this height."),
     duration: float = typer.Option(300.0, min=1.0, max=86_400.0, help="Stop after this many seconds anyway."),
     block_interval_ms: int = typer.Option(500, min=0, max=600_000, help="Pause between heights."),
@@ -320,7 +323,7 @@ def up(
         if mode == "inprocess":
             bad_input("--restart-staggered restarts processes: it needs --mode process (or auto)")
         mode = "process"
-    _check_shape(nodes, tasks, cheaters, false_challengers, lazy_verifiers, cheat)
+    _check_shape(nodes, tasks, cheaters, false_challengers, lazy_verifiers, cheat, private)
     root = directory if directory is not None else Path(tempfile.mkdtemp(prefix="polnet-swarm-"))
     roles = swarm_roles(nodes, cheaters, false_challengers, lazy_verifiers, tuple(cheat) or ALL_CHEATS) \
         if tasks else None
@@ -336,7 +339,7 @@ def up(
         if faults is not None:
             faults.prepare(dirs)
     plan = Plan(blocks, duration, tasks, cheaters, roles or [], node_pubkeys(dirs) if tasks else [],
-                faults=faults)
+                private=private, faults=faults)
     if restart_staggered is not None:
         plan.restarts = RestartWatch(restart_staggered)
     if in_process(nodes, mode):
@@ -363,8 +366,10 @@ def up(
 
 
 def _check_shape(nodes: int, tasks: int, cheaters: int, liars: int = 0, lazy: int = 0,
-                 cheats: list[str] | None = None) -> None:
+                 cheats: list[str] | None = None, private: bool = False) -> None:
     with operator_errors():
+        if private and not tasks:
+            raise ConfigError("--private makes the swarm's tasks private: it needs --tasks")
         if tasks and nodes < MIN_MARKET_NODES:
             raise ConfigError(f"a market swarm needs at least {MIN_MARKET_NODES} nodes "
                               "(a solver, three verifiers and a whistleblower)")
@@ -470,11 +475,12 @@ def _print_report(report: dict[str, Any]) -> None:
     if not mkt:
         return
     tasks = Table(title="tasks")
-    for col in ("task", "status", "outcome", "solver", "cheat", "accuracy", "paid", "challenges"):
-        tasks.add_column(col)
+    cols = ("task", "status", "outcome", "solver", "cheat", "accuracy", "paid", "challenges", "private",
+            "key_holders")
+    for col in cols:
+        tasks.add_column(col.replace("_", " "))
     for row in mkt["tasks"]:
-        tasks.add_row(*(str(row.get(c)) for c in ("task", "status", "outcome", "solver", "cheat", "accuracy",
-                                                   "paid", "challenges")))
+        tasks.add_row(*(str(row.get(c, "")) for c in cols))
     stdout.print(tasks)
     slashes = Table(title="slashed (who lost stake or a bond, and why)")
     for col in ("node", "role", "why", "amount"):

@@ -10,7 +10,9 @@ through `cheats`, and ask a lower price than the honest workers; when there are
 cheaters, the first task offers a price only they accept, so the run always shows a
 cheat being placed, caught, slashed and refunded (the other tasks are open to every
 worker, cheaters included, by stake-weighted election). `lazy` honest-priced workers
-accept every segment without checking.
+accept every segment without checking. With `private`, every task is private: its
+dataset, checkpoints and weights are sealed, and only the parties the market elects
+are handed its key (the report counts them per task).
 
 The report's slashes are the ledger's own record of who lost stake or a bond, and why
 (`protocol.market.views`, read from node 0's admin endpoint), not a stake comparison.
@@ -66,15 +68,19 @@ def honest(role: RolesConfig) -> bool:
     return not role.cheat and not role.adversary
 
 
-def task_docs(tasks: int, cheaters: int) -> list[dict[str, Any]]:
-    """Small real training tasks, alternating the two built-in datasets."""
+def task_docs(tasks: int, cheaters: int, private: bool = False) -> list[dict[str, Any]]:
+    """Small real training tasks, alternating the two built-in datasets; `private`: every
+    one sealed to the parties the market elects (`private = true` in a task file)."""
     docs = []
     for i in range(tasks):
         dataset = "digits" if i % 2 else "synthetic"
         price = BAIT_PRICE if cheaters and i == 0 else OPEN_PRICE
-        docs.append({"dataset": dataset, "hidden": [16], "steps": 128, "checkpoint_interval": 2,
-                     "batch_size": 32, "optimizer": "adam", "lr": 0.01, "seed": 1 + i,
-                     "max_price_per_gflop": price})
+        doc: dict[str, Any] = {"dataset": dataset, "hidden": [16], "steps": 128, "checkpoint_interval": 2,
+                               "batch_size": 32, "optimizer": "adam", "lr": 0.01, "seed": 1 + i,
+                               "max_price_per_gflop": price}
+        if private:
+            doc["private"] = True
+        docs.append(doc)
     return docs
 
 
@@ -146,7 +152,9 @@ class MarketWatch:
             row = {"task": tid[:16], "status": t["status"], "outcome": t.get("outcome", ""),
                    "solver": solver, "cheat": cheat,
                    "proof_valid": t.get("proof_valid"), "paid": t.get("paid", 0),
-                   "challenges": t.get("challenges", 0), "accuracy": None}
+                   "challenges": t.get("challenges", 0), "accuracy": None,
+                   "private": bool(t.get("private")), "key_holders": len(t.get("key_holders", ())),
+                   "key_faults": t.get("key_faults", 0)}
             if with_accuracy and t["status"] == "SETTLED" and t.get("proof_valid"):
                 with contextlib.suppress(OSError, ValueError, KeyError):
                     answer = _get(f"{self.admin}/task/{tid}/result", RESULT_TIMEOUT_S)
@@ -158,6 +166,7 @@ class MarketWatch:
         return {
             "tasks": rows,
             "settled": sum(r["status"] == "SETTLED" for r in rows),
+            "private_tasks": sum(r["private"] for r in rows),
             "refunded": sum(r["status"] == "REFUNDED" for r in rows),
             "paid_to_solvers": sum(r["paid"] for r in rows),
             "slashed_nodes": self.slashed(),

@@ -10,6 +10,7 @@ root the solver committed on the ledger before it is written.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,8 +24,9 @@ from cli.node_cmd import HTTP_TIMEOUT_S, admin_url, get_json
 from cli.output import bad_input, emit_json, operator_errors, stdout
 from node.daemon.blobdir import BlobDir
 from node.datadir import DataDir, write_atomic
-from protocol.errors import ConfigError
+from protocol.errors import ConfigError, SealError
 from protocol.records import encode_record
+from protocol.sealing import open_blob, seal_blob, sealed_locator
 
 if TYPE_CHECKING:
     from cli.task_spec import BuiltTask
@@ -33,6 +35,8 @@ app = typer.Typer(help="Submit training tasks and fetch their results.", no_args
 
 DataDirOpt = typer.Option(DEFAULT_DATA_DIR, "--data-dir", "-d", help="Data dir of the local node.")
 JsonOpt = typer.Option(False, "--json", help="Print the raw JSON answer.")
+#: Where `submit` keeps the content keys of private tasks (one file per task id, 0600).
+TASK_KEYS_DIR = "task-keys"
 #: Fetching and checking the final weights can take a while on a busy node.
 RESULT_TIMEOUT_S = 120.0
 
@@ -56,14 +60,48 @@ def _datadir(data_dir: Path) -> DataDir:
 
 
 def submit_built(dd: DataDir, url: str, built: BuiltTask) -> str:
-    """Put the task's blobs where the node serves them, then ask the node to submit it."""
+    """Put the task's blobs where the node serves them, then ask the node to submit it.
+
+    A private task's dataset and base are sealed here, under the key `build_task` drew,
+    before they reach the blob directory (nothing of them is stored in the clear); the
+    spec stays public (it is priced and checked by everyone). The key goes to the local
+    node, which wraps it to the parties the market elects, and to `task-keys/` in the
+    data dir, from which `task result` opens the weights."""
     blobs = BlobDir(dd.blobs)
     blobs.put(encode_record(built.spec))
-    blobs.put(built.dataset_blob)
-    if built.base_blob is not None:  # a fine-tune's base weights: the solver fetches them
-        blobs.put(built.base_blob)
-    answer = _post_json(f"{url}/task", {"submit": encode_record(built.submit).hex()})
-    return str(answer["task_id"])
+    doc = {"submit": encode_record(built.submit).hex()}
+    key = built.content_key
+    inputs = [built.dataset_blob] + ([built.base_blob] if built.base_blob is not None else [])
+    for blob in inputs:  # a fine-tune's base weights: the solver fetches them too
+        if key is None:
+            blobs.put(blob)
+        else:
+            digest = hashlib.sha256(blob).digest()
+            blobs.put_sealed(sealed_locator(key, digest), seal_blob(key, blob))
+    if key is not None:
+        doc["content_key"] = key.hex()
+    answer = _post_json(f"{url}/task", doc)
+    task_id = str(answer["task_id"])
+    if key is not None:
+        write_atomic(_key_path(dd, task_id), key, mode=0o600)
+    return task_id
+
+
+def _key_path(dd: DataDir, task_id: str) -> Path:
+    return Path(dd.root) / TASK_KEYS_DIR / task_id
+
+
+def _task_key(dd: DataDir, task_id: str) -> bytes | None:
+    """The content key of a private task submitted from this data dir (None: public)."""
+    try:
+        key = _key_path(dd, task_id).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read this task's key: {exc.strerror}") from None
+    if len(key) != 32:
+        raise ConfigError(f"{_key_path(dd, task_id)}: not a 32-byte content key")
+    return key
 
 
 @app.command()
@@ -83,7 +121,7 @@ def submit(
         task_id = submit_built(dd, url, built)
     out = {"task_id": task_id, "gflops": built.gflops,
            "max_price_per_gflop": built.submit.max_price_per_gflop, "steps": built.spec.steps,
-           "dataset": built.spec.dataset_hash.hex()}
+           "dataset": built.spec.dataset_hash.hex(), "private": built.content_key is not None}
     if as_json:
         emit_json(out)
     else:
@@ -145,10 +183,11 @@ def result(
         if doc.get("status") != "SETTLED" or not doc.get("proof_valid"):
             raise ConfigError(f"task {tid[:16]} has no accepted result (status {doc.get('status')}, "
                               f"outcome {doc.get('outcome') or 'none yet'})")
+        if doc.get("private") and _task_key(dd, tid) is None:
+            raise ConfigError(f"task {tid[:16]} is private and its key is not in this data dir's "
+                              f"{TASK_KEYS_DIR}/ (it was submitted from another data dir)")
         doc = _get_slow(f"{admin_url(data_dir)}/task/{tid}/result")
-        data = BlobDir(dd.blobs).read(bytes.fromhex(doc["weights_blob"]))
-        if data is None:
-            raise ConfigError("the node reported weights it does not hold (or they fail their hash)")
+        data = _weights(dd, tid, bytes.fromhex(doc["weights_blob"]))
         write_atomic(out, data, mode=0o644)
     summary = {"task_id": tid, "out": str(out), "bytes": len(data), "accuracy": doc.get("accuracy"),
                "weights_blob": doc["weights_blob"]}
@@ -157,6 +196,26 @@ def result(
     else:
         acc = doc.get("accuracy")
         stdout.print(f"wrote {out} ({len(data)} bytes); accuracy on the task's data {acc:.3f}")
+
+
+def _weights(dd: DataDir, tid: str, digest: bytes) -> bytes:
+    """The weights blob by its digest: as stored, or, for a private task, opened with
+    the task's key (checked against the digest as it is opened)."""
+    from node.compute.market_engine import MAX_DATASET_BLOB
+
+    blobs = BlobDir(dd.blobs)
+    key = _task_key(dd, tid)
+    if key is None:
+        data = blobs.read(digest)
+    else:
+        sealed = blobs.read_sealed(sealed_locator(key, digest))
+        try:
+            data = open_blob(key, digest, sealed, MAX_DATASET_BLOB) if sealed is not None else None
+        except SealError as exc:
+            raise ConfigError(f"the node's sealed weights do not open with this task's key: {exc}") from None
+    if data is None:
+        raise ConfigError("the node reported weights it does not hold (or they fail their hash)")
+    return data
 
 
 def _get_slow(url: str) -> dict[str, Any]:

@@ -22,6 +22,8 @@ a version-2 task. Without `[model]`, `hidden` gives a version-1 ReLU MLP:
     lr = 0.01
     seed = 1                         # model init, data order and dropout seeds derive from it
     max_price_per_gflop = 120        # at least the chain's floor (devnet: 30)
+    private = false                  # true: the dataset, checkpoints and weights are sealed
+                                     #   to the parties the market elects (docs/privacy.md)
     [synthetic]                      # only for dataset = "synthetic"
     samples = 512
     features = 16
@@ -34,7 +36,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +72,7 @@ DEFAULTS: dict[str, Any] = {
     "lr": 0.01, "seed": 1, "max_price_per_gflop": 120,
 }
 SYNTHETIC_DEFAULTS = {"samples": 512, "features": 16, "classes": 4, "seed": 1}
-_KEYS = {"dataset", "synthetic", "model", "base", "val_fraction", *DEFAULTS}
+_KEYS = {"dataset", "synthetic", "model", "base", "val_fraction", "private", *DEFAULTS}
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class BuiltTask:
     gflops: int
     #: a fine-tuning task's base weights (served like the dataset), else None
     base_blob: bytes | None = None
+    #: a private task's content key (drawn here; its blobs are sealed under it), else None
+    content_key: bytes | None = field(default=None, repr=False)
 
 
 def read_spec_file(path: Path) -> dict[str, Any]:
@@ -282,9 +286,18 @@ def build_task(doc: dict[str, Any], base: Path, market: MarketParams | None = No
     from protocol.market.assembly import submit_for
     from protocol.pol.memory import peak_memory_mb
 
-    spec, data, base_blob = build_spec(doc, base, market)
+    private = doc.get("private", False)
+    if type(private) is not bool:
+        raise ConfigError(f"private must be true or false, got {private!r}")
+    spec, data, base_blob = build_spec({k: v for k, v in doc.items() if k != "private"}, base, market)
     salt = int.from_bytes(os.urandom(8), "big") >> 1  # the same spec twice is two tasks
     # Workers that advertise less memory than the task's peak are never elected.
     submit = submit_for(spec, max_price_per_gflop=_common(doc, market)["price"], salt=salt,
                         min_memory_mb=peak_memory_mb(spec))
-    return BuiltTask(spec, data.blob, submit, submit.gflops, base_blob)
+    content_key = None
+    if private:  # a fresh key per task: its blobs are sealed under it before they leave
+        from protocol.market.keyring import key_commitment
+
+        content_key = os.urandom(32)
+        submit = replace(submit, key_commit=key_commitment(content_key))
+    return BuiltTask(spec, data.blob, submit, submit.gflops, base_blob, content_key)

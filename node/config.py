@@ -27,7 +27,9 @@ import tomli_w
 
 from protocol.envelope import MAX_CHAIN_ID_LEN
 from protocol.errors import ConfigError
+from protocol.market.adversaries import ADVERSARY_ROLES
 from protocol.schedule.links import MAX_LINK_TTL_MS
+from protocol.sealing import MAX_GENERATION
 
 ENV_PREFIX = "POLNET_"
 #: A config file is a page of settings; anything larger is not one.
@@ -46,7 +48,7 @@ CHEATS = ("skipped_steps", "truncated", "noisy_weights", "copied_checkpoints", "
 #: Cheats on the dispute game itself (they train like skipped_steps, then play badly).
 BISECTION_CHEATS = ("bisect_inconsistent", "bisect_silent")
 #: Hostile roles a demo node may run (protocol.market.adversaries).
-ADVERSARIES = ("lazy_verifier", "false_challenger")
+ADVERSARIES = ADVERSARY_ROLES  # one home: the roles both shells run
 
 
 def _port(name: str, value: int) -> None:
@@ -152,10 +154,17 @@ class RolesConfig:
     #: (it will be caught and slashed). Empty: honest.
     cheat: str = ""
     #: Demo and test knob: a hostile role (a "lazy_verifier" worker accepts without
-    #: checking; a "false_challenger" challenges every ACCEPT unchecked). Empty: honest.
+    #: checking; a "false_challenger" challenges every ACCEPT unchecked; a "bad_wrapper"
+    #: submitter wraps its private tasks' keys wrongly to verifiers and watchers). Empty: honest.
     adversary: str = ""
+    #: Which generation of X25519 key (derived from the node key) this node publishes for
+    #: private tasks; bump it to rotate (older generations still open older wraps).
+    enc_generation: int = 0
 
     def validate(self) -> None:
+        if not 0 <= self.enc_generation <= MAX_GENERATION:
+            raise ConfigError(f"[roles] enc_generation must be in 0..{MAX_GENERATION}, "
+                              f"got {self.enc_generation}")
         if not 0 < self.worker_stake < 2**63:
             raise ConfigError(f"[roles] worker_stake must be a positive integer, got {self.worker_stake}")
         if not 0 < self.worker_price < 2**32:

@@ -77,6 +77,26 @@ class BlobUnavailable(BlobError):
     nothing about its content, it never counts as evidence against whoever committed it."""
 
 
+# --- private tasks (protocol/sealing.py) ---------------------------------------------------
+
+
+class SealError(PolnetError):
+    """Sealing or opening private-task content failed: a bad key, a bad argument, or a
+    sealed input that does not open."""
+
+
+class KeyWrapError(SealError):
+    """A content-key wrap is malformed (wrong length, bad ephemeral key), was made for another
+    recipient, chain or task, or was tampered with; the key inside is never released."""
+
+
+class SealedBlobError(SealError, BlobError):
+    """A sealed blob does not open: bad header, announced size over the caller's limit, a chunk
+    that fails authentication (tampered, reordered, dropped, truncated, spliced from another
+    blob, wrong key) or a plaintext whose sha256 is not the expected digest. It is also a
+    BlobError, so code that handles bad blobs handles bad sealed blobs."""
+
+
 # --- local configuration -------------------------------------------------------------------
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from cli.swarm_market import node_pubkeys, submit_tasks, task_docs
+from cli.task_cmd import submit_built
+from cli.task_spec import BuiltTask, build_task
 from node.config import RolesConfig
 from node.daemon.layout import layout_localnet
 from node.datadir import DataDir
@@ -43,12 +45,17 @@ class MarketNet:
     procs: list[subprocess.Popen[bytes] | None] = field(default_factory=list)
     admin: list[str] = field(default_factory=list)
     pubkeys: list[str] = field(default_factory=list)
+    #: Each node's libp2p listen addresses (`/ip4/.../p2p/<id>`), from its endpoints file.
+    p2p: list[list[str]] = field(default_factory=list)
 
     def start(self) -> MarketNet:
         self.dirs = layout_localnet(self.root, len(self.roles), chain_id=CHAIN_ID, roles=self.roles)
         self.pubkeys = node_pubkeys(self.dirs)
-        self.procs = [start(d) for d in self.dirs]
-        self.admin = [wait_ready(d, p)["admin"] for d, p in zip(self.dirs, self.procs, strict=True)]
+        procs = [start(d) for d in self.dirs]
+        self.procs = list(procs)
+        ready = [wait_ready(d, p) for d, p in zip(self.dirs, procs, strict=True)]
+        self.admin = [doc["admin"] for doc in ready]
+        self.p2p = [list(doc["p2p"]) for doc in ready]
         return self
 
     def stop(self) -> None:
@@ -73,7 +80,8 @@ class MarketNet:
         self.procs[i] = start(self.dirs[i])
         proc = self.procs[i]
         assert proc is not None
-        self.admin[i] = wait_ready(self.dirs[i], proc)["admin"]
+        doc = wait_ready(self.dirs[i], proc)
+        self.admin[i], self.p2p[i] = doc["admin"], list(doc["p2p"])
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -105,9 +113,28 @@ class MarketNet:
     # --- driving ------------------------------------------------------------------------------
 
     def submit(self, count: int, cheaters: int) -> list[str]:
+        self.wait_workers()
+        return submit_tasks(self.dirs[0], self.admin[0], task_docs(count, cheaters))
+
+    def wait_workers(self) -> None:
         workers = sum(r.worker for r in self.roles)
         self.wait(lambda: self.workers_registered() >= workers, 240, "workers registered")
-        return submit_tasks(self.dirs[0], self.admin[0], task_docs(count, cheaters))
+
+    def submit_docs(self, docs: list[dict[str, Any]]) -> list[tuple[str, BuiltTask]]:
+        """Submit `docs` through node 0 once every worker is registered, as `polnet task
+        submit` does; with each task id, what `build_task` built (its spec, plaintext
+        dataset and, for a private task, content key)."""
+        self.wait_workers()
+        out = []
+        for doc in docs:
+            built = build_task(doc, Path("."))
+            out.append((submit_built(self.dirs[0], self.admin[0], built), built))
+        return out
+
+    def task(self, tid: str) -> dict[str, Any]:
+        """Node 0's admin document of one task (its full view, as `task status --json`)."""
+        doc: dict[str, Any] = _get(f"{self.admin[0]}/task/{tid}")
+        return doc
 
     def wait(self, ready: Any, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout

@@ -1,7 +1,12 @@
 """The swarm's verdict is judged from its report after the report is printed."""
 
 import copy
+from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
 from cli.swarm_cmd import Plan, _print_report, _problem
 
 REPORT = {
@@ -36,3 +41,32 @@ def test_a_task_that_did_not_end_is_a_problem() -> None:
     report["market"]["settled"] = 1  # type: ignore[index]
     plan = Plan(blocks=10, duration=300.0, tasks=2, cheaters=1, roles=[])
     assert "1 of 2 tasks ended" in (_problem(report, plan) or "")
+
+
+def test_private_swarm_tasks_are_private_and_the_report_shows_their_key_holders(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli.output import stdout
+
+    monkeypatch.setattr(stdout, "width", 200)  # the test's terminal would squeeze the columns
+    plan = Plan(blocks=10, duration=300.0, tasks=2, cheaters=1, roles=[], private=True)
+    assert [d.get("private") for d in plan.docs] == [True, True]
+    public = Plan(blocks=10, duration=300.0, tasks=2, cheaters=1, roles=[])
+    assert all("private" not in d for d in public.docs)
+    from cli.task_spec import build_task
+
+    built = build_task(plan.docs[0], Path("."))  # what `submit_tasks` sends: a private SubmitTask
+    assert built.content_key is not None and built.submit.key_commit
+    report = copy.deepcopy(REPORT)
+    for row in report["market"]["tasks"]:  # type: ignore[index, union-attr]
+        row.update(private=True, key_holders=4)
+    _print_report(report)
+    out = capsys.readouterr().out
+    assert "private" in out and "key holders" in out
+    rows = [line for line in out.splitlines() if line.startswith(("│ a ", "│ b "))]
+    assert len(rows) == 2 and all("True" in r and " 4 " in r for r in rows), out
+
+
+def test_private_without_tasks_is_refused(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["swarm", "up", "--private", "--dir", str(tmp_path / "s")])
+    assert result.exit_code == 2
+    assert "--private" in result.output and "--tasks" in result.output

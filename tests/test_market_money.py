@@ -124,7 +124,10 @@ def audit(r: MarketReport, keys: list[bytes], stake0: int) -> None:
     workers = {keys[n.index] for n in r.nodes if n.role not in ("validator", "submitter", "whistleblower",
                                                                     "false_challenger")}
     oracle = Oracle(cfg.params, {k: stake0 for k in workers})
-    for t in sorted(r.final_tasks, key=lambda t: (r.ended_at[t.task_id], t.task_id)):
+    # In the order the ledger ended them: the block a task ended in (its last stage_since;
+    # the report's ended_at only has the watcher's tick), then id order, as end_block walks
+    # them (a slash's size depends on the stake earlier slashes left).
+    for t in sorted(r.final_tasks, key=lambda t: (t.stage_since, t.task_id)):
         oracle.task(t)
     where = f"seed={r.seed}"
     fee_income = 0
@@ -184,7 +187,10 @@ def test_a_solver_that_throws_a_game_to_a_blind_challenger_cannot_slash_an_hones
     blind = FalseChallenger.on_view
     monkeypatch.setattr(FalseChallenger, "on_view",
                         lambda self, market: [*self._play(market), *blind(self, market)])
-    r = run_market(MarketConfig(seed=2, nodes=12, tasks=3, compute="torch", byzantine_fraction=0.25,
+    # Seed 29: a run where the cheating solver throws a game (of 0-60 also 16, 24, 32, 34,
+    # 36, 37, 56; the trajectory, and so which seeds show it, moves with any change to what
+    # nodes send: seed 2 showed it before private tasks' worker keys).
+    r = run_market(MarketConfig(seed=29, nodes=12, tasks=3, compute="torch", byzantine_fraction=0.25,
                                 lazy_verifier=True, false_challenger=True))
     honest = [n for n in r.nodes if n.role == "worker"]
     assert all(n.stake_delta == 0 for n in honest), [n for n in honest if n.stake_delta]

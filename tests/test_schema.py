@@ -27,7 +27,9 @@ from protocol.schema import (
     Hash32,
     Len,
     Text,
+    Trailing,
     _codec_for,
+    _same_wire,
     from_wire,
     frozen_constructor,
     message,
@@ -304,9 +306,20 @@ NASTY_LEAVES = st.one_of(
 
 
 def _reference_decode(cls: type[Any], value: Any, depth: int = 0) -> Any:
-    """What a record decoder must do, written plainly with the field closures."""
+    """What a record decoder must do, written plainly with the field closures (trailing
+    fields at their defaults are left off the wire, and spelling one out is refused)."""
     hints = typing.get_type_hints(cls, include_extras=True)
-    decs = [_codec_for(hints[f.name])[1] for f in fields(cls)]
+    fs = fields(cls)
+    codecs = [_codec_for(hints[f.name]) for f in fs]
+    decs = [c[1] for c in codecs]
+    trailing = [any(isinstance(m, Trailing) for m in getattr(hints[f.name], "__metadata__", ())) for f in fs]
+    if any(trailing) and type(value) is list:
+        first = trailing.index(True)
+        defaults = [codecs[i][0](fs[i].default) if trailing[i] else None for i in range(len(fs))]
+        if first <= len(value) <= len(fs):
+            if len(value) > first and _same_wire(value[-1], defaults[len(value) - 1]):
+                raise NonCanonical("a trailing default spelled out")
+            value = value + defaults[len(value):]
     if type(value) is not list or len(value) != len(decs):
         raise Malformed("shape")
     if depth >= MAX_SCHEMA_DEPTH:

@@ -34,9 +34,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 
@@ -46,6 +47,7 @@ from node.compute.datasets import AnyDataset
 from node.compute.ops import execute
 from node.compute.profiling import profile
 from node.compute.proofblobs import fetch_state, leaf_at, publish_run, tensor_blob, tensor_by_digest
+from node.compute.sealedblobs import SealedBlobs, SealingStore
 from node.compute.tensors import TensorStore, digest
 from node.compute.trace import TorchSource, rel_distance
 from node.compute.trainer import Run, State, accuracy, apply_profile
@@ -68,6 +70,7 @@ from protocol.market.jobs import (
     StateHashJob,
     StateHashResult,
     TaskFacts,
+    check_content_key,
 )
 from protocol.market.state import NO_BASE
 from protocol.pol.ops import START, OpDesc, OpKind, chain_values, group_hash, state_slots_per_param, step_ops
@@ -136,6 +139,7 @@ class TorchMarketCompute:
                  progress: Callable[[str, int, int], None] | None = None) -> None:
         attack_builder(cheat)  # an unknown attack is a config error now, not at the first task
         self.me = me
+        self.store = blobs  # the shell's blobs; `blobs` is what the current job sees
         self.blobs = blobs
         self.cheat = cheat or None
         self.progress = progress
@@ -148,6 +152,22 @@ class TorchMarketCompute:
         self.trained: dict[bytes, TrainedModel] = {}
 
     def run(self, task: TaskFacts, job: Any) -> Any:
+        with self._blobs_of(task):
+            return self._run(task, job)
+
+    @contextmanager
+    def _blobs_of(self, task: TaskFacts) -> Iterator[None]:
+        """A private task's job sees its blobs through `SealedBlobs` (sealed on put, opened
+        on get), so nothing of it is stored or fetched in the clear; without the committed
+        key the job does not run at all (`check_content_key` raises KeyWrapError)."""
+        key = check_content_key(task)
+        self.blobs = self.store if key is None else SealedBlobs(cast(SealingStore, self.store), key)
+        try:
+            yield
+        finally:
+            self.blobs = self.store
+
+    def _run(self, task: TaskFacts, job: Any) -> Any:
         if isinstance(job, MarketTrainJob):
             return self._train(task, job)
         if isinstance(job, ProfileJob):
@@ -170,7 +190,7 @@ class TorchMarketCompute:
     def spec(self, spec_hash: bytes) -> TaskSpec:
         if spec_hash not in self._specs:
             try:
-                spec = decode_record(TaskSpec, self.blobs.get(spec_hash, MAX_SPEC_BLOB))
+                spec = decode_record(TaskSpec, self.store.get(spec_hash, MAX_SPEC_BLOB))  # public
             except PolnetError as exc:
                 raise SpecError(f"task spec {spec_hash.hex()[:16]}: {exc}") from None
             validate_spec(spec)
@@ -432,7 +452,8 @@ class TorchMarketCompute:
         """Checkpoint `index` of the task's committed proof, every tensor checked."""
         if task.proof_root is None:
             raise BlobError("the task has no committed proof")
-        return self._committed(self.spec(task.spec_hash), task.proof_root, index)
+        with self._blobs_of(task):
+            return self._committed(self.spec(task.spec_hash), task.proof_root, index)
 
     def losses(self, task_id: bytes) -> dict[int, float]:
         """The training loss of every step this node trained for `task_id` (empty if it did not)."""
@@ -446,11 +467,12 @@ class TorchMarketCompute:
 
         if task.proof_root is None:
             raise BlobError("the task has no committed proof")
-        spec = self.spec(task.spec_hash)
-        data = self.dataset(spec)
-        state = self._committed(spec, task.proof_root, spec.num_checkpoints - 1)
-        blob = encode_checkpoint(type(state)(state.params, []))
-        return self.blobs.put(blob), accuracy(spec, data, state)
+        with self._blobs_of(task):  # a private task's weights are stored sealed too
+            spec = self.spec(task.spec_hash)
+            data = self.dataset(spec)
+            state = self._committed(spec, task.proof_root, spec.num_checkpoints - 1)
+            blob = encode_checkpoint(type(state)(state.params, []))
+            return self.blobs.put(blob), accuracy(spec, data, state)
 
 
 def base_is_the_accepted_proof(task: TaskFacts, spec: TaskSpec) -> bool:

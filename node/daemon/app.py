@@ -50,6 +50,7 @@ from protocol.commands import Core, LocalRequest
 from protocol.envelope import open_envelope
 from protocol.errors import ConfigError, PolnetError
 from protocol.identity import Keypair, public_key_from_node_id
+from protocol.market.keyring import PrivateSubmit
 from protocol.market.process import task_id_of
 from protocol.market.roles import RegistrarRole
 from protocol.market.txs import CancelTask
@@ -372,11 +373,12 @@ class Daemon:
         if self.chain is None or self.driver is None:
             return _json(503, {"error": "this node runs no chain"})
         try:
-            tx = parse_task_request(request.body, self.market_compute)
-            await self.driver.call(LocalRequest(tx))
+            req = parse_task_request(request.body, self.market_compute)
+            await self.driver.call(LocalRequest(req))
         except PolnetError as exc:
             return _json(400, {"error": str(exc)})
-        return _json(202, {"task_id": task_id_of(self.key.public, tx).hex()})
+        tx = req.submit if isinstance(req, PrivateSubmit) else req
+        return _json(202, {"task_id": task_id_of(self.key.public, tx).hex(), "private": bool(tx.key_commit)})
 
     async def _post_task_action(self, request: Request) -> Response:
         """POST /task/<id>/cancel: withdraw a task nobody was elected for (escrow back)."""
@@ -416,7 +418,8 @@ class Daemon:
             if compute is None:
                 return _json(503, {"error": "this node runs no compute"})
             try:
-                digest, acc = await trio.to_thread.run_sync(compute.final_weights, task)
+                key = core.keyring.content_key(task, core.me) if task.private else None
+                digest, acc = await trio.to_thread.run_sync(compute.final_weights, task, key)
             except PolnetError as exc:
                 return _json(409, {"error": str(exc), **doc})
             doc.update(weights_blob=digest.hex(), accuracy=acc)

@@ -3,6 +3,17 @@
 A blob is stored under the hex of its SHA-256; the name is the claim and the content
 is checked against it when read, so a corrupted or swapped file is never served.
 
+Sealed blobs (a private task's, node/compute/sealedblobs.py): the ciphertext S is a blob
+like any other, stored under sid = SHA-256(S), so this node stores, checks and serves it
+without being able to read it. A key holder looks it up by its locator (an HMAC of the
+plaintext's digest under the task key: it cannot know sid before it has S), so
+`put_sealed` also writes an alias, `aliases/<locator hex>`, holding the 32 bytes of sid
+(written atomically, after the blob; any other length is ignored). `read`, `has` and
+`open_source` follow an alias when no blob file is named by the requested digest, so
+the blob server serves a request for a locator with no protocol change; what they
+return still hashes to the file's own name. The alias directory is the only
+subdirectory; nothing else here lists the root.
+
 Serving streams (`open_source`): the file is hashed in bounded chunks, then sent from
 the same open file a chunk at a time, so a 32 MiB blob served to four slow readers
 costs four chunks of memory, not four copies of the blob. A file whose (size, mtime,
@@ -22,13 +33,19 @@ import trio
 
 from node.datadir import write_atomic
 from protocol.errors import BlobError
+from protocol.sealing import sealed_size
 
 #: Largest blob kept (the transport caps what it serves and fetches separately).
 MAX_BLOB_BYTES = 256 * 1024 * 1024
+#: Largest sealed blob kept: the sealed form of a blob of the largest size.
+MAX_SEALED_BLOB_BYTES = sealed_size(MAX_BLOB_BYTES)
 #: Read size when hashing a file before serving it.
 HASH_CHUNK = 1024 * 1024
 #: Files remembered as checked, by (digest) -> (size, mtime_ns, inode).
 CHECKED_FILES = 1024
+#: Subdirectory of the root holding locator -> sid aliases of sealed blobs.
+ALIAS_DIR = "aliases"
+DIGEST_LEN = 32
 
 
 class FileSource:
@@ -57,30 +74,77 @@ class BlobDir:
         self._checked_lock = threading.Lock()  # opens run in several worker threads
 
     def path(self, digest: bytes) -> Path:
-        if len(digest) != 32:
+        if len(digest) != DIGEST_LEN:
             raise BlobError("blob digest must be 32 bytes")
         return self.root / digest.hex()
 
+    def alias_path(self, locator: bytes) -> Path:
+        if len(locator) != DIGEST_LEN:
+            raise BlobError("sealed-blob locator must be 32 bytes")
+        return self.root / ALIAS_DIR / locator.hex()
+
     def put(self, data: bytes) -> bytes:
-        if len(data) > MAX_BLOB_BYTES:
-            raise BlobError(f"blob of {len(data)} bytes exceeds {MAX_BLOB_BYTES}")
+        return self._put(data, MAX_BLOB_BYTES)
+
+    def _put(self, data: bytes, cap: int) -> bytes:
+        if len(data) > cap:
+            raise BlobError(f"blob of {len(data)} bytes exceeds {cap}")
         digest = hashlib.sha256(data).digest()
         write_atomic(self.path(digest), data, mode=0o600)
         return digest
 
+    def put_sealed(self, locator: bytes, sealed: bytes) -> bytes:
+        """Store a sealed blob under its own hash (like `put`) and the alias `locator` ->
+        that hash; returns the hash (sid)."""
+        alias = self.alias_path(locator)
+        sid = self._put(sealed, MAX_SEALED_BLOB_BYTES)
+        write_atomic(alias, sid, mode=0o600)
+        return sid
+
+    def read_sealed(self, locator: bytes) -> bytes | None:
+        """The sealed blob the alias `locator` names (hash-checked against its sid), or None."""
+        sid = self._alias(locator)
+        return self._read_named(sid) if sid is not None else None
+
     def read(self, digest: bytes) -> bytes | None:
+        """The blob named `digest`, else the sealed blob `digest` is a locator of."""
+        name = self._resolve(digest)
+        return self._read_named(name) if name is not None else None
+
+    def has(self, digest: bytes) -> bool:
+        """Whether the blob's file is here, directly or through an alias (a provider
+        query: existence, not a read)."""
+        return self._resolve(digest) is not None
+
+    def _read_named(self, digest: bytes) -> bytes | None:
         try:
             data = self.path(digest).read_bytes()
-        except (FileNotFoundError, BlobError):
+        except (OSError, BlobError):
             return None
         return data if hashlib.sha256(data).digest() == digest else None
 
-    def has(self, digest: bytes) -> bool:
-        """Whether the blob's file is here (a provider query: existence, not a read)."""
+    def _resolve(self, digest: bytes) -> bytes | None:
+        """The name of the file that answers for `digest`: its own, else its alias's
+        target; None if neither file is here."""
         try:
-            return self.path(digest).is_file()
+            if self.path(digest).is_file():
+                return digest
         except BlobError:
-            return False
+            return None
+        sid = self._alias(digest)
+        if sid is not None and self.path(sid).is_file():
+            return sid
+        return None
+
+    def _alias(self, locator: bytes) -> bytes | None:
+        """The sid an alias file holds: exactly 32 bytes, else (absent, short, long,
+        unreadable) None."""
+        try:
+            with open(self.alias_path(locator), "rb") as f:
+                sid = f.read(DIGEST_LEN + 1)
+        except (OSError, BlobError):
+            return None
+        return sid if len(sid) == DIGEST_LEN else None
 
     async def get(self, digest: bytes) -> bytes | None:
         """The transport's blob provider (file reads happen in a worker thread)."""
@@ -88,8 +152,13 @@ class BlobDir:
 
     async def open_source(self, digest: bytes) -> FileSource | None:
         """The transport's streaming blob provider: an open file whose content hashes to
-        `digest`, or None (absent, unreadable or corrupt)."""
-        return await trio.to_thread.run_sync(self._open_checked, digest)
+        `digest` (or, for a sealed blob's locator, to the sid its alias names), or None
+        (absent, unreadable or corrupt)."""
+        return await trio.to_thread.run_sync(self._open_resolved, digest)
+
+    def _open_resolved(self, digest: bytes) -> FileSource | None:
+        name = self._resolve(digest)
+        return self._open_checked(name) if name is not None else None
 
     def _open_checked(self, digest: bytes) -> FileSource | None:
         try:
@@ -99,7 +168,7 @@ class BlobDir:
         try:
             st = os.fstat(f.fileno())
             ident = (st.st_size, st.st_mtime_ns, st.st_ino)
-            if st.st_size > MAX_BLOB_BYTES:
+            if st.st_size > MAX_SEALED_BLOB_BYTES:
                 raise OSError("blob file over the size cap")
             with self._checked_lock:
                 known = self._checked.get(digest) == ident

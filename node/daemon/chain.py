@@ -203,6 +203,7 @@ class Chain:
         db_path: Path,
         block_interval_ms: int,
         roles: NodeRoles | None = None,
+        enc_generation: int = 0,
     ) -> Chain:
         """Open the chain database (refusing another chain's or another genesis's) and
         replay it. Every parameter comes from the genesis: nothing here is a preset."""
@@ -210,7 +211,8 @@ class Chain:
         store = ChainStore.open(db_path, genesis.chain_id)
         try:
             check_store_genesis(store, genesis, db_path)
-            return cls._restore(genesis, key, store, block_interval_ms, roles or NodeRoles(()))
+            return cls._restore(genesis, key, store, block_interval_ms, roles or NodeRoles(()),
+                                enc_generation)
         except BaseException:
             store.close()
             raise
@@ -223,6 +225,7 @@ class Chain:
         store: ChainStore,
         block_interval_ms: int,
         roles: NodeRoles,
+        enc_generation: int = 0,
     ) -> Chain:
         state = market_genesis_state(genesis)
         cfg = replace(consensus_config(genesis, Ledger(state.copy()).validators(), block_interval_ms),
@@ -242,6 +245,7 @@ class Chain:
                     state, cfg, key, roles,
                     blocks=store.load_kind(PERSIST_BLOCK, after=after), own_votes=own_votes,
                     role_state=store.load_kind, snapshot=None if snap is None else snap.state,
+                    enc_generation=enc_generation,
                 )
                 break
             except (DecodeError, ValidationError) as exc:

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -39,8 +39,18 @@ FETCH_BACKOFF_S = 1.0
 #: Blobs fetched at once by one prefetch (the transport bounds concurrent fetches too).
 PREFETCH_MAX = 64
 
-#: (digest, max size, peers to ask, or None for every connected peer) -> the verified blob.
-AsyncFetch = Callable[[bytes, int, Sequence[bytes] | None], Awaitable[bytes]]
+
+class AsyncFetch(Protocol):
+    """(digest, max size, peers to ask, or None for every connected peer) -> the verified
+    blob; with `check`, the digest is a sealed blob's locator and `check` verifies the
+    body (the `Network` port's `fetch_blob`)."""
+
+    def __call__(
+        self, digest: bytes, max_size: int, peers: Sequence[bytes] | None, /,
+        *, check: Callable[[bytes], bool] | None = None,
+    ) -> Awaitable[bytes]: ...
+
+
 _TORCH = threading.Lock()
 
 
@@ -53,7 +63,11 @@ __all__ = ["MarketComputeRunner", "TrainedModel"]
 
 
 class NetworkBlobs:
-    """`node.compute.market_engine.Blobs` for a daemon: the blob directory, then peers."""
+    """`node.compute.market_engine.Blobs` for a daemon: the blob directory, then peers.
+
+    Also the `SealingStore` of node/compute/sealedblobs.py for a private task's blobs:
+    sealed blobs kept under their own hash, found by locator, and verified by the
+    caller's check (which opens them) wherever they come from, our directory included."""
 
     def __init__(self, blobs: BlobDir, fetch: AsyncFetch, me: bytes,
                  backoff_s: float = FETCH_BACKOFF_S) -> None:
@@ -74,49 +88,94 @@ class NetworkBlobs:
             if len(local) > max_size:
                 raise BlobError(f"blob {digest.hex()[:16]} is {len(local)} bytes, more than {max_size}")
             return local
+        data = self._fetch_retrying(digest, max_size, None, "blob")
+        self.dir.put(data)
+        return data
+
+    def _fetch_retrying(self, name: bytes, max_size: int, check: Callable[[bytes], bool] | None,
+                        what: str) -> bytes:
+        """A blob (or a sealed blob by locator, with its `check`) from the network, retried
+        with backoff (the solver may still be writing its proof)."""
         last: PolnetError | None = None
         for attempt in range(FETCH_ATTEMPTS):
             try:
-                data = trio.from_thread.run(self._fetch_preferring, digest, max_size)
+                return trio.from_thread.run(self._fetch_preferring, name, max_size, check)
             except PolnetError as exc:
                 last = exc
-                log.info("blob fetch failed", extra={"digest": digest.hex()[:16], "attempt": attempt,
-                                                     "error": str(exc)})
+                log.info(f"{what} fetch failed", extra={"digest": name.hex()[:16], "attempt": attempt,
+                                                       "error": str(exc)})
                 time.sleep(self.backoff_s * (attempt + 1))
-                continue
-            self.dir.put(data)
-            return data
-        raise BlobUnavailable(f"blob {digest.hex()[:16]} unavailable: {last}")
+        raise BlobUnavailable(f"{what} {name.hex()[:16]} unavailable: {last}")
 
     def prefetch(self, wanted: list[tuple[bytes, int]]) -> None:
         """Fetch the blobs we lack concurrently (one round trip for a checkpoint's tensors
         instead of one each); failures are left for `get` to retry and report."""
-        missing = [(d, n) for d, n in wanted if self.dir.read(d) is None]
+        missing = [(d, n, None) for d, n in wanted if self.dir.read(d) is None]
         if missing:
             for data in trio.from_thread.run(self._fetch_all, missing):
                 if data is not None:
                     self.dir.put(data)
 
-    async def _fetch_preferring(self, digest: bytes, max_size: int) -> bytes:
+    def put_sealed(self, locator: bytes, sealed: bytes) -> bytes:
+        return self.dir.put_sealed(locator, sealed)
+
+    def get_sealed(self, locator: bytes, max_size: int, check: Callable[[bytes], bool]) -> bytes:
+        """The sealed blob `locator` finds that `check` accepts: from our own directory,
+        else from a peer (then kept under its hash and the locator, so we serve it too)."""
+        local = self.dir.read_sealed(locator)
+        if local is not None:
+            if len(local) > max_size:
+                raise BlobError(f"sealed blob {locator.hex()[:16]} is {len(local)} bytes, "
+                                f"more than {max_size}")
+            if check(local):
+                return local
+            log.info("stored sealed blob fails its check", extra={"locator": locator.hex()[:16]})
+        data = self._fetch_retrying(locator, max_size, check, "sealed blob")
+        self.dir.put_sealed(locator, data)
+        return data
+
+    def prefetch_sealed(self, wanted: list[tuple[bytes, int, Callable[[bytes], bool]]]) -> None:
+        """`prefetch` for sealed blobs (locator, max size, check); what fails is left for
+        `get_sealed` to retry and report."""
+        missing = [(loc, n, c) for loc, n, c in wanted if self.dir.read_sealed(loc) is None]
+        if missing:
+            fetched = trio.from_thread.run(self._fetch_all, missing)
+            for (loc, _, _), data in zip(missing, fetched, strict=True):
+                if data is not None:
+                    self.dir.put_sealed(loc, data)
+
+    async def _fetch_preferring(
+        self, digest: bytes, max_size: int, check: Callable[[bytes], bool] | None = None
+    ) -> bytes:
         if self.prefer:
             try:
-                return await self._fetch(digest, max_size, self.prefer)
+                return await self._fetch_one(digest, max_size, self.prefer, check)
             except PolnetError:
                 pass
-        return await self._fetch(digest, max_size, None)
+        return await self._fetch_one(digest, max_size, None, check)
 
-    async def _fetch_all(self, wanted: list[tuple[bytes, int]]) -> list[bytes | None]:
+    async def _fetch_one(
+        self, digest: bytes, max_size: int, peers: Sequence[bytes] | None,
+        check: Callable[[bytes], bool] | None,
+    ) -> bytes:
+        if check is None:  # a plain fetch passes no keyword (fetchers that predate sealing)
+            return await self._fetch(digest, max_size, peers)
+        return await self._fetch(digest, max_size, peers, check=check)
+
+    async def _fetch_all(
+        self, wanted: Sequence[tuple[bytes, int, Callable[[bytes], bool] | None]]
+    ) -> list[bytes | None]:
         out: list[bytes | None] = [None] * len(wanted)
 
-        async def one(i: int, digest: bytes, size: int) -> None:
+        async def one(i: int, digest: bytes, size: int, check: Callable[[bytes], bool] | None) -> None:
             try:
-                out[i] = await self._fetch_preferring(digest, size)
+                out[i] = await self._fetch_preferring(digest, size, check)
             except PolnetError:
                 return
 
         async with trio.open_nursery() as nursery:
-            for i, (digest, size) in enumerate(wanted[:PREFETCH_MAX]):
-                nursery.start_soon(one, i, digest, size)
+            for i, (digest, size, check) in enumerate(wanted[:PREFETCH_MAX]):
+                nursery.start_soon(one, i, digest, size, check)
         return out
 
     def ask_first(self, task: TaskFacts) -> None:
@@ -166,9 +225,10 @@ class MarketComputeRunner:
                 log.info("compute job finished", extra={"job": job_id[:40],
                                                         "seconds": round(time.monotonic() - t0, 2)})
 
-    def final_weights(self, task: Task) -> tuple[bytes, float]:
-        """The trained weights of a settled task (stored here) and their accuracy."""
-        facts = facts_of(task)
+    def final_weights(self, task: Task, content_key: bytes | None = None) -> tuple[bytes, float]:
+        """The trained weights of a settled task (stored here: sealed, for a private task,
+        whose `content_key` the caller holds) and their accuracy."""
+        facts = facts_of(task, content_key)
         with _TORCH:
             self.network.ask_first(facts)
             return self.engine.final_weights(facts)

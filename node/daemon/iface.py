@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from protocol.commands import Command, Event
 from protocol.ledger.ledger import Ledger
+from protocol.market.keyring import Keyring
 from protocol.market.roles import ChainView, SubmitterRole
 from protocol.market.state import MarketState, Task
 
@@ -23,6 +24,7 @@ class MarketCore(Protocol):
     fee: int
     ledger: Ledger
     view: ChainView | None
+    keyring: Keyring
 
     @property
     def market(self) -> MarketState: ...
@@ -53,7 +55,7 @@ class MarketCompute(Protocol):
 
     def __call__(self, job_id: str, job: Any) -> Any: ...
 
-    def final_weights(self, task: Task) -> tuple[bytes, float]: ...
+    def final_weights(self, task: Task, content_key: bytes | None = None) -> tuple[bytes, float]: ...
 
 
 class Caller(Protocol):

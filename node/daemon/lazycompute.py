@@ -42,5 +42,5 @@ class LazyCompute:
         """Models this node trained (none, before it ever computed)."""
         return {} if self._runner is None else dict(self._runner.trained)
 
-    def final_weights(self, task: Any) -> Any:
-        return self.runner().final_weights(task)
+    def final_weights(self, task: Any, content_key: bytes | None = None) -> Any:
+        return self.runner().final_weights(task, content_key)

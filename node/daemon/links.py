@@ -242,8 +242,11 @@ class LinkTap:
     async def send_to(self, peer: bytes, msg: Any) -> None:
         await self.inner.send_to(peer, msg)
 
-    async def fetch_blob(self, digest: bytes, max_size: int, peers: Sequence[bytes] | None = None) -> bytes:
-        return await self.inner.fetch_blob(digest, max_size, peers)
+    async def fetch_blob(
+        self, digest: bytes, max_size: int, peers: Sequence[bytes] | None = None,
+        *, check: Callable[[bytes], bool] | None = None,
+    ) -> bytes:
+        return await self.inner.fetch_blob(digest, max_size, peers, check=check)
 
     async def receive(self) -> MessageReceived:
         while True:

@@ -77,14 +77,30 @@ class TransportNetwork:
     async def send_to(self, peer: bytes, msg: Any) -> None:
         await self.transport.send_to(peer, msg)
 
-    async def fetch_blob(self, digest: bytes, max_size: int, peers: Sequence[bytes] | None = None) -> bytes:
+    async def fetch_blob(
+        self, digest: bytes, max_size: int, peers: Sequence[bytes] | None = None,
+        *, check: Callable[[bytes], bool] | None = None,
+    ) -> bytes:
         """Our own blob directory first: a node never asks the network (least of all
-        itself: callers may name us among the peers to ask) for what it holds."""
+        itself: callers may name us among the peers to ask) for what it holds. With
+        `check` (`digest` is a sealed blob's locator), what we hold must pass it too."""
         if self.blobs is not None:
-            local = await trio.to_thread.run_sync(self.blobs.read, digest)
-            if local is not None and len(local) <= max_size:
+            local = await trio.to_thread.run_sync(self._local, self.blobs, digest, max_size, check)
+            if local is not None:
                 return local
-        return await self.transport.fetch_blob(digest, max_size, peers)
+        if check is None:
+            return await self.transport.fetch_blob(digest, max_size, peers)
+        return await self.transport.fetch_blob(digest, max_size, peers, check=check)
+
+    @staticmethod
+    def _local(
+        blobs: BlobDir, digest: bytes, max_size: int, check: Callable[[bytes], bool] | None
+    ) -> bytes | None:
+        """What our blob directory holds under `digest` that fits and passes `check`."""
+        local = blobs.read(digest)
+        if local is None or len(local) > max_size:
+            return None
+        return local if check is None or check(local) else None
 
     async def receive(self) -> MessageReceived:
         return await self.transport.inbound.receive()

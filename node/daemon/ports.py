@@ -7,7 +7,7 @@ replaced in tests (a loopback network, an in-memory store) and adapted in one pl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from protocol.commands import MessageReceived
@@ -25,9 +25,13 @@ class Network(Protocol):
     async def send_to(self, peer: bytes, msg: Any) -> None:
         """Send one sealed message to one peer (by public key)."""
 
-    async def fetch_blob(self, digest: bytes, max_size: int, peers: Sequence[bytes] | None = None) -> bytes:
+    async def fetch_blob(
+        self, digest: bytes, max_size: int, peers: Sequence[bytes] | None = None,
+        *, check: Callable[[bytes], bool] | None = None,
+    ) -> bytes:
         """Fetch a content-addressed blob from `peers` (default: any connected peer) or
-        raise a BlobError."""
+        raise a BlobError. With `check`, `digest` is a sealed blob's locator and the
+        blob is whatever `check` accepts (node/transport/blobs.py)."""
 
     async def receive(self) -> MessageReceived:
         """The next verified inbound message (blocks until one arrives)."""

@@ -5,7 +5,8 @@ both shells use (`protocol.market.assembly.roles_for`).
 - worker: registers on the ledger with its measured capacity, then solves and verifies
   when elected (verifier: verifies only);
 - whistleblower: re-checks verdicts and challenges wrong ones;
-- adversary: a hostile role for demos and tests (`lazy_verifier`, `false_challenger`);
+- adversary: a hostile role for demos and tests (`lazy_verifier`, `false_challenger`,
+  `bad_wrapper`);
 - always a submitter, fed by the admin endpoint (`polnet task submit`): any account may
   buy compute, and an empty queue costs nothing.
 

@@ -6,7 +6,7 @@ no special case for "no transport".
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -28,7 +28,10 @@ class SoloNetwork:
     async def send_to(self, peer: bytes, msg: Any) -> None:
         return None
 
-    async def fetch_blob(self, digest: bytes, max_size: int, peers: Sequence[bytes] | None = None) -> bytes:
+    async def fetch_blob(
+        self, digest: bytes, max_size: int, peers: Sequence[bytes] | None = None,
+        *, check: Callable[[bytes], bool] | None = None,
+    ) -> bytes:
         raise BlobNotFound(f"no peers to fetch {digest.hex()[:16]} from")
 
     async def receive(self) -> MessageReceived:

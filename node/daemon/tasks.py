@@ -20,24 +20,35 @@ from node.daemon.iface import MarketCompute, MarketCore
 from protocol.errors import PolnetError, ValidationError
 from protocol.ledger.primitives import audit_supply
 from protocol.market.chain import audit_market
+from protocol.market.keyring import PrivateSubmit, key_commitment
 from protocol.market.state import MarketState, Status, Task
 from protocol.market.txs import SubmitTask
 from protocol.market.views import placement_reason, slashed_parties, stage_counts, task_summary
 from protocol.pol.ops import step_ops
 from protocol.pol.spec import TaskSpec, validate_spec
 from protocol.records import decode_record
+from protocol.sealing import CONTENT_KEY_LEN, sealed_locator
 
 #: Tasks listed on one page (the ledger bounds open tasks; ended ones are pruned).
 MAX_TASKS_LISTED = 256
 MAX_SPEC_BLOB = 64 * 1024
 
 
-def parse_task_request(body: bytes, compute: MarketCompute | None) -> SubmitTask:
+def parse_task_request(body: bytes, compute: MarketCompute | None) -> SubmitTask | PrivateSubmit:
+    """`{"submit": hex}`, or for a private task `{"submit": hex, "content_key": hex}` (the
+    key its blobs were sealed under, which this node keeps to wrap to the elected)."""
     try:
         doc = json.loads(body)
         tx = decode_record(SubmitTask, bytes.fromhex(doc["submit"]))
-    except (ValueError, KeyError, TypeError, PolnetError):
-        raise ValidationError('expected {"submit": "<hex of an encoded SubmitTask>"}') from None
+        key = bytes.fromhex(doc["content_key"]) if "content_key" in doc else None
+    except (ValueError, KeyError, TypeError, AttributeError, PolnetError):
+        raise ValidationError('expected {"submit": "<hex of an encoded SubmitTask>"} '
+                              '(and "content_key": "<64 hex>" for a private task)') from None
+    # Rule: a private task comes with the key it commits to, a public one with none.
+    if (key is not None) != bool(tx.key_commit):
+        raise ValidationError("a private task (key_commit set) needs its content_key, a public one none")
+    if key is not None and (len(key) != CONTENT_KEY_LEN or key_commitment(key) != tx.key_commit):
+        raise ValidationError("content_key is not the key this task's key_commit commits to")
     if compute is None:
         raise ValidationError("this node runs no compute, so it cannot serve the task's blobs")
     spec_blob = compute.blobs.read(tx.spec_hash)
@@ -51,10 +62,19 @@ def parse_task_request(body: bytes, compute: MarketCompute | None) -> SubmitTask
     # Rule: the game's positions are the spec's own ops (validators map them to ops).
     if tx.ops_per_step != len(step_ops(spec)):
         raise ValidationError(f"ops_per_step {tx.ops_per_step} is not the spec's {len(step_ops(spec))}")
-    # Rule: the dataset is here to be served.
-    if compute.blobs.read(spec.dataset_hash) is None:
-        raise ValidationError("the dataset blob is not in this node's blob directory")
-    return tx
+    if key is None:
+        # Rule: the dataset is here to be served.
+        if compute.blobs.read(spec.dataset_hash) is None:
+            raise ValidationError("the dataset blob is not in this node's blob directory")
+        return tx
+    # Rule: a private task's dataset is here sealed, and not in the clear (any peer may
+    # fetch a plain blob by its hash).
+    if compute.blobs.read(sealed_locator(key, spec.dataset_hash)) is None:
+        raise ValidationError("the sealed dataset blob is not in this node's blob directory")
+    if compute.blobs.read(spec.dataset_hash) is not None:
+        raise ValidationError("this private task's dataset is in this node's blob directory in the clear, "
+                              "where any peer can fetch it; remove it first")
+    return PrivateSubmit(tx, key)
 
 
 def task_doc(market: MarketState, task: Task, compute: MarketCompute | None) -> dict[str, Any]:

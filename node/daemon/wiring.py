@@ -33,7 +33,8 @@ def build_daemon(datadir: DataDir, config: NodeConfig, key: Keypair) -> Daemon:
 
     def open_chain(daemon: Daemon) -> Chain:
         roles = build_roles(config.roles, key, genesis.market, daemon.capacity)
-        return Chain.open(genesis, key, datadir.chain_db, config.chain.block_interval_ms, roles.roles)
+        return Chain.open(genesis, key, datadir.chain_db, config.chain.block_interval_ms, roles.roles,
+                          enc_generation=config.roles.enc_generation)
 
     async def open_network(daemon: Daemon, nursery: trio.Nursery) -> Any:
         network, addrs = await start_transport(config, key, blobs, nursery, genesis.hash(),

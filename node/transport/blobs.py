@@ -16,6 +16,18 @@ digest. A blob is never trusted because of who sent it. Both sides bound concurr
 (a server answers BUSY past its limits; a client queues on a semaphore) and every
 step has a deadline.
 
+Sealed blobs (a private task's): the 32 bytes of a request may instead be a locator,
+an HMAC of the plaintext's digest under the task key (protocol/sealing.py). The wire
+does not change and does not say which it is: the daemon's provider (its blob
+directory, node/daemon/blobdir.py) looks the 32 bytes up as a digest, then as a
+locator alias, and serves a file that hashes to its own name either way, so a serving
+node checks what it stores without reading it. The client cannot hash-check a body
+against a locator, so the caller passes `check` (it opens the sealed blob with the
+key): with a check, the body is accepted only if the stream ends exactly at `size`
+bytes and `check(body)` is True (run in a worker thread: it decrypts), and its hash
+need not be the requested id; a body the check refuses is a `BlobHashMismatch`,
+scored like any wrong blob, and the caller's next peer is asked.
+
 Memory: the server streams. A provider may hand back an open `BlobSource` (the daemon's
 blob directory does: a file it reads one chunk at a time) instead of the whole blob, so
 a serve holds at most one chunk (`chunk_bytes`), and the node at most
@@ -54,7 +66,7 @@ from node.transport.errors import (
     BlobTruncated,
 )
 from protocol.encoding import pack, sha256, unpack
-from protocol.errors import BlobError, DecodeError
+from protocol.errors import BlobError, DecodeError, PolnetError
 from protocol.limits import MiB
 
 BLOB_PROTOCOL = TProtocol("/polnet/blobs/1")
@@ -80,6 +92,9 @@ class BlobSource(Protocol):
 
 #: digest -> the blob (in memory, or an open source to stream from), or None if absent.
 BlobProvider = Callable[[bytes], Awaitable["bytes | BlobSource | None"]]
+#: A body fetched by locator -> whether it is the blob wanted (a PolnetError it raises,
+#: such as a blob that does not open, counts as False).
+BlobCheck = Callable[[bytes], bool]
 
 
 class BytesSource:
@@ -299,13 +314,17 @@ class BlobClient:
         self._counters = counters
         self._slots = trio.Semaphore(cfg.max_concurrent_fetches)
 
-    async def fetch_from(self, peer: ID, digest: bytes, max_size: int) -> bytes:
+    async def fetch_from(
+        self, peer: ID, digest: bytes, max_size: int, *, check: BlobCheck | None = None
+    ) -> bytes:
+        """The blob `digest` names from `peer`: bytes hashing to `digest`, or, with
+        `check` (`digest` is then a sealed blob's locator), bytes `check` accepts."""
         if len(digest) != DIGEST_LEN:
             raise BlobProtocolError("digest must be 32 bytes")
         max_size = min(max_size, self._cfg.max_blob_bytes)
         async with self._slots:
             try:
-                data = await self._fetch(peer, digest, max_size)
+                data = await self._fetch(peer, digest, max_size, check)
             except BlobError as exc:
                 self._counters.rejected += 1
                 name = type(exc).__name__
@@ -315,7 +334,7 @@ class BlobClient:
         self._counters.fetched_bytes += len(data)
         return data
 
-    async def _fetch(self, peer: ID, digest: bytes, max_size: int) -> bytes:
+    async def _fetch(self, peer: ID, digest: bytes, max_size: int, check: BlobCheck | None = None) -> bytes:
         timeout = self._cfg.request_timeout_s
         try:
             with trio.fail_after(timeout):
@@ -342,12 +361,13 @@ class BlobClient:
             # banning us, or restarting; none of that proves a lie.
             raise BlobStreamFailed(f"no stream to {peer}: {type(exc).__name__}: {exc}") from exc
         try:
-            return await self._body(stream, peer, digest, status, size, max_size)
+            return await self._body(stream, peer, digest, status, size, max_size, check)
         finally:
             await _reset(stream)
 
     async def _body(
-        self, stream: INetStream, peer: ID, digest: bytes, status: Status, size: int, max_size: int
+        self, stream: INetStream, peer: ID, digest: bytes, status: Status, size: int, max_size: int,
+        check: BlobCheck | None = None,
     ) -> bytes:
         if status is Status.NOT_FOUND:
             raise BlobNotFound(f"{peer} does not have {digest.hex()[:16]}")
@@ -360,23 +380,38 @@ class BlobClient:
         deadline = self._cfg.request_timeout_s + size / self._cfg.min_rate_bytes_per_s
         try:
             with trio.fail_after(deadline):
-                return await _read_verified(stream, digest, size)
+                data = await _read_verified(stream, digest, size, check is None)
         except trio.TooSlowError as exc:
             raise BlobTimeout(f"{peer} did not deliver {size} bytes within {deadline:.1f}s") from exc
+        if check is not None and not await trio.to_thread.run_sync(_passes, check, data):
+            raise BlobHashMismatch(f"{peer}'s {size} bytes under locator {digest.hex()[:16]} fail the check")
+        return data
 
 
-async def _read_verified(stream: INetStream, digest: bytes, size: int) -> bytes:
+def _passes(check: BlobCheck, data: bytes) -> bool:
+    """`check(data)`, a project error it raises (a blob that does not open) counting as a
+    refusal."""
+    try:
+        return check(data)
+    except PolnetError:
+        return False
+
+
+async def _read_verified(stream: INetStream, digest: bytes, size: int, hashed: bool = True) -> bytes:
+    """Exactly `size` bytes then end of stream; with `hashed`, bytes hashing to `digest`
+    (without, the caller checks them: a locator names no hash)."""
     hasher = hashlib.sha256()
     buf = bytearray()
     while len(buf) < size:
         chunk = await _read_some(stream, size - len(buf))
         if not chunk:
             raise BlobTruncated(f"stream ended after {len(buf)} of {size} bytes")
-        hasher.update(chunk)
+        if hashed:
+            hasher.update(chunk)
         buf.extend(chunk)
     if await _read_some(stream, 1):
         raise BlobOversized(f"peer sent more than the announced {size} bytes")
-    if hasher.digest() != digest:
+    if hashed and hasher.digest() != digest:
         raise BlobHashMismatch(f"received bytes hash to {hasher.hexdigest()[:16]}, not {digest.hex()[:16]}")
     return bytes(buf)
 

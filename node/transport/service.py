@@ -36,7 +36,15 @@ from libp2p.tools.anyio_service import background_trio_service
 from libp2p.utils.varint import encode_varint_prefixed
 
 from node.transport.backpressure import DrainWatch
-from node.transport.blobs import BLOB_PROTOCOL, BlobClient, BlobConfig, BlobCounters, BlobProvider, BlobServer
+from node.transport.blobs import (
+    BLOB_PROTOCOL,
+    BlobCheck,
+    BlobClient,
+    BlobConfig,
+    BlobCounters,
+    BlobProvider,
+    BlobServer,
+)
 from node.transport.budgets import MessageBudgets
 from node.transport.dialer import BackoffConfig, keep_connected
 from node.transport.direct import DIRECT_PROTOCOL, DIRECT_TOPIC, read_direct
@@ -373,16 +381,20 @@ class Transport:
             return
         await self._blob_server.handle(stream)
 
-    async def fetch_blob(self, digest: bytes, max_size: int, peers: Sequence[bytes] | None = None) -> bytes:
+    async def fetch_blob(
+        self, digest: bytes, max_size: int, peers: Sequence[bytes] | None = None,
+        *, check: BlobCheck | None = None,
+    ) -> bytes:
         """Fetch and verify a blob from the given peers (public keys) or, by default,
         from every connected peer in turn; our own id is skipped. Peers that provably
         lied (wrong hash, oversized, closed mid-body, garbage header) are penalised;
         refusals, timeouts and broken streams are not. Raises BlobUnavailable when no
-        peer delivers."""
+        peer delivers. With `check`, `digest` is a sealed blob's locator and a body is
+        verified by `check` instead of by its hash (one it refuses is a wrong blob)."""
         self._check_running()
         candidates = [peer_id_of(p) for p in peers] if peers is not None else self.host.get_connected_peers()
         reasons: dict[str, str] = {}
-        data = await self._fetch_from_any(candidates, digest, max_size, reasons)
+        data = await self._fetch_from_any(candidates, digest, max_size, reasons, check)
         if data is None and peers is None and self.config.discover:
             # Nobody we are connected to has it: ask who does (one hop further), dial them.
             tried = list(candidates)
@@ -390,13 +402,14 @@ class Transport:
             for pid in providers:
                 if pid not in self.host.get_connected_peers():
                     await self.discovery.dial(pid)
-            data = await self._fetch_from_any(providers, digest, max_size, reasons)
+            data = await self._fetch_from_any(providers, digest, max_size, reasons, check)
         if data is None:
             raise BlobUnavailable(digest, reasons)
         return data
 
     async def _fetch_from_any(
-        self, candidates: Sequence[ID], digest: bytes, max_size: int, reasons: dict[str, str]
+        self, candidates: Sequence[ID], digest: bytes, max_size: int, reasons: dict[str, str],
+        check: BlobCheck | None = None,
     ) -> bytes | None:
         for pid in candidates:
             # Rule: never fetch from ourselves over the network (the caller reads its own
@@ -405,7 +418,7 @@ class Transport:
                 continue
             await self.discovery.dial_if_known(pid)  # a named peer we know how to reach
             try:
-                return await self._blob_client.fetch_from(pid, digest, max_size)
+                return await self._blob_client.fetch_from(pid, digest, max_size, check=check)
             except BlobError as exc:
                 reasons[pid.to_base58()] = type(exc).__name__
                 # A stream cut because the peer went away (a restart) is not a lie; one

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from protocol.commands import Command
 from protocol.encoding import sha256
 from protocol.market import elections
+from protocol.market.courier import KeyCourierRole
 from protocol.market.process import challenge_bond
 from protocol.market.roles import VerifierRole, WhistleblowerRole
-from protocol.market.state import MarketState, Status
+from protocol.market.state import MarketState, Status, Task
 from protocol.market.txs import Challenge, Verdict, VerdictCommit
 
 
@@ -65,5 +66,18 @@ class FalseChallenger(WhistleblowerRole):
         return out
 
 
+@dataclass
+class BadWrapper(KeyCourierRole):
+    """A submitter whose wraps to a private task's verifiers and watchers open to a wrong
+    key (a broken client, or one that wants its task checked by nobody). The right key
+    still reaches the solver, whose courier re-wraps for each party that reports the fault
+    (`KeyWrapFault`), so the duty is done late rather than silently dropped."""
+
+    def _wrap_key(self, task: Task, party: bytes, key: bytes) -> bytes:
+        if task.submitter != self.me or party == task.solver or party in task.profilers:
+            return key  # honest as a holder of others' tasks, and to whoever trains
+        return sha256(b"not the task key" + key)
+
+
 #: Adversarial role names the assembly knows (config files and `swarm up` use these).
-ADVERSARY_ROLES = ("lazy_verifier", "false_challenger")
+ADVERSARY_ROLES = ("lazy_verifier", "false_challenger", "bad_wrapper")

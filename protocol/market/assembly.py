@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from protocol.market.adversaries import ADVERSARY_ROLES, FalseChallenger, LazyVerifier
+from protocol.market.adversaries import ADVERSARY_ROLES, BadWrapper, FalseChallenger, LazyVerifier
+from protocol.market.courier import KeyCourierRole
 from protocol.market.params import GFLOP
 from protocol.market.roles import (
     ArbiterRole,
@@ -94,12 +95,16 @@ def roles_for(
         roles.append(verifier(me, secret=secret))
     if duties.whistleblower:
         roles.append(WhistleblowerRole(me))
+    elif duties.worker:  # a worker watches the private tasks it is elected to watch
+        roles.append(WhistleblowerRole(me, private_only=True))
     if duties.adversary == "false_challenger":
         roles.append(FalseChallenger(me))
     submitter = None
     if duties.submitter:
         submitter = SubmitterRole(me, queue=list(queue), max_in_flight=max_in_flight)
         roles.append(submitter)
+    if roles:  # any party may come to hold a private task's key (protocol.market.wraps)
+        roles.append(BadWrapper(me) if duties.adversary == "bad_wrapper" else KeyCourierRole(me))
     return AssembledRoles(NodeRoles(roles), submitter)
 
 

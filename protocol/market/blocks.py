@@ -29,6 +29,7 @@ from protocol.market.state import (
     Turn,
     VerifierSlot,
 )
+from protocol.market.wraps import PRIVATE_WATCHERS, excused, keyed
 
 #: Accepted proofs are swept for age every this many blocks (one pass over the table).
 PROVEN_SWEEP_BLOCKS = 100
@@ -77,7 +78,9 @@ def lifetime_bound(params: MarketParams, task: Task, slowest_flops: int) -> int:
     """Most blocks from submit to a terminal state (each term: one stage's worst case)."""
     tries = params.max_replacements + 1
     train = train_blocks(params, task.gflops, slowest_flops) + params.profile_blocks
-    verify = params.placement_blocks + params.commit_blocks + params.reveal_blocks + 2
+    # A try's verification may end in a forced-only check, which is verified again.
+    verify = (params.placement_blocks + params.commit_blocks + params.reveal_blocks + 2
+              + params.challenge_window_blocks + params.forced_reveal_blocks + 1)
     games = params.verifier_count + params.max_challenges_per_task
     dispute = games * ((2 * max_rounds(task) + 2) * params.move_blocks + params.arbitration_blocks + 1)
     tail = params.challenge_window_blocks + params.forced_reveal_blocks + dispute
@@ -105,7 +108,7 @@ def _place(state: MarketState, task: Task) -> bool:
     solver = task.solver
     if solver is None:
         picked = elections.weighted_sample(
-            elections.eligible_solvers(state.workers.values(), task, p),
+            keyed(state, task, elections.eligible_solvers(state.workers.values(), task, p)),
             elections.election_seed(state.beacon, task.task_id, Role.SOLVER), 1)
         if not picked:
             return False
@@ -142,8 +145,10 @@ def _place(state: MarketState, task: Task) -> bool:
 
 def _verifier_candidates(state: MarketState, task: Task) -> list[tuple[bytes, int]]:
     # Rule: the secret was committed before this block's beacon was known.
-    return [(k, w) for k, w in elections.eligible_verifiers(state.workers.values(), task, state.params)
-            if state.workers[k].secret_height < state.height]
+    candidates = [(k, w) for k, w in elections.eligible_verifiers(state.workers.values(), task, state.params)
+                  if state.workers[k].secret_height < state.height]
+    # Rule: a private task elects only parties with a key to wrap its content key to.
+    return keyed(state, task, candidates)
 
 
 def _tax_once(state: MarketState, task: Task) -> None:
@@ -155,8 +160,10 @@ def _tax_once(state: MarketState, task: Task) -> None:
 
 
 def _penalise_silence(state: MarketState, task: Task, who: bytes) -> None:
-    """A silent party loses a share of stake (to the jackpot), its duty, and its eligibility."""
-    if who in state.workers:
+    """A silent party loses a share of stake (to the jackpot), its duty, and its eligibility.
+    On a private task, a party that never had a working key is excused the slash
+    (`protocol.market.wraps`): it loses the duty, not stake."""
+    if who in state.workers and not excused(state, task, who):
         state.jackpot += funds.penalise(state, task, who, state.params.silence_slash_bps, PenaltyKind.SILENCE)
     funds.release(state, who)
     task.excluded.append(who)
@@ -198,6 +205,7 @@ def _proved(state: MarketState, task: Task) -> None:
     if task.verify_beacon == b"":
         task.verify_beacon = state.beacon
     if _elect_verifiers(state, task, state.params.verifier_count):
+        _elect_watchers(state, task)
         enter(state, task, Status.COMMIT, state.params.commit_blocks)
     elif state.height >= task.deadline:
         refund(state, task, "no eligible verifiers")
@@ -210,8 +218,9 @@ def _elect_verifiers(state: MarketState, task: Task, count: int) -> bool:
         state.workers[key].jobs += 1
         segment = elections.sample_segment(task.verify_beacon, task.task_id, key, task.n_segments)
         # Rule: someone always checks the final segment: the delivered weights, and where
-        # every shortcut (truncating, skipping, a late perturbation) shows.
-        if all(v.segment != task.n_segments - 1 for v in task.verifiers):
+        # every shortcut (truncating, skipping, a late perturbation) shows (a forced
+        # verdict on it does not count: it checked nothing the ledger can use).
+        if all(v.segment != task.n_segments - 1 for v in task.verifiers if not v.forced_revealed):
             segment = task.n_segments - 1
         worker = state.workers[key]
         slot = VerifierSlot(key, segment=segment, beacon=state.beacon, elected_at=state.height,
@@ -219,6 +228,16 @@ def _elect_verifiers(state: MarketState, task: Task, count: int) -> bool:
         worker.duty_index += 1
         task.verifiers.append(slot)
     return bool(picked)
+
+
+def _elect_watchers(state: MarketState, task: Task) -> None:
+    """A private task's whistleblowers are elected (nobody else can read what they check):
+    workers that are none of its other parties, from the verifiers' beacon. A watcher has
+    no deadline (whistleblowing is voluntary, paid from the jackpot when it catches)."""
+    if not task.private or task.watchers:
+        return
+    seed = elections.election_seed(state.beacon, task.task_id, Role.WATCHER)
+    task.watchers = elections.weighted_sample(_verifier_candidates(state, task), seed, PRIVATE_WATCHERS)
 
 
 def _drop_silent(state: MarketState, task: Task, silent: list[VerifierSlot]) -> None:
@@ -266,8 +285,9 @@ def _forced_reveal(state: MarketState, task: Task) -> None:
         return
     # Rule: a verifier that hides its duty secret is treated like one that ignored its
     # forcing (hiding is the only way to escape that check), not like a mere crash.
-    for slot in task.verifiers:
-        if slot.verdict is not None and not slot.secret_revealed:
+    hid = {p.who for p in task.penalties if p.kind == PenaltyKind.HIDDEN_SECRET}
+    for slot in task.verifiers:  # (once: a task verified again passes here again)
+        if slot.verdict is not None and not slot.secret_revealed and slot.pubkey not in hid:
             state.jackpot += funds.penalise(state, task, slot.pubkey, state.params.verifier_slash_bps,
                                             PenaltyKind.HIDDEN_SECRET)
     # Challengers of an ACCEPT play first: their game judges the very verdict they named
@@ -282,9 +302,25 @@ def _forced_reveal(state: MarketState, task: Task) -> None:
     # the solver serves it (only if no bisection game has shown a cheat first).
     accusers += [v.pubkey for v in task.verifiers if v.verdict and not v.verdict.available]
     task.accusers = list(dict.fromkeys(accusers))
-    if not start_next_game(state, task):
+    if task.accusers:
+        start_next_game(state, task)
+    elif not _checked(task):
+        # Rule: a proof nobody checked unforced is verified again (a forced verdict says
+        # nothing of the segment: a verifier that always REJECTs, forced, reads as ACCEPT).
+        if _replacements_left(state, task):
+            enter(state, task, Status.PROVED, state.params.placement_blocks)
+    else:
         task.proof_valid = True
         settle(state, task)
+
+
+def _checked(task: Task) -> bool:
+    """Someone checked the proof for the ledger: a verifier's unforced verdict, or a
+    bonded challenge that a REJECT is wrong (a whistleblower's re-check, what forced errors
+    pay for). Forced verdicts alone say nothing of the segments they name."""
+    unforced = any(v.verdict is not None and v.verdict.available and not v.forced_revealed
+                   for v in task.verifiers)
+    return unforced or any(c.claims_valid for c in task.challenges)
 
 
 @on_block(Status.DISPUTE)

@@ -31,17 +31,20 @@ from protocol.market.params import MarketParams, check_params
 from protocol.market.process import MARKET_TX_TYPES, process_tx
 from protocol.market.state import TERMINAL, LazyTable, MarketState
 from protocol.market.store import (
+    ENC_KEYS,
     META,
     PARAMS,
     PROVEN,
     SINGLETON,
     TASKS,
     WORKERS,
+    EncKeyRecord,
     MetaRecord,
     ProvenRecord,
     TaskRecord,
     WorkerRecord,
     build_state,
+    freeze_enc_key,
     freeze_proven,
     freeze_task,
     freeze_worker,
@@ -70,7 +73,8 @@ def load_market(state: State) -> MarketState:
     if meta is None or params is None:
         raise MarketNotInstalled("this chain has no market")
     market = build_state(params, LedgerAccounts(state), meta, list(state.items(WORKERS)),
-                         list(state.items(TASKS)), list(state.items(PROVEN)))
+                         list(state.items(TASKS)), list(state.items(PROVEN)),
+                         list(state.items(ENC_KEYS)))
     market.height = state.height
     market.beacon = state.beacon
     market.validators = _validators(state)
@@ -90,6 +94,7 @@ def save_market(state: State, market: MarketState) -> None:
     _save_table(state, WORKERS, market.workers, freeze_worker)
     _save_table(state, TASKS, market.tasks, freeze_task)
     _save_table(state, PROVEN, market.proven, freeze_proven)
+    _save_table(state, ENC_KEYS, market.enc_keys, freeze_enc_key)
     meta = MetaRecord(market.jackpot, market.burned)
     if state.get(META, SINGLETON) != meta:
         state.put(META, SINGLETON, meta)
@@ -151,6 +156,7 @@ def open_task_count(state: State) -> int:
 register_table(WORKERS, WorkerRecord)
 register_table(TASKS, TaskRecord)
 register_table(PROVEN, ProvenRecord)
+register_table(ENC_KEYS, EncKeyRecord)
 register_table(META, MetaRecord)
 register_table(PARAMS, MarketParams)
 for _cls in MARKET_TX_TYPES:

@@ -38,6 +38,7 @@ class Role:
     SOLVER = b"solver"
     PROFILER = b"profiler"
     VERIFIER = b"verifier"
+    WATCHER = b"watcher"
 
 
 def draw(seed: bytes, counter: int, bound: int) -> int:
@@ -99,7 +100,7 @@ def eligible_verifiers(
 ) -> list[tuple[bytes, int]]:
     """Verifiers re-execute on the task's device class, are never the solver, and must
     hold an unused duty secret under a committed tree (its forcing must be private)."""
-    taken = {task.solver, *task.profilers, *(v.pubkey for v in task.verifiers)}
+    taken = {task.solver, *task.profilers, *(v.pubkey for v in task.verifiers), *task.watchers}
     return [
         (w.pubkey, w.stake)
         for w in workers

@@ -20,9 +20,10 @@ step. The one disputed operation is the op that takes position `lo` to `lo + 1`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from protocol.errors import KeyWrapError
 from protocol.market.state import Task
 from protocol.pol.merkle import CheckpointLeaf, leaf_hash, merkle_root
 
@@ -52,16 +53,39 @@ class TaskFacts:
     base_root: bytes = b"\x00" * 32
     base_checkpoints: int = 0
     base_steps: int = 0
+    #: A private task (`protocol.market.wraps`): its key commitment, and the content key
+    #: the role obtained for this job (its blobs are sealed under it; the spec is not).
+    #: A shell refuses a private job without the committed key (`check_content_key`).
+    key_commit: bytes = b""
+    content_key: bytes | None = field(default=None, repr=False)
 
     @property
     def n_segments(self) -> int:
         return max(1, -(-self.steps // self.checkpoint_interval))
 
+    @property
+    def private(self) -> bool:
+        return self.key_commit != b""
 
-def facts_of(task: Task) -> TaskFacts:
+
+def facts_of(task: Task, content_key: bytes | None = None) -> TaskFacts:
     return TaskFacts(task.task_id, task.spec_hash, task.submitter, task.solver, task.proof_root, task.steps,
                      task.checkpoint_interval, task.ops_per_step, task.threshold_ppm or 0, task.base_root,
-                     task.base_checkpoints, task.base_steps)
+                     task.base_checkpoints, task.base_steps, task.key_commit, content_key)
+
+
+def check_content_key(facts: TaskFacts) -> bytes | None:
+    """The content key a shell seals a job's blobs under: None for a public task; for a
+    private one the committed key, else `KeyWrapError` (a shell never touches a private
+    task's blobs in the clear, whatever a role hands it)."""
+    if not facts.private:
+        return None
+    from protocol.market.keyring import key_commitment
+
+    if facts.content_key is None or key_commitment(facts.content_key) != facts.key_commit:
+        raise KeyWrapError(f"task {facts.task_id.hex()[:16]} is private and the job carries no key "
+                           "it committed to")
+    return facts.content_key
 
 
 @dataclass(frozen=True, slots=True)

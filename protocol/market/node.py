@@ -47,9 +47,10 @@ from protocol.ledger.ledger import Ledger
 from protocol.ledger.state import State
 from protocol.market.adverts import AdvertBook
 from protocol.market.chain import load_market
+from protocol.market.keyring import Keyring, PrivateSubmit
 from protocol.market.messages import CapacityAdvert
 from protocol.market.process import budget, check_submit
-from protocol.market.roles import ChainView, Loader, NodeRoles, SubmitterRole
+from protocol.market.roles import ChainView, Loader, NodeRoles, RegistrarRole, SubmitterRole
 from protocol.market.stages import task_for
 from protocol.market.state import MarketState
 from protocol.market.txs import CancelTask, SubmitTask
@@ -75,13 +76,15 @@ class _Pending:
 class MarketNode:
     """Consensus over the ledger (with the market installed) plus this node's roles."""
 
-    def __init__(self, consensus: ConsensusNode, ledger: Ledger, key: Keypair, roles: NodeRoles) -> None:
+    def __init__(self, consensus: ConsensusNode, ledger: Ledger, key: Keypair, roles: NodeRoles,
+                 enc_generation: int = 0) -> None:
         self.consensus = consensus
         self.ledger = ledger
         self.key = key
         self.me = key.public
         self.roles = roles
         self.chain_id = consensus.cfg.chain_id
+        self.keyring = self._keyring(enc_generation)
         params = ledger.state.params
         self.fee = params.base_fee + params.fee_per_byte * FEE_SIZE_BOUND
         self.view: ChainView | None = None
@@ -103,6 +106,7 @@ class MarketNode:
         audit: bool = False,
         role_state: Loader | None = None,
         snapshot: bytes | None = None,
+        enc_generation: int = 0,
     ) -> MarketNode:
         """A node from the chain's genesis state, or from a consensus snapshot
         (protocol.consensus.snapshot: its ledger state and consensus state), replaying its
@@ -119,7 +123,22 @@ class MarketNode:
         consensus.restore(blocks, own_votes, checkpoint)
         if role_state is not None:
             roles.restore(role_state)
-        return cls(consensus, ledger, key, roles)
+        return cls(consensus, ledger, key, roles, enc_generation)
+
+    def _keyring(self, generation: int) -> Keyring:
+        """One keyring for every role: the node's X25519 keys and the content keys it holds
+        (its submitter's, shared by reference, so a submit's key is there at once); a
+        worker registers its X25519 key with its registration."""
+        keyring = Keyring(self.key.seed(), self.chain_id, generation)
+        submitter = self.submitter
+        if submitter is not None:
+            keyring.held = submitter.content_keys
+        for role in self.roles.roles:
+            role.keyring = keyring
+            reg = role.registration if isinstance(role, RegistrarRole) else None
+            if isinstance(role, RegistrarRole) and reg is not None and not reg.enc_key:
+                role.registration = replace(reg, enc_key=keyring.public)
+        return keyring
 
     # --- the shell's entry point ---------------------------------------------------------------
 
@@ -217,25 +236,35 @@ class MarketNode:
         if isinstance(body, bytes):  # a sealed tx from the node's own wallet
             self.consensus.submit_tx(body)
             return [Publish(TOPIC_TXS, body)]
-        market = load_market(self.ledger.state)
         if isinstance(body, SubmitTask):
-            submitter = self.submitter
-            if submitter is None:
-                raise ValidationError("this node runs no submitter")
-            escrow = check_submit(market, self.me, body)
-            queued = sum(budget(market, tx.gflops, tx.max_price_per_gflop) for tx in submitter.queue)
-            balance = self.ledger.state.account(self.me).balance
-            # Rule: the account can pay this escrow and the fee, on top of what already waits.
-            if escrow + queued + self.fee > balance:
-                raise ValidationError(f"escrow {escrow} (+{queued} already queued, +{self.fee} fee) "
-                                      f"exceeds this account's balance of {balance}")
-            return submitter.accept(body)
+            return self._submit_checked(body, None)
+        if isinstance(body, PrivateSubmit):
+            return self._submit_checked(body.submit, body.content_key)
+        market = load_market(self.ledger.state)
         if isinstance(body, CancelTask):
             task = task_for(market, body.task_id, body)
             if task.submitter != self.me or task.solver is not None or task.taxed:
                 raise ValidationError("only an unplaced task of this node's own can be cancelled")
             return self._send(body)
         raise ValidationError(f"not a local request: {type(body).__name__}")
+
+    def _submit_checked(self, tx: SubmitTask, content_key: bytes | None) -> list[Command]:
+        submitter = self.submitter
+        if submitter is None:
+            raise ValidationError("this node runs no submitter")
+        market = load_market(self.ledger.state)
+        escrow = check_submit(market, self.me, tx)
+        queued = sum(budget(market, q.gflops, q.max_price_per_gflop) for q in submitter.queue)
+        balance = self.ledger.state.account(self.me).balance
+        # Rule: the account can pay this escrow and the fee, on top of what already waits.
+        if escrow + queued + self.fee > balance:
+            raise ValidationError(f"escrow {escrow} (+{queued} already queued, +{self.fee} fee) "
+                                  f"exceeds this account's balance of {balance}")
+        # Rule: a private task comes with the content key it commits to (and only then).
+        if bool(tx.key_commit) != (content_key is not None):
+            raise ValidationError("a private task is submitted with its content key (PrivateSubmit), "
+                                  "a public one without")
+        return submitter.accept(tx, content_key)
 
     # --- the roles' transactions ---------------------------------------------------------------
 

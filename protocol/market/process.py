@@ -45,13 +45,17 @@ from protocol.market.txs import (
     ForcedErrorReveal,
     GameOpen,
     GameReveal,
+    KeyWrap,
+    KeyWrapFault,
     ProfileReport,
     ProveCommit,
     RegisterWorker,
+    SetEncKey,
     SubmitTask,
     VerdictCommit,
     VerdictReveal,
 )
+from protocol.market.wraps import check_enc_key, process_key_wrap, process_key_wrap_fault, process_set_enc_key
 from protocol.pol.merkle import verify_inclusion
 from protocol.pol.messages import MAX_OPS_PER_STEP
 from protocol.records import record_hash
@@ -93,7 +97,10 @@ def process_register_worker(state: MarketState, sender: bytes, tx: RegisterWorke
     # Rule: the total stake reaches the minimum.
     if (existing.stake if existing else 0) + tx.stake < p.min_worker_stake:
         raise OutOfBounds(f"stake below minimum {p.min_worker_stake}")
+    check_enc_key(tx.enc_key)
     state.accounts.debit(sender, tx.stake)
+    if tx.enc_key:
+        state.enc_keys[sender] = tx.enc_key
     if existing is None:
         state.workers[sender] = Worker(sender, tx.device, tx.memory_mb, tx.flops, tx.price_per_gflop,
                                        tx.stake, tx.secret_commit, state.height)
@@ -143,6 +150,9 @@ def check_submit(state: MarketState, sender: bytes, tx: SubmitTask) -> int:
     # Rule: the offered price clears the protocol floor.
     if tx.max_price_per_gflop < p.min_price_per_gflop:
         raise OutOfBounds(f"price {tx.max_price_per_gflop} per GFLOP below the floor {p.min_price_per_gflop}")
+    # Rule: a private task's key commitment is a 32-byte hash (or absent: a public task).
+    if tx.key_commit and len(tx.key_commit) != 32:
+        raise OutOfBounds("a key commitment is 32 bytes")
     # Rule: a fine-tuning base named by proof root is the proof of a task that settled valid.
     if tx.base_root != NO_BASE and tx.base_root not in state.proven:
         raise BadProof("the base names no accepted proof (a task that settled valid, recently enough)")
@@ -160,6 +170,7 @@ def process_submit_task(state: MarketState, sender: bytes, tx: SubmitTask) -> by
     task = Task(
         task_id, sender, tx.spec_hash, tx.gflops, tx.steps, tx.checkpoint_interval, tx.ops_per_step,
         tx.device, tx.min_memory_mb, tx.reproducible, tx.max_price_per_gflop, escrow, state.height,
+        key_commit=tx.key_commit,
     )
     if tx.base_root != NO_BASE:
         proof = state.proven[tx.base_root]
@@ -378,6 +389,9 @@ _RULES: dict[type[Any], Callable[[MarketState, bytes, Any], Any]] = {
     GameOpen: process_game_open,
     GameReveal: process_game_reveal,
     CancelTask: process_cancel_task,
+    SetEncKey: process_set_enc_key,
+    KeyWrap: process_key_wrap,
+    KeyWrapFault: process_key_wrap_fault,
 }
 
 

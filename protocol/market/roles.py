@@ -46,6 +46,7 @@ from protocol.market.jobs import (
     conforms,
     facts_of,
 )
+from protocol.market.keyring import Keyring, key_commitment
 from protocol.market.params import GFLOP
 from protocol.market.process import challenge_bond, task_id_of
 from protocol.market.state import TERMINAL, GameKind, MarketState, Status, Task, Turn, VerifierSlot
@@ -69,7 +70,7 @@ from protocol.pol.merkle import CheckpointLeaf, inclusion_proof, leaf_hash
 from protocol.pol.messages import OpOutputs
 from protocol.pol.spec import MAX_CHECKPOINTS
 from protocol.records import decode_record, encode_record
-from protocol.schema import U16, U64, Hash32, Len
+from protocol.schema import U16, U64, Hash32, Len, Trailing
 
 #: Jobs one role keeps in flight; more tasks wait for the next block.
 MAX_PENDING_JOBS = 64
@@ -93,7 +94,7 @@ MAX_SUBMITTED = 1024
 MAX_QUEUE = 1024
 #: A stored proof holds one leaf per checkpoint boundary, past the default array limit.
 _PROOF_LIMITS = Limits(max_array_len=MAX_CHECKPOINTS + 1)
-_SUBMITTER_LIMITS = Limits(max_bytes=MAX_QUEUE * 1024 + MAX_SUBMITTED * 64)
+_SUBMITTER_LIMITS = Limits(max_bytes=MAX_QUEUE * 1024 + MAX_SUBMITTED * 64 + MAX_SUBMITTED * 80)
 
 _T = TypeVar("_T")
 
@@ -123,6 +124,12 @@ class SavedSubmit:
 
 
 @dataclass(frozen=True, slots=True)
+class SavedKey:
+    task_id: Hash32
+    key: Hash32
+
+
+@dataclass(frozen=True, slots=True)
 class SavedSubmits:
     """A submitter's durable state: what it published (and when), and the submits it still
     owes the chain: those accepted and not yet sent, and those sent but not yet seen on
@@ -130,6 +137,8 @@ class SavedSubmits:
 
     submits: Annotated[tuple[SavedSubmit, ...], Len(0, MAX_SUBMITTED)]
     queue: Annotated[tuple[SubmitTask, ...], Len(0, MAX_QUEUE)]
+    #: The content keys of this node's private tasks (it wraps them to the elected parties).
+    keys: Annotated[tuple[SavedKey, ...], Len(0, MAX_SUBMITTED + MAX_QUEUE), Trailing()] = ()
 
 
 def _load(load: Loader, kind: str, cls: type[_T], limits: Limits = DEFAULT_LIMITS) -> list[_T]:
@@ -196,6 +205,8 @@ class Role:
     market: MarketState | None = None
     done: set[tuple[bytes, str, int]] = field(default_factory=set)
     pending: dict[str, tuple[bytes, str, int, Any]] = field(default_factory=dict)
+    #: The node's keys for private tasks (`MarketNode` hands every role the same one).
+    keyring: Keyring | None = None
 
     def handle(self, now: int, event: Event | ChainView) -> list[Command]:
         if isinstance(event, ChainView):
@@ -229,10 +240,15 @@ class Role:
         key = (task.task_id, duty, rnd)
         if key in self.done or len(self.pending) >= MAX_PENDING_JOBS:
             return []
+        content_key = None
+        if task.private:  # no key yet: wait (the courier role reports a wrap that fails)
+            content_key = self.keyring.content_key(task, self.me) if self.keyring is not None else None
+            if content_key is None:
+                return []
         self.done.add(key)
         job_id = f"{duty}:{task.task_id.hex()}:{rnd}"
         self.pending[job_id] = (*key, job)
-        return [RunCompute(job_id, MarketWork(facts_of(task), job), flops)]
+        return [RunCompute(job_id, MarketWork(facts_of(task, content_key), job), flops)]
 
     def _once(self, task: Task, duty: str, tx: Any) -> list[Command]:
         """Publish a tx that needs no compute, once per (task, duty)."""
@@ -472,6 +488,12 @@ class WhistleblowerRole(Role):
 
     checks_per_block: int = 8
     accept_check_ppm: int = ACCEPT_CHECK_PPM
+    #: A worker's whistleblower: it watches only the private tasks it is elected to watch
+    #: (nobody else can read them); an open whistleblower watches every public task.
+    private_only: bool = False
+
+    def _watches(self, task: Task) -> bool:
+        return self.me in task.watchers if task.private else not self.private_only
 
     def _plays(self, task: Task, defending: bool) -> bool:
         """A whistleblower plays the games its challenges started (not as a verifier)."""
@@ -490,6 +512,8 @@ class WhistleblowerRole(Role):
         budget = self.checks_per_block
         for task in market.open_tasks():
             if task.status != Status.CHALLENGE or task.proof_root is None or self.me == task.solver:
+                continue
+            if not self._watches(task):
                 continue
             for index, slot in enumerate(task.verifiers):
                 if budget <= 0 or slot.pubkey == self.me or slot.verdict is None:
@@ -570,21 +594,30 @@ class SubmitterRole(Role):
     outcomes: dict[bytes, str] = field(default_factory=dict)
     published: dict[bytes, int] = field(default_factory=dict)  # task id -> height sent at
     unconfirmed: dict[bytes, SubmitTask] = field(default_factory=dict)  # sent, not yet on the chain
+    #: Private tasks' content keys by task id (the keyring reads this very dict).
+    content_keys: dict[bytes, bytes] = field(default_factory=dict)
 
     def restore(self, load: Loader) -> None:
         for rec in _load(load, PERSIST_SUBMITTED, SavedSubmits, _SUBMITTER_LIMITS):
             self.published = {s.task_id: s.height for s in rec.submits}
             self.queue = list(rec.queue)  # what it still owes the chain replaces the given queue
+            self.content_keys.clear()
+            self.content_keys.update({k.task_id: k.key for k in rec.keys})
         self.mine = list(self.published)
 
-    def accept(self, tx: SubmitTask) -> list[Command]:
+    def accept(self, tx: SubmitTask, content_key: bytes | None = None) -> list[Command]:
         """Queue a task the node's operator submitted; it is stored before this returns
-        (the shell answers the operator only after executing the Persist)."""
+        (the shell answers the operator only after executing the Persist). A private
+        task comes with its content key, which must be the one it commits to."""
         if len(self.queue) >= MAX_QUEUE:
             raise OutOfBounds(f"{MAX_QUEUE} tasks already wait in this node's queue")
         tid = task_id_of(self.me, tx)
         if any(task_id_of(self.me, q) == tid for q in self.queue) or tid in self.mine:
             raise OutOfBounds("this task is already queued or published (change its salt)")
+        if tx.key_commit and (content_key is None or key_commitment(content_key) != tx.key_commit):
+            raise OutOfBounds("a private task needs the content key its key_commit commits to")
+        if content_key is not None and tx.key_commit:
+            self.content_keys[tid] = content_key
         self.queue.append(tx)
         return self._save()
 
@@ -633,7 +666,11 @@ class SubmitterRole(Role):
         while len(self.published) > MAX_SUBMITTED:
             del self.published[next(iter(self.published))]
         owed = [*self.unconfirmed.values(), *self.queue][:MAX_QUEUE]
-        rec = SavedSubmits(tuple(SavedSubmit(t, h) for t, h in self.published.items()), tuple(owed))
+        live = set(self.published) | {task_id_of(self.me, tx) for tx in owed}
+        for tid in [t for t in self.content_keys if t not in live]:
+            del self.content_keys[tid]
+        keys = tuple(SavedKey(t, k) for t, k in sorted(self.content_keys.items()))
+        rec = SavedSubmits(tuple(SavedSubmit(t, h) for t, h in self.published.items()), tuple(owed), keys)
         return [Persist(PERSIST_SUBMITTED, b"", encode_record(rec))]
 
 

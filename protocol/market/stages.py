@@ -32,6 +32,8 @@ from protocol.market.txs import (
     ForcedErrorReveal,
     GameOpen,
     GameReveal,
+    KeyWrap,
+    KeyWrapFault,
     ProfileReport,
     ProveCommit,
     VerdictCommit,
@@ -39,6 +41,8 @@ from protocol.market.txs import (
 )
 
 S = Status
+#: A private task's key moves in every open status (a party elected at any stage needs it).
+_KEYS = (KeyWrap, KeyWrapFault)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,26 +62,26 @@ def _to(*statuses: Status) -> frozenset[Status]:
 
 
 STAGES: Mapping[Status, Stage] = {
-    S.OPEN: Stage((CancelTask,), "placement_blocks", _to(S.TRAINING, S.REFUNDED),
+    S.OPEN: Stage((CancelTask, *_KEYS), "placement_blocks", _to(S.TRAINING, S.REFUNDED),
                   "fee escrowed; waiting for a solver (and profilers) to be elected"),
-    S.TRAINING: Stage((ProfileReport, ProveCommit), None, _to(S.PROVED, S.OPEN, S.REFUNDED),
+    S.TRAINING: Stage((ProfileReport, ProveCommit, *_KEYS), None, _to(S.PROVED, S.OPEN, S.REFUNDED),
                       "the solver trains; profilers set the distance threshold"),
-    S.PROVED: Stage((), "placement_blocks", _to(S.COMMIT, S.REFUNDED),
+    S.PROVED: Stage(_KEYS, "placement_blocks", _to(S.COMMIT, S.REFUNDED),
                     "proof committed and profiled; verifiers are elected at a later block"),
-    S.COMMIT: Stage((VerdictCommit,), "commit_blocks", _to(S.COMMIT, S.REVEAL, S.REFUNDED),
+    S.COMMIT: Stage((VerdictCommit, *_KEYS), "commit_blocks", _to(S.COMMIT, S.REVEAL, S.REFUNDED),
                     "verifiers commit H(verdict, salt)"),
-    S.REVEAL: Stage((VerdictReveal,), "reveal_blocks", _to(S.CHALLENGE, S.PROVED, S.REFUNDED),
+    S.REVEAL: Stage((VerdictReveal, *_KEYS), "reveal_blocks", _to(S.CHALLENGE, S.PROVED, S.REFUNDED),
                     "verifiers reveal their verdicts"),
-    S.CHALLENGE: Stage((Challenge,), "challenge_window_blocks", _to(S.FORCED_REVEAL),
+    S.CHALLENGE: Stage((Challenge, *_KEYS), "challenge_window_blocks", _to(S.FORCED_REVEAL),
                        "any staked node may challenge a verdict"),
-    S.FORCED_REVEAL: Stage((ForcedErrorReveal,), "forced_reveal_blocks",
-                           _to(S.DISPUTE, S.ARBITRATION, S.SETTLED),
+    S.FORCED_REVEAL: Stage((ForcedErrorReveal, *_KEYS), "forced_reveal_blocks",
+                           _to(S.DISPUTE, S.ARBITRATION, S.SETTLED, S.PROVED),
                            "verifiers reveal their duty secrets; accusers are queued"),
-    S.DISPUTE: Stage((GameOpen, BisectClaim, BisectReply), "move_blocks",
+    S.DISPUTE: Stage((GameOpen, BisectClaim, BisectReply, *_KEYS), "move_blocks",
                      _to(S.DISPUTE, S.ARBITRATION, S.SETTLED),
                      "the defender and one accuser bisect to one operation"),
     # ARBITRATION -> ARBITRATION: the next game is an availability vote.
-    S.ARBITRATION: Stage((GameReveal, ArbitrationVote), "arbitration_blocks",
+    S.ARBITRATION: Stage((GameReveal, ArbitrationVote, *_KEYS), "arbitration_blocks",
                          _to(S.DISPUTE, S.ARBITRATION, S.SETTLED, S.REFUNDED),
                          "the defender reveals the operation's inputs; validators re-execute it and vote "
                          "(or, for a verifier that could not fetch its segment, try to fetch it and vote)"),

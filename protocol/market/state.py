@@ -130,6 +130,17 @@ class VerifierSlot:
     secret_revealed: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class WrapRec:
+    """A private task's content key wrapped to one party (`protocol.sealing`): made to the
+    X25519 key the party had on record then, by `wrapper` (the submitter or a holder)."""
+
+    recipient: bytes
+    recipient_key: bytes
+    wrapper: bytes
+    wrap: bytes
+
+
 @dataclass(slots=True)
 class ProfileRec:
     profiler: bytes
@@ -257,6 +268,14 @@ class Task:
     base_root: bytes = NO_BASE  # a fine-tune's proven base (see ProvenProof), else zero
     base_checkpoints: int = 0  # that proof's checkpoints and steps, copied at submit: what a
     base_steps: int = 0  # verifier checks the spec's base leaf and proof against
+    key_commit: bytes = b""  # a private task's content-key commitment (empty: public)
+    watchers: list[bytes] = field(default_factory=list)  # a private task's elected whistleblowers
+    wraps: list[WrapRec] = field(default_factory=list)  # the content key, wrapped to each party
+    unkeyed: list[bytes] = field(default_factory=list)  # parties that reported no wrap opens
+
+    @property
+    def private(self) -> bool:
+        return self.key_commit != b""
 
     @property
     def n_segments(self) -> int:
@@ -331,6 +350,8 @@ class MarketState:
     jackpot: int = 0
     burned: int = 0
     proven: MutableMapping[bytes, ProvenProof] = field(default_factory=dict)  # proof root -> record
+    #: Every account's X25519 public key for private tasks (worker registration, SetEncKey).
+    enc_keys: MutableMapping[bytes, bytes] = field(default_factory=dict)
 
     def held(self) -> int:
         """Money in the market's custody (it must match the ledger's market accounts)."""
@@ -368,4 +389,5 @@ def market_root(state: MarketState) -> bytes:
     """Hash of the market's canonical state (workers and tasks sorted by key)."""
     workers = [_plain(state.workers[k]) for k in sorted(state.workers)]
     tasks = [_plain(state.tasks[k]) for k in sorted(state.tasks)]
-    return canonical_hash([state.height, state.jackpot, state.burned, workers, tasks])
+    keys = [[k, state.enc_keys[k]] for k in sorted(state.enc_keys)]
+    return canonical_hash([state.height, state.jackpot, state.burned, workers, tasks, keys])

@@ -8,7 +8,8 @@ builds a `MarketState` from the tables, the rule runs, and `freeze` writes back 
 entries whose record changed. The mapping must round-trip exactly (a test pins it), or
 a node that reloads from disk would disagree with one that never restarted.
 
-Tables (keys): `market/worker` (pubkey), `market/task` (task id), `market/meta` and
+Tables (keys): `market/worker` (pubkey), `market/task` (task id), `market/enckey`
+(pubkey: its X25519 key for private tasks), `market/meta` and
 `market/params` (singletons). No record holds value: the tokens the books describe sit
 in the ledger pool `market` (see `ledger_bridge`), so `audit_supply` covers them.
 """
@@ -36,14 +37,24 @@ from protocol.market.state import (
     Turn,
     VerifierSlot,
     Worker,
+    WrapRec,
 )
-from protocol.market.txs import MAX_REVEAL_OPS, MAX_REVEAL_TENSORS, DeviceClass, Verdict
+from protocol.market.txs import (
+    KEY_BYTES,
+    MAX_REVEAL_OPS,
+    MAX_REVEAL_TENSORS,
+    WRAP_BYTES,
+    DeviceClass,
+    OptKey,
+    Verdict,
+)
 from protocol.pol.ops import MAX_OP_OUTPUTS
-from protocol.schema import U8, U16, U32, U64, Hash32, Len, PubKey, ShortBytes, Text
+from protocol.schema import U8, U16, U32, U64, Hash32, Len, PubKey, ShortBytes, Text, Trailing
 
 WORKERS = "market/worker"
 TASKS = "market/task"
 PROVEN = "market/proven"
+ENC_KEYS = "market/enckey"
 META = "market/meta"
 PARAMS = "market/params"
 SINGLETON = b""
@@ -55,6 +66,9 @@ MAX_EXCLUDED = 128
 MAX_VOTES = 256
 #: Penalties of one task: each party at most once or twice (silence, then a judgement).
 MAX_PENALTIES = 512
+#: Key wraps of one private task: each party (verifiers, profilers, watchers, solver and
+#: the validators of its games, with replacements) from at most a few wrappers.
+MAX_WRAPS = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +154,19 @@ class PenaltyRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class WrapRecord:
+    recipient: PubKey
+    recipient_key: Annotated[bytes, Len(KEY_BYTES, KEY_BYTES)]
+    wrapper: PubKey
+    wrap: Annotated[bytes, Len(WRAP_BYTES, WRAP_BYTES)]
+
+
+@dataclass(frozen=True, slots=True)
+class EncKeyRecord:
+    key: Annotated[bytes, Len(KEY_BYTES, KEY_BYTES)]
+
+
+@dataclass(frozen=True, slots=True)
 class TaskRecord:
     submitter: PubKey
     spec_hash: Hash32
@@ -179,6 +206,10 @@ class TaskRecord:
     base_root: Hash32
     base_checkpoints: U32
     base_steps: U32
+    key_commit: Annotated[OptKey, Trailing()] = b""
+    watchers: Annotated[tuple[PubKey, ...], Len(0, MAX_SLOTS), Trailing()] = ()
+    wraps: Annotated[tuple[WrapRecord, ...], Len(0, MAX_WRAPS), Trailing()] = ()
+    unkeyed: Annotated[tuple[PubKey, ...], Len(0, MAX_EXCLUDED), Trailing()] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +271,8 @@ def freeze_task(t: Task) -> TaskRecord:
         tuple(t.excluded), t.replacements, t.proof_valid, t.bad_segment, t.taxed, t.outcome, t.winner,
         tuple(t.lost), tuple(_freeze_profile(p) for p in t.profile_reports),
         tuple(PenaltyRecord(p.who, p.amount, p.kind) for p in t.penalties),
-        t.base_root, t.base_checkpoints, t.base_steps,
+        t.base_root, t.base_checkpoints, t.base_steps, t.key_commit, tuple(t.watchers),
+        tuple(WrapRecord(w.recipient, w.recipient_key, w.wrapper, w.wrap) for w in t.wraps), tuple(t.unkeyed),
     )
 
 
@@ -280,8 +312,17 @@ def thaw_task(key: bytes, r: TaskRecord) -> Task:
         r.bad_segment, r.taxed, r.outcome, r.winner, list(r.lost),
         [ProfileRec(p.profiler, p.threshold_ppm, p.spec_ok) for p in r.profile_reports],
         [Penalty(p.who, p.amount, p.kind) for p in r.penalties],
-        r.base_root, r.base_checkpoints, r.base_steps,
+        r.base_root, r.base_checkpoints, r.base_steps, r.key_commit, list(r.watchers),
+        [WrapRec(w.recipient, w.recipient_key, w.wrapper, w.wrap) for w in r.wraps], list(r.unkeyed),
     )
+
+
+def freeze_enc_key(key: bytes) -> EncKeyRecord:
+    return EncKeyRecord(key)
+
+
+def thaw_enc_key(account: bytes, r: EncKeyRecord) -> bytes:
+    return r.key
 
 
 def freeze_proven(p: ProvenProof) -> ProvenRecord:
@@ -299,11 +340,13 @@ def build_state(
     workers: list[tuple[bytes, WorkerRecord]],
     tasks: list[tuple[bytes, TaskRecord]],
     proven: list[tuple[bytes, ProvenRecord]] = (),  # type: ignore[assignment]
+    enc_keys: list[tuple[bytes, EncKeyRecord]] = (),  # type: ignore[assignment]
 ) -> MarketState:
     """A `MarketState` over table entries; tasks and workers thaw when first touched."""
     state = MarketState(params=params, accounts=accounts, jackpot=meta.jackpot, burned=meta.burned)
     state.workers = LazyTable(dict(workers), thaw_worker)
     state.tasks = LazyTable(dict(tasks), thaw_task)
     state.proven = LazyTable(dict(proven), thaw_proven)
+    state.enc_keys = LazyTable(dict(enc_keys), thaw_enc_key)
     return state
 

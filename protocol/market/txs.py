@@ -1,4 +1,5 @@
-"""Market transactions (tags 0x50-0x5f): the eight task stages as signed ledger txs.
+"""Market transactions (tags 0x50-0x5f, 0x61, 0x64): the eight task stages as signed ledger
+txs, and the private tasks' key txs (SetEncKey, KeyWrap, KeyWrapFault).
 
 The signer of the envelope is the actor (worker, submitter, verifier, challenger,
 validator); no transaction names its own sender, so none can act for someone else.
@@ -14,13 +15,19 @@ from typing import Annotated
 
 from protocol.pol.merkle import CheckpointLeaf, MerkleProof
 from protocol.pol.messages import OpOutputs
-from protocol.schema import U8, U16, U32, U64, Hash32, Len, message
+from protocol.schema import U8, U16, U32, U64, Hash32, Len, PubKey, Trailing, message
 
 #: Most tensor digests one side of a reveal may list (the decoder's array cap); a step's
 #: state and its op outputs are far fewer for any spec the limits allow.
 MAX_REVEAL_TENSORS = 4096
 #: Most ops before the disputed one a reveal may list (protocol.pol.ops bounds a step).
 MAX_REVEAL_OPS = 4095
+#: A raw X25519 public key, or a private task's key commitment (protocol.sealing).
+KEY_BYTES = 32
+#: A key wrap (protocol.sealing.WRAP_LEN: ephemeral public key, encrypted key, tag).
+WRAP_BYTES = 80
+#: An optional key: absent (b"") or exactly KEY_BYTES (the rule checks which).
+OptKey = Annotated[bytes, Len(0, KEY_BYTES)]
 
 
 class DeviceClass(IntEnum):
@@ -58,6 +65,9 @@ class RegisterWorker:
     secret_commit: Hash32
     nonce: U64
     fee: U64
+    #: The worker's X25519 public key for private tasks (protocol.sealing); the envelope's
+    #: ed25519 signature binds it to the worker's identity. Empty: keep the one on record.
+    enc_key: Annotated[OptKey, Trailing()] = b""
 
 
 @message(0x51)
@@ -88,6 +98,9 @@ class SubmitTask:
     base_root: Hash32
     nonce: U64
     fee: U64
+    #: A private task: the commitment to its content key (protocol.sealing.key_commitment),
+    #: so every elected party can tell the key it unwrapped is the task's. Empty: a public task.
+    key_commit: Annotated[OptKey, Trailing()] = b""
 
 
 @message(0x53)
@@ -239,6 +252,47 @@ class CancelTask:
     fee: U64
 
 
+@message(0x5F)
+@dataclass(frozen=True, slots=True)
+class SetEncKey:
+    """Publish or rotate the sender's X25519 public key (validators, who never register as
+    workers, need one to arbitrate private tasks). Wraps already made keep the key they
+    were made to."""
+
+    enc_key: Annotated[bytes, Len(KEY_BYTES, KEY_BYTES)]
+    nonce: U64
+    fee: U64
+
+
+@message(0x61)
+@dataclass(frozen=True, slots=True)
+class KeyWrap:
+    """A private task's content key, wrapped to `recipient`'s registered X25519 key.
+
+    Posted by the submitter, or by any party already holding a wrap for the task (the
+    solver re-wraps for verifiers elected after it, a defender for the arbitrating
+    validators), so replacements and arbitration get their keys without the submitter."""
+
+    task_id: Hash32
+    recipient: PubKey
+    wrap: Annotated[bytes, Len(WRAP_BYTES, WRAP_BYTES)]
+    nonce: U64
+    fee: U64
+
+
+@message(0x64)
+@dataclass(frozen=True, slots=True)
+class KeyWrapFault:
+    """An elected party says no wrap addressed to it opens to the task's key (or none came):
+    its silence is then excused, not slashed, and its stage's deadline replaces it like a
+    silent party (unless a fresh wrap lets it do the duty first); the ledger cannot tell a
+    bad wrap from a false report, so nobody is slashed for it either."""
+
+    task_id: Hash32
+    nonce: U64
+    fee: U64
+
+
 MarketTx = (
     RegisterWorker
     | DeregisterWorker
@@ -255,4 +309,7 @@ MarketTx = (
     | GameOpen
     | GameReveal
     | CancelTask
+    | SetEncKey
+    | KeyWrap
+    | KeyWrapFault
 )

@@ -49,6 +49,15 @@ class TaskSummary:
     challenges: int
     forced_revealed: int
     penalties: tuple[tuple[str, int, str], ...]  # (who, amount, why)
+    private: bool = False
+    #: A private task's parties that were handed its key (wrap recipients), its elected
+    #: watchers, and how many parties reported a wrap that did not open.
+    key_holders: tuple[str, ...] = ()
+    watchers: tuple[str, ...] = ()
+    key_faults: int = 0  # every report on the ledger (a fresh wrap does not erase one)
+    #: The elected parties besides the solver (who may hold a private task's key).
+    verifier_keys: tuple[str, ...] = ()
+    profiler_keys: tuple[str, ...] = ()
 
 
 def task_summary(market: MarketState, task: Task) -> TaskSummary:
@@ -68,6 +77,9 @@ def task_summary(market: MarketState, task: Task) -> TaskSummary:
         task.proof_valid, task.gflops, fee, paid, vpay, refunded, task.submitted_at, len(task.verifiers),
         len(task.challenges), sum(v.forced_revealed for v in task.verifiers),
         tuple((p.who.hex(), p.amount, p.kind.name.lower()) for p in task.penalties),
+        task.private, tuple(sorted({w.recipient.hex() for w in task.wraps})),
+        tuple(w.hex() for w in task.watchers), len(task.unkeyed),
+        tuple(v.pubkey.hex() for v in task.verifiers), tuple(p.hex() for p in task.profilers),
     )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from netsim.config import NetworkConfig, SimConfig
@@ -36,7 +36,7 @@ from protocol.market.assembly import Duties, roles_for, submit_for
 from protocol.market.chain import audit_market, load_market, market_genesis_state, save_market
 from protocol.market.node import MarketNode
 from protocol.market.params import MarketParams
-from protocol.market.process import budget, process_register_worker
+from protocol.market.process import budget, process_register_worker, task_id_of
 from protocol.market.roles import NodeRoles
 from protocol.market.state import MarketState
 from protocol.market.txs import DeviceClass, RegisterWorker, SubmitTask
@@ -85,6 +85,10 @@ class MarketConfig:
     interval: int = 10
     #: Workers register by RegisterWorker tx once the chain runs (False: at genesis).
     register_by_tx: bool = True
+    #: The first this many tasks are private (sealed data, keys wrapped to the elected).
+    private_tasks: int = 0
+    #: Submitters wrap wrong keys to verifiers and watchers (adversaries.BadWrapper).
+    bad_wrapper: bool = False
     #: Give up (every task not ended counts as a failed invariant) after this much virtual time.
     max_sim_ms: int = 3_600_000
     progress_ms: int = 5_000
@@ -171,10 +175,31 @@ def worker_secret(key: Keypair) -> bytes:
 
 def build_tasks(cfg: MarketConfig) -> tuple[list[SubmitTask], dict[bytes, TorchTask]]:
     if cfg.compute == "torch" and cfg.workload == "lm":
-        return _lm_tasks(cfg)
-    if cfg.compute == "torch":
-        return _torch_tasks(cfg)
-    return _synthetic_tasks(cfg)
+        txs, tasks = _lm_tasks(cfg)
+    elif cfg.compute == "torch":
+        txs, tasks = _torch_tasks(cfg)
+    else:
+        txs, tasks = _synthetic_tasks(cfg)
+    return _make_private(cfg, txs, tasks)
+
+
+def content_key_of(cfg: MarketConfig, index: int) -> bytes:
+    """Task `index`'s content key, from the run's seed (a run is a function of its seed)."""
+    return sha256(b"netsim-content-key" + cfg.seed.to_bytes(8, "big") + index.to_bytes(4, "big"))
+
+
+def _make_private(cfg: MarketConfig, txs: list[SubmitTask],
+                  tasks: dict[bytes, TorchTask]) -> tuple[list[SubmitTask], dict[bytes, TorchTask]]:
+    """The first `cfg.private_tasks` tasks are private: they commit to a content key and
+    their datasets are published sealed under it."""
+    from protocol.market.keyring import key_commitment
+
+    out = list(txs)
+    for i in range(min(cfg.private_tasks, len(out))):
+        key = content_key_of(cfg, i)
+        out[i] = replace(out[i], key_commit=key_commitment(key))
+        tasks[out[i].spec_hash] = replace(tasks[out[i].spec_hash], content_key=key)
+    return out, tasks
 
 
 def _lm_tasks(cfg: MarketConfig) -> tuple[list[SubmitTask], dict[bytes, TorchTask]]:
@@ -273,6 +298,8 @@ def node_roles(cfg: MarketConfig, lay: Layout, i: int, queue: list[SubmitTask], 
     """Node i's roles, assembled as a daemon assembles its own (protocol.market.assembly)."""
     key = lay.keys[i]
     adversary = "false_challenger" if i == lay.liar else "lazy_verifier" if i == lay.lazy else ""
+    if cfg.bad_wrapper and i in lay.submitters and not adversary:
+        adversary = "bad_wrapper"
     duties = Duties(validator=i in lay.validators, worker=i in lay.workers, whistleblower=i == lay.watcher,
                     submitter=i in lay.submitters, adversary=adversary)
     mine: list[SubmitTask] = []
@@ -283,8 +310,13 @@ def node_roles(cfg: MarketConfig, lay: Layout, i: int, queue: list[SubmitTask], 
         mine = [tx for j, tx in enumerate(queue) if lay.submitters[j % len(lay.submitters)] == i]
         in_flight = max(1, min(8, room))
     registration = registration_of(key, flops, stake) if cfg.register_by_tx and i in lay.workers else None
-    return roles_for(key.public, duties, secret=worker_secret(key), registration=registration, queue=mine,
-                     max_in_flight=in_flight).roles
+    assembled = roles_for(key.public, duties, secret=worker_secret(key), registration=registration,
+                          queue=mine, max_in_flight=in_flight)
+    if assembled.submitter is not None:  # its private tasks' keys, as `polnet task submit` hands them over
+        for j, tx in enumerate(queue):
+            if tx.key_commit and tx in mine:
+                assembled.submitter.content_keys[task_id_of(key.public, tx)] = content_key_of(cfg, j)
+    return assembled.roles
 
 
 @dataclass

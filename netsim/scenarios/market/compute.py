@@ -42,6 +42,7 @@ from protocol.market.jobs import (
     StateHashJob,
     StateHashResult,
     TaskFacts,
+    check_content_key,
 )
 from protocol.pol.merkle import leaf_hash
 from protocol.pol.ops import START, chain_values, state_slots_per_param, step_ops
@@ -84,6 +85,8 @@ class TorchTask:
     spec: Any  # protocol.pol.spec.TaskSpec
     data: Any  # node.compute.datasets.Dataset | None
     dataset_name: str
+    #: A private task's content key: its dataset is published sealed under it.
+    content_key: bytes | None = None
 
 
 @dataclass
@@ -105,6 +108,7 @@ class SyntheticMarketCompute:
         self._seg: dict[tuple[bytes, bytes, int], tuple[bool, int, bool]] = {}
 
     def run(self, task: TaskFacts, job: Any) -> Any:
+        check_content_key(task)  # a private task's job runs only with its committed key
         spec = self.network.specs.get(task.spec_hash)
         if spec is None:
             return None
@@ -221,10 +225,14 @@ class SyntheticMarketCompute:
 
 
 class SharedBlobs:
-    """The blob store netsim's torch nodes share (`node.compute.market_engine.Blobs`)."""
+    """The blob store netsim's torch nodes share (`node.compute.market_engine.Blobs`),
+    and the `SealingStore` of node/compute/sealedblobs.py for private tasks: a sealed
+    blob is kept by its own hash like any other, and found through `aliases` (locator
+    -> that hash), as a daemon's blob directory does."""
 
     def __init__(self) -> None:
         self.blobs: dict[bytes, bytes] = {}
+        self.aliases: dict[bytes, bytes] = {}
 
     def get(self, digest: bytes, max_size: int) -> bytes:
         from protocol.errors import BlobError, BlobUnavailable
@@ -242,6 +250,27 @@ class SharedBlobs:
         return digest
 
     def prefetch(self, wanted: list[tuple[bytes, int]]) -> None:
+        return None
+
+    def put_sealed(self, locator: bytes, sealed: bytes) -> bytes:
+        sid = self.put(sealed)
+        self.aliases[locator] = sid
+        return sid
+
+    def get_sealed(self, locator: bytes, max_size: int, check: Callable[[bytes], bool]) -> bytes:
+        from protocol.errors import BlobError, BlobUnavailable
+
+        sid = self.aliases.get(locator)
+        data = self.blobs.get(sid) if sid is not None else None
+        if data is None:
+            raise BlobUnavailable(f"sealed blob {locator.hex()[:16]} not published by anyone")
+        if len(data) > max_size:
+            raise BlobError(f"sealed blob {locator.hex()[:16]} larger than {max_size}")
+        if not check(data):
+            raise BlobUnavailable(f"sealed blob {locator.hex()[:16]} fails its check")
+        return data
+
+    def prefetch_sealed(self, wanted: list[tuple[bytes, int, Callable[[bytes], bool]]]) -> None:
         return None
 
 
@@ -313,8 +342,12 @@ class MarketCompute:
 
             self._blobs = SharedBlobs()
             for tt in self.torch_tasks.values():
-                self._blobs.put(encode_record(tt.spec))
-                if tt.data is not None:
+                self._blobs.put(encode_record(tt.spec))  # a spec is public, private task or not
+                if tt.data is not None and tt.content_key is not None:
+                    from node.compute.sealedblobs import SealedBlobs
+
+                    SealedBlobs(self._blobs, tt.content_key).put(tt.data.blob)
+                elif tt.data is not None:
                     self._blobs.put(tt.data.blob)
         return self._blobs
 

@@ -50,6 +50,10 @@ class TaskOutcome:
     accuracy: float | None
     dataset: str
     submit_to_end_blocks: int
+    #: A private task: its key holders (wrap recipients) and the parties that reported a wrap.
+    private: bool = False
+    key_holders: int = 0
+    key_faults: int = 0
 
 
 @dataclass
@@ -194,5 +198,5 @@ def _task_outcome(
         built.layout.attack.get(solver) if solver is not None else None,
         s.fee, s.paid, s.verifier_paid, s.refunded,
         built.compute.stats.accuracy.get(tid), tt.dataset_name if tt else "synthetic-hash",
-        ended - task.submitted_at,
+        ended - task.submitted_at, s.private, len(s.key_holders), s.key_faults,
     )
