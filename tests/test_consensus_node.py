@@ -297,3 +297,16 @@ def test_a_live_block_from_a_clock_far_ahead_is_not_valid() -> None:
         block, header=dataclasses.replace(block.header, time=1_000 + node.cfg.max_clock_drift_ms + 1)
     )
     assert not node._valid(ahead)
+
+
+def test_a_vote_for_an_absurd_round_is_dropped_before_any_round_work() -> None:
+    # Regression (hypothesis): votes for round 2**32 - 1 from validators with > 1/3 of the
+    # power made the node walk the proposer schedule to that round, stalling it.
+    from protocol.consensus.limits import MAX_ROUND
+
+    node = _fresh_validator()
+    for key in _FUZZ_KEYS:
+        vote = Vote(1, 2**32 - 1, VoteType.PREVOTE, None, key)
+        out = node.handle(100, MessageReceived(TOPIC_CONSENSUS, key, vote, b""))
+        assert all(getattr(c, "event", "") != "consensus.round_skip" for c in out)
+    assert node.machine.round <= MAX_ROUND and node.height >= 1

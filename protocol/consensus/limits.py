@@ -23,6 +23,10 @@ MAX_SYNC_BATCH = 16
 MAX_SYNC_RESPONSE_BYTES = 900 * 1024
 #: How many rounds ahead of ours we keep votes for (round-skip needs some, a flood none).
 MAX_FUTURE_ROUNDS = 8
+#: Highest round a consensus message may name. Each round's timeouts grow, so a real
+#: height never gets near it; without a bound, a vote for round 2**32 made a node compute
+#: the proposer schedule round by round up to it (hypothesis found the stall).
+MAX_ROUND = 4096
 #: How many heights ahead of ours consensus messages are buffered (the next height's
 #: messages often arrive before we commit ours; further ahead we catch up by block sync).
 MAX_FUTURE_HEIGHTS = 2

@@ -61,7 +61,14 @@ from .config import (
     ConsensusConfig,
 )
 from .evidence import DuplicateVoteEvidence, EvidencePool, make_evidence
-from .limits import MAX_BLOCK_EVIDENCE, MAX_FUTURE_HEIGHTS, MAX_FUTURE_ROUNDS, MAX_SYNC_BATCH, MAX_VALIDATORS
+from .limits import (
+    MAX_BLOCK_EVIDENCE,
+    MAX_FUTURE_HEIGHTS,
+    MAX_FUTURE_ROUNDS,
+    MAX_ROUND,
+    MAX_SYNC_BATCH,
+    MAX_VALIDATORS,
+)
 from .mempool import Mempool
 from .messages import BlockRequest, BlockResponse, CommittedBlock, Proposal, Status
 from .signer import VoteSigner
@@ -347,6 +354,10 @@ class ConsensusNode:
             return self._late_vote(SignedVote(body, _envelope_signature(raw)))
         if body.height < self.height:
             return self._serve(sender, body.height, MAX_SYNC_BATCH)
+        # Rule: no round beyond MAX_ROUND (no height lasts that long; the proposer of a round
+        # is found by walking the schedule to it).
+        if body.round > MAX_ROUND:
+            return [Log("debug", "consensus.rejected", (("reason", f"round {body.round} > {MAX_ROUND}"),))]
         if body.height > self.height or not self._height_started:
             return self._on_future(sender, body, raw)
         if body.round > self.machine.round + MAX_FUTURE_ROUNDS:
