@@ -46,21 +46,20 @@ class KeyCourierRole(Role):
     def on_view(self, market: MarketState) -> list[Command]:
         if self.keyring is None:
             return []
-        out = self._enc_key(market)
+        private = [t for t in market.open_tasks() if t.private]  # one pass over the open tasks
+        out = self._enc_key(market, bool(private))
         budget = MAX_WRAPS_PER_BLOCK
-        for task in market.open_tasks():
-            if not task.private:
-                continue
+        for task in private:
             out += self._report(market, task)
             if budget > 0:
                 sent = self._wrap(market, task, budget)
                 budget -= len(sent)
                 out += sent
-        live = {t.task_id for t in market.open_tasks()}
+        live = {t.task_id for t in private}
         self.wrapped = {w: h for w, h in self.wrapped.items() if w[0] in live}
         return out
 
-    def _enc_key(self, market: MarketState) -> list[Command]:
+    def _enc_key(self, market: MarketState, private_open: bool) -> list[Command]:
         """Publish our key when the ledger has another (a rotation), or has none while a
         private task is open (only then: a chain of public tasks sees no key txs, and an
         operator's wallet is not raced for the account's nonces at every start)."""
@@ -68,7 +67,7 @@ class KeyCourierRole(Role):
         on_record = market.enc_keys.get(self.me)
         if on_record == self.keyring.public:
             return []
-        if on_record is None and not any(t.private for t in market.open_tasks()):
+        if on_record is None and not private_open:
             return []
         if market.height - self.key_sent_at < ENC_KEY_RETRY_BLOCKS:
             return []

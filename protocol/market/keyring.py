@@ -103,6 +103,3 @@ class Keyring:
 
     def content_key(self, task: Task, me: bytes) -> bytes | None:
         return self.lookup(task, me).key
-
-    def forget(self, task_id: bytes) -> None:
-        self.held.pop(task_id, None)
