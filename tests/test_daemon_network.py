@@ -23,13 +23,28 @@ PROGRESS_TIMEOUT_S = 150.0
 READY_TIMEOUT_S = 150.0
 
 
-def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_until(
+    pred: Callable[[], bool], timeout: float, what: str, eps: list[dict[str, Any]] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
             return
         time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}: {_where(eps or [])}")
+
+
+def _where(eps: list[dict[str, Any]]) -> str:
+    """Each node's height, round, step and peer count: what a timeout needs to be read."""
+    rows = []
+    for i, ep in enumerate(eps):
+        try:
+            st = status(ep)
+            ch = st.get("chain") or {}
+            rows.append(f"n{i} h={st['height']} r={ch.get('round')} {ch.get('step')} peers={st.get('peers')}")
+        except OSError as exc:
+            rows.append(f"n{i} unreachable ({exc})")
+    return "; ".join(rows)
 
 
 def heights(eps: list[dict[str, Any]]) -> list[int]:
@@ -44,7 +59,7 @@ def test_processes_commit_blocks_and_a_sigkilled_node_catches_up(tmp_path: Path)
     procs: list[subprocess.Popen[bytes]] = [start(d) for d in dirs]
     try:
         eps = [wait_ready(d, p, READY_TIMEOUT_S) for d, p in zip(dirs, procs, strict=True)]
-        wait_until(lambda: min(heights(eps)) >= 3, PROGRESS_TIMEOUT_S, "every node at height 3")
+        wait_until(lambda: min(heights(eps)) >= 3, PROGRESS_TIMEOUT_S, "every node at height 3", eps)
         assert all(status(ep)["peers"] >= 1 for ep in eps)
         assert "polnet_messages_in_total" in get(eps[0]["metrics"]).decode()
 
@@ -54,7 +69,10 @@ def test_processes_commit_blocks_and_a_sigkilled_node_catches_up(tmp_path: Path)
         assert stop(procs[victim], signal.SIGKILL) == -signal.SIGKILL
         before = heights(eps[:victim])
         wait_until(
-            lambda: min(heights(eps[:victim])) >= max(before) + 3, PROGRESS_TIMEOUT_S, "progress without it"
+            lambda: min(heights(eps[:victim])) >= max(before) + 3,
+            PROGRESS_TIMEOUT_S,
+            "progress without it",
+            eps[:victim],
         )
 
         # Restarted from its data dir, it replays what it had and syncs the rest.
@@ -70,6 +88,7 @@ def test_processes_commit_blocks_and_a_sigkilled_node_catches_up(tmp_path: Path)
             lambda: status(eps[victim])["height"] >= target,
             PROGRESS_TIMEOUT_S,
             "the restarted node to catch up",
+            eps,
         )
 
         # Every node holds the same block at a height all have passed.
