@@ -7,7 +7,7 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +24,17 @@ READY_TIMEOUT_S = 150.0
 
 
 def wait_until(
-    pred: Callable[[], bool], timeout: float, what: str, eps: list[dict[str, Any]] | None = None
+    pred: Callable[[], bool], timeout: float, what: str, eps: Sequence[dict[str, Any]] = ()
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
             return
         time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}: {_where(eps or [])}")
+    raise AssertionError(f"timed out waiting for {what}: {_where(eps)}")
 
 
-def _where(eps: list[dict[str, Any]]) -> str:
+def _where(eps: Sequence[dict[str, Any]]) -> str:
     """Each node's height, round, step and peer count: what a timeout needs to be read."""
     rows = []
     for i, ep in enumerate(eps):
@@ -42,7 +42,7 @@ def _where(eps: list[dict[str, Any]]) -> str:
             st = status(ep)
             ch = st.get("chain") or {}
             rows.append(f"n{i} h={st['height']} r={ch.get('round')} {ch.get('step')} peers={st.get('peers')}")
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # down, or answering garbage: say so, keep the rest
             rows.append(f"n{i} unreachable ({exc})")
     return "; ".join(rows)
 
