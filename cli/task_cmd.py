@@ -26,7 +26,7 @@ from node.daemon.blobdir import BlobDir
 from node.datadir import DataDir, write_atomic
 from protocol.errors import ConfigError, SealError
 from protocol.records import encode_record
-from protocol.sealing import open_blob, seal_blob, sealed_locator
+from protocol.sealing import open_blob, seal_pieces, sealed_locator
 
 if TYPE_CHECKING:
     from cli.task_spec import BuiltTask
@@ -77,7 +77,7 @@ def submit_built(dd: DataDir, url: str, built: BuiltTask) -> str:
             blobs.put(blob)
         else:
             digest = hashlib.sha256(blob).digest()
-            blobs.put_sealed(sealed_locator(key, digest), seal_blob(key, blob))
+            blobs.put_sealed_pieces(sealed_locator(key, digest), seal_pieces(key, blob, digest))
     if key is not None:
         doc["content_key"] = key.hex()
     answer = _post_json(f"{url}/task", doc)

@@ -20,7 +20,7 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,12 +140,20 @@ class DataDir:
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write-then-rename so a crash leaves the old file or the new one, never half."""
+    write_atomic_pieces(path, (data,), mode)
+
+
+def write_atomic_pieces(path: Path, pieces: Iterable[bytes], mode: int = 0o600) -> None:
+    """`write_atomic` of the concatenation of `pieces`, written as they come (a big blob
+    sealed chunk by chunk is never held whole). An exception from the iterator leaves the
+    old file, as any other failure does."""
     path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for piece in pieces:
+                fh.write(piece)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

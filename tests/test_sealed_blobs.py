@@ -112,6 +112,27 @@ def test_blob_dir_keeps_a_sealed_blob_by_its_hash_and_finds_it_by_locator(tmp_pa
         blobs.put_sealed(LOCATOR[:31], SEALED)
 
 
+def test_a_sealed_blob_put_as_pieces_is_stored_as_if_put_whole(tmp_path: Path) -> None:
+    whole, pieces = BlobDir(tmp_path / "whole"), BlobDir(tmp_path / "pieces")
+    assert pieces.put_sealed_pieces(LOCATOR, iter([SEALED[:17], SEALED[17:100], SEALED[100:]])) == SID
+    assert whole.put_sealed(LOCATOR, SEALED) == SID
+    assert pieces.read_sealed(LOCATOR) == SEALED == whole.read_sealed(LOCATOR)
+    assert sorted(p.name for p in (tmp_path / "pieces").iterdir()) == sorted(
+        p.name for p in (tmp_path / "whole").iterdir())  # no staging file left behind
+
+
+def test_a_sealed_blob_over_the_cap_put_as_pieces_stores_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from node.daemon import blobdir
+
+    monkeypatch.setattr(blobdir, "MAX_SEALED_BLOB_BYTES", len(SEALED) - 1)
+    blobs = BlobDir(tmp_path)
+    with pytest.raises(BlobError, match="exceeds"):
+        blobs.put_sealed_pieces(LOCATOR, iter([SEALED[:17], SEALED[17:]]))
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    assert blobs.read_sealed(LOCATOR) is None
+
+
 def test_a_tampered_sealed_file_is_not_served_by_locator(tmp_path: Path) -> None:
     blobs = BlobDir(tmp_path)
     blobs.put_sealed(LOCATOR, SEALED)

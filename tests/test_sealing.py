@@ -30,9 +30,12 @@ from protocol.sealing import (
     enc_private_key,
     enc_public_key,
     open_blob,
+    open_pieces,
     seal_blob,
+    seal_pieces,
     seal_stream,
     sealed_locator,
+    sealed_piece_sizes,
     sealed_size,
     unwrap_content_key,
     wrap_content_key,
@@ -201,6 +204,69 @@ def test_seal_stream_writes_exactly_what_seal_blob_returns(n: int, chunk: int, p
     out = io.BytesIO()
     seal_stream(KEY, sha(plain), n, dribble(plain, piece).read, out.write, chunk)
     assert out.getvalue() == seal_blob(KEY, plain, chunk)
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths, chunks, st.integers(0, 250))
+def test_sealed_pieces_join_to_seal_blob_and_open_piece_by_piece(n: int, chunk: int, salt: int) -> None:
+    plain = payload(n, salt)
+    pieces = list(seal_pieces(KEY, plain, sha(plain), chunk))
+    assert b"".join(pieces) == seal_blob(KEY, plain, chunk)
+    assert [len(p) for p in pieces[1:]] == sealed_piece_sizes(pieces[0], n)
+    assert b"".join(open_pieces(KEY, sha(plain), pieces, n)) == plain
+
+
+def test_a_big_blob_seals_and_opens_as_pieces_of_one_chunk_each() -> None:
+    plain = payload(3 * SEAL_CHUNK + 5)
+    pieces = list(seal_pieces(KEY, plain, sha(plain)))
+    assert [len(p) for p in pieces] == [SEAL_HEADER_LEN] + [SEAL_CHUNK + TAG_LEN] * 3 + [5 + TAG_LEN]
+    assert [len(p) for p in open_pieces(KEY, sha(plain), pieces, len(plain))] == [SEAL_CHUNK] * 3 + [5]
+
+
+def test_seal_pieces_checks_its_arguments_before_the_first_piece() -> None:
+    with pytest.raises(SealError):
+        seal_pieces(KEY[:31], b"x", sha(b"x"))
+    with pytest.raises(SealError):
+        seal_pieces(KEY, b"x", sha(b"x")[:31])
+
+
+def _open_all(pieces: list[bytes], digest: bytes, max_plain: int = 1 << 20, key: bytes = KEY) -> bytes:
+    return b"".join(open_pieces(key, digest, pieces, max_plain))
+
+
+def test_opening_pieces_rejects_what_open_blob_rejects() -> None:
+    plain = payload(3 * SMALL + 10)
+    digest = sha(plain)
+    pieces = list(seal_pieces(KEY, plain, digest, SMALL))
+    tampered = [*pieces[:2], bytes([pieces[2][0] ^ 1]) + pieces[2][1:], *pieces[3:]]
+    cases = {
+        "tampered chunk": (tampered, digest, KEY),
+        "reordered": ([pieces[0], pieces[2], pieces[1], *pieces[3:]], digest, KEY),
+        "last chunk dropped": (pieces[:-1], digest, KEY),
+        "trailing piece": ([*pieces, b"x"], digest, KEY),
+        "no header": (pieces[1:], digest, KEY),
+        "empty": ([], digest, KEY),
+        "misaligned": ([pieces[0], pieces[1] + pieces[2], *pieces[3:]], digest, KEY),
+        "wrong key": (pieces, digest, OTHER_KEY),
+        "wrong digest": (pieces, sha(b"other"), KEY),
+    }
+    for name, (ps, d, key) in cases.items():
+        with pytest.raises(SealedBlobError):
+            _open_all(ps, d, key=key)
+            pytest.fail(f"{name}: opened")
+    with pytest.raises(SealedBlobError):  # announced length over max_plain: from the header alone
+        _open_all(pieces, digest, max_plain=len(plain) - 1)
+
+
+def test_opening_pieces_under_a_digest_the_plaintext_lacks_fails_after_the_last_chunk() -> None:
+    plain = payload(2 * SMALL)
+    lie = sha(b"not this plaintext")
+    pieces = list(seal_pieces(KEY, plain, lie, SMALL))  # a key holder sealing other bytes under a digest
+    out = open_pieces(KEY, lie, pieces, len(plain))
+    released = [next(out), next(out)]  # each chunk authenticates: provisional plaintext
+    assert b"".join(released) == plain
+    with pytest.raises(SealedBlobError, match="does not match its digest"):
+        next(out)
 
 
 def test_seal_stream_reads_exactly_size_bytes() -> None:

@@ -26,12 +26,13 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import trio
 
-from node.datadir import write_atomic
+from node.datadir import write_atomic, write_atomic_pieces
 from protocol.errors import BlobError
 from protocol.sealing import sealed_size
 
@@ -99,6 +100,29 @@ class BlobDir:
         alias = self.alias_path(locator)
         sid = self._put(sealed, MAX_SEALED_BLOB_BYTES)
         write_atomic(alias, sid, mode=0o600)
+        return sid
+
+    def put_sealed_pieces(self, locator: bytes, pieces: Iterable[bytes]) -> bytes:
+        """`put_sealed` of a sealed blob given as pieces (`seal_pieces`), hashed and written
+        as they come: a big dataset sealed on a submitter's machine is never held twice (or
+        even once) in memory. Over MAX_SEALED_BLOB_BYTES is a BlobError and stores nothing."""
+        check = hashlib.sha256()
+        total = 0
+
+        def counted() -> Iterator[bytes]:
+            nonlocal total
+            for piece in pieces:
+                total += len(piece)
+                if total > MAX_SEALED_BLOB_BYTES:
+                    raise BlobError(f"sealed blob exceeds {MAX_SEALED_BLOB_BYTES} bytes")
+                check.update(piece)
+                yield piece
+
+        staging = self.root / f".staging-{locator.hex()}"
+        write_atomic_pieces(staging, counted())
+        sid = check.digest()
+        os.replace(staging, self.path(sid))
+        write_atomic(self.alias_path(locator), sid, mode=0o600)
         return sid
 
     def read_sealed(self, locator: bytes) -> bytes | None:
