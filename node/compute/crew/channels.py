@@ -1,0 +1,134 @@
+"""How crew members pass boundary tensors: torch.distributed point-to-point, optionally
+through an emulated slow link.
+
+`GlooChannel` sends one message as two gloo sends (an int64 length, then the bytes as a
+uint8 tensor) to a neighbour rank; gloo keeps the order of messages between a pair, which
+the pipeline schedule relies on (it sends and receives in one fixed order). A message over
+MAX_MESSAGE bytes is refused on both sides (a peer announcing more is a fault, not an
+allocation).
+
+`EmulatedLinks` wraps a channel with a per-pair link model (one-way delay and bandwidth,
+as the scheduler's scenarios give them): each message is handed to the inner channel, by
+a per-destination thread, at the time it would arrive over that link (after the link has
+finished carrying the previous messages and then this one's bytes, plus the delay), so a
+crew on one box runs as if spread over continents without any kernel set-up. (A first
+version stamped messages and let the receiver sleep; gloo's blocking sends then waited
+on that sleep, serialising every delay: bench/RESULTS.md, "crew".) Link emulation is only for
+benchmarks and tests; a real crew has real links.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.distributed as dist
+
+#: The largest boundary message a member accepts (a micro-batch's activations in fp32).
+MAX_MESSAGE = 256 << 20
+
+
+class ChannelError(RuntimeError):
+    """A neighbour sent something the channel refuses (too big, malformed)."""
+
+
+class Channel(Protocol):
+    def send(self, dst: int, data: bytes) -> None: ...
+
+    def recv(self, src: int) -> bytes: ...
+
+
+class GlooChannel:
+    """Point-to-point over an initialised gloo process group."""
+
+    def __init__(self, max_message: int = MAX_MESSAGE) -> None:
+        self.max_message = max_message
+        self.sent_bytes = 0
+
+    def send(self, dst: int, data: bytes) -> None:
+        if len(data) > self.max_message:
+            raise ChannelError(f"message of {len(data)} bytes over the limit {self.max_message}")
+        dist.send(torch.tensor([len(data)], dtype=torch.int64), dst)
+        if data:
+            dist.send(torch.frombuffer(bytearray(data), dtype=torch.uint8), dst)
+        self.sent_bytes += len(data)
+
+    def recv(self, src: int) -> bytes:
+        n = torch.zeros(1, dtype=torch.int64)
+        dist.recv(n, src)
+        size = int(n.item())
+        if not 0 <= size <= self.max_message:
+            raise ChannelError(f"neighbour {src} announced {size} bytes (limit {self.max_message})")
+        if size == 0:
+            return b""
+        buf = torch.empty(size, dtype=torch.uint8)
+        dist.recv(buf, src)
+        return bytes(buf.numpy().tobytes())
+
+
+@dataclass(frozen=True)
+class Link:
+    delay_s: float  # one way
+    bits_per_s: float
+
+    def __post_init__(self) -> None:
+        if self.delay_s < 0 or self.bits_per_s <= 0:
+            raise ValueError(f"a link needs delay >= 0 and bandwidth > 0, got {self}")
+
+
+class EmulatedLinks:
+    """A channel whose messages arrive as if over `links[(src, dst)]`.
+
+    A send returns at once, as into a NIC's buffer: the message goes to the destination's
+    sender thread, which hands it to the inner channel at the moment it would arrive (after
+    the link has carried the messages before it and then this one's bytes, plus the delay).
+    So delay overlaps with the next sends, as on a real link, and a receiver never holds up
+    a sender. `close()` waits until every message has been handed over."""
+
+    def __init__(self, inner: Channel, rank: int, links: dict[tuple[int, int], Link]) -> None:
+        self.inner, self.rank, self.links = inner, rank, links
+        self._free_at: dict[int, float] = {}  # per destination: link busy until
+        self._queues: dict[int, queue.Queue[tuple[float, bytes] | None]] = {}
+        self._threads: list[threading.Thread] = []
+        self._error: BaseException | None = None
+
+    def _sender(self, dst: int, q: queue.Queue[tuple[float, bytes] | None]) -> None:
+        while (item := q.get()) is not None:
+            arrive, data = item
+            wait = arrive - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            try:
+                self.inner.send(dst, data)
+            except BaseException as exc:  # surfaced on the next send or at close
+                self._error = exc
+                return
+
+    def send(self, dst: int, data: bytes) -> None:
+        if self._error is not None:
+            raise ChannelError(f"an earlier send to a neighbour failed: {self._error}")
+        link = self.links[(self.rank, dst)]
+        start = max(time.monotonic(), self._free_at.get(dst, 0.0))
+        done = start + 8 * len(data) / link.bits_per_s
+        self._free_at[dst] = done
+        if dst not in self._queues:
+            self._queues[dst] = queue.Queue()
+            thread = threading.Thread(target=self._sender, args=(dst, self._queues[dst]), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._queues[dst].put((done + link.delay_s, data))
+
+    def recv(self, src: int) -> bytes:
+        return self.inner.recv(src)
+
+    def close(self) -> None:
+        for q in self._queues.values():
+            q.put(None)
+        for thread in self._threads:
+            thread.join()
+        if self._error is not None:
+            raise ChannelError(f"a send to a neighbour failed: {self._error}")

@@ -1,0 +1,261 @@
+"""One crew member's training: its pipeline stage under a GPipe schedule.
+
+A step is `micro_batches` micro-batches: every forward first (stage s receives each
+micro-batch's activations from s-1, runs its blocks, sends to s+1; the last stage
+computes the loss), then every backward in reverse order (gradients of the boundary
+activations travel back), then one optimizer step on every stage. GPipe, not 1F1B: the
+two give the same gradients, and GPipe's fixed send/recv order keeps the transcript a
+verifier replays simple; 1F1B would cut activation memory, which these models do not need.
+
+What crosses each boundary goes through node/compute/crew/aqsgd.py: fp32, AQ-SGD deltas
+against the per-sample cache (first pass in full), or direct quantization (the baseline
+AQ-SGD is measured against). Every member hashes every boundary message it sends and
+receives (`Transcript`), in order: the crew's proofs commit to those hashes, and a
+neighbour's record of what it received must equal the sender's record of what it sent.
+
+Data: fixed windows of the training bytes, sample id = window index. Each epoch visits
+every window once in an order drawn from the seed, cut into micro-batches that never mix
+a window's first pass with a later one (epoch 0 is all first passes), so AQ-SGD's caches
+see every sample once per epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load, load_file, save
+
+from node.compute.crew import aqsgd
+from node.compute.crew.channels import Channel
+from node.compute.crew.model import ModelShape, build_stage, canonical_state
+
+
+@dataclass(frozen=True)
+class CrewConfig:
+    """Everything that decides a crew's run (all members must agree on it)."""
+
+    stages: int = 4
+    shape: ModelShape = field(default_factory=ModelShape)
+    micro_batch: int = 8
+    micro_batches: int = 4
+    epochs: int = 20
+    n_train: int = 256  # training windows (samples)
+    n_val: int = 64
+    bits: int | None = None  # activation bits; None: fp32
+    direct: bool = False  # quantize activations directly instead of AQ-SGD deltas
+    grad_bits: int | None = aqsgd.GRAD_BITS
+    lr: float = 3e-3
+    seed: int = 1
+    base: str | None = None  # a safetensors file of the whole model to fine-tune from
+
+    @property
+    def batch(self) -> int:
+        return self.micro_batch * self.micro_batches
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n_train // self.batch
+
+    def __post_init__(self) -> None:
+        if self.n_train % self.batch:
+            raise ValueError(f"n_train {self.n_train} must be a multiple of the batch {self.batch}")
+        if self.bits is not None and self.bits not in aqsgd.ACTIVATION_BITS:
+            raise ValueError(f"activation bits must be one of {aqsgd.ACTIVATION_BITS} or None")
+
+
+def windows(tokens: torch.Tensor, cfg: CrewConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) windows of context + 1 bytes: train from the head of the text, val
+    from its tail, no overlap."""
+    span = cfg.shape.context + 1
+    need = (cfg.n_train + cfg.n_val) * span
+    if tokens.numel() < need:
+        raise ValueError(f"{tokens.numel()} tokens, {need} needed")
+    head = tokens[: cfg.n_train * span].long().view(cfg.n_train, span)
+    tail = tokens[-cfg.n_val * span :].long().view(cfg.n_val, span)
+    return head, tail
+
+
+def epoch_order(cfg: CrewConfig, epoch: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    return torch.randperm(cfg.n_train, generator=g)
+
+
+def schedule(cfg: CrewConfig) -> Iterator[list[torch.Tensor]]:
+    """Per step, the sample ids of each micro-batch."""
+    for epoch in range(cfg.epochs):
+        order = epoch_order(cfg, epoch)
+        for s in range(cfg.steps_per_epoch):
+            ids = order[s * cfg.batch : (s + 1) * cfg.batch]
+            yield [ids[m * cfg.micro_batch : (m + 1) * cfg.micro_batch] for m in range(cfg.micro_batches)]
+
+
+@dataclass
+class Transcript:
+    """sha256 of every boundary message, in order, by direction."""
+
+    sent: dict[int, list[bytes]] = field(default_factory=dict)  # by destination stage
+    received: dict[int, list[bytes]] = field(default_factory=dict)  # by source stage
+    sent_bytes: int = 0
+    forward_by_step: list[int] = field(default_factory=list)  # activation bytes sent, per step
+
+    def on_send(self, dst: int, data: bytes, forward: bool) -> None:
+        self.sent.setdefault(dst, []).append(hashlib.sha256(data).digest())
+        self.sent_bytes += len(data)
+        if forward:
+            self.forward_by_step[-1] += len(data)
+
+    def on_recv(self, src: int, data: bytes) -> None:
+        self.received.setdefault(src, []).append(hashlib.sha256(data).digest())
+
+
+class StageWorker:
+    """Stage `stage` of a crew: its modules, optimizer, boundary codecs and transcript."""
+
+    def __init__(self, cfg: CrewConfig, stage: int, channel: Channel, train: torch.Tensor) -> None:
+        self.cfg, self.stage, self.channel = cfg, stage, channel
+        self.first, self.last = stage == 0, stage == cfg.stages - 1
+        base = load_file(cfg.base) if cfg.base is not None else None  # safetensors: no pickle
+        self.module = build_stage(cfg.shape, cfg.stages, stage, cfg.seed, base)
+        self.opt = torch.optim.AdamW(self.module.parameters(), lr=cfg.lr, weight_decay=0.0)
+        self.train = train
+        self.act_shape = (cfg.micro_batch, cfg.shape.context, cfg.shape.width)
+        per_sample = (cfg.shape.context, cfg.shape.width)
+        self.sender = None if self.last else aqsgd.BoundarySender(
+            aqsgd.ActivationCache(cfg.n_train, per_sample), cfg.bits, cfg.direct)
+        self.receiver = None if self.first else aqsgd.BoundaryReceiver(
+            aqsgd.ActivationCache(cfg.n_train, per_sample))
+        self.transcript = Transcript()
+        self.losses: list[float] = []
+
+    def _send(self, dst: int, data: bytes) -> None:
+        self.transcript.on_send(dst, data, forward=dst > self.stage)
+        self.channel.send(dst, data)
+
+    def _recv(self, src: int) -> bytes:
+        data = self.channel.recv(src)
+        self.transcript.on_recv(src, data)
+        return data
+
+    def step(self, micro: list[torch.Tensor]) -> float | None:
+        """One GPipe step; the last stage returns the step's mean loss."""
+        cfg, s = self.cfg, self.stage
+        self.transcript.forward_by_step.append(0)
+        inputs: list[torch.Tensor] = []
+        outputs: list[torch.Tensor] = []
+        total = 0.0
+        for ids in micro:
+            if self.first:
+                x: torch.Tensor = self.train[ids, :-1]
+            else:
+                assert self.receiver is not None
+                x = self.receiver.decode(ids, self._recv(s - 1), self.act_shape).requires_grad_(True)
+            inputs.append(x)
+            y = self.module(x)
+            if self.last:
+                loss = F.cross_entropy(y.reshape(-1, y.shape[-1]), self.train[ids, 1:].reshape(-1))
+                total += float(loss.detach())
+                outputs.append(loss / cfg.micro_batches)
+            else:
+                assert self.sender is not None
+                self._send(s + 1, self.sender.encode(ids, y))
+                outputs.append(y)
+        for m in reversed(range(len(inputs))):
+            x, y = inputs[m], outputs[m]
+            if self.last:
+                y.backward()  # type: ignore[no-untyped-call]
+            else:
+                y.backward(aqsgd.decode_grad(self._recv(s + 1), self.act_shape))  # type: ignore[no-untyped-call]
+            if not self.first:
+                assert x.grad is not None
+                self._send(s - 1, aqsgd.encode_grad(x.grad, cfg.grad_bits))
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        if self.last:
+            self.losses.append(total / cfg.micro_batches)
+            return self.losses[-1]
+        return None
+
+    @torch.no_grad()
+    def evaluate(self, val: torch.Tensor) -> float | None:
+        """Held-out loss (nats per byte) through the pipeline, fp32 across boundaries, in
+        micro-batches; the last stage returns it."""
+        s, cfg = self.stage, self.cfg
+        total, n = 0.0, 0
+        for start in range(0, val.shape[0], cfg.micro_batch):
+            rows = val[start : start + cfg.micro_batch]
+            shape = (rows.shape[0], cfg.shape.context, cfg.shape.width)
+            x = rows[:, :-1] if self.first else aqsgd.decode_grad(self.channel.recv(s - 1), shape)
+            y = self.module(x)
+            if self.last:
+                total += float(F.cross_entropy(y.reshape(-1, y.shape[-1]), rows[:, 1:].reshape(-1),
+                                               reduction="sum"))
+                n += rows[:, 1:].numel()
+            else:
+                self.channel.send(s + 1, aqsgd.encode_grad(y, None))
+        return total / n if self.last else None
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: int
+    losses: list[float]
+    val_loss: float | None
+    sent_bytes: int
+    forward_by_step: list[int]
+    steps_per_epoch: int
+    sent: dict[int, list[bytes]]
+    received: dict[int, list[bytes]]
+    params_digest: bytes
+    step_seconds: list[float]
+    state_blob: bytes  # the stage's final weights, canonical names, as safetensors
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return load(self.state_blob)
+
+    @property
+    def forward_bytes(self) -> int:
+        return sum(self.forward_by_step)
+
+    @property
+    def forward_bytes_after_first_epoch(self) -> int:
+        return sum(self.forward_by_step[self.steps_per_epoch :])
+
+
+def params_digest(module: torch.nn.Module) -> bytes:
+    h = hashlib.sha256()
+    for name, p in module.state_dict().items():
+        h.update(name.encode())
+        h.update(p.detach().contiguous().numpy().tobytes())
+    return h.digest()
+
+
+def run_stage(cfg: CrewConfig, stage: int, channel: Channel, tokens: torch.Tensor,
+              max_steps: int | None = None, after_step: Callable[[int], None] | None = None) -> StageResult:
+    """Train this member's stage for the whole schedule (or its first `max_steps` steps),
+    then evaluate; every member calls it with the same config and tokens, in its own
+    process. `after_step(i)` runs after step i (the launcher's fault injection)."""
+    train, val = windows(tokens, cfg)
+    worker = StageWorker(cfg, stage, channel, train)
+    times: list[float] = []
+    for i, micro in enumerate(schedule(cfg)):
+        if max_steps is not None and i >= max_steps:
+            break
+        t = time.perf_counter()
+        loss = worker.step(micro)
+        times.append(time.perf_counter() - t)
+        if after_step is not None:
+            after_step(i)
+        if loss is not None and not math.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss} at step {i}")
+    val_loss = worker.evaluate(val)
+    tr = worker.transcript
+    return StageResult(stage, worker.losses, val_loss, tr.sent_bytes, tr.forward_by_step, cfg.steps_per_epoch,
+                       tr.sent, tr.received,
+                       params_digest(worker.module), times,
+                       save(canonical_state(worker.module, cfg.shape, cfg.stages, stage)))
