@@ -23,6 +23,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 TINY = CrewConfig(stages=4, shape=ModelShape(blocks=4, width=16, heads=2, context=16), micro_batch=4,
                   micro_batches=2, epochs=2, n_train=16, n_val=8, lr=3e-3, seed=3)
+#: 2 stages x 2 replicas (4 processes), each replica 2 micro-batches of 2 a step.
+DP = replace(TINY, stages=2, data_parallel=2, micro_batch=2)
 TOKENS = datasets.corpus().tokens
 
 
@@ -33,12 +35,15 @@ def test_blocks_are_spread_evenly_earliest_stages_first() -> None:
 
 
 def test_every_epoch_visits_every_sample_once_and_micro_batches_never_mix_epochs() -> None:
-    steps = list(schedule(TINY))
-    assert len(steps) == TINY.epochs * TINY.steps_per_epoch
-    per_epoch = TINY.steps_per_epoch
-    for e in range(TINY.epochs):
-        ids = torch.cat([m for step in steps[e * per_epoch : (e + 1) * per_epoch] for m in step])
-        assert sorted(ids.tolist()) == list(range(TINY.n_train))
+    for cfg in (TINY, DP):
+        steps = list(schedule(cfg))
+        assert len(steps) == cfg.epochs * cfg.steps_per_epoch
+        assert all(len(step) == cfg.data_parallel for step in steps)
+        per_epoch = cfg.steps_per_epoch
+        for e in range(cfg.epochs):
+            ids = torch.cat([m for step in steps[e * per_epoch : (e + 1) * per_epoch]
+                             for replica in step for m in replica])
+            assert sorted(ids.tolist()) == list(range(cfg.n_train))
     assert not torch.equal(epoch_order(TINY, 0), epoch_order(TINY, 1))
 
 
@@ -64,6 +69,29 @@ def test_an_aqsgd_crew_is_bit_reproducible_and_both_ends_of_each_boundary_agree(
     assert a[0].forward_by_step[:first] == fp32[0].forward_by_step[:first]
     # 2 bits + one fp32 scale per 16-channel token: 1/8 of fp32 at this width
     assert a[0].forward_bytes_after_first_epoch * 7 < fp32[0].forward_bytes_after_first_epoch
+
+
+def test_data_parallel_replicas_apply_the_same_all_reduced_gradient_and_stay_identical() -> None:
+    a = run_local_crew(DP, TOKENS, deadline_s=300)
+    assert [(r.stage, r.replica) for r in a] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    for stage in range(DP.stages):
+        r0, r1 = a[DP.rank(stage, 0)], a[DP.rank(stage, 1)]
+        assert r0.params_digest == r1.params_digest  # the replicas never drift apart
+        assert [res for _, res in r0.reduced] == [res for _, res in r1.reduced]
+        assert all(c0 != c1 for (c0, _), (c1, _) in zip(r0.reduced, r1.reduced))  # own shares
+        assert len(r0.reduced) == DP.epochs * DP.steps_per_epoch
+    assert a[DP.rank(0, 0)].params_digest != a[DP.rank(1, 0)].params_digest
+    for d in range(DP.data_parallel):  # each replica's pipeline is its own
+        assert a[DP.rank(0, d)].sent[DP.rank(1, d)] == a[DP.rank(1, d)].received[DP.rank(0, d)]
+    b = run_local_crew(DP, TOKENS, deadline_s=300)
+    assert [r.params_digest for r in a] == [r.params_digest for r in b]
+
+
+def test_two_replicas_train_what_one_member_with_their_whole_batch_trains_up_to_rounding() -> None:
+    fp32 = replace(DP, bits=None, grad_bits=None)
+    dp = run_local_crew(fp32, TOKENS, deadline_s=300)
+    single = run_local_crew(replace(fp32, data_parallel=1, micro_batches=4), TOKENS, deadline_s=300)
+    assert dp[DP.rank(1, 0)].val_loss == pytest.approx(single[1].val_loss, abs=1e-4)
 
 
 def test_a_member_vanishing_mid_run_aborts_the_whole_crew_promptly() -> None:

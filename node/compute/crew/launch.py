@@ -53,11 +53,19 @@ def _member(rank: int, cfg: CrewConfig, port: int, tokens: torch.Tensor,
         torch.set_num_threads(1)
         torch.use_deterministic_algorithms(True)
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=cfg.stages, timeout=timedelta(seconds=MEMBER_TIMEOUT_S))
+                                world_size=cfg.world, timeout=timedelta(seconds=MEMBER_TIMEOUT_S))
+        reduce = None
+        if cfg.data_parallel > 1:  # every member creates every stage's group, in the same order
+            groups = [dist.new_group([cfg.rank(s, d) for d in range(cfg.data_parallel)])
+                      for s in range(cfg.stages)]
+            group = groups[cfg.position(rank)[0]]
+
+            def reduce(flat: torch.Tensor) -> None:
+                dist.all_reduce(flat, group=group)
         channel: Any = GlooChannel()
         if links is not None:
             channel = EmulatedLinks(channel, rank, links)
-        result = run_stage(cfg, rank, channel, tokens, max_steps, after_step)
+        result = run_stage(cfg, rank, channel, tokens, max_steps, after_step, reduce)
         if isinstance(channel, EmulatedLinks):
             channel.close()  # every message handed over before this member reports and leaves
         out.put((rank, result, None))
@@ -81,23 +89,24 @@ def _first_cause(procs: list[Any], rank: int, error: str) -> str:
 def run_local_crew(cfg: CrewConfig, tokens: torch.Tensor, links: dict[tuple[int, int], Link] | None = None,
                    deadline_s: float = 600.0, max_steps: int | None = None,
                    vanish: tuple[int, int] | None = None) -> list[StageResult]:
-    """Run a crew of cfg.stages processes to the end; results by stage. `vanish` = (stage,
-    step): that member exits abruptly after `step` steps (fault injection for tests)."""
+    """Run a crew of cfg.world processes to the end; results by rank (stage-major: with one
+    replica, by stage). `vanish` = (rank, step): that member exits abruptly after `step`
+    steps (fault injection for tests)."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     port = free_port()
     procs = [ctx.Process(target=_member, args=(r, cfg, port, tokens, links, max_steps, vanish, out),
-                         daemon=True) for r in range(cfg.stages)]
+                         daemon=True) for r in range(cfg.world)]
     for p in procs:
         p.start()
     results: dict[int, StageResult] = {}
     end = time.monotonic() + deadline_s
     try:
-        while len(results) < cfg.stages:
+        while len(results) < cfg.world:
             left = end - time.monotonic()
             if left <= 0:
                 raise CrewAborted(f"crew ran past its {deadline_s:.0f} s deadline "
-                                  f"({sorted(results)} of {cfg.stages} members done)")
+                                  f"({sorted(results)} of {cfg.world} members done)")
             try:
                 rank, result, error = out.get(timeout=min(left, 1.0))
             except queue.Empty:
@@ -117,4 +126,4 @@ def run_local_crew(cfg: CrewConfig, tokens: torch.Tensor, links: dict[tuple[int,
                 p.kill()
         for p in procs:
             p.join(timeout=5)
-    return [results[r] for r in range(cfg.stages)]
+    return [results[r] for r in range(cfg.world)]

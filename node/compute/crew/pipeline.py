@@ -7,6 +7,11 @@ activations travel back), then one optimizer step on every stage. GPipe, not 1F1
 two give the same gradients, and GPipe's fixed send/recv order keeps the transcript a
 verifier replays simple; 1F1B would cut activation memory, which these models do not need.
 
+With `data_parallel` replicas, member (stage, replica) talks to the same replica of the
+neighbouring stages, each replica takes its own share of every step's batch, and after the
+backward pass the replicas of a stage average their gradients with one flat all-reduce
+(gloo, in the stage's own process group) whose input and output are hashed too.
+
 What crosses each boundary goes through node/compute/crew/aqsgd.py: fp32, AQ-SGD deltas
 against the per-sample cache (first pass in full), or direct quantization (the baseline
 AQ-SGD is measured against). Every member hashes every boundary message it sends and
@@ -53,16 +58,32 @@ class CrewConfig:
     lr: float = 3e-3
     seed: int = 1
     base: str | None = None  # a safetensors file of the whole model to fine-tune from
+    data_parallel: int = 1  # replicas of each stage, gradients all-reduced among them
 
     @property
     def batch(self) -> int:
-        return self.micro_batch * self.micro_batches
+        """Samples per step, over all replicas."""
+        return self.micro_batch * self.micro_batches * self.data_parallel
+
+    @property
+    def world(self) -> int:
+        return self.stages * self.data_parallel
+
+    def rank(self, stage: int, replica: int) -> int:
+        """Member numbering: the replicas of stage 0 first, then stage 1's, and so on."""
+        return stage * self.data_parallel + replica
+
+    def position(self, rank: int) -> tuple[int, int]:
+        """(stage, replica) of a member."""
+        return divmod(rank, self.data_parallel)
 
     @property
     def steps_per_epoch(self) -> int:
         return self.n_train // self.batch
 
     def __post_init__(self) -> None:
+        if self.stages < 1 or self.data_parallel < 1:
+            raise ValueError("a crew needs at least one stage and one replica")
         if self.n_train % self.batch:
             raise ValueError(f"n_train {self.n_train} must be a multiple of the batch {self.batch}")
         if self.bits is not None and self.bits not in aqsgd.ACTIVATION_BITS:
@@ -86,21 +107,26 @@ def epoch_order(cfg: CrewConfig, epoch: int) -> torch.Tensor:
     return torch.randperm(cfg.n_train, generator=g)
 
 
-def schedule(cfg: CrewConfig) -> Iterator[list[torch.Tensor]]:
-    """Per step, the sample ids of each micro-batch."""
+def schedule(cfg: CrewConfig) -> Iterator[list[list[torch.Tensor]]]:
+    """Per step, per replica, the sample ids of each micro-batch (a replica's share of
+    the step's batch is contiguous in the epoch's order)."""
+    share = cfg.micro_batch * cfg.micro_batches
     for epoch in range(cfg.epochs):
         order = epoch_order(cfg, epoch)
         for s in range(cfg.steps_per_epoch):
             ids = order[s * cfg.batch : (s + 1) * cfg.batch]
-            yield [ids[m * cfg.micro_batch : (m + 1) * cfg.micro_batch] for m in range(cfg.micro_batches)]
+            yield [[ids[d * share + m * cfg.micro_batch : d * share + (m + 1) * cfg.micro_batch]
+                    for m in range(cfg.micro_batches)] for d in range(cfg.data_parallel)]
 
 
 @dataclass
 class Transcript:
-    """sha256 of every boundary message, in order, by direction."""
+    """sha256 of every boundary message, in order, by neighbour; and of each step's
+    all-reduce: this member's contribution and the reduced gradient it applied."""
 
-    sent: dict[int, list[bytes]] = field(default_factory=dict)  # by destination stage
-    received: dict[int, list[bytes]] = field(default_factory=dict)  # by source stage
+    sent: dict[int, list[bytes]] = field(default_factory=dict)  # by destination rank
+    received: dict[int, list[bytes]] = field(default_factory=dict)  # by source rank
+    reduced: list[tuple[bytes, bytes]] = field(default_factory=list)
     sent_bytes: int = 0
     forward_by_step: list[int] = field(default_factory=list)  # activation bytes sent, per step
 
@@ -114,12 +140,29 @@ class Transcript:
         self.received.setdefault(src, []).append(hashlib.sha256(data).digest())
 
 
-class StageWorker:
-    """Stage `stage` of a crew: its modules, optimizer, boundary codecs and transcript."""
+#: Sums a flat gradient in place over the members of one stage (their all-reduce).
+Reduce = Callable[[torch.Tensor], None]
 
-    def __init__(self, cfg: CrewConfig, stage: int, channel: Channel, train: torch.Tensor) -> None:
-        self.cfg, self.stage, self.channel = cfg, stage, channel
+
+def _digest(t: torch.Tensor) -> bytes:
+    return hashlib.sha256(t.detach().contiguous().numpy().tobytes()).digest()
+
+
+class StageWorker:
+    """Member `rank` of a crew: one replica of one stage, with its modules, optimizer,
+    boundary codecs and transcript. Its neighbours are the same replica of the stages
+    before and after it; `reduce` all-reduces its gradients with the stage's replicas."""
+
+    def __init__(self, cfg: CrewConfig, rank: int, channel: Channel, train: torch.Tensor,
+                 reduce: Reduce | None = None) -> None:
+        if cfg.data_parallel > 1 and reduce is None:
+            raise ValueError("a data-parallel crew needs an all-reduce")
+        stage, replica = cfg.position(rank)
+        self.cfg, self.rank, self.stage, self.replica, self.channel = cfg, rank, stage, replica, channel
+        self.reduce = reduce
         self.first, self.last = stage == 0, stage == cfg.stages - 1
+        self.prev = cfg.rank(stage - 1, replica) if not self.first else -1
+        self.next = cfg.rank(stage + 1, replica) if not self.last else -1
         base = load_file(cfg.base) if cfg.base is not None else None  # safetensors: no pickle
         self.module = build_stage(cfg.shape, cfg.stages, stage, cfg.seed, base)
         self.opt = torch.optim.AdamW(self.module.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -134,7 +177,7 @@ class StageWorker:
         self.losses: list[float] = []
 
     def _send(self, dst: int, data: bytes) -> None:
-        self.transcript.on_send(dst, data, forward=dst > self.stage)
+        self.transcript.on_send(dst, data, forward=dst > self.rank)
         self.channel.send(dst, data)
 
     def _recv(self, src: int) -> bytes:
@@ -144,7 +187,7 @@ class StageWorker:
 
     def step(self, micro: list[torch.Tensor]) -> float | None:
         """One GPipe step; the last stage returns the step's mean loss."""
-        cfg, s = self.cfg, self.stage
+        cfg = self.cfg
         self.transcript.forward_by_step.append(0)
         inputs: list[torch.Tensor] = []
         outputs: list[torch.Tensor] = []
@@ -154,7 +197,7 @@ class StageWorker:
                 x: torch.Tensor = self.train[ids, :-1]
             else:
                 assert self.receiver is not None
-                x = self.receiver.decode(ids, self._recv(s - 1), self.act_shape).requires_grad_(True)
+                x = self.receiver.decode(ids, self._recv(self.prev), self.act_shape).requires_grad_(True)
             inputs.append(x)
             y = self.module(x)
             if self.last:
@@ -163,17 +206,19 @@ class StageWorker:
                 outputs.append(loss / cfg.micro_batches)
             else:
                 assert self.sender is not None
-                self._send(s + 1, self.sender.encode(ids, y))
+                self._send(self.next, self.sender.encode(ids, y))
                 outputs.append(y)
         for m in reversed(range(len(inputs))):
             x, y = inputs[m], outputs[m]
             if self.last:
                 y.backward()  # type: ignore[no-untyped-call]
             else:
-                y.backward(aqsgd.decode_grad(self._recv(s + 1), self.act_shape))  # type: ignore[no-untyped-call]
+                y.backward(aqsgd.decode_grad(self._recv(self.next), self.act_shape))  # type: ignore[no-untyped-call]
             if not self.first:
                 assert x.grad is not None
-                self._send(s - 1, aqsgd.encode_grad(x.grad, cfg.grad_bits))
+                self._send(self.prev, aqsgd.encode_grad(x.grad, cfg.grad_bits))
+        if self.reduce is not None:
+            self._all_reduce()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         if self.last:
@@ -181,29 +226,50 @@ class StageWorker:
             return self.losses[-1]
         return None
 
+    def _all_reduce(self) -> None:
+        """Average the stage's gradients over its replicas: one flat all-reduce, its input
+        and output hashed into the transcript (every replica must apply the same result)."""
+        assert self.reduce is not None
+        grads = [p.grad for p in self.module.parameters()]
+        assert all(g is not None for g in grads)
+        flat = torch.cat([g.reshape(-1) for g in grads if g is not None])
+        contribution = _digest(flat)
+        self.reduce(flat)
+        flat /= self.cfg.data_parallel
+        self.transcript.reduced.append((contribution, _digest(flat)))
+        offset = 0
+        for g in grads:
+            if g is not None:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
+
     @torch.no_grad()
     def evaluate(self, val: torch.Tensor) -> float | None:
-        """Held-out loss (nats per byte) through the pipeline, fp32 across boundaries, in
-        micro-batches; the last stage returns it."""
-        s, cfg = self.stage, self.cfg
+        """Held-out loss (nats per byte) through replica 0's pipeline, fp32 across
+        boundaries, in micro-batches; its last stage returns it (other replicas: None)."""
+        cfg = self.cfg
+        if self.replica != 0:
+            return None
         total, n = 0.0, 0
         for start in range(0, val.shape[0], cfg.micro_batch):
             rows = val[start : start + cfg.micro_batch]
             shape = (rows.shape[0], cfg.shape.context, cfg.shape.width)
-            x = rows[:, :-1] if self.first else aqsgd.decode_grad(self.channel.recv(s - 1), shape)
+            x = rows[:, :-1] if self.first else aqsgd.decode_grad(self.channel.recv(self.prev), shape)
             y = self.module(x)
             if self.last:
                 total += float(F.cross_entropy(y.reshape(-1, y.shape[-1]), rows[:, 1:].reshape(-1),
                                                reduction="sum"))
                 n += rows[:, 1:].numel()
             else:
-                self.channel.send(s + 1, aqsgd.encode_grad(y, None))
+                self.channel.send(self.next, aqsgd.encode_grad(y, None))
         return total / n if self.last else None
 
 
 @dataclass(frozen=True)
 class StageResult:
+    rank: int
     stage: int
+    replica: int
     losses: list[float]
     val_loss: float | None
     sent_bytes: int
@@ -211,6 +277,7 @@ class StageResult:
     steps_per_epoch: int
     sent: dict[int, list[bytes]]
     received: dict[int, list[bytes]]
+    reduced: list[tuple[bytes, bytes]]
     params_digest: bytes
     step_seconds: list[float]
     state_blob: bytes  # the stage's final weights, canonical names, as safetensors
@@ -235,19 +302,20 @@ def params_digest(module: torch.nn.Module) -> bytes:
     return h.digest()
 
 
-def run_stage(cfg: CrewConfig, stage: int, channel: Channel, tokens: torch.Tensor,
-              max_steps: int | None = None, after_step: Callable[[int], None] | None = None) -> StageResult:
+def run_stage(cfg: CrewConfig, rank: int, channel: Channel, tokens: torch.Tensor,
+              max_steps: int | None = None, after_step: Callable[[int], None] | None = None,
+              reduce: Reduce | None = None) -> StageResult:
     """Train this member's stage for the whole schedule (or its first `max_steps` steps),
     then evaluate; every member calls it with the same config and tokens, in its own
     process. `after_step(i)` runs after step i (the launcher's fault injection)."""
     train, val = windows(tokens, cfg)
-    worker = StageWorker(cfg, stage, channel, train)
+    worker = StageWorker(cfg, rank, channel, train, reduce)
     times: list[float] = []
     for i, micro in enumerate(schedule(cfg)):
         if max_steps is not None and i >= max_steps:
             break
         t = time.perf_counter()
-        loss = worker.step(micro)
+        loss = worker.step(micro[worker.replica])
         times.append(time.perf_counter() - t)
         if after_step is not None:
             after_step(i)
@@ -255,7 +323,7 @@ def run_stage(cfg: CrewConfig, stage: int, channel: Channel, tokens: torch.Tenso
             raise FloatingPointError(f"loss became {loss} at step {i}")
     val_loss = worker.evaluate(val)
     tr = worker.transcript
-    return StageResult(stage, worker.losses, val_loss, tr.sent_bytes, tr.forward_by_step, cfg.steps_per_epoch,
-                       tr.sent, tr.received,
+    return StageResult(rank, worker.stage, worker.replica, worker.losses, val_loss, tr.sent_bytes,
+                       tr.forward_by_step, cfg.steps_per_epoch, tr.sent, tr.received, tr.reduced,
                        params_digest(worker.module), times,
-                       save(canonical_state(worker.module, cfg.shape, cfg.stages, stage)))
+                       save(canonical_state(worker.module, cfg.shape, cfg.stages, worker.stage)))
