@@ -17,7 +17,7 @@ from node.compute import datasets
 from node.compute.crew.channels import EmulatedLinks, Link
 from node.compute.crew.launch import CrewAborted, run_local_crew
 from node.compute.crew.model import ModelShape, block_split
-from node.compute.crew.pipeline import CrewConfig, epoch_order, schedule
+from node.compute.crew.pipeline import CrewConfig, epoch_order, schedule, windows
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -87,11 +87,33 @@ def test_data_parallel_replicas_apply_the_same_all_reduced_gradient_and_stay_ide
     assert [r.params_digest for r in a] == [r.params_digest for r in b]
 
 
-def test_two_replicas_train_what_one_member_with_their_whole_batch_trains_up_to_rounding() -> None:
-    fp32 = replace(DP, bits=None, grad_bits=None)
-    dp = run_local_crew(fp32, TOKENS, deadline_s=300)
-    single = run_local_crew(replace(fp32, data_parallel=1, micro_batches=4), TOKENS, deadline_s=300)
-    assert dp[DP.rank(1, 0)].val_loss == pytest.approx(single[1].val_loss, abs=1e-4)
+def test_a_replica_applies_the_mean_of_its_stages_contributions() -> None:
+    from node.compute.crew.pipeline import StageWorker
+
+    train, _ = windows(TOKENS, DP)
+    other: list[torch.Tensor] = []
+
+    def reduce(flat: torch.Tensor) -> None:  # the other replica contributed twice our gradient
+        other.append(2 * flat.clone())
+        flat.add_(other[-1])
+
+    worker = StageWorker(DP, DP.rank(1, 0), None, train, reduce)  # type: ignore[arg-type]
+    for p in worker.module.parameters():
+        p.grad = torch.ones_like(p)
+    worker._all_reduce()
+    assert all(torch.equal(p.grad, torch.full_like(p, 1.5)) for p in worker.module.parameters()
+               if p.grad is not None)
+    (contribution, result), = worker.transcript.reduced
+    assert contribution != result
+
+
+def test_each_replica_keeps_its_own_shard_of_the_samples_every_epoch() -> None:
+    steps = list(schedule(DP))
+    shards = [set(), set()]
+    for step in steps:
+        for d, micro in enumerate(step):
+            shards[d].update(int(i) for m in micro for i in m)
+    assert shards[0] == set(range(0, DP.n_train, 2)) and shards[1] == set(range(1, DP.n_train, 2))
 
 
 def test_a_member_vanishing_mid_run_aborts_the_whole_crew_promptly() -> None:

@@ -132,3 +132,23 @@ class EmulatedLinks:
             thread.join()
         if self._error is not None:
             raise ChannelError(f"a send to a neighbour failed: {self._error}")
+
+
+class LyingChannel:
+    """A boundary liar, for tests and benchmarks: the `index`-th message this member sends
+    to `dst` goes out with one byte flipped, while the member's transcript (written before
+    the channel sees the message) keeps the hash of the honest bytes."""
+
+    def __init__(self, inner: Channel, dst: int, index: int) -> None:
+        self.inner, self.dst, self.index = inner, dst, index
+        self._sent = 0
+
+    def send(self, dst: int, data: bytes) -> None:
+        if dst == self.dst:
+            if self._sent == self.index and data:
+                data = data[:-1] + bytes([data[-1] ^ 0x01])
+            self._sent += 1
+        self.inner.send(dst, data)
+
+    def recv(self, src: int) -> bytes:
+        return self.inner.recv(src)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from node.compute.crew.channels import EmulatedLinks, GlooChannel, Link
+from node.compute.crew.channels import EmulatedLinks, GlooChannel, Link, LyingChannel
 from node.compute.crew.pipeline import CrewConfig, StageResult, run_stage
 
 #: How long a member waits on a neighbour before gloo gives up (the parent's deadline is
@@ -40,7 +40,7 @@ def free_port() -> int:
 
 def _member(rank: int, cfg: CrewConfig, port: int, tokens: torch.Tensor,
             links: dict[tuple[int, int], Link] | None, max_steps: int | None,
-            vanish: tuple[int, int] | None, out: Any) -> None:
+            vanish: tuple[int, int] | None, liar: tuple[int, int, int] | None, out: Any) -> None:
     import os
 
     import torch.distributed as dist
@@ -65,9 +65,12 @@ def _member(rank: int, cfg: CrewConfig, port: int, tokens: torch.Tensor,
         channel: Any = GlooChannel()
         if links is not None:
             channel = EmulatedLinks(channel, rank, links)
+        emulated = channel
+        if liar is not None and liar[0] == rank:
+            channel = LyingChannel(channel, liar[1], liar[2])
         result = run_stage(cfg, rank, channel, tokens, max_steps, after_step, reduce)
-        if isinstance(channel, EmulatedLinks):
-            channel.close()  # every message handed over before this member reports and leaves
+        if isinstance(emulated, EmulatedLinks):
+            emulated.close()  # every message handed over before this member reports and leaves
         out.put((rank, result, None))
         dist.barrier()
         dist.destroy_process_group()
@@ -88,14 +91,17 @@ def _first_cause(procs: list[Any], rank: int, error: str) -> str:
 
 def run_local_crew(cfg: CrewConfig, tokens: torch.Tensor, links: dict[tuple[int, int], Link] | None = None,
                    deadline_s: float = 600.0, max_steps: int | None = None,
-                   vanish: tuple[int, int] | None = None) -> list[StageResult]:
+                   vanish: tuple[int, int] | None = None,
+                   liar: tuple[int, int, int] | None = None) -> list[StageResult]:
     """Run a crew of cfg.world processes to the end; results by rank (stage-major: with one
     replica, by stage). `vanish` = (rank, step): that member exits abruptly after `step`
-    steps (fault injection for tests)."""
+    steps; `liar` = (rank, dst, index): that member's index-th message to dst is tampered
+    after it has been hashed (a boundary liar: `LyingChannel`). Both are fault injection
+    for tests and benchmarks."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=_member, args=(r, cfg, port, tokens, links, max_steps, vanish, out),
+    procs = [ctx.Process(target=_member, args=(r, cfg, port, tokens, links, max_steps, vanish, liar, out),
                          daemon=True) for r in range(cfg.world)]
     for p in procs:
         p.start()

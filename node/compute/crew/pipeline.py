@@ -8,7 +8,7 @@ two give the same gradients, and GPipe's fixed send/recv order keeps the transcr
 verifier replays simple; 1F1B would cut activation memory, which these models do not need.
 
 With `data_parallel` replicas, member (stage, replica) talks to the same replica of the
-neighbouring stages, each replica takes its own share of every step's batch, and after the
+neighbouring stages, each replica trains on its own fixed shard of the samples, and after the
 backward pass the replicas of a stage average their gradients with one flat all-reduce
 (gloo, in the stage's own process group) whose input and output are hashed too.
 
@@ -108,15 +108,20 @@ def epoch_order(cfg: CrewConfig, epoch: int) -> torch.Tensor:
 
 
 def schedule(cfg: CrewConfig) -> Iterator[list[list[torch.Tensor]]]:
-    """Per step, per replica, the sample ids of each micro-batch (a replica's share of
-    the step's batch is contiguous in the epoch's order)."""
+    """Per step, per replica, the sample ids of each micro-batch.
+
+    Replica d owns the samples i with i % data_parallel == d, for the whole run, and visits
+    them in the epoch's shuffled order: its AQ-SGD caches then hold exactly its own samples,
+    each seen first in epoch 0 (a sample moving to another replica would arrive there as a
+    first pass in the middle of later ones)."""
     share = cfg.micro_batch * cfg.micro_batches
+    dp = cfg.data_parallel
     for epoch in range(cfg.epochs):
         order = epoch_order(cfg, epoch)
+        own = [order[order % dp == d] for d in range(dp)]
         for s in range(cfg.steps_per_epoch):
-            ids = order[s * cfg.batch : (s + 1) * cfg.batch]
-            yield [[ids[d * share + m * cfg.micro_batch : d * share + (m + 1) * cfg.micro_batch]
-                    for m in range(cfg.micro_batches)] for d in range(cfg.data_parallel)]
+            yield [[own[d][s * share + m * cfg.micro_batch : s * share + (m + 1) * cfg.micro_batch]
+                    for m in range(cfg.micro_batches)] for d in range(dp)]
 
 
 @dataclass
