@@ -67,9 +67,9 @@ RUNS: dict[str, tuple[int | None, bool, int | None]] = {
 
 
 def forward_bytes(results: list[StageResult]) -> int:
-    """Bytes sent forward across the boundaries (every stage but the last sends forward;
-    its sent bytes also hold the backward gradients, counted apart)."""
-    return sum(r.forward_bytes for r in results[:-1])
+    """Activation bytes sent forward across the boundaries, by every member (backward
+    gradients are counted apart; the last stage sends none forward)."""
+    return sum(r.forward_bytes for r in results)
 
 
 def loss_runs(base: CrewConfig, tokens: object, jobs: int) -> dict[str, list[StageResult]]:
@@ -129,8 +129,8 @@ def main() -> None:
     gaps = {name: runs[name][-1].val_loss - fp32 for name in RUNS if name != "fp32"}  # type: ignore[operator]
     full = forward_bytes(runs["fp32"])
     two = forward_bytes(runs["aqsgd_2bit"])
-    steady = sum(r.forward_bytes_after_first_epoch for r in runs["aqsgd_2bit"][:-1]) / max(
-        1, sum(r.forward_bytes_after_first_epoch for r in runs["fp32"][:-1]))
+    steady = sum(r.forward_bytes_after_first_epoch for r in runs["aqsgd_2bit"]) / max(
+        1, sum(r.forward_bytes_after_first_epoch for r in runs["fp32"]))
 
     speed = replace(base, micro_batch=16, micro_batches=8, n_train=1024, n_val=16, epochs=2)
     fp32_cfg, aq3_cfg = replace(speed, bits=None, grad_bits=None), replace(speed, bits=3)

@@ -537,10 +537,11 @@ def _decrypt_pieces(content_key: bytes, digest: bytes, pieces: Iterable[_Buffer]
     not check the digest; `open_pieces` does."""
     _check_open_args(content_key, digest, max_plain)
     it = iter(pieces)
-    header = bytes(next(it, b""))
-    if len(header) != SEAL_HEADER_LEN:
+    first = next(it, b"")
+    if len(first) != SEAL_HEADER_LEN:  # checked before anything is copied
         raise SealedBlobError(f"first piece must be the {SEAL_HEADER_LEN}-byte header, "
-                              f"got {len(header)} bytes")
+                              f"got {len(first)} bytes")
+    header = bytes(first)
     chunk, size = _parse_header(header, max_plain)
     aead = _blob_aead(content_key, header, digest)
     n = _n_chunks(size, chunk)

@@ -118,7 +118,8 @@ class BlobDir:
                 check.update(piece)
                 yield piece
 
-        staging = self.root / f".staging-{locator.hex()}"
+        # One name per writer: two puts of one locator (two threads, two processes) never share it.
+        staging = self.root / f".staging-{locator.hex()}-{os.getpid()}-{threading.get_ident()}"
         write_atomic_pieces(staging, counted())
         sid = check.digest()
         os.replace(staging, self.path(sid))

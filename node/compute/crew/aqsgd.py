@@ -28,6 +28,7 @@ scale per channel; `wire_bytes` counts exactly what `encode` produces.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,7 @@ class CodecError(ValueError):
 
 @dataclass(frozen=True)
 class Quantized:
-    """Q(x): uint8 level codes (one per element, unpacked), per-channel scales, bits."""
+    """Q(x): uint8 level codes (one per element, unpacked), per-token scales, bits."""
 
     codes: torch.Tensor  # uint8, x's shape
     scale: torch.Tensor  # float32, x's shape less its last dimension (one per token)
@@ -76,19 +77,19 @@ def _pack(codes: torch.Tensor, bits: int) -> bytes:
     """b-bit codes, little-endian within each byte, padded with zero bits to a byte."""
     flat = codes.reshape(-1).to(torch.int64)
     if bits == 8:
-        return bytes(flat.to(torch.uint8).numpy().tobytes())
+        return flat.to(torch.uint8).numpy().tobytes()
     per_byte = 8 // bits if 8 % bits == 0 else 0
     if per_byte:
         pad = (-flat.numel()) % per_byte
         flat = torch.cat([flat, flat.new_zeros(pad)]).reshape(-1, per_byte)
         shifts = torch.arange(per_byte, dtype=torch.int64) * bits
-        return bytes((flat << shifts).sum(dim=1).to(torch.uint8).numpy().tobytes())
+        return (flat << shifts).sum(dim=1).to(torch.uint8).numpy().tobytes()
     # 3 bits: spread over a bit stream
     bitpos = torch.arange(bits, dtype=torch.int64)
     stream = ((flat.unsqueeze(1) >> bitpos) & 1).reshape(-1)
     pad = (-stream.numel()) % 8
     stream = torch.cat([stream, stream.new_zeros(pad)]).reshape(-1, 8)
-    return bytes((stream << torch.arange(8, dtype=torch.int64)).sum(dim=1).to(torch.uint8).numpy().tobytes())
+    return (stream << torch.arange(8, dtype=torch.int64)).sum(dim=1).to(torch.uint8).numpy().tobytes()
 
 
 def _unpack(data: bytes, n: int, bits: int) -> torch.Tensor:
@@ -109,13 +110,6 @@ def packed_len(n: int, bits: int) -> int:
     return -(-n * bits // 8)
 
 
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
 def encode(q: Quantized) -> bytes:
     """header | fp32 scales | packed codes. The shape travels with the schedule, not here."""
     scales = q.scale.numel()
@@ -128,10 +122,10 @@ def decode(data: bytes, shape: tuple[int, ...]) -> Quantized:
     if len(data) < _HEAD.size:
         raise CodecError("boundary message shorter than its header")
     bits, ndim, scales = _HEAD.unpack_from(data)
-    if not 1 <= bits <= 8 or ndim != len(shape) or not shape or scales != _numel(shape[:-1]):
+    if not 1 <= bits <= 8 or ndim != len(shape) or not shape or scales != math.prod(shape[:-1]):
         raise CodecError(f"boundary header (bits {bits}, ndim {ndim}, scales {scales}) "
                          f"does not fit shape {shape}")
-    n = _numel(shape)
+    n = math.prod(shape)
     want = _HEAD.size + 4 * scales + packed_len(n, bits)
     if len(data) != want:
         raise CodecError(f"boundary message is {len(data)} bytes, {want} expected")
@@ -145,7 +139,7 @@ def decode(data: bytes, shape: tuple[int, ...]) -> Quantized:
 
 
 def wire_bytes(shape: tuple[int, ...], bits: int) -> int:
-    return _HEAD.size + 4 * _numel(shape[:-1]) + packed_len(_numel(shape), bits)
+    return _HEAD.size + 4 * math.prod(shape[:-1]) + packed_len(math.prod(shape), bits)
 
 
 class ActivationCache:
@@ -158,9 +152,7 @@ class ActivationCache:
 
     def __init__(self, n_samples: int, sample_shape: tuple[int, ...], spill_dir: Path | None = None,
                  max_ram: int = MAX_RAM_CACHE_BYTES) -> None:
-        numel = n_samples
-        for d in sample_shape:
-            numel *= d
+        numel = n_samples * math.prod(sample_shape)
         self.nbytes = numel * 4
         self.on_disk = self.nbytes > max_ram
         if self.on_disk:
@@ -182,7 +174,7 @@ class ActivationCache:
 
 
 class BoundarySender:
-    """The sending side of one forward boundary (plus the backward gradient's decoder)."""
+    """The sending side of one forward boundary."""
 
     def __init__(self, cache: ActivationCache, bits: int | None, direct: bool = False) -> None:
         self.cache, self.bits, self.direct = cache, bits, direct
@@ -191,7 +183,7 @@ class BoundarySender:
         """What goes on the wire for these samples' activations (`act` [batch, ...])."""
         act = act.detach().to(torch.float32)
         if self.bits is None:  # fp32 baseline
-            return b"F" + act.contiguous().numpy().tobytes()
+            return _fp32_message(act)
         if self.direct:
             return b"D" + encode(quantize(act, self.bits))
         cache = self.cache
@@ -200,7 +192,7 @@ class BoundarySender:
                 raise ValueError("a micro-batch mixes first and later passes (batch by epoch)")
             cache.m[sample_ids] = act
             cache.seen[sample_ids] = True
-            return b"F" + act.contiguous().numpy().tobytes()
+            return _fp32_message(act)
         q = quantize(act - cache.m[sample_ids], self.bits)
         cache.m[sample_ids] = cache.m[sample_ids] + q.dequantize()
         return b"Q" + encode(q)
@@ -235,7 +227,7 @@ class BoundaryReceiver:
 def encode_grad(grad: torch.Tensor, bits: int | None = GRAD_BITS) -> bytes:
     """A boundary gradient (or an evaluation activation, with bits=None) on the wire."""
     if bits is None:
-        return b"F" + grad.detach().to(torch.float32).contiguous().numpy().tobytes()
+        return _fp32_message(grad)
     return b"D" + encode(quantize(grad, bits))
 
 
@@ -249,10 +241,12 @@ def decode_grad(data: bytes, shape: tuple[int, ...]) -> torch.Tensor:
     raise CodecError(f"unknown gradient message kind {kind!r}")
 
 
+def _fp32_message(x: torch.Tensor) -> bytes:
+    return b"F" + x.detach().to(torch.float32).contiguous().numpy().tobytes()
+
+
 def _fp32(body: bytes, shape: tuple[int, ...]) -> torch.Tensor:
-    n = 1
-    for d in shape:
-        n *= d
+    n = math.prod(shape)
     if len(body) != 4 * n:
         raise CodecError(f"fp32 boundary message is {len(body)} bytes, {4 * n} expected")
     return torch.frombuffer(bytearray(body), dtype=torch.float32).reshape(shape).clone()

@@ -47,7 +47,6 @@ class GlooChannel:
 
     def __init__(self, max_message: int = MAX_MESSAGE) -> None:
         self.max_message = max_message
-        self.sent_bytes = 0
 
     def send(self, dst: int, data: bytes) -> None:
         if len(data) > self.max_message:
@@ -55,7 +54,6 @@ class GlooChannel:
         dist.send(torch.tensor([len(data)], dtype=torch.int64), dst)
         if data:
             dist.send(torch.frombuffer(bytearray(data), dtype=torch.uint8), dst)
-        self.sent_bytes += len(data)
 
     def recv(self, src: int) -> bytes:
         n = torch.zeros(1, dtype=torch.int64)
@@ -67,7 +65,7 @@ class GlooChannel:
             return b""
         buf = torch.empty(size, dtype=torch.uint8)
         dist.recv(buf, src)
-        return bytes(buf.numpy().tobytes())
+        return buf.numpy().tobytes()
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import queue
 import socket
 import time
 import traceback
+from collections.abc import Container
 from datetime import timedelta
 from typing import Any
 
@@ -78,11 +79,16 @@ def _member(rank: int, cfg: CrewConfig, port: int, tokens: torch.Tensor,
         out.put((rank, None, traceback.format_exc()))
 
 
+def _dead(procs: list[Any], skip: Container[int]) -> list[int]:
+    """Members that exited with an error, less those in `skip`."""
+    return [r for r, p in enumerate(procs) if p.exitcode not in (None, 0) and r not in skip]
+
+
 def _first_cause(procs: list[Any], rank: int, error: str) -> str:
     """Why the crew stopped: a member that died without a word is the cause its
     neighbours' failures (connection reset, timeout) follow from, so it is named first."""
     time.sleep(0.5)  # the dead member's exit code lands a moment after its neighbour notices
-    dead = [r for r, p in enumerate(procs) if p.exitcode not in (None, 0) and r != rank]
+    dead = _dead(procs, {rank})
     if dead:
         return (f"member {dead[0]} exited with code {procs[dead[0]].exitcode}; "
                 f"then member {rank} failed:\n{error}")
@@ -116,7 +122,7 @@ def run_local_crew(cfg: CrewConfig, tokens: torch.Tensor, links: dict[tuple[int,
             try:
                 rank, result, error = out.get(timeout=min(left, 1.0))
             except queue.Empty:
-                dead = [r for r, p in enumerate(procs) if p.exitcode not in (None, 0) and r not in results]
+                dead = _dead(procs, results)
                 if dead:
                     code = procs[dead[0]].exitcode
                     raise CrewAborted(f"member {dead[0]} exited with code {code}") from None

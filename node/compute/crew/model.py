@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-VOCAB = 256
+from node.compute.datasets import BYTE_VOCAB
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class Block(nn.Module):
 class Embed(nn.Module):
     def __init__(self, shape: ModelShape) -> None:
         super().__init__()
-        self.tok = nn.Embedding(VOCAB, shape.width)
+        self.tok = nn.Embedding(BYTE_VOCAB, shape.width)
         self.pos = nn.Embedding(shape.context, shape.width)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -69,7 +69,7 @@ class Head(nn.Module):
     def __init__(self, shape: ModelShape) -> None:
         super().__init__()
         self.ln = nn.LayerNorm(shape.width)
-        self.out = nn.Linear(shape.width, VOCAB)
+        self.out = nn.Linear(shape.width, BYTE_VOCAB)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.out(self.ln(x))

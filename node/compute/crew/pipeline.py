@@ -235,18 +235,16 @@ class StageWorker:
         """Average the stage's gradients over its replicas: one flat all-reduce, its input
         and output hashed into the transcript (every replica must apply the same result)."""
         assert self.reduce is not None
-        grads = [p.grad for p in self.module.parameters()]
-        assert all(g is not None for g in grads)
-        flat = torch.cat([g.reshape(-1) for g in grads if g is not None])
+        grads = [p.grad for p in self.module.parameters() if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
         contribution = _digest(flat)
         self.reduce(flat)
         flat /= self.cfg.data_parallel
         self.transcript.reduced.append((contribution, _digest(flat)))
         offset = 0
         for g in grads:
-            if g is not None:
-                g.copy_(flat[offset : offset + g.numel()].view_as(g))
-                offset += g.numel()
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
 
     @torch.no_grad()
     def evaluate(self, val: torch.Tensor) -> float | None:
