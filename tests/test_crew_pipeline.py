@@ -87,24 +87,36 @@ def test_data_parallel_replicas_apply_the_same_all_reduced_gradient_and_stay_ide
     assert [r.params_digest for r in a] == [r.params_digest for r in b]
 
 
-def test_a_replica_applies_the_mean_of_its_stages_contributions() -> None:
+def test_a_replica_applies_the_mean_of_its_stages_signed_contributions() -> None:
+    from node.compute.crew import aqsgd
     from node.compute.crew.pipeline import StageWorker
 
     train, _ = windows(TOKENS, DP)
-    other: list[torch.Tensor] = []
+    me, peer = DP.rank(1, 0), DP.rank(1, 1)
 
-    def reduce(flat: torch.Tensor) -> None:  # the other replica contributed twice our gradient
-        other.append(2 * flat.clone())
-        flat.add_(other[-1])
+    class Replica:  # the other replica contributes twice our gradient
+        def __init__(self) -> None:
+            self.sent: list[tuple[int, torch.Tensor]] = []
 
-    worker = StageWorker(DP, DP.rank(1, 0), None, train, reduce)  # type: ignore[arg-type]
+        def send(self, dst: int, data: bytes) -> None:
+            self.sent.append((dst, aqsgd.decode_grad(data, (n,))))
+
+        def recv(self, src: int) -> bytes:
+            assert src == peer
+            return aqsgd.encode_grad(torch.full((n,), 2.0), None)
+
+    channel = Replica()
+    worker = StageWorker(DP, me, channel, train)
+    n = sum(p.numel() for p in worker.module.parameters())
     for p in worker.module.parameters():
         p.grad = torch.ones_like(p)
     worker._all_reduce()
     assert all(torch.equal(p.grad, torch.full_like(p, 1.5)) for p in worker.module.parameters()
                if p.grad is not None)
+    (dst, mine), = channel.sent  # our own contribution went to the replica, unaveraged
+    assert dst == peer and torch.equal(mine, torch.ones(n))
     (contribution, result), = worker.transcript.reduced
-    assert contribution != result
+    assert contribution != result and worker.transcript.sent[peer] and worker.transcript.received[peer]
 
 
 def test_each_replica_keeps_its_own_shard_of_the_samples_every_epoch() -> None:

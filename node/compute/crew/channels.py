@@ -15,11 +15,18 @@ crew on one box runs as if spread over continents without any kernel set-up. (A 
 version stamped messages and let the receiver sleep; gloo's blocking sends then waited
 on that sleep, serialising every delay: bench/RESULTS.md, "crew".) Link emulation is only for
 benchmarks and tests; a real crew has real links.
+
+`SignedChannel` signs every message with the sender's ed25519 key, over the crew, both
+ranks, the message's index on that pair and its hash, and checks the signature on
+arrival. The receiver keeps the signatures: when two members' records of one message
+disagree (crosscheck.py), the receiver's signed record settles which of them lied.
 """
 
 from __future__ import annotations
 
+import hashlib
 import queue
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +34,8 @@ from typing import Protocol
 
 import torch
 import torch.distributed as dist
+
+from protocol.identity import SIGNATURE_LEN, Keypair, verify
 
 #: The largest boundary message a member accepts (a micro-batch's activations in fp32).
 MAX_MESSAGE = 256 << 20
@@ -150,3 +159,38 @@ class LyingChannel:
 
     def recv(self, src: int) -> bytes:
         return self.inner.recv(src)
+
+
+SIG_DOMAIN = b"polnet/crew/boundary/v1\x00"
+
+
+def boundary_statement(crew: bytes, src: int, dst: int, index: int, digest: bytes) -> bytes:
+    """What the sender of the `index`-th message from `src` to `dst` signs."""
+    return SIG_DOMAIN + crew + struct.pack(">IIQ", src, dst, index) + digest
+
+
+class SignedChannel:
+    """Every message signed by its sender and checked by its receiver; a message without a
+    valid signature from the member it claims to come from is refused (ChannelError)."""
+
+    def __init__(self, inner: Channel, rank: int, key_seed: bytes, publics: list[bytes], crew: bytes) -> None:
+        self.inner, self.rank, self.publics, self.crew = inner, rank, publics, crew
+        self.key = Keypair.from_seed(key_seed)
+        self._sent: dict[int, int] = {}
+        self.received_sigs: dict[int, list[bytes]] = {}
+
+    def send(self, dst: int, data: bytes) -> None:
+        index = self._sent.get(dst, 0)
+        self._sent[dst] = index + 1
+        statement = boundary_statement(self.crew, self.rank, dst, index, hashlib.sha256(data).digest())
+        self.inner.send(dst, self.key.sign(statement) + data)
+
+    def recv(self, src: int) -> bytes:
+        raw = self.inner.recv(src)
+        sigs = self.received_sigs.setdefault(src, [])
+        sig, data = raw[:SIGNATURE_LEN], raw[SIGNATURE_LEN:]
+        statement = boundary_statement(self.crew, src, self.rank, len(sigs), hashlib.sha256(data).digest())
+        if len(raw) < SIGNATURE_LEN or not verify(self.publics[src], sig, statement):
+            raise ChannelError(f"message {len(sigs)} from member {src} does not carry its signature")
+        sigs.append(sig)
+        return data

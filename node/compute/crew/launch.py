@@ -10,19 +10,25 @@ one failed first, so a vanished member never leaves the others blocked on a recv
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
 import queue
 import socket
 import time
 import traceback
 from collections.abc import Container
+from dataclasses import dataclass, replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from node.compute.crew.channels import EmulatedLinks, GlooChannel, Link, LyingChannel
-from node.compute.crew.pipeline import CrewConfig, StageResult, run_stage
+from node.compute.crew import cheats as catalog
+from node.compute.crew.channels import EmulatedLinks, GlooChannel, Link, LyingChannel, SignedChannel
+from node.compute.crew.pipeline import HONEST, CrewConfig, StageResult, run_stage
+from node.compute.crew.proof import ProofDir
+from protocol.identity import Keypair
 
 #: How long a member waits on a neighbour before gloo gives up (the parent's deadline is
 #: the real bound; this only keeps orphaned members from lingering).
@@ -39,15 +45,37 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _member(rank: int, cfg: CrewConfig, port: int, tokens: torch.Tensor,
-            links: dict[tuple[int, int], Link] | None, max_steps: int | None,
-            vanish: tuple[int, int] | None, liar: tuple[int, int, int] | None, out: Any) -> None:
+def crew_id(cfg: CrewConfig) -> bytes:
+    """A local crew's name in its members' signatures (a market crew's is its task id)."""
+    return hashlib.sha256(repr(cfg).encode()).digest()
+
+
+def local_keys(cfg: CrewConfig) -> list[Keypair]:
+    """Per-member signing keys of a local crew, derived from the seed (tests, benchmarks,
+    single-box swarms: never for real funds; a daemon signs with its node key)."""
+    return [Keypair.derive(f"crew/{cfg.seed}/{rank}") for rank in range(cfg.world)]
+
+
+@dataclass(frozen=True)
+class MemberPlan:
+    """What one member process is told besides the config: its faults and its proofs."""
+
+    links: dict[tuple[int, int], Link] | None = None
+    max_steps: int | None = None
+    vanish: tuple[int, int] | None = None
+    liar: tuple[int, int, int] | None = None
+    cheats: tuple[tuple[int, str], ...] = ()  # (rank, catalog name) of each cheating member
+    proof_root: Path | None = None  # each member keeps its proof in proof_root/rank-R
+
+
+def _member(rank: int, cfg: CrewConfig, port: int, tokens: torch.Tensor, plan: MemberPlan,
+            key_seed: bytes, publics: list[bytes], out: Any) -> None:
     import os
 
     import torch.distributed as dist
 
     def after_step(i: int) -> None:
-        if vanish is not None and vanish == (rank, i + 1):  # a test's member dying mid-run, like kill -9
+        if plan.vanish == (rank, i + 1):  # a test's member dying mid-run, like kill -9
             os._exit(137)
 
     try:
@@ -55,21 +83,20 @@ def _member(rank: int, cfg: CrewConfig, port: int, tokens: torch.Tensor,
         torch.use_deterministic_algorithms(True)
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                                 world_size=cfg.world, timeout=timedelta(seconds=MEMBER_TIMEOUT_S))
-        reduce = None
-        if cfg.data_parallel > 1:  # every member creates every stage's group, in the same order
-            groups = [dist.new_group([cfg.rank(s, d) for d in range(cfg.data_parallel)])
-                      for s in range(cfg.stages)]
-            group = groups[cfg.position(rank)[0]]
-
-            def reduce(flat: torch.Tensor) -> None:
-                dist.all_reduce(flat, group=group)
         channel: Any = GlooChannel()
-        if links is not None:
-            channel = EmulatedLinks(channel, rank, links)
+        if plan.links is not None:
+            channel = EmulatedLinks(channel, rank, plan.links)
         emulated = channel
-        if liar is not None and liar[0] == rank:
-            channel = LyingChannel(channel, liar[1], liar[2])
-        result = run_stage(cfg, rank, channel, tokens, max_steps, after_step, reduce)
+        signed = channel = SignedChannel(channel, rank, key_seed, publics, crew_id(cfg))
+        if plan.liar is not None and plan.liar[0] == rank:  # tampers after hashing, before signing
+            channel = LyingChannel(channel, plan.liar[1], plan.liar[2])
+        behaviour = HONEST
+        for who, name in plan.cheats:
+            if who == rank:
+                behaviour = catalog.build(name, cfg, cfg.boundaries(plan.max_steps)[-1])
+        sink = ProofDir(plan.proof_root / f"rank-{rank}") if plan.proof_root is not None else None
+        result = run_stage(cfg, rank, channel, tokens, plan.max_steps, after_step, behaviour, sink)
+        result = replace(result, received_sigs=signed.received_sigs)
         if isinstance(emulated, EmulatedLinks):
             emulated.close()  # every message handed over before this member reports and leaves
         out.put((rank, result, None))
@@ -98,16 +125,24 @@ def _first_cause(procs: list[Any], rank: int, error: str) -> str:
 def run_local_crew(cfg: CrewConfig, tokens: torch.Tensor, links: dict[tuple[int, int], Link] | None = None,
                    deadline_s: float = 600.0, max_steps: int | None = None,
                    vanish: tuple[int, int] | None = None,
-                   liar: tuple[int, int, int] | None = None) -> list[StageResult]:
+                   liar: tuple[int, int, int] | None = None,
+                   cheats: dict[int, str] | None = None,
+                   proof_root: Path | None = None) -> list[StageResult]:
     """Run a crew of cfg.world processes to the end; results by rank (stage-major: with one
-    replica, by stage). `vanish` = (rank, step): that member exits abruptly after `step`
+    replica, by stage). Every boundary message is signed (`SignedChannel`, keys from
+    `local_keys`). `vanish` = (rank, step): that member exits abruptly after `step`
     steps; `liar` = (rank, dst, index): that member's index-th message to dst is tampered
-    after it has been hashed (a boundary liar: `LyingChannel`). Both are fault injection
-    for tests and benchmarks."""
+    after it has been hashed (a boundary liar: `LyingChannel`); `cheats` = {rank: name}:
+    those members run cheats of node/compute/crew/cheats.py. All three are fault
+    injection for tests and benchmarks. With `proof_root`, every member keeps its proof
+    (proof.ProofDir) under proof_root/rank-R and commits its boundary state digests."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=_member, args=(r, cfg, port, tokens, links, max_steps, vanish, liar, out),
+    plan = MemberPlan(links, max_steps, vanish, liar, tuple(sorted((cheats or {}).items())), proof_root)
+    keys = local_keys(cfg)
+    publics = [k.public for k in keys]
+    procs = [ctx.Process(target=_member, args=(r, cfg, port, tokens, plan, keys[r].seed(), publics, out),
                          daemon=True) for r in range(cfg.world)]
     for p in procs:
         p.start()

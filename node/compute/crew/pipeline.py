@@ -9,8 +9,9 @@ verifier replays simple; 1F1B would cut activation memory, which these models do
 
 With `data_parallel` replicas, member (stage, replica) talks to the same replica of the
 neighbouring stages, each replica trains on its own fixed shard of the samples, and after the
-backward pass the replicas of a stage average their gradients with one flat all-reduce
-(gloo, in the stage's own process group) whose input and output are hashed too.
+backward pass the replicas of a stage average their gradients: each sends its flat gradient
+to the others over the same signed channels and all add them up in replica order
+(`StageWorker._all_reduce` says why not gloo's all_reduce); its input and output are hashed too.
 
 What crosses each boundary goes through node/compute/crew/aqsgd.py: fp32, AQ-SGD deltas
 against the per-sample cache (first pass in full), or direct quantization (the baseline
@@ -31,6 +32,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +61,7 @@ class CrewConfig:
     seed: int = 1
     base: str | None = None  # a safetensors file of the whole model to fine-tune from
     data_parallel: int = 1  # replicas of each stage, gradients all-reduced among them
+    segment_steps: int = 4  # steps between two committed checkpoints of every member (k)
 
     @property
     def batch(self) -> int:
@@ -81,9 +84,22 @@ class CrewConfig:
     def steps_per_epoch(self) -> int:
         return self.n_train // self.batch
 
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def boundaries(self, steps: int | None = None) -> list[int]:
+        """The steps at which every member checkpoints: 0, k, 2k, ... and the last step of a
+        run of `steps` steps (default: the whole schedule). Segment j runs from boundary j
+        to boundary j+1."""
+        steps = self.total_steps if steps is None else min(steps, self.total_steps)
+        return [*range(0, steps, self.segment_steps), steps]
+
     def __post_init__(self) -> None:
         if self.stages < 1 or self.data_parallel < 1:
             raise ValueError("a crew needs at least one stage and one replica")
+        if self.segment_steps < 1:
+            raise ValueError("segment_steps must be at least 1")
         if self.n_train % self.batch:
             raise ValueError(f"n_train {self.n_train} must be a multiple of the batch {self.batch}")
         if self.bits is not None and self.bits not in aqsgd.ACTIVATION_BITS:
@@ -145,8 +161,50 @@ class Transcript:
         self.received.setdefault(src, []).append(hashlib.sha256(data).digest())
 
 
-#: Sums a flat gradient in place over the members of one stage (their all-reduce).
-Reduce = Callable[[torch.Tensor], None]
+class Behaviour:
+    """How a member trains. This base class is the honest member; the crew's attack
+    catalog (node/compute/crew/cheats.py) overrides single hooks, the way the single-node
+    catalog swaps a step rule, so a cheat runs the same worker code and commits its real
+    states, exactly as a cheating operator's daemon would."""
+
+    name = "honest"
+
+    def input_ids(self, ids: torch.Tensor, step: int) -> torch.Tensor:
+        """Which samples' bytes stage 0 embeds for the micro-batch `ids`."""
+        return ids
+
+    def skip_backward(self, step: int) -> bool:
+        """Skip the backward pass: no gradients, zeros sent upstream."""
+        return False
+
+    def boundary_grad(self, grad: torch.Tensor, step: int) -> torch.Tensor:
+        """The gradient sent upstream for a micro-batch."""
+        return grad
+
+    def contribution(self, flat: torch.Tensor, step: int) -> None:
+        """Change this member's all-reduce contribution in place (before it is hashed and sent)."""
+
+    def skip_update(self, step: int) -> bool:
+        """Skip the optimizer step."""
+        return False
+
+    def after_step(self, module: torch.nn.Module, step: int) -> None:
+        """Change the weights after the optimizer step."""
+
+
+HONEST = Behaviour()
+
+
+class ProofSink(Protocol):
+    """Where a member's proof material goes (node/compute/crew/proof.py): every raw
+    message it received (its replicas' gradients included) and its state at every boundary."""
+
+    def on_recv(self, src: int, data: bytes) -> None: ...
+
+    def checkpoint(self, worker: StageWorker, index: int) -> None: ...
+
+    @property
+    def digests(self) -> list[bytes]: ...
 
 
 def _digest(t: torch.Tensor) -> bytes:
@@ -156,15 +214,13 @@ def _digest(t: torch.Tensor) -> bytes:
 class StageWorker:
     """Member `rank` of a crew: one replica of one stage, with its modules, optimizer,
     boundary codecs and transcript. Its neighbours are the same replica of the stages
-    before and after it; `reduce` all-reduces its gradients with the stage's replicas."""
+    before and after it; its gradients are averaged with the stage's other replicas."""
 
     def __init__(self, cfg: CrewConfig, rank: int, channel: Channel, train: torch.Tensor,
-                 reduce: Reduce | None = None) -> None:
-        if cfg.data_parallel > 1 and reduce is None:
-            raise ValueError("a data-parallel crew needs an all-reduce")
+                 behaviour: Behaviour = HONEST, sink: ProofSink | None = None) -> None:
         stage, replica = cfg.position(rank)
         self.cfg, self.rank, self.stage, self.replica, self.channel = cfg, rank, stage, replica, channel
-        self.reduce = reduce
+        self.replicas = [cfg.rank(stage, d) for d in range(cfg.data_parallel)]
         self.first, self.last = stage == 0, stage == cfg.stages - 1
         self.prev = cfg.rank(stage - 1, replica) if not self.first else -1
         self.next = cfg.rank(stage + 1, replica) if not self.last else -1
@@ -180,26 +236,30 @@ class StageWorker:
             aqsgd.ActivationCache(cfg.n_train, per_sample))
         self.transcript = Transcript()
         self.losses: list[float] = []
+        self.behaviour, self.sink = behaviour, sink
+        self.steps_done = 0  # global step index of the next step
 
     def _send(self, dst: int, data: bytes) -> None:
-        self.transcript.on_send(dst, data, forward=dst > self.rank)
+        self.transcript.on_send(dst, data, forward=dst == self.next)
         self.channel.send(dst, data)
 
     def _recv(self, src: int) -> bytes:
         data = self.channel.recv(src)
         self.transcript.on_recv(src, data)
+        if self.sink is not None:
+            self.sink.on_recv(src, data)
         return data
 
     def step(self, micro: list[torch.Tensor]) -> float | None:
         """One GPipe step; the last stage returns the step's mean loss."""
-        cfg = self.cfg
+        cfg, act, t = self.cfg, self.behaviour, self.steps_done
         self.transcript.forward_by_step.append(0)
         inputs: list[torch.Tensor] = []
         outputs: list[torch.Tensor] = []
         total = 0.0
         for ids in micro:
             if self.first:
-                x: torch.Tensor = self.train[ids, :-1]
+                x: torch.Tensor = self.train[act.input_ids(ids, t), :-1]
             else:
                 assert self.receiver is not None
                 x = self.receiver.decode(ids, self._recv(self.prev), self.act_shape).requires_grad_(True)
@@ -213,37 +273,69 @@ class StageWorker:
                 assert self.sender is not None
                 self._send(self.next, self.sender.encode(ids, y))
                 outputs.append(y)
+        skip = act.skip_backward(t)
         for m in reversed(range(len(inputs))):
-            x, y = inputs[m], outputs[m]
-            if self.last:
-                y.backward()  # type: ignore[no-untyped-call]
-            else:
-                y.backward(aqsgd.decode_grad(self._recv(self.next), self.act_shape))  # type: ignore[no-untyped-call]
-            if not self.first:
-                assert x.grad is not None
-                self._send(self.prev, aqsgd.encode_grad(x.grad, cfg.grad_bits))
-        if self.reduce is not None:
+            self._backward(inputs[m], outputs[m], skip, t)
+        if skip:
+            for p in self.module.parameters():
+                p.grad = torch.zeros_like(p)
+        if self.cfg.data_parallel > 1:
             self._all_reduce()
-        self.opt.step()
+        if not act.skip_update(t):
+            self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+        act.after_step(self.module, t)
+        self.steps_done += 1
         if self.last:
             self.losses.append(total / cfg.micro_batches)
             return self.losses[-1]
         return None
 
+    def _backward(self, x: torch.Tensor, y: torch.Tensor, skip: bool, t: int) -> None:
+        """One micro-batch's backward: receive the output gradient (all but the last
+        stage), run it through the stage, send the input gradient (all but the first)."""
+        grad = None if self.last else aqsgd.decode_grad(self._recv(self.next), self.act_shape)
+        if self.first:
+            if not skip:
+                y.backward(grad)  # type: ignore[no-untyped-call]
+            return
+        if skip:
+            x_grad = torch.zeros(self.act_shape)
+        else:
+            y.backward(grad)  # type: ignore[no-untyped-call]
+            assert x.grad is not None
+            x_grad = x.grad
+        self._send(self.prev, aqsgd.encode_grad(self.behaviour.boundary_grad(x_grad, t), self.cfg.grad_bits))
+
     def _all_reduce(self) -> None:
-        """Average the stage's gradients over its replicas: one flat all-reduce, its input
-        and output hashed into the transcript (every replica must apply the same result)."""
-        assert self.reduce is not None
+        """Average the stage's gradients over its replicas. Each replica sends its flat
+        gradient to every other over the crew's signed channels and adds all of them up in
+        replica order, so every replica applies the same bits and every contribution is
+        signed by its author: a replica that puts one gradient in and commits another is
+        convicted like a boundary liar (crosscheck.blame), which gloo's anonymous
+        all_reduce could not do. For two replicas the bytes moved equal a ring
+        all-reduce's; for D they are D-1 gradients per member instead of 2(D-1)/D."""
         grads = [p.grad for p in self.module.parameters() if p.grad is not None]
         flat = torch.cat([g.reshape(-1) for g in grads])
+        self.behaviour.contribution(flat, self.steps_done)
         contribution = _digest(flat)
-        self.reduce(flat)
-        flat /= self.cfg.data_parallel
-        self.transcript.reduced.append((contribution, _digest(flat)))
+        mine = aqsgd.encode_grad(flat, None)
+        parts: dict[int, torch.Tensor] = {self.rank: flat}
+        for peer in self.replicas:  # one fixed order of pairs: deadlock-free with blocking sends
+            if peer < self.rank:
+                parts[peer] = aqsgd.decode_grad(self._recv(peer), flat.shape)
+                self._send(peer, mine)
+            elif peer > self.rank:
+                self._send(peer, mine)
+                parts[peer] = aqsgd.decode_grad(self._recv(peer), flat.shape)
+        total = parts[self.replicas[0]].clone()
+        for peer in self.replicas[1:]:
+            total += parts[peer]
+        total /= self.cfg.data_parallel
+        self.transcript.reduced.append((contribution, _digest(total)))
         offset = 0
         for g in grads:
-            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            g.copy_(total[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
 
     @torch.no_grad()
@@ -284,6 +376,8 @@ class StageResult:
     params_digest: bytes
     step_seconds: list[float]
     state_blob: bytes  # the stage's final weights, canonical names, as safetensors
+    state_digests: list[bytes] = field(default_factory=list)  # committed, one per boundary
+    received_sigs: dict[int, list[bytes]] = field(default_factory=dict)  # by source, signed channels
 
     def state(self) -> dict[str, torch.Tensor]:
         return load(self.state_blob)
@@ -307,19 +401,25 @@ def params_digest(module: torch.nn.Module) -> bytes:
 
 def run_stage(cfg: CrewConfig, rank: int, channel: Channel, tokens: torch.Tensor,
               max_steps: int | None = None, after_step: Callable[[int], None] | None = None,
-              reduce: Reduce | None = None) -> StageResult:
+              behaviour: Behaviour = HONEST, sink: ProofSink | None = None) -> StageResult:
     """Train this member's stage for the whole schedule (or its first `max_steps` steps),
     then evaluate; every member calls it with the same config and tokens, in its own
-    process. `after_step(i)` runs after step i (the launcher's fault injection)."""
+    process. `after_step(i)` runs after step i (the launcher's fault injection); `sink`
+    takes the proof material, with a checkpoint at every one of `cfg.boundaries`."""
     train, val = windows(tokens, cfg)
-    worker = StageWorker(cfg, rank, channel, train, reduce)
+    worker = StageWorker(cfg, rank, channel, train, behaviour, sink)
+    bounds = cfg.boundaries(max_steps)
+    if sink is not None:
+        sink.checkpoint(worker, 0)
     times: list[float] = []
     for i, micro in enumerate(schedule(cfg)):
-        if max_steps is not None and i >= max_steps:
+        if i >= bounds[-1]:
             break
         t = time.perf_counter()
         loss = worker.step(micro[worker.replica])
         times.append(time.perf_counter() - t)
+        if sink is not None and i + 1 in bounds:
+            sink.checkpoint(worker, bounds.index(i + 1))
         if after_step is not None:
             after_step(i)
         if loss is not None and not math.isfinite(loss):
@@ -329,4 +429,5 @@ def run_stage(cfg: CrewConfig, rank: int, channel: Channel, tokens: torch.Tensor
     return StageResult(rank, worker.stage, worker.replica, worker.losses, val_loss, tr.sent_bytes,
                        tr.forward_by_step, cfg.steps_per_epoch, tr.sent, tr.received, tr.reduced,
                        params_digest(worker.module), times,
-                       save(canonical_state(worker.module, cfg.shape, cfg.stages, worker.stage)))
+                       save(canonical_state(worker.module, cfg.shape, cfg.stages, worker.stage)),
+                       list(sink.digests) if sink is not None else [])
