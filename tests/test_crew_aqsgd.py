@@ -150,3 +150,14 @@ def test_a_cache_over_the_ram_cap_lives_in_a_file_and_behaves_the_same(tmp_path:
 
 def test_activation_bits_are_the_documented_ones() -> None:
     assert aqsgd.ACTIVATION_BITS == (2, 3, 4, 8) and aqsgd.GRAD_BITS == 8
+
+
+def test_an_fp32_message_holding_a_nan_or_inf_is_refused() -> None:
+    for bad in (float("nan"), float("inf")):
+        x = torch.zeros(2, 3, 4)
+        x[1, 2, 3] = bad
+        message = aqsgd.encode_grad(x, None)
+        with pytest.raises(aqsgd.CodecError, match="not finite"):
+            aqsgd.decode_grad(message, (2, 3, 4))
+        with pytest.raises(aqsgd.CodecError, match="not finite"):
+            BoundaryReceiver(ActivationCache(4, (3, 4))).decode(torch.tensor([0, 1]), message, (2, 3, 4))

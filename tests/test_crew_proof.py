@@ -188,8 +188,34 @@ def test_an_unreadable_or_oversized_proof_is_a_finding_against_its_member(tmp_pa
     assert f is not None and (f.rank, f.what) == (1, "unreadable proof blob")
     member = tmp_path / "rank-1"
     member.mkdir()
-    (member / "state-0").write_bytes(b"")
-    with open(member / "inputs-0", "wb") as fh:  # sparse: no real disk used
+    with open(member / "state-0", "wb") as fh:  # sparse: no real disk used
         fh.truncate(MAX_PROOF_BLOB + 1)
     with pytest.raises(ProofError, match="cap"):
         local_fetch(tmp_path)(1, 0)
+    (member / "state-0").write_bytes(b"not safetensors")
+    with pytest.raises(ProofError, match="not safetensors"):
+        local_fetch(tmp_path)(1, 0)
+    (member / "state-0").unlink()
+    with pytest.raises(ProofError, match="cannot be opened"):
+        local_fetch(tmp_path)(1, 0)  # a boundary it never stored
+
+
+def test_a_stored_state_keeps_only_visited_cache_rows_and_reopens_to_its_digest(tmp_path: Path) -> None:
+    from safetensors.torch import load
+
+    from node.compute.crew.proof import _cache_rows, open_state
+
+    train, _ = windows(TOKENS, PIPE)
+    worker = StageWorker(PIPE, 1, None, train)  # type: ignore[arg-type]  # a middle stage: both caches
+    assert worker.sender is not None and worker.receiver is not None
+    worker.sender.cache.m[3] = 1.5
+    worker.sender.cache.seen[3] = True
+    state = snapshot(worker)
+    (tmp_path / "state-0").write_bytes(save(_cache_rows(state, torch.zeros(0, dtype=torch.int64))))
+    (tmp_path / "state-1").write_bytes(save(_cache_rows(state, torch.tensor([3, 5]))))
+    assert load((tmp_path / "state-1").read_bytes())["send/m_rows"].shape[0] == 2  # not all 16 samples
+    assert state_digest(load(open_state(tmp_path, 1))) == state_digest(state)
+    out_of_range = {**_cache_rows(state, torch.tensor([3, 5])), "recv/rows": torch.tensor([3, 99])}
+    (tmp_path / "state-1").write_bytes(save(out_of_range))
+    with pytest.raises(ProofError, match="do not fit"):
+        open_state(tmp_path, 1)

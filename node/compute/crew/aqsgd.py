@@ -249,4 +249,7 @@ def _fp32(body: bytes, shape: tuple[int, ...]) -> torch.Tensor:
     n = math.prod(shape)
     if len(body) != 4 * n:
         raise CodecError(f"fp32 boundary message is {len(body)} bytes, {4 * n} expected")
-    return torch.frombuffer(bytearray(body), dtype=torch.float32).reshape(shape).clone()
+    x = torch.frombuffer(bytearray(body), dtype=torch.float32).reshape(shape).clone()
+    if not bool(torch.isfinite(x).all()):  # one NaN from a peer would poison every later step
+        raise CodecError("fp32 boundary message holds a value that is not finite")
+    return x

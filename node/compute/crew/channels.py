@@ -39,6 +39,8 @@ from protocol.identity import SIGNATURE_LEN, Keypair, verify
 
 #: The largest boundary message a member accepts (a micro-batch's activations in fp32).
 MAX_MESSAGE = 256 << 20
+#: Bytes one emulated link holds queued before a send to it blocks (its "send buffer").
+MAX_QUEUED_BYTES = 64 << 20
 
 
 class ChannelError(RuntimeError):
@@ -94,12 +96,18 @@ class EmulatedLinks:
     sender thread, which hands it to the inner channel at the moment it would arrive (after
     the link has carried the messages before it and then this one's bytes, plus the delay).
     So delay overlaps with the next sends, as on a real link, and a receiver never holds up
-    a sender. `close()` waits until every message has been handed over."""
+    a sender. Like a socket's send buffer, what waits for one link is bounded
+    (`max_queued` bytes): past it a send blocks until the link has drained, so a member
+    producing faster than its link carries holds a bounded backlog, not an unbounded one.
+    `close()` waits until every message has been handed over."""
 
-    def __init__(self, inner: Channel, rank: int, links: dict[tuple[int, int], Link]) -> None:
-        self.inner, self.rank, self.links = inner, rank, links
+    def __init__(self, inner: Channel, rank: int, links: dict[tuple[int, int], Link],
+                 max_queued: int = MAX_QUEUED_BYTES) -> None:
+        self.inner, self.rank, self.links, self.max_queued = inner, rank, links, max_queued
         self._free_at: dict[int, float] = {}  # per destination: link busy until
         self._queues: dict[int, queue.Queue[tuple[float, bytes] | None]] = {}
+        self._queued: dict[int, int] = {}  # per destination: bytes not yet handed over
+        self._drained = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._error: BaseException | None = None
 
@@ -113,12 +121,26 @@ class EmulatedLinks:
                 self.inner.send(dst, data)
             except BaseException as exc:  # surfaced on the next send or at close
                 self._error = exc
+                with self._drained:
+                    self._drained.notify_all()
                 return
+            with self._drained:
+                self._queued[dst] -= len(data)
+                self._drained.notify_all()
+
+    def _wait_for_room(self, dst: int, size: int) -> None:
+        """Block while this link's backlog is full (one message alone always fits)."""
+        with self._drained:
+            while (self._queued.get(dst, 0) and self._queued[dst] + size > self.max_queued
+                   and self._error is None):
+                self._drained.wait()
+            self._queued[dst] = self._queued.get(dst, 0) + size
 
     def send(self, dst: int, data: bytes) -> None:
         if self._error is not None:
             raise ChannelError(f"an earlier send to a neighbour failed: {self._error}")
         link = self.links[(self.rank, dst)]
+        self._wait_for_room(dst, len(data))
         start = max(time.monotonic(), self._free_at.get(dst, 0.0))
         done = start + 8 * len(data) / link.bits_per_s
         self._free_at[dst] = done

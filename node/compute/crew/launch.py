@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import multiprocessing as mp
 import queue
+import shutil
 import socket
+import tempfile
 import time
 import traceback
 from collections.abc import Container
@@ -33,6 +35,8 @@ from protocol.identity import Keypair
 #: How long a member waits on a neighbour before gloo gives up (the parent's deadline is
 #: the real bound; this only keeps orphaned members from lingering).
 MEMBER_TIMEOUT_S = 120.0
+#: Fresh ports tried after the first when rank 0 finds its store's port taken.
+PORT_RETRIES = 3
 
 
 class CrewAborted(RuntimeError):
@@ -66,6 +70,7 @@ class MemberPlan:
     liar: tuple[int, int, int] | None = None
     cheats: tuple[tuple[int, str], ...] = ()  # (rank, catalog name) of each cheating member
     proof_root: Path | None = None  # each member keeps its proof in proof_root/rank-R
+    spill_root: Path | None = None  # each member's big AQ-SGD caches go in spill_root/rank-R
 
 
 def _member(rank: int, cfg: CrewConfig, port: int, tokens: torch.Tensor, plan: MemberPlan,
@@ -95,7 +100,8 @@ def _member(rank: int, cfg: CrewConfig, port: int, tokens: torch.Tensor, plan: M
             if who == rank:
                 behaviour = catalog.build(name, cfg, cfg.boundaries(plan.max_steps)[-1])
         sink = ProofDir(plan.proof_root / f"rank-{rank}") if plan.proof_root is not None else None
-        result = run_stage(cfg, rank, channel, tokens, plan.max_steps, after_step, behaviour, sink)
+        spill = plan.spill_root / f"rank-{rank}" if plan.spill_root is not None else None
+        result = run_stage(cfg, rank, channel, tokens, plan.max_steps, after_step, behaviour, sink, spill)
         result = replace(result, received_sigs=signed.received_sigs)
         if isinstance(emulated, EmulatedLinks):
             emulated.close()  # every message handed over before this member reports and leaves
@@ -135,11 +141,31 @@ def run_local_crew(cfg: CrewConfig, tokens: torch.Tensor, links: dict[tuple[int,
     after it has been hashed (a boundary liar: `LyingChannel`); `cheats` = {rank: name}:
     those members run cheats of node/compute/crew/cheats.py. All three are fault
     injection for tests and benchmarks. With `proof_root`, every member keeps its proof
-    (proof.ProofDir) under proof_root/rank-R and commits its boundary state digests."""
+    (proof.ProofDir) under proof_root/rank-R and commits its boundary state digests.
+
+    The store's port is picked free and then bound by rank 0 a moment later; if another
+    process took it in between, rank 0 fails before any member has trained, and the crew
+    is started again on a new port (PORT_RETRIES times)."""
+    spill_root = Path(tempfile.mkdtemp(prefix="polnet-crew-spill-"))
+    plan = MemberPlan(links, max_steps, vanish, liar, tuple(sorted((cheats or {}).items())), proof_root,
+                      spill_root)
+    try:
+        for attempt in range(PORT_RETRIES + 1):
+            try:
+                return _run_crew(cfg, tokens, plan, deadline_s)
+            except CrewAborted as exc:
+                if "address already in use" not in str(exc).lower() or attempt == PORT_RETRIES:
+                    raise
+        raise AssertionError("unreachable")
+    finally:
+        shutil.rmtree(spill_root, ignore_errors=True)
+
+
+def _run_crew(cfg: CrewConfig, tokens: torch.Tensor, plan: MemberPlan,
+              deadline_s: float) -> list[StageResult]:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     port = free_port()
-    plan = MemberPlan(links, max_steps, vanish, liar, tuple(sorted((cheats or {}).items())), proof_root)
     keys = local_keys(cfg)
     publics = [k.public for k in keys]
     procs = [ctx.Process(target=_member, args=(r, cfg, port, tokens, plan, keys[r].seed(), publics, out),

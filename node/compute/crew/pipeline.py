@@ -32,6 +32,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -217,7 +218,8 @@ class StageWorker:
     before and after it; its gradients are averaged with the stage's other replicas."""
 
     def __init__(self, cfg: CrewConfig, rank: int, channel: Channel, train: torch.Tensor,
-                 behaviour: Behaviour = HONEST, sink: ProofSink | None = None) -> None:
+                 behaviour: Behaviour = HONEST, sink: ProofSink | None = None,
+                 spill_dir: Path | None = None) -> None:
         stage, replica = cfg.position(rank)
         self.cfg, self.rank, self.stage, self.replica, self.channel = cfg, rank, stage, replica, channel
         self.replicas = [cfg.rank(stage, d) for d in range(cfg.data_parallel)]
@@ -230,14 +232,22 @@ class StageWorker:
         self.train = train
         self.act_shape = (cfg.micro_batch, cfg.shape.context, cfg.shape.width)
         per_sample = (cfg.shape.context, cfg.shape.width)
+        # A big dataset's caches live in files under spill_dir (aqsgd.ActivationCache).
+        limit = aqsgd.MAX_RAM_CACHE_BYTES
         self.sender = None if self.last else aqsgd.BoundarySender(
-            aqsgd.ActivationCache(cfg.n_train, per_sample), cfg.bits, cfg.direct)
+            aqsgd.ActivationCache(cfg.n_train, per_sample, spill_dir, limit), cfg.bits, cfg.direct)
         self.receiver = None if self.first else aqsgd.BoundaryReceiver(
-            aqsgd.ActivationCache(cfg.n_train, per_sample))
+            aqsgd.ActivationCache(cfg.n_train, per_sample, spill_dir, limit))
         self.transcript = Transcript()
         self.losses: list[float] = []
         self.behaviour, self.sink = behaviour, sink
         self.steps_done = 0  # global step index of the next step
+
+    def close(self) -> None:
+        """Remove the caches' spill files (a no-op for caches in RAM)."""
+        for codec in (self.sender, self.receiver):
+            if codec is not None:
+                codec.cache.close()
 
     def _send(self, dst: int, data: bytes) -> None:
         self.transcript.on_send(dst, data, forward=dst == self.next)
@@ -401,13 +411,24 @@ def params_digest(module: torch.nn.Module) -> bytes:
 
 def run_stage(cfg: CrewConfig, rank: int, channel: Channel, tokens: torch.Tensor,
               max_steps: int | None = None, after_step: Callable[[int], None] | None = None,
-              behaviour: Behaviour = HONEST, sink: ProofSink | None = None) -> StageResult:
+              behaviour: Behaviour = HONEST, sink: ProofSink | None = None,
+              spill_dir: Path | None = None) -> StageResult:
     """Train this member's stage for the whole schedule (or its first `max_steps` steps),
     then evaluate; every member calls it with the same config and tokens, in its own
     process. `after_step(i)` runs after step i (the launcher's fault injection); `sink`
-    takes the proof material, with a checkpoint at every one of `cfg.boundaries`."""
+    takes the proof material, with a checkpoint at every one of `cfg.boundaries`;
+    `spill_dir` holds AQ-SGD caches too big for RAM."""
     train, val = windows(tokens, cfg)
-    worker = StageWorker(cfg, rank, channel, train, behaviour, sink)
+    worker = StageWorker(cfg, rank, channel, train, behaviour, sink, spill_dir)
+    try:
+        return _train_and_evaluate(cfg, worker, val, max_steps, after_step)
+    finally:
+        worker.close()
+
+
+def _train_and_evaluate(cfg: CrewConfig, worker: StageWorker, val: torch.Tensor, max_steps: int | None,
+                        after_step: Callable[[int], None] | None) -> StageResult:
+    sink = worker.sink
     bounds = cfg.boundaries(max_steps)
     if sink is not None:
         sink.checkpoint(worker, 0)
@@ -426,7 +447,7 @@ def run_stage(cfg: CrewConfig, rank: int, channel: Channel, tokens: torch.Tensor
             raise FloatingPointError(f"loss became {loss} at step {i}")
     val_loss = worker.evaluate(val)
     tr = worker.transcript
-    return StageResult(rank, worker.stage, worker.replica, worker.losses, val_loss, tr.sent_bytes,
+    return StageResult(worker.rank, worker.stage, worker.replica, worker.losses, val_loss, tr.sent_bytes,
                        tr.forward_by_step, cfg.steps_per_epoch, tr.sent, tr.received, tr.reduced,
                        params_digest(worker.module), times,
                        save(canonical_state(worker.module, cfg.shape, cfg.stages, worker.stage)),

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -155,15 +156,27 @@ def _load_blob(blob: bytes) -> dict[str, torch.Tensor]:
         raise ProofError(f"proof blob is not safetensors: {exc}") from exc
 
 
+_CACHE_SIDES = ("send", "recv")
+
+
 class ProofDir:
     """A member's proof material on disk (the pipeline's ProofSink): `state-J` for every
-    boundary J, `inputs-J` for every segment J, and the committed digests in memory."""
+    boundary J, `inputs-J` for every segment J, and the committed digests in memory.
+
+    A boundary's full state holds both AQ-SGD caches, one activation per training sample,
+    which dwarf the weights and change only in the rows of the samples the segment
+    visited. So `state-J` keeps the weights, moments and step in full but, of each cache,
+    only the rows of segment J-1's samples (from the schedule); `open_state` replays the
+    rows of boundaries 0..J onto empty caches to serve the full state, whose digest the
+    verifier checks against the commitment. What a member stores then grows with the
+    steps it trained, not with boundaries x samples."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self._digests: list[bytes] = []
         self._inputs = SegmentInputs()
+        self._last_step = 0
 
     @property
     def digests(self) -> list[bytes]:
@@ -175,10 +188,68 @@ class ProofDir:
     def checkpoint(self, worker: StageWorker, index: int) -> None:
         state = snapshot(worker)
         self._digests.append(state_digest(state))
-        (self.root / f"state-{index}").write_bytes(save(state))
+        rows = _rows_visited(worker.cfg, worker.replica, self._last_step, worker.steps_done)
+        self._last_step = worker.steps_done
+        (self.root / f"state-{index}").write_bytes(save(_cache_rows(state, rows)))
         if index > 0:
             (self.root / f"inputs-{index - 1}").write_bytes(self._inputs.to_blob())
             self._inputs = SegmentInputs()
+
+
+def _rows_visited(cfg: CrewConfig, replica: int, first: int, end: int) -> torch.Tensor:
+    """The sample ids replica `replica` visits in steps [first, end): the only cache rows
+    those steps can change."""
+    ids = [m for i, step in enumerate(schedule(cfg)) if first <= i < end for m in step[replica]]
+    return torch.cat(ids) if ids else torch.zeros(0, dtype=torch.int64)
+
+
+def _cache_rows(state: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A snapshot with each cache cut down to `rows` (and its length kept)."""
+    out = {k: v for k, v in state.items() if k.split("/")[0] not in _CACHE_SIDES}
+    for side in _CACHE_SIDES:
+        if f"{side}/m" in state:
+            out[f"{side}/n"] = torch.tensor([state[f"{side}/m"].shape[0]], dtype=torch.int64)
+            out[f"{side}/rows"] = rows.clone()
+            out[f"{side}/m_rows"] = state[f"{side}/m"][rows].clone()
+            out[f"{side}/seen_rows"] = state[f"{side}/seen"][rows].clone()
+    return out
+
+
+def stored_bytes(member: Path) -> int:
+    """What a member's proof takes on disk."""
+    return sum(f.stat().st_size for f in member.iterdir())
+
+
+def open_state(member: Path, boundary: int) -> bytes:
+    """The full state blob of a member's `boundary`, rebuilt from its stored files (what
+    it serves a verifier); ProofError if the files are missing, oversized or malformed."""
+    try:
+        parts = [_load_blob(_read_capped(member / f"state-{j}")) for j in range(boundary + 1)]
+    except OSError as exc:
+        raise ProofError(f"state {boundary} cannot be opened: {exc}") from exc
+    last = parts[-1]
+    state = {k: v for k, v in last.items() if k.split("/")[0] not in _CACHE_SIDES}
+    for side in _CACHE_SIDES:
+        if f"{side}/n" not in last:
+            continue
+        rows = [p.get(f"{side}/m_rows") for p in parts]
+        if any(r is None for r in rows) or rows[-1] is None:
+            raise ProofError(f"a stored state lacks its {side} cache rows")
+        n = int(last[f"{side}/n"][0])
+        if not 0 <= n <= MAX_PROOF_BLOB // 4:
+            raise ProofError(f"a {side} cache of {n} samples")
+        m = torch.zeros(n, *rows[-1].shape[1:], dtype=torch.float32)
+        seen = torch.zeros(n, dtype=torch.uint8)
+        for p in parts:
+            idx, vals, flags = p[f"{side}/rows"], p[f"{side}/m_rows"], p[f"{side}/seen_rows"]
+            ok = (idx.dtype == torch.int64 and idx.dim() == 1 and vals.shape[1:] == m.shape[1:]
+                  and vals.shape[0] == flags.shape[0] == idx.shape[0] and vals.dtype == torch.float32
+                  and flags.dtype == torch.uint8 and bool(((idx >= 0) & (idx < n)).all()))
+            if not ok:
+                raise ProofError(f"stored {side} cache rows do not fit the cache")
+            m[idx], seen[idx] = vals, flags
+        state[f"{side}/m"], state[f"{side}/seen"] = m, seen
+    return save(state)
 
 
 # --- re-execution ------------------------------------------------------------------------------
@@ -234,14 +305,22 @@ class Replay:
     end_digest: bytes
 
 
-def _fresh(cfg: CrewConfig, rank: int, train: torch.Tensor, channel: _ReplayChannel) -> StageWorker:
-    return StageWorker(cfg, rank, channel, train)
+@contextmanager
+def _fresh(cfg: CrewConfig, rank: int, train: torch.Tensor, channel: _ReplayChannel) -> Iterator[StageWorker]:
+    """An untrained worker for `rank` (its big caches in a scratch folder, removed after)."""
+    with tempfile.TemporaryDirectory(prefix="polnet-crew-replay-") as spill:
+        worker = StageWorker(cfg, rank, channel, train, spill_dir=Path(spill))
+        try:
+            yield worker
+        finally:
+            worker.close()
 
 
 def initial_digest(cfg: CrewConfig, rank: int, train: torch.Tensor) -> bytes:
     """The digest boundary 0 must carry: the seeded (or base) model, no optimizer state,
     empty caches."""
-    return state_digest(snapshot(_fresh(cfg, rank, train, _ReplayChannel({}))))
+    with _fresh(cfg, rank, train, _ReplayChannel({})) as worker:
+        return state_digest(snapshot(worker))
 
 
 @contextmanager
@@ -262,9 +341,8 @@ def replay_segment(cfg: CrewConfig, rank: int, train: torch.Tensor, bounds: list
                    start: dict[str, torch.Tensor], inputs: SegmentInputs) -> Replay:
     """Re-execute `segment` of member `rank` from its start state and recorded inputs,
     with the member's own worker code, under `member_profile`."""
-    with member_profile():
-        channel = _ReplayChannel(inputs.messages)
-        worker = _fresh(cfg, rank, train, channel)
+    channel = _ReplayChannel(inputs.messages)
+    with member_profile(), _fresh(cfg, rank, train, channel) as worker:
         restore(worker, start)
         a, b = bounds[segment], bounds[segment + 1]
         if worker.steps_done != a:
@@ -393,8 +471,8 @@ def _read_capped(path: Path) -> bytes:
 
 def local_fetch(root: Path) -> Fetch:
     """A verifier's Fetch for a local crew's proofs (launch.run_local_crew's proof_root):
-    member r's segment j from root/rank-r, each blob size-checked before it is read."""
+    member r's segment j from root/rank-r, each file size-checked before it is read."""
     def fetch(rank: int, segment: int) -> tuple[bytes, bytes]:
         member = root / f"rank-{rank}"
-        return _read_capped(member / f"state-{segment}"), _read_capped(member / f"inputs-{segment}")
+        return open_state(member, segment), _read_capped(member / f"inputs-{segment}")
     return fetch
