@@ -27,6 +27,7 @@ _SUBAPPS: tuple[tuple[str, str, str], ...] = (
     ("cli.swarm_cmd", "app", "swarm"),
     ("cli.sim_cmd", "app", "sim"),
     ("cli.model_cmd", "app", "model"),
+    ("cli.crew_cmd", "app", "crew"),
 )
 
 # (module, attribute) of top-level commands.

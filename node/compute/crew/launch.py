@@ -18,7 +18,7 @@ import socket
 import tempfile
 import time
 import traceback
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -28,7 +28,7 @@ import torch
 
 from node.compute.crew import cheats as catalog
 from node.compute.crew.channels import EmulatedLinks, GlooChannel, Link, LyingChannel, SignedChannel
-from node.compute.crew.pipeline import HONEST, CrewConfig, StageResult, run_stage
+from node.compute.crew.pipeline import HONEST, CrewConfig, StageResult, StageWorker, run_stage
 from node.compute.crew.proof import ProofDir
 from protocol.identity import Keypair
 
@@ -71,6 +71,18 @@ class MemberPlan:
     cheats: tuple[tuple[int, str], ...] = ()  # (rank, catalog name) of each cheating member
     proof_root: Path | None = None  # each member keeps its proof in proof_root/rank-R
     spill_root: Path | None = None  # each member's big AQ-SGD caches go in spill_root/rank-R
+    progress: bool = False  # report a Progress after every step
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A member's report after a step: steps done, bytes it has sent, and (last stage
+    only) the step's mean loss."""
+
+    rank: int
+    step: int
+    sent_bytes: int
+    loss: float | None
 
 
 def _member(rank: int, cfg: CrewConfig, port: int, tokens: torch.Tensor, plan: MemberPlan,
@@ -79,9 +91,12 @@ def _member(rank: int, cfg: CrewConfig, port: int, tokens: torch.Tensor, plan: M
 
     import torch.distributed as dist
 
-    def after_step(i: int) -> None:
+    def after_step(i: int, worker: StageWorker) -> None:
         if plan.vanish == (rank, i + 1):  # a test's member dying mid-run, like kill -9
             os._exit(137)
+        if plan.progress:
+            loss = worker.losses[-1] if worker.last and worker.losses else None
+            out.put(("progress", rank, Progress(rank, i + 1, worker.transcript.sent_bytes, loss)))
 
     try:
         torch.set_num_threads(1)
@@ -105,11 +120,11 @@ def _member(rank: int, cfg: CrewConfig, port: int, tokens: torch.Tensor, plan: M
         result = replace(result, received_sigs=signed.received_sigs)
         if isinstance(emulated, EmulatedLinks):
             emulated.close()  # every message handed over before this member reports and leaves
-        out.put((rank, result, None))
+        out.put(("done", rank, result))
         dist.barrier()
         dist.destroy_process_group()
     except BaseException:  # reported to the parent, which aborts the crew
-        out.put((rank, None, traceback.format_exc()))
+        out.put(("error", rank, traceback.format_exc()))
 
 
 def _dead(procs: list[Any], skip: Container[int]) -> list[int]:
@@ -133,7 +148,8 @@ def run_local_crew(cfg: CrewConfig, tokens: torch.Tensor, links: dict[tuple[int,
                    vanish: tuple[int, int] | None = None,
                    liar: tuple[int, int, int] | None = None,
                    cheats: dict[int, str] | None = None,
-                   proof_root: Path | None = None) -> list[StageResult]:
+                   proof_root: Path | None = None,
+                   on_progress: Callable[[Progress], None] | None = None) -> list[StageResult]:
     """Run a crew of cfg.world processes to the end; results by rank (stage-major: with one
     replica, by stage). Every boundary message is signed (`SignedChannel`, keys from
     `local_keys`). `vanish` = (rank, step): that member exits abruptly after `step`
@@ -142,17 +158,18 @@ def run_local_crew(cfg: CrewConfig, tokens: torch.Tensor, links: dict[tuple[int,
     those members run cheats of node/compute/crew/cheats.py. All three are fault
     injection for tests and benchmarks. With `proof_root`, every member keeps its proof
     (proof.ProofDir) under proof_root/rank-R and commits its boundary state digests.
+    `on_progress` is called in this process with every member's `Progress`, each step.
 
     The store's port is picked free and then bound by rank 0 a moment later; if another
     process took it in between, rank 0 fails before any member has trained, and the crew
     is started again on a new port (PORT_RETRIES times)."""
     spill_root = Path(tempfile.mkdtemp(prefix="polnet-crew-spill-"))
     plan = MemberPlan(links, max_steps, vanish, liar, tuple(sorted((cheats or {}).items())), proof_root,
-                      spill_root)
+                      spill_root, on_progress is not None)
     try:
         for attempt in range(PORT_RETRIES + 1):
             try:
-                return _run_crew(cfg, tokens, plan, deadline_s)
+                return _run_crew(cfg, tokens, plan, deadline_s, on_progress)
             except CrewAborted as exc:
                 if "address already in use" not in str(exc).lower() or attempt == PORT_RETRIES:
                     raise
@@ -161,8 +178,8 @@ def run_local_crew(cfg: CrewConfig, tokens: torch.Tensor, links: dict[tuple[int,
         shutil.rmtree(spill_root, ignore_errors=True)
 
 
-def _run_crew(cfg: CrewConfig, tokens: torch.Tensor, plan: MemberPlan,
-              deadline_s: float) -> list[StageResult]:
+def _run_crew(cfg: CrewConfig, tokens: torch.Tensor, plan: MemberPlan, deadline_s: float,
+              on_progress: Callable[[Progress], None] | None) -> list[StageResult]:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     port = free_port()
@@ -181,16 +198,20 @@ def _run_crew(cfg: CrewConfig, tokens: torch.Tensor, plan: MemberPlan,
                 raise CrewAborted(f"crew ran past its {deadline_s:.0f} s deadline "
                                   f"({sorted(results)} of {cfg.world} members done)")
             try:
-                rank, result, error = out.get(timeout=min(left, 1.0))
+                kind, rank, payload = out.get(timeout=min(left, 1.0))
             except queue.Empty:
                 dead = _dead(procs, results)
                 if dead:
                     code = procs[dead[0]].exitcode
                     raise CrewAborted(f"member {dead[0]} exited with code {code}") from None
                 continue
-            if error is not None:
-                raise CrewAborted(_first_cause(procs, rank, error))
-            results[rank] = result
+            if kind == "progress":
+                if on_progress is not None:
+                    on_progress(payload)
+                continue
+            if kind == "error":
+                raise CrewAborted(_first_cause(procs, rank, payload))
+            results[rank] = payload
         for p in procs:
             p.join(timeout=30)
     finally:

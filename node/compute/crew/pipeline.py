@@ -410,12 +410,13 @@ def params_digest(module: torch.nn.Module) -> bytes:
 
 
 def run_stage(cfg: CrewConfig, rank: int, channel: Channel, tokens: torch.Tensor,
-              max_steps: int | None = None, after_step: Callable[[int], None] | None = None,
+              max_steps: int | None = None, after_step: Callable[[int, StageWorker], None] | None = None,
               behaviour: Behaviour = HONEST, sink: ProofSink | None = None,
               spill_dir: Path | None = None) -> StageResult:
     """Train this member's stage for the whole schedule (or its first `max_steps` steps),
     then evaluate; every member calls it with the same config and tokens, in its own
-    process. `after_step(i)` runs after step i (the launcher's fault injection); `sink`
+    process. `after_step(i, worker)` runs after step i (the launcher's progress reports and
+    fault injection); `sink`
     takes the proof material, with a checkpoint at every one of `cfg.boundaries`;
     `spill_dir` holds AQ-SGD caches too big for RAM."""
     train, val = windows(tokens, cfg)
@@ -427,7 +428,7 @@ def run_stage(cfg: CrewConfig, rank: int, channel: Channel, tokens: torch.Tensor
 
 
 def _train_and_evaluate(cfg: CrewConfig, worker: StageWorker, val: torch.Tensor, max_steps: int | None,
-                        after_step: Callable[[int], None] | None) -> StageResult:
+                        after_step: Callable[[int, StageWorker], None] | None) -> StageResult:
     sink = worker.sink
     bounds = cfg.boundaries(max_steps)
     if sink is not None:
@@ -442,7 +443,7 @@ def _train_and_evaluate(cfg: CrewConfig, worker: StageWorker, val: torch.Tensor,
         if sink is not None and i + 1 in bounds:
             sink.checkpoint(worker, bounds.index(i + 1))
         if after_step is not None:
-            after_step(i)
+            after_step(i, worker)
         if loss is not None and not math.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at step {i}")
     val_loss = worker.evaluate(val)
