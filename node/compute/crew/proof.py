@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load, save
 
 from node.compute.crew.crosscheck import first_difference
@@ -220,35 +221,48 @@ def stored_bytes(member: Path) -> int:
     return sum(f.stat().st_size for f in member.iterdir())
 
 
+def _rows_of(path: Path, side: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One stored boundary's rows of one cache, read alone (safetensors maps the file and
+    reads only these tensors, not the weights beside them)."""
+    if path.stat().st_size > MAX_PROOF_BLOB:
+        raise ProofError(f"{path.name} is over the {MAX_PROOF_BLOB}-byte cap")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            idx, vals, flags = (f.get_tensor(f"{side}/{k}") for k in ("rows", "m_rows", "seen_rows"))
+            return idx, vals, flags
+    except (SafetensorError, KeyError, ValueError, RuntimeError) as exc:
+        raise ProofError(f"{path.name} lacks readable {side} cache rows: {exc}") from exc
+
+
 def open_state(member: Path, boundary: int) -> bytes:
     """The full state blob of a member's `boundary`, rebuilt from its stored files (what
-    it serves a verifier); ProofError if the files are missing, oversized or malformed."""
+    it serves a verifier): the weights of `state-J`, each cache replayed from the rows of
+    boundaries 0..J. ProofError if a file is missing, oversized or malformed."""
     try:
-        parts = [_load_blob(_read_capped(member / f"state-{j}")) for j in range(boundary + 1)]
+        last = _load_blob(_read_capped(member / f"state-{boundary}"))
+        state = {k: v for k, v in last.items() if k.split("/")[0] not in _CACHE_SIDES}
+        for side in _CACHE_SIDES:
+            if f"{side}/n" not in last:
+                continue
+            n = int(last[f"{side}/n"][0])
+            shape = last[f"{side}/m_rows"].shape[1:]
+            if not 0 <= n * max(1, math.prod(shape)) <= MAX_PROOF_BLOB // 4:
+                raise ProofError(f"a {side} cache of {n} samples of {tuple(shape)}")
+            m = torch.zeros(n, *shape, dtype=torch.float32)
+            seen = torch.zeros(n, dtype=torch.uint8)
+            for j in range(boundary + 1):
+                idx, vals, flags = _rows_of(member / f"state-{j}", side)
+                ok = (idx.dtype == torch.int64 and idx.dim() == 1 and vals.shape[1:] == shape
+                      and vals.shape[0] == flags.shape[0] == idx.shape[0] and vals.dtype == torch.float32
+                      and flags.dtype == torch.uint8 and bool(((idx >= 0) & (idx < n)).all()))
+                if not ok:
+                    raise ProofError(f"stored {side} cache rows do not fit the cache")
+                m[idx], seen[idx] = vals, flags
+            state[f"{side}/m"], state[f"{side}/seen"] = m, seen
     except OSError as exc:
         raise ProofError(f"state {boundary} cannot be opened: {exc}") from exc
-    last = parts[-1]
-    state = {k: v for k, v in last.items() if k.split("/")[0] not in _CACHE_SIDES}
-    for side in _CACHE_SIDES:
-        if f"{side}/n" not in last:
-            continue
-        rows = [p.get(f"{side}/m_rows") for p in parts]
-        if any(r is None for r in rows) or rows[-1] is None:
-            raise ProofError(f"a stored state lacks its {side} cache rows")
-        n = int(last[f"{side}/n"][0])
-        if not 0 <= n <= MAX_PROOF_BLOB // 4:
-            raise ProofError(f"a {side} cache of {n} samples")
-        m = torch.zeros(n, *rows[-1].shape[1:], dtype=torch.float32)
-        seen = torch.zeros(n, dtype=torch.uint8)
-        for p in parts:
-            idx, vals, flags = p[f"{side}/rows"], p[f"{side}/m_rows"], p[f"{side}/seen_rows"]
-            ok = (idx.dtype == torch.int64 and idx.dim() == 1 and vals.shape[1:] == m.shape[1:]
-                  and vals.shape[0] == flags.shape[0] == idx.shape[0] and vals.dtype == torch.float32
-                  and flags.dtype == torch.uint8 and bool(((idx >= 0) & (idx < n)).all()))
-            if not ok:
-                raise ProofError(f"stored {side} cache rows do not fit the cache")
-            m[idx], seen[idx] = vals, flags
-        state[f"{side}/m"], state[f"{side}/seen"] = m, seen
+    except KeyError as exc:
+        raise ProofError(f"state {boundary} lacks {exc}") from exc
     return save(state)
 
 

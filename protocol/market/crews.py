@@ -1,0 +1,145 @@
+"""A crew task's members, from committed state: who is elected, where each one sits, and
+who is paid or slashed once the crew has been verified.
+
+A crew task trains one model on `stages x data_parallel` workers (docs/parallel.md). These
+are the market's rules for it as pure functions, so every node derives the same crew with
+no message: the election is the solver election's weighted draw made `size` times
+without replacement under its own role label; the placement is the crew scheduler
+(protocol/schedule) over the members' registered capacity, bounded by a count of cost
+evaluations (never a clock) and seeded from the beacon; the payout pays each member its
+share and slashes only the members the verification convicted. Built and tested here;
+not yet wired into the task stage table (docs/parallel.md, "Through the market", says
+what that takes: submit fields, a per-member commit, per-rank verifier slots).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from protocol.encoding import sha256
+from protocol.errors import ValidationError
+from protocol.market.elections import election_seed, weighted_sample
+from protocol.market.params import BPS, MarketParams
+from protocol.market.state import Task, Worker
+from protocol.schedule.driver import schedule
+from protocol.schedule.model import Budget, Device, Links, Shape, Workload
+
+#: The election's role label (elections.election_seed): a crew draw never equals a
+#: solver or verifier draw of the same task.
+CREW_ROLE = b"crew"
+PLACE_DOMAIN = b"polnet/market/crew-place/v1\x00"
+#: Most members of one crew (each is a separate worker with its own stake).
+MAX_CREW = 64
+#: Cost evaluations of the placement search: the same on every node, so the same result.
+PLACEMENT_EVALUATIONS = 20_000
+MIB = 1 << 20
+#: Links assumed between two members that have not committed a measurement of theirs:
+#: every pair alike, so the placement then only balances compute and memory.
+DEFAULT_DELAY_MS = 50.0
+DEFAULT_BANDWIDTH_GBPS = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class CrewShape:
+    stages: int
+    data_parallel: int
+
+    def __post_init__(self) -> None:
+        if self.stages < 1 or self.data_parallel < 1 or self.size > MAX_CREW:
+            raise ValidationError(f"a crew of {self.stages} x {self.data_parallel} is outside 1..{MAX_CREW} "
+                                  "members")
+
+    @property
+    def size(self) -> int:
+        return self.stages * self.data_parallel
+
+    def rank(self, stage: int, replica: int) -> int:
+        """Stage-major, as the crew engine numbers its members (pipeline.CrewConfig.rank)."""
+        return stage * self.data_parallel + replica
+
+
+def member_gflops(task: Task, shape: CrewShape) -> int:
+    """Each member's share of the task's work (rounded up: the crew is never underpaid)."""
+    return -(-task.gflops // shape.size)
+
+
+def member_fits(worker: Worker, task: Task, shape: CrewShape, params: MarketParams) -> bool:
+    """`elections.fits` for one member: capacity class, memory, stake floor, jobs, not the
+    submitter, not excluded; and its own share of the budget, not the whole task's, within
+    what its stake may back (a crew exists for work too big for any one worker)."""
+    share = member_gflops(task, shape) * task.max_price_per_gflop
+    return (
+        worker.device == task.device
+        and worker.memory_mb >= task.min_memory_mb
+        and worker.flops > 0
+        and worker.stake >= params.min_worker_stake
+        and share * BPS <= worker.stake * params.max_budget_per_stake_bps
+        and worker.jobs < params.max_jobs_per_worker
+        and worker.pubkey != task.submitter
+        and worker.pubkey not in task.excluded
+        and worker.price_per_gflop <= task.max_price_per_gflop
+    )
+
+
+def elect_crew(workers: Iterable[Worker], task: Task, shape: CrewShape, params: MarketParams,
+               beacon: bytes) -> tuple[bytes, ...] | None:
+    """`shape.size` distinct members drawn by stake among those that fit, or None when
+    fewer fit (the task then waits or is refunded by the stage rules)."""
+    pool = [(w.pubkey, w.stake) for w in workers if member_fits(w, task, shape, params)]
+    if len(pool) < shape.size:
+        return None
+    return tuple(weighted_sample(pool, election_seed(beacon, task.task_id, CREW_ROLE), shape.size))
+
+
+def default_links(n: int) -> Links:
+    row = tuple(DEFAULT_DELAY_MS for _ in range(n))
+    bw = tuple(DEFAULT_BANDWIDTH_GBPS for _ in range(n))
+    return Links(tuple(row for _ in range(n)), tuple(bw for _ in range(n)))
+
+
+@dataclass(frozen=True, slots=True)
+class Seat:
+    member: bytes
+    stage: int
+    replica: int
+
+
+def place_crew(members: Sequence[bytes], workers: Mapping[bytes, Worker], task: Task, shape: CrewShape,
+               workload: Workload, beacon: bytes, links: Links | None = None) -> tuple[Seat, ...]:
+    """Each member's (stage, replica), by rank: the scheduler over the members' registered
+    FLOP/s and memory and `links` (member order; `default_links` without measurements),
+    seeded from the beacon and the task, with a fixed evaluation budget."""
+    if len(members) != shape.size or len(set(members)) != shape.size:
+        raise ValidationError(f"a {shape.stages} x {shape.data_parallel} crew needs {shape.size} distinct "
+                              "members")
+    devices = [Device(float(workers[m].flops), workers[m].memory_mb * MIB) for m in members]
+    seed = int.from_bytes(sha256(PLACE_DOMAIN + beacon + task.task_id)[:8], "big")
+    found = schedule(devices, links or default_links(len(members)), workload,
+                     shape=Shape(shape.stages, shape.data_parallel), seed=seed,
+                     budget=Budget(max_evaluations=PLACEMENT_EVALUATIONS))
+    seats = [Seat(m, stage, rep) for m, (stage, rep) in zip(members, found.placement, strict=True)]
+    return tuple(sorted(seats, key=lambda s: shape.rank(s.stage, s.replica)))
+
+
+@dataclass(frozen=True, slots=True)
+class CrewPayout:
+    """What settling a verified crew moves: each honest member's pay, and the convicted."""
+
+    paid: tuple[tuple[bytes, int], ...]
+    slashed: tuple[bytes, ...]
+    unspent: int  # the convicted members' shares, back to the submitter or a re-run
+
+
+def crew_payout(task: Task, shape: CrewShape, prices: Mapping[bytes, int],
+                convicted: Iterable[bytes]) -> CrewPayout:
+    """Every member not convicted is paid its share at its own price; a convicted member
+    is paid nothing and is the only one slashed, whatever its neighbours' work was worth."""
+    guilty = set(convicted)
+    unknown = guilty - set(prices)
+    if unknown:
+        raise ValidationError(f"{len(unknown)} convicted key(s) are not members of the crew")
+    share = member_gflops(task, shape)
+    paid = tuple((m, share * p) for m, p in sorted(prices.items()) if m not in guilty)
+    unspent = sum(share * p for m, p in prices.items() if m in guilty)
+    return CrewPayout(paid, tuple(sorted(guilty)), unspent)
