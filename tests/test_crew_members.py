@@ -68,3 +68,12 @@ def test_a_crew_whose_store_port_was_taken_starts_again_on_a_free_one(
         monkeypatch.setattr(launch, "free_port", lambda: next(ports))
         (result,) = launch.run_local_crew(alone, TOKENS, deadline_s=120)
     assert len(result.losses) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_message_corrupted_after_signing_is_refused_and_the_crew_aborts_promptly() -> None:
+    t = time.monotonic()
+    with pytest.raises(launch.CrewAborted, match="message 1 from member 0 does not carry its signature"):
+        launch.run_local_crew(CFG, TOKENS, deadline_s=120, corrupt=(0, 1, 1))
+    assert time.monotonic() - t < 60  # no member left waiting on one that will never send

@@ -72,6 +72,7 @@ class MemberPlan:
     proof_root: Path | None = None  # each member keeps its proof in proof_root/rank-R
     spill_root: Path | None = None  # each member's big AQ-SGD caches go in spill_root/rank-R
     progress: bool = False  # report a Progress after every step
+    corrupt: tuple[int, int, int] | None = None  # (rank, dst, index): a byte flipped on the wire
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ def _member(rank: int, cfg: CrewConfig, port: int, tokens: torch.Tensor, plan: M
         if plan.links is not None:
             channel = EmulatedLinks(channel, rank, plan.links)
         emulated = channel
+        if plan.corrupt is not None and plan.corrupt[0] == rank:  # after signing: the signature breaks
+            channel = LyingChannel(channel, plan.corrupt[1], plan.corrupt[2])
         signed = channel = SignedChannel(channel, rank, key_seed, publics, crew_id(cfg))
         if plan.liar is not None and plan.liar[0] == rank:  # tampers after hashing, before signing
             channel = LyingChannel(channel, plan.liar[1], plan.liar[2])
@@ -149,13 +152,16 @@ def run_local_crew(cfg: CrewConfig, tokens: torch.Tensor, links: dict[tuple[int,
                    liar: tuple[int, int, int] | None = None,
                    cheats: dict[int, str] | None = None,
                    proof_root: Path | None = None,
-                   on_progress: Callable[[Progress], None] | None = None) -> list[StageResult]:
+                   on_progress: Callable[[Progress], None] | None = None,
+                   corrupt: tuple[int, int, int] | None = None) -> list[StageResult]:
     """Run a crew of cfg.world processes to the end; results by rank (stage-major: with one
     replica, by stage). Every boundary message is signed (`SignedChannel`, keys from
     `local_keys`). `vanish` = (rank, step): that member exits abruptly after `step`
     steps; `liar` = (rank, dst, index): that member's index-th message to dst is tampered
     after it has been hashed (a boundary liar: `LyingChannel`); `cheats` = {rank: name}:
-    those members run cheats of node/compute/crew/cheats.py. All three are fault
+    those members run cheats of node/compute/crew/cheats.py; `corrupt` = (rank, dst,
+    index): that member's index-th message to dst has a byte flipped after it was signed,
+    as by a hostile peer or a broken path, which its receiver refuses. All are fault
     injection for tests and benchmarks. With `proof_root`, every member keeps its proof
     (proof.ProofDir) under proof_root/rank-R and commits its boundary state digests.
     `on_progress` is called in this process with every member's `Progress`, each step.
@@ -165,7 +171,7 @@ def run_local_crew(cfg: CrewConfig, tokens: torch.Tensor, links: dict[tuple[int,
     is started again on a new port (PORT_RETRIES times)."""
     spill_root = Path(tempfile.mkdtemp(prefix="polnet-crew-spill-"))
     plan = MemberPlan(links, max_steps, vanish, liar, tuple(sorted((cheats or {}).items())), proof_root,
-                      spill_root, on_progress is not None)
+                      spill_root, on_progress is not None, corrupt)
     try:
         for attempt in range(PORT_RETRIES + 1):
             try:
