@@ -1,6 +1,6 @@
 """Crew benchmark: one model trained by a 4-stage pipeline of processes, with AQ-SGD.
 
-Run: .venv/bin/python bench/crew.py [--epochs E] [--jobs J] [--quick]
+Run: .venv/bin/python bench/crew.py [--epochs E] [--jobs J] [--quick] [--verify-only | --schedule-only]
 
 Every run is a real crew (node/compute/crew): 4 member processes, one torch thread each,
 gloo over loopback, GPipe with 4 micro-batches of 8, a 4-block byte-level transformer
@@ -30,6 +30,24 @@ are quantized directly at 8 bits in every run but fp32's.
                               AQ-SGD: on this 2-core box 4 members share 2 cores, so compute
                               is about twice what a member with its own machine spends.
 
+Verification (bench/crew_verify.py; --verify-only runs just this part): crews of a smaller
+model commit their proofs, one member cheats (each catalog attack, and a boundary liar
+towards a neighbour and towards a replica) or none does, and a verifier re-executes the
+sampled segments of every member under several sampling seeds.
+
+  crew_verify_compute_fraction  member-steps re-executed over member-steps trained.
+                                Goal <= 0.05. Beside it, crew_verify_time_fraction: the
+                                verifier's wall time over the members' summed step time.
+  crew_detection_rate           cheating (run, seed) trials whose cheater is convicted.
+                                Goal 1.
+  crew_false_positive_rate      honest members convicted, over honest member-trials. Goal 0.
+
+Placement (bench/crew_schedule.py; --schedule-only): 8 members, 4 stages x 2, over
+emulated links from DT-FM's world-wide scenario scaled to the box, placed by the
+scheduler or at random.
+
+  scheduled_vs_random_iter_time  scheduled crew's iteration time over the random ones'. Goal < 1.
+
 Loss runs are independent crews; --jobs J runs J of them at once (their losses do not
 depend on timing: every run is bit-reproducible). The speedup runs go one at a time.
 The last line is one JSON object.
@@ -50,6 +68,10 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import crew_schedule  # bench/crew_schedule.py: the placement runs
+import crew_verify  # bench/crew_verify.py: the verification runs
 
 from node.compute import datasets
 from node.compute.crew.channels import Link
@@ -101,7 +123,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="a 2-epoch smoke run (numbers not comparable)")
+    parser.add_argument("--verify-only", action="store_true", help="only the verification runs")
+    parser.add_argument("--schedule-only", action="store_true", help="only the placement runs")
     args = parser.parse_args()
+    if args.verify_only or args.schedule_only:
+        part = crew_verify if args.verify_only else crew_schedule
+        print(json.dumps(part.main_part(args.quick)))
+        return
     corpus = datasets.corpus().tokens
     cut = len(corpus) * 3 // 5
     pre_tokens, tokens = corpus[:cut], corpus[cut:]
@@ -148,7 +176,11 @@ def main() -> None:
         print(f"{name:12} loss gap vs fp32 {gap:+.4f} nats (goal {goal})")
     print(f"activation bytes 2-bit / fp32: whole run {two / full:.4f} (goal <= {BYTES_GOAL}), "
           f"after the first epoch {steady:.4f}")
+    verify = crew_verify.main_part(args.quick)
+    placement = crew_schedule.main_part(args.quick)
     print(json.dumps({
+        **verify,
+        **placement,
         "aqsgd_loss_gap_2bit": round(gaps["aqsgd_2bit"], 4),
         "aqsgd_loss_gap_3bit": round(gaps["aqsgd_3bit"], 4),
         "aqsgd_loss_gap_4bit": round(gaps["aqsgd_4bit"], 4),
