@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from protocol.encoding import sha256
 from protocol.errors import ValidationError
-from protocol.market.elections import election_seed, weighted_sample
-from protocol.market.params import BPS, MarketParams
+from protocol.market.elections import election_seed, fits, weighted_sample
+from protocol.market.params import MarketParams
 from protocol.market.state import Task, Worker
 from protocol.schedule.driver import schedule
 from protocol.schedule.model import Budget, Device, Links, Shape, Workload
@@ -65,21 +65,11 @@ def member_gflops(task: Task, shape: CrewShape) -> int:
 
 
 def member_fits(worker: Worker, task: Task, shape: CrewShape, params: MarketParams) -> bool:
-    """`elections.fits` for one member: capacity class, memory, stake floor, jobs, not the
-    submitter, not excluded; and its own share of the budget, not the whole task's, within
-    what its stake may back (a crew exists for work too big for any one worker)."""
-    share = member_gflops(task, shape) * task.max_price_per_gflop
-    return (
-        worker.device == task.device
-        and worker.memory_mb >= task.min_memory_mb
-        and worker.flops > 0
-        and worker.stake >= params.min_worker_stake
-        and share * BPS <= worker.stake * params.max_budget_per_stake_bps
-        and worker.jobs < params.max_jobs_per_worker
-        and worker.pubkey != task.submitter
-        and worker.pubkey not in task.excluded
-        and worker.price_per_gflop <= task.max_price_per_gflop
-    )
+    """`elections.fits` for one member, judged on its own share of the budget, not the whole
+    task's (a crew exists for work too big for any one worker), at no more than the task's
+    price."""
+    return (fits(worker, task, params, member_gflops(task, shape))
+            and worker.price_per_gflop <= task.max_price_per_gflop)
 
 
 def elect_crew(workers: Iterable[Worker], task: Task, shape: CrewShape, params: MarketParams,

@@ -72,9 +72,11 @@ def weighted_sample(candidates: Sequence[tuple[bytes, int]], seed: bytes, k: int
     return chosen
 
 
-def fits(worker: Worker, task: Task, params: MarketParams) -> bool:
-    """Whether a worker's capacity class, price and stake fit a task (any role)."""
-    budget = task.gflops * task.max_price_per_gflop
+def fits(worker: Worker, task: Task, params: MarketParams, gflops: int | None = None) -> bool:
+    """Whether a worker's capacity class, price and stake fit a task (any role). `gflops`:
+    the share of the task's work this worker would take (default: all of it; a crew
+    member takes its share, protocol/market/crews.py)."""
+    budget = (task.gflops if gflops is None else gflops) * task.max_price_per_gflop
     return (
         worker.device == task.device
         and worker.memory_mb >= task.min_memory_mb

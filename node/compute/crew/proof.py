@@ -178,6 +178,7 @@ class ProofDir:
         self._digests: list[bytes] = []
         self._inputs = SegmentInputs()
         self._last_step = 0
+        self._steps: Iterator[list[list[torch.Tensor]]] | None = None  # the schedule, consumed once
 
     @property
     def digests(self) -> list[bytes]:
@@ -189,19 +190,17 @@ class ProofDir:
     def checkpoint(self, worker: StageWorker, index: int) -> None:
         state = snapshot(worker)
         self._digests.append(state_digest(state))
-        rows = _rows_visited(worker.cfg, worker.replica, self._last_step, worker.steps_done)
+        if self._steps is None:
+            self._steps = schedule(worker.cfg)
+        # the steps since the last boundary: the only cache rows they can have changed
+        visited = [m for step in itertools.islice(self._steps, worker.steps_done - self._last_step)
+                   for m in step[worker.replica]]
+        rows = torch.cat(visited) if visited else torch.zeros(0, dtype=torch.int64)
         self._last_step = worker.steps_done
         (self.root / f"state-{index}").write_bytes(save(_cache_rows(state, rows)))
         if index > 0:
             (self.root / f"inputs-{index - 1}").write_bytes(self._inputs.to_blob())
             self._inputs = SegmentInputs()
-
-
-def _rows_visited(cfg: CrewConfig, replica: int, first: int, end: int) -> torch.Tensor:
-    """The sample ids replica `replica` visits in steps [first, end): the only cache rows
-    those steps can change."""
-    ids = [m for i, step in enumerate(schedule(cfg)) if first <= i < end for m in step[replica]]
-    return torch.cat(ids) if ids else torch.zeros(0, dtype=torch.int64)
 
 
 def _cache_rows(state: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -361,11 +360,8 @@ def replay_segment(cfg: CrewConfig, rank: int, train: torch.Tensor, bounds: list
         a, b = bounds[segment], bounds[segment + 1]
         if worker.steps_done != a:
             raise ProofError(f"state opens at step {worker.steps_done}, segment {segment} starts at {a}")
-        for i, micro in enumerate(schedule(cfg)):
-            if i >= b:
-                break
-            if i >= a:
-                worker.step(micro[worker.replica])
+        for micro in itertools.islice(schedule(cfg), a, b):
+            worker.step(micro[worker.replica])
         return Replay(channel.sent, worker.transcript.reduced, state_digest(snapshot(worker)))
 
 
