@@ -25,11 +25,13 @@ demo: $(STAMP)
 	$(BIN)/polnet demo
 	$(BIN)/polnet swarm up --nodes 6 --tasks 2 --cheaters 1 --private
 
+# --dist loadgroup: the suites marked xdist_group("heavy-daemons") share one worker, so
+# two networks of daemon processes never compete for the two cores at once.
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q -n 2 --timeout=600 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --timeout=600 tests
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow" tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check protocol node netsim cli tests bench

@@ -9,9 +9,10 @@ bytes sent, loss); then a verifier re-executes the sampled segments of every mem
 cross-checks every pair's transcripts and blames each mismatch on the member the
 signatures convict, and the report says who, if anyone, is convicted and of what.
 `--cheat` and `--liar` make one member cheat (node/compute/crew/cheats.py's catalog, or a
-boundary liar), for chaos runs. The task file format is in cli/crew_spec.py. This is the
-crew engine on one box; a crew task through the market is not built yet
-(docs/parallel.md, "Through the market").
+boundary liar), for chaos runs. The task file format is in protocol/pol/crew_spec.py
+(one parser for this command and the market's crew engine, node/compute/crew/market.py).
+This is the crew engine on one box, without the market (docs/parallel.md, "Through the
+market").
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from cli.crew_spec import CrewSettings, read_crew_file
 from cli.output import emit_json, operator_errors
 from protocol.errors import ConfigError
+from protocol.pol.crew_spec import MAX_CREW_FILE, CrewSettings, parse_crew_spec
 
 app = typer.Typer(help="A crew on this machine: one model over many member processes, verified.",
                   no_args_is_help=True)
@@ -74,14 +75,22 @@ def _liar(text: str | None, cfg: Any) -> tuple[int, int, int] | None:
     return rank, dst, index
 
 
-def _config(settings: CrewSettings) -> Any:
-    from node.compute.crew.model import ModelShape
-    from node.compute.crew.pipeline import CrewConfig
-
+def read_crew_file(path: Path) -> CrewSettings:
+    """Read and check a crew task file (TOML); the parsing is protocol/pol/crew_spec.py's."""
     try:
-        return CrewConfig(shape=ModelShape(**settings.model), **settings.crew)
-    except ValueError as exc:
-        raise ConfigError(f"crew task: {exc}") from None
+        with path.open("rb") as f:
+            raw = f.read(MAX_CREW_FILE + 1)  # one byte over tells "too large" without reading it all
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: crew task file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return parse_crew_spec(raw, str(path))
+
+
+def _config(settings: CrewSettings) -> Any:
+    from node.compute.crew.config import crew_config  # torch: imported only when a crew runs
+
+    return crew_config(settings)
 
 
 def _progress_table(cfg: Any, rows: dict[int, Any], started: float) -> Table:
@@ -100,7 +109,7 @@ def _progress_table(cfg: Any, rows: dict[int, Any], started: float) -> Table:
 
 @app.command("run")
 def run(
-    task: Path = typer.Argument(..., help="crew task file (TOML, cli/crew_spec.py)"),
+    task: Path = typer.Argument(..., help="crew task file (TOML, protocol/pol/crew_spec.py)"),
     cheat: str | None = typer.Option(None, help="RANK:NAME: that member runs a catalog cheat"),
     liar: str | None = typer.Option(None, help="RANK:DST:INDEX: that member's INDEX-th message to DST is "
                                                "tampered after it was hashed"),

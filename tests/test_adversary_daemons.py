@@ -19,7 +19,9 @@ from node.adversary.attacks import ATTACKS
 from node.adversary.harness import LocalNet, run_suite
 from protocol.identity import Keypair
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+#: The heaviest multi-process suites run one at a time (the Makefile runs xdist with
+#: --dist loadgroup): two of them at once starved a 12-daemon network on a 2-core CI box.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.xdist_group("heavy-daemons")]
 WINDOW_S = 12.0
 QUIET_S = 8.0
 #: The attacks whose messages the budgets or the relevance check charge: their attacker

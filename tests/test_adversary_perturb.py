@@ -19,7 +19,9 @@ import pytest
 from node.adversary.harness import LocalNet
 from node.adversary.perturb import Perturber
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+#: The heaviest multi-process suites run one at a time (the Makefile runs xdist with
+#: --dist loadgroup): two of them at once starved a 12-daemon network on a 2-core CI box.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.xdist_group("heavy-daemons")]
 
 
 def _block_hash(admin: str, height: int) -> str:

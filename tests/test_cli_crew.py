@@ -1,4 +1,4 @@
-"""`polnet crew run` (cli/crew_cmd.py, cli/crew_spec.py): a crew task file is checked key by
+"""`polnet crew run` (cli/crew_cmd.py, protocol/pol/crew_spec.py): a crew task file is checked key by
 key with one clear error line (exit 2); a run trains with a local crew, shows every
 member's progress and convicts exactly the member told to cheat."""
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.crew_spec import crew_settings
 from cli.main import app
 from protocol.errors import ConfigError
+from protocol.pol.crew_spec import crew_settings
 
 runner = CliRunner()
 TINY = """

@@ -16,6 +16,10 @@ import pytest
 from node.daemon.layout import layout_localnet
 from tests.daemon_harness import get, start, status, stop, wait_ready
 
+#: The heaviest multi-process suites run one at a time (the Makefile runs xdist with
+#: --dist loadgroup): next to another one, this network once stalled at height 1 in CI.
+pytestmark = pytest.mark.xdist_group("heavy-daemons")
+
 NODES = 12
 #: Generous bounds: the box has 2 shared cores and each daemon is a python process.
 PROGRESS_TIMEOUT_S = 150.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocol.market import elections, funds
+from protocol.market import crews, elections, funds
 from protocol.market.elections import Role
 from protocol.market.game import finish_game, max_rounds, start_next_game
 from protocol.market.params import BPS, GFLOP, MarketParams
@@ -82,6 +82,8 @@ def lifetime_bound(params: MarketParams, task: Task, slowest_flops: int) -> int:
     verify = (params.placement_blocks + params.commit_blocks + params.reveal_blocks + 2
               + params.challenge_window_blocks + params.forced_reveal_blocks + 1)
     games = params.verifier_count + params.max_challenges_per_task
+    if task.is_crew:  # a verifier per member and try, each game straight to the validators
+        games = task.crew_size * tries + params.max_challenges_per_task
     dispute = games * ((2 * max_rounds(task) + 2) * params.move_blocks + params.arbitration_blocks + 1)
     tail = params.challenge_window_blocks + params.forced_reveal_blocks + dispute
     return tries * (params.placement_blocks + train + verify + 2) + tail + 2
@@ -104,6 +106,8 @@ def _open(state: MarketState, task: Task) -> None:
 
 def _place(state: MarketState, task: Task) -> bool:
     """Elect the missing solver and profiler together, or neither."""
+    if task.is_crew:
+        return _place_crew(state, task)
     p = state.params
     solver = task.solver
     if solver is None:
@@ -143,6 +147,32 @@ def _place(state: MarketState, task: Task) -> bool:
     return True
 
 
+def _place_crew(state: MarketState, task: Task) -> bool:
+    """Elect a whole crew, or nobody: `stages x data_parallel` members by stake among the
+    workers whose own share of the task fits them (`crews.elect_crew`), each at its own
+    price, ranks in draw order."""
+    p = state.params
+    shape = crews.shape_of(task)
+    members = crews.elect_crew(state.workers.values(), task, shape, p, state.beacon)
+    if members is None:
+        return False
+    # Rule: place a crew only when every member's verifier could be elected right now
+    # (one verifier per member, none of them in the crew).
+    if sum(1 for c in _verifier_candidates(state, task) if c[0] not in members) < shape.size:
+        return False
+    for key in members:
+        state.workers[key].jobs += 1
+    task.crew = list(members)
+    task.crew_prices = [state.workers[k].price_per_gflop for k in members]
+    task.crew_commits = [b""] * shape.size
+    task.crew_aborts = []
+    task.threshold_ppm = 0  # bit for bit (check_crew_submit: a crew task is reproducible)
+    _tax_once(state, task)
+    slowest = min(state.workers[k].flops for k in members)
+    enter(state, task, Status.TRAINING, train_blocks(p, crews.member_gflops(task, shape), slowest))
+    return True
+
+
 def _verifier_candidates(state: MarketState, task: Task) -> list[tuple[bytes, int]]:
     # Rule: the secret was committed before this block's beacon was known.
     candidates = [(k, w) for k, w in elections.eligible_verifiers(state.workers.values(), task, state.params)
@@ -179,6 +209,9 @@ def _replacements_left(state: MarketState, task: Task) -> bool:
 
 @on_block(Status.TRAINING)
 def _training(state: MarketState, task: Task) -> None:
+    if task.is_crew:
+        _crew_training(state, task)
+        return
     if state.height < task.deadline:
         return
     if task.proof_root is None and task.solver is not None:
@@ -193,6 +226,25 @@ def _training(state: MarketState, task: Task) -> None:
             decide_profile(state, task)  # decide on the reports that came
             if task.status != Status.TRAINING:
                 return
+    if _replacements_left(state, task):
+        enter(state, task, Status.OPEN, state.params.placement_blocks)
+
+
+def _crew_training(state: MarketState, task: Task) -> None:
+    """A crew that did not commit whole is dissolved: at the deadline, or as soon as
+    every member has committed or said the crew stopped. A member that said nothing is
+    slashed for silence and never elected for the task again; the members that spoke are
+    released (neither paid nor slashed: a crew's partial work verifies nothing). The task
+    is then placed again with a new crew, or refunded when replacements run out."""
+    spoke = [m for r, m in enumerate(task.crew) if task.crew_commits[r] or m in task.crew_aborts]
+    if state.height < task.deadline and len(spoke) < len(task.crew):
+        return
+    for member in task.crew:
+        if member in spoke:
+            funds.release(state, member)
+        else:
+            _penalise_silence(state, task, member)
+    task.crew, task.crew_prices, task.crew_commits, task.crew_aborts = [], [], [], []
     if _replacements_left(state, task):
         enter(state, task, Status.OPEN, state.params.placement_blocks)
 
@@ -213,20 +265,46 @@ def _proved(state: MarketState, task: Task) -> None:
 
 def _elect_verifiers(state: MarketState, task: Task, count: int) -> bool:
     seed = elections.election_seed(state.beacon, task.task_id, Role.VERIFIER + bytes([task.replacements]))
+    if task.is_crew:
+        return _elect_crew_verifiers(state, task, seed)
     picked = elections.weighted_sample(_verifier_candidates(state, task), seed, count)
     for key in picked:
-        state.workers[key].jobs += 1
         segment = elections.sample_segment(task.verify_beacon, task.task_id, key, task.n_segments)
         # Rule: someone always checks the final segment: the delivered weights, and where
         # every shortcut (truncating, skipping, a late perturbation) shows (a forced
         # verdict on it does not count: it checked nothing the ledger can use).
         if all(v.segment != task.n_segments - 1 for v in task.verifiers if not v.forced_revealed):
             segment = task.n_segments - 1
-        worker = state.workers[key]
-        slot = VerifierSlot(key, segment=segment, beacon=state.beacon, elected_at=state.height,
-                            secret_commit=worker.secret_commit or b"", secret_index=worker.duty_index)
-        worker.duty_index += 1
-        task.verifiers.append(slot)
+        task.verifiers.append(_new_slot(state, key, segment))
+    return bool(picked)
+
+
+def _new_slot(state: MarketState, key: bytes, segment: int) -> VerifierSlot:
+    worker = state.workers[key]
+    worker.jobs += 1
+    slot = VerifierSlot(key, segment=segment, beacon=state.beacon, elected_at=state.height,
+                        secret_commit=worker.secret_commit or b"", secret_index=worker.duty_index)
+    worker.duty_index += 1
+    return slot
+
+
+def unchecked_ranks(task: Task) -> list[int]:
+    """A crew's ranks that no verifier is checking or has checked unforced: each member
+    is verified on its own, so each needs a live slot (`VerifierSlot.segment` is the rank)."""
+    def covers(slot: VerifierSlot, rank: int) -> bool:
+        live = slot.verdict is None or (slot.verdict.available and not slot.forced_revealed)
+        return slot.segment == rank and live
+
+    return [r for r in range(task.crew_size) if not any(covers(v, r) for v in task.verifiers)]
+
+
+def _elect_crew_verifiers(state: MarketState, task: Task, seed: bytes) -> bool:
+    """One verifier per unchecked member, none of them in the crew, ranks in draw order."""
+    ranks = unchecked_ranks(task)
+    candidates = [c for c in _verifier_candidates(state, task) if c[0] not in task.crew]
+    picked = elections.weighted_sample(candidates, seed, len(ranks))
+    for key, rank in zip(picked, ranks, strict=False):
+        task.verifiers.append(_new_slot(state, key, rank))
     return bool(picked)
 
 
@@ -317,7 +395,10 @@ def _forced_reveal(state: MarketState, task: Task) -> None:
 def _checked(task: Task) -> bool:
     """Someone checked the proof for the ledger: a verifier's unforced verdict, or a
     bonded challenge that a REJECT is wrong (a whistleblower's re-check, what forced errors
-    pay for). Forced verdicts alone say nothing of the segments they name."""
+    pay for). Forced verdicts alone say nothing of the segments they name. A crew is
+    checked when every member is (each by an unforced verdict on its own rank)."""
+    if task.is_crew:
+        return not unchecked_ranks(task)
     unforced = any(v.verdict is not None and v.verdict.available and not v.forced_revealed
                    for v in task.verifiers)
     return unforced or any(c.claims_valid for c in task.challenges)

@@ -7,9 +7,9 @@ no message: the election is the solver election's weighted draw made `size` time
 without replacement under its own role label; the placement is the crew scheduler
 (protocol/schedule) over the members' registered capacity, bounded by a count of cost
 evaluations (never a clock) and seeded from the beacon; the payout pays each member its
-share and slashes only the members the verification convicted. Built and tested here;
-not yet wired into the task stage table (docs/parallel.md, "Through the market", says
-what that takes: submit fields, a per-member commit, per-rank verifier slots).
+share and slashes only the members the verification convicted. The stage table runs
+them (protocol/market/blocks.py, process.py, settle.py; docs/parallel.md, "Through the
+market").
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from protocol.encoding import sha256
 from protocol.errors import ValidationError
 from protocol.market.elections import election_seed, fits, weighted_sample
 from protocol.market.params import MarketParams
-from protocol.market.state import Task, Worker
+from protocol.market.state import MAX_CREW, Task, Worker
 from protocol.schedule.driver import schedule
 from protocol.schedule.model import Budget, Device, Links, Shape, Workload
 
@@ -29,8 +29,7 @@ from protocol.schedule.model import Budget, Device, Links, Shape, Workload
 #: solver or verifier draw of the same task.
 CREW_ROLE = b"crew"
 PLACE_DOMAIN = b"polnet/market/crew-place/v1\x00"
-#: Most members of one crew (each is a separate worker with its own stake).
-MAX_CREW = 64
+SAMPLE_DOMAIN = b"polnet/market/crew-sample/v1\x00"
 #: Cost evaluations of the placement search: the same on every node, so the same result.
 PLACEMENT_EVALUATIONS = 20_000
 MIB = 1 << 20
@@ -57,6 +56,18 @@ class CrewShape:
     def rank(self, stage: int, replica: int) -> int:
         """Stage-major, as the crew engine numbers its members (pipeline.CrewConfig.rank)."""
         return stage * self.data_parallel + replica
+
+
+def shape_of(task: Task) -> CrewShape:
+    return CrewShape(task.stages, task.data_parallel)
+
+
+def crew_sample_seed(beacon: bytes, task_id: bytes, stage: int) -> bytes:
+    """The seed of the segments checked on every member of `stage`: the task's verify
+    beacon (drawn after every member committed, so none knew its sample), the task and
+    the stage. A verifier and the validators of a crew game draw the same segments, and
+    so do all replicas of one stage (their all-reduce is checked from every side)."""
+    return sha256(SAMPLE_DOMAIN + beacon + task_id + stage.to_bytes(4, "big"))
 
 
 def member_gflops(task: Task, shape: CrewShape) -> int:

@@ -100,13 +100,16 @@ def eligible_solvers(workers: Iterable[Worker], task: Task, params: MarketParams
 def eligible_verifiers(
     workers: Iterable[Worker], task: Task, params: MarketParams
 ) -> list[tuple[bytes, int]]:
-    """Verifiers re-execute on the task's device class, are never the solver, and must
-    hold an unused duty secret under a committed tree (its forcing must be private)."""
-    taken = {task.solver, *task.profilers, *(v.pubkey for v in task.verifiers), *task.watchers}
+    """Verifiers re-execute on the task's device class, are never the solver (nor in the
+    crew), and must hold an unused duty secret under a committed tree (its forcing must
+    be private)."""
+    taken = {task.solver, *task.profilers, *task.crew, *(v.pubkey for v in task.verifiers), *task.watchers}
+    # A crew's verifier checks one member, so its stake need back only that member's share.
+    share = task.gflops // task.crew_size if task.is_crew else None
     return [
         (w.pubkey, w.stake)
         for w in workers
-        if fits(w, task, params) and w.secret_commit is not None and w.duty_index < SECRETS_PER_COMMIT
+        if fits(w, task, params, share) and w.secret_commit is not None and w.duty_index < SECRETS_PER_COMMIT
         and w.pubkey not in taken
     ]
 

@@ -54,6 +54,8 @@ def start_next_game(state: MarketState, task: Task) -> bool:
     An accuser whose verdict says it could not fetch its segment plays no bisection: the
     validators try to fetch the segment themselves and vote on whether the solver serves
     it (a disconnected verifier's poor connectivity is not evidence of a cheat)."""
+    if task.is_crew:
+        return _start_crew_game(state, task)
     if not task.accusers:
         return False
     accuser = task.accusers.pop(0)
@@ -64,6 +66,20 @@ def start_next_game(state: MarketState, task: Task) -> bool:
     task.game = Game(accuser, _segment_of(task, accuser), 0, positions(task), b"", b"")
     enter(state, task, Status.DISPUTE, state.params.move_blocks)
     return True
+
+
+def _start_crew_game(state: MarketState, task: Task) -> bool:
+    """A crew member's game: no bisection (a stage's step is not written as an op chain
+    yet), the validators re-execute the member's sampled segments themselves. Accusers
+    of a member already convicted have nothing left to show and are skipped."""
+    while task.accusers:
+        accuser = task.accusers.pop(0)
+        rank = _segment_of(task, accuser)
+        if rank < len(task.crew) and task.crew[rank] not in task.convicted:
+            task.game = Game(accuser, rank, 0, 1, b"", b"", kind=GameKind.CREW)
+            enter(state, task, Status.ARBITRATION, state.params.arbitration_blocks)
+            return True
+    return False
 
 
 def _unavailable_verdict(task: Task, accuser: bytes) -> bool:
@@ -253,6 +269,9 @@ def finish_game(state: MarketState, task: Task, *, defender_won: bool, proved: b
     game, task.game = task.game, None
     if game is not None and defender_won:
         task.lost.append(game.accuser)
+    if task.is_crew:
+        _finish_crew_game(state, task, game, defender_won)
+        return
     if not defender_won:
         task.proof_valid = False
         if game is not None and proved:
@@ -261,4 +280,17 @@ def finish_game(state: MarketState, task: Task, *, defender_won: bool, proved: b
         return
     if not start_next_game(state, task):
         task.proof_valid = True
+        settle(state, task)
+
+
+def _finish_crew_game(state: MarketState, task: Task, game: Game | None, defender_won: bool) -> None:
+    """A crew member who loses its game is convicted; the games go on, one per accuser,
+    so every cheating member is found (each one's own verdict decides only its rank),
+    and the crew is settled when none is left."""
+    if game is not None and not defender_won:
+        task.convicted.append(task.crew[game.segment])
+        if task.winner is None:
+            task.winner = game.accuser
+    if not start_next_game(state, task):
+        task.proof_valid = not task.convicted
         settle(state, task)

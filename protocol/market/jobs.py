@@ -242,6 +242,73 @@ class ArbitrationResult:
     fetch_seconds: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class CrewTrainJob:
+    """Train member `rank` of a crew task together with the rest of its crew (`members`,
+    every member's key by rank, stage-major as `Task.crew`). The shell rendezvouses with
+    the other members, trains its stage from the task's crew spec (`spec_hash`: a crew
+    task file, protocol/pol/crew_spec.py's format) and keeps its proof to serve verifiers."""
+
+    task_id: bytes
+    spec_hash: bytes
+    rank: int
+    members: tuple[bytes, ...]
+    stages: int
+    data_parallel: int
+
+
+@dataclass(frozen=True, slots=True)
+class CrewTrainResult:
+    """A member's commitment (`commitment`: the hash of its commitment record, which the
+    shell serves by that hash, and `n_boundaries`), or, when the crew stopped before the
+    end, `aborted` (why) with the steps it had done and no commitment."""
+
+    task_id: bytes
+    rank: int
+    commitment: bytes
+    n_boundaries: int
+    aborted: str = ""
+    step: int = 0
+
+    def __post_init__(self) -> None:
+        if self.aborted and self.commitment:
+            raise ContractViolation("an aborted crew member commits nothing")
+        if not self.aborted and (len(self.commitment) != 32 or self.n_boundaries < 2):
+            raise ContractViolation("a member that trained commits a 32-byte hash over at least 2 boundaries")
+
+
+@dataclass(frozen=True, slots=True)
+class CrewCheckJob:
+    """Re-execute member `rank`'s sampled segments against its committed record (a
+    verifier's duty on its slot, and a validator's in a crew game). The sample follows
+    from `beacon` (the task's verify beacon) and the member's stage, so every replica of a
+    stage is checked on the same segments and every checker of one member agrees."""
+
+    task_id: bytes
+    spec_hash: bytes
+    rank: int
+    members: tuple[bytes, ...]
+    stages: int
+    data_parallel: int
+    commitments: tuple[bytes, ...]  # every member's committed record hash, by rank
+    beacon: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CrewCheckResult:
+    """`passed`: the member stands behind its commitment on every sampled segment.
+    `available` False: its record or a segment could not be fetched (a member must serve
+    its proof, so a crew check counts that against it: `passed` is False). `finding`
+    says what differed first."""
+
+    task_id: bytes
+    rank: int
+    passed: bool
+    available: bool = True
+    finding: str = ""
+    steps_executed: int = 0
+
+
 #: The result type of each job: the contract in one table.
 RESULT_OF: dict[type[Any], type[Any]] = {
     MarketTrainJob: MarketTrainResult,
@@ -251,6 +318,8 @@ RESULT_OF: dict[type[Any], type[Any]] = {
     RevealJob: RevealResult,
     ArbitrationJob: ArbitrationResult,
     AvailabilityJob: ArbitrationResult,
+    CrewTrainJob: CrewTrainResult,
+    CrewCheckJob: CrewCheckResult,
 }
 JOB_TYPES = tuple(RESULT_OF)
 
@@ -272,3 +341,5 @@ def conforms(job: Any, result: Any) -> None:
         raise ContractViolation("the result is for another game position")
     if isinstance(result, SegmentCheckResult) and result.segment != job.segment:
         raise ContractViolation("the result is for another segment")
+    if isinstance(result, CrewTrainResult | CrewCheckResult) and result.rank != job.rank:
+        raise ContractViolation("the result is for another crew member")

@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from protocol.market import elections
+from protocol.market.crews import CrewShape
 from protocol.market.errors import (
     BadProof,
     BadReveal,
@@ -26,6 +27,7 @@ from protocol.market.params import BPS
 from protocol.market.settle import refund
 from protocol.market.stages import create, enter, task_for
 from protocol.market.state import (
+    MAX_CREW,
     NO_BASE,
     ChallengeRec,
     MarketState,
@@ -41,6 +43,8 @@ from protocol.market.txs import (
     BisectReply,
     CancelTask,
     Challenge,
+    CrewAbort,
+    CrewCommit,
     DeregisterWorker,
     ForcedErrorReveal,
     GameOpen,
@@ -156,11 +160,31 @@ def check_submit(state: MarketState, sender: bytes, tx: SubmitTask) -> int:
     # Rule: a fine-tuning base named by proof root is the proof of a task that settled valid.
     if tx.base_root != NO_BASE and tx.base_root not in state.proven:
         raise BadProof("the base names no accepted proof (a task that settled valid, recently enough)")
+    if tx.stages or tx.data_parallel:
+        check_crew_submit(tx)
     escrow = budget(state, tx.gflops, tx.max_price_per_gflop)
     # Rule: the submitter can pay the escrow.
     if state.accounts.balance(sender) < escrow:
         raise InsufficientFunds(f"escrow {escrow} exceeds the balance {state.accounts.balance(sender)}")
     return escrow
+
+
+def check_crew_submit(tx: SubmitTask) -> None:
+    """The rules a crew task adds (docs/parallel.md, "Through the market")."""
+    # Rule: a crew has at least one stage and one replica, two members at least (one
+    # member is a task for one solver), and at most MAX_CREW.
+    if not tx.stages or not tx.data_parallel or not 2 <= tx.stages * tx.data_parallel <= MAX_CREW:
+        raise OutOfBounds(f"a crew of {tx.stages} x {tx.data_parallel} is outside 2..{MAX_CREW} members")
+    shape = CrewShape(tx.stages, tx.data_parallel)
+    # Rule: the work divides evenly among the members (each member's share is its pay).
+    if tx.gflops % shape.size:
+        raise OutOfBounds(f"{tx.gflops} GFLOPs do not divide among {shape.size} members")
+    # Rule: crew members are verified bit for bit (AQ-SGD's rounding admits no tolerance).
+    if not tx.reproducible:
+        raise OutOfBounds("a crew task must be reproducible: its members are re-executed bit for bit")
+    # Rule: not yet private, nor a fine-tune of a proven base (neither is built for crews).
+    if tx.key_commit or tx.base_root != NO_BASE:
+        raise OutOfBounds("a crew task cannot be private or fine-tune a proven base (not built)")
 
 
 def process_submit_task(state: MarketState, sender: bytes, tx: SubmitTask) -> bytes:
@@ -170,7 +194,7 @@ def process_submit_task(state: MarketState, sender: bytes, tx: SubmitTask) -> by
     task = Task(
         task_id, sender, tx.spec_hash, tx.gflops, tx.steps, tx.checkpoint_interval, tx.ops_per_step,
         tx.device, tx.min_memory_mb, tx.reproducible, tx.max_price_per_gflop, escrow, state.height,
-        key_commit=tx.key_commit,
+        key_commit=tx.key_commit, stages=tx.stages, data_parallel=tx.data_parallel,
     )
     if tx.base_root != NO_BASE:
         proof = state.proven[tx.base_root]
@@ -187,7 +211,7 @@ def process_cancel_task(state: MarketState, sender: bytes, tx: CancelTask) -> No
     if sender != task.submitter:
         raise NotAuthorized("only the submitter may cancel a task")
     # Rule: only before anyone was elected for it (nothing is owed to anyone yet).
-    if task.solver is not None or task.profilers or task.taxed:
+    if task.solver is not None or task.profilers or task.crew or task.taxed:
         raise WrongStage("a party is already elected for this task")
     refund(state, task, "cancelled")
 
@@ -236,6 +260,39 @@ def process_prove_commit(state: MarketState, sender: bytes, tx: ProveCommit) -> 
     _maybe_proved(state, task)
 
 
+def _member_rank(task: Task, sender: bytes) -> int:
+    # Rule: only a member of the task's crew speaks for a rank, and only for its own.
+    if sender not in task.crew:
+        raise NotAuthorized("not a member of this task's crew")
+    rank = task.crew.index(sender)
+    # Rule: a member commits or aborts once.
+    if task.crew_commits[rank] or sender in task.crew_aborts:
+        raise NotAuthorized("this member already committed or aborted")
+    return rank
+
+
+def process_crew_commit(state: MarketState, sender: bytes, tx: CrewCommit) -> None:
+    task = task_for(state, tx.task_id, tx)
+    rank = _member_rank(task, sender)
+    # Rule: one boundary per checkpoint, as the task's interval implies.
+    if tx.n_boundaries != task.n_segments + 1:
+        raise OutOfBounds(f"expected {task.n_segments + 1} boundaries")
+    task.crew_commits[rank] = tx.commitment
+    # Rule: the crew's proof is complete when every member committed its own.
+    if all(task.crew_commits):
+        enter(state, task, Status.PROVED, state.params.placement_blocks)
+
+
+def process_crew_abort(state: MarketState, sender: bytes, tx: CrewAbort) -> None:
+    task = task_for(state, tx.task_id, tx)
+    _member_rank(task, sender)
+    # Rule: the step is one the run has (the crew is dissolved at the next block once
+    # every member has spoken, or at the training deadline: blocks.py).
+    if tx.step > task.steps:
+        raise OutOfBounds(f"step {tx.step} is past the task's {task.steps}")
+    task.crew_aborts.append(sender)
+
+
 def _maybe_proved(state: MarketState, task: Task) -> None:
     if task.proof_root is not None and task.threshold_ppm is not None:
         enter(state, task, Status.PROVED, state.params.placement_blocks)
@@ -282,7 +339,8 @@ def challenge_bond(state: MarketState, task: Task, target: int) -> int:
     p = state.params
     slot = task.verifiers[target]
     accept = slot.verdict is not None and slot.verdict.accept
-    accused = task.solver if accept else slot.pubkey
+    defender = task.crew[slot.segment] if task.is_crew else task.solver  # a crew slot names a rank
+    accused = defender if accept else slot.pubkey
     worker = state.workers.get(accused) if accused is not None else None
     slash_bps = p.solver_slash_bps if accept else p.verifier_slash_bps
     at_risk = worker.stake * slash_bps // BPS if worker is not None else 0
@@ -309,8 +367,11 @@ def process_challenge(state: MarketState, sender: bytes, tx: Challenge) -> None:
     need = challenge_bond(state, task, tx.target)
     if tx.bond < need:
         raise OutOfBounds(f"bond {tx.bond} below the {need} this challenge requires")
-    # Rule: the solver and the target cannot challenge (no self-dealing with the jackpot).
-    if sender in (task.solver, task.verifiers[tx.target].pubkey):
+    # Rule: the solver (on a crew, the member the verdict is about) and the target cannot
+    # challenge (no self-dealing with the jackpot).
+    slot = task.verifiers[tx.target]
+    defender = task.crew[slot.segment] if task.is_crew else task.solver
+    if sender in (defender, slot.pubkey):
         raise NotAuthorized("parties to the verdict cannot challenge it")
     # Rule: one challenge per challenger and target; bounded per task.
     if any(c.challenger == sender and c.target == tx.target for c in task.challenges):
@@ -392,6 +453,8 @@ _RULES: dict[type[Any], Callable[[MarketState, bytes, Any], Any]] = {
     SetEncKey: process_set_enc_key,
     KeyWrap: process_key_wrap,
     KeyWrapFault: process_key_wrap_fault,
+    CrewCommit: process_crew_commit,
+    CrewAbort: process_crew_abort,
 }
 
 

@@ -25,13 +25,17 @@ from protocol.commands import TOPIC_TXS, Command, ComputeDone, Event, Log, Persi
 from protocol.encoding import sha256
 from protocol.errors import DecodeError
 from protocol.limits import DEFAULT_LIMITS, Limits
-from protocol.market import elections
+from protocol.market import crews, elections
 from protocol.market.errors import OutOfBounds
 from protocol.market.jobs import (
     ArbitrationJob,
     ArbitrationResult,
     AvailabilityJob,
     ContractViolation,
+    CrewCheckJob,
+    CrewCheckResult,
+    CrewTrainJob,
+    CrewTrainResult,
     MarketTrainJob,
     MarketTrainResult,
     MarketWork,
@@ -55,6 +59,8 @@ from protocol.market.txs import (
     BisectClaim,
     BisectReply,
     Challenge,
+    CrewAbort,
+    CrewCommit,
     ForcedErrorReveal,
     GameOpen,
     GameReveal,
@@ -181,6 +187,22 @@ class _Slots:
 def _segment_flops(task: Task) -> int:
     """A verification re-runs one segment: its share of the declared training FLOPs."""
     return task.gflops * GFLOP // task.n_segments
+
+
+#: Share of a member's work a crew check re-executes, about (proof.DEFAULT_SAMPLE_FRACTION
+#: and at least one segment): what the shell's clock is charged for it.
+CREW_CHECK_SHARE = 20
+
+
+def _member_flops(task: Task) -> int:
+    return crews.member_gflops(task, crews.shape_of(task)) * GFLOP
+
+
+def crew_check_job(task: Task, rank: int) -> CrewCheckJob:
+    """What a verifier of member `rank` and the validators of its game re-execute: the
+    same job, so the same sample (crews.crew_sample_seed) and the same answer."""
+    return CrewCheckJob(task.task_id, task.spec_hash, rank, tuple(task.crew), task.stages, task.data_parallel,
+                        tuple(task.crew_commits), task.verify_beacon)
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,8 +348,20 @@ class SolverRole(Role):
             if task.status == Status.TRAINING and task.solver == self.me and task.proof_root is None:
                 job = MarketTrainJob(task.task_id, task.spec_hash)
                 out += self._run(task, "train", 0, job, task.gflops * GFLOP)
-            out += self._open(task) + self._reveal(task)
+            out += self._member(task) + self._open(task) + self._reveal(task)
         return out
+
+    def _member(self, task: Task) -> list[Command]:
+        """A crew member trains its rank with the rest of the crew (once per placement:
+        a re-placed crew is a new round)."""
+        if task.status != Status.TRAINING or self.me not in task.crew:
+            return []
+        rank = task.crew.index(self.me)
+        if task.crew_commits[rank] or self.me in task.crew_aborts:
+            return []
+        job = CrewTrainJob(task.task_id, task.spec_hash, rank, tuple(task.crew), task.stages,
+                           task.data_parallel)
+        return self._run(task, "crew", task.replacements, job, _member_flops(task))
 
     def _open(self, task: Task) -> list[Command]:
         game, leaves = task.game, self.leaves.get(task.task_id, ())
@@ -365,6 +399,8 @@ class SolverRole(Role):
             return self._publish(GameReveal(task.task_id, rnd, result.weights, result.optimizer,
                                             tuple(OpOutputs(o) for o in result.prefix),
                                             OpOutputs(result.claimed), 0, 0))
+        if isinstance(result, CrewTrainResult):
+            return self._member_done(task, rnd, result)
         mine = task.status == Status.TRAINING and task.solver == self.me
         if isinstance(result, MarketTrainResult) and mine:
             # The leaves are stored before the commit leaves: a solver that comes back after
@@ -374,6 +410,20 @@ class SolverRole(Role):
             saved = self.saved.persist(tid, lambda slot: SavedProof(slot, tid, result.leaves))
             return saved + self._publish(ProveCommit(tid, result.merkle_root, result.n_checkpoints, 0, 0))
         return []
+
+
+    def _member_done(self, task: Task, rnd: int, result: CrewTrainResult) -> list[Command]:
+        """Commit the member's proof, or say the crew stopped (a member that says nothing is
+        slashed for silence at the deadline; one that aborts is only released)."""
+        if task.status != Status.TRAINING or self.me not in task.crew or rnd != task.replacements:
+            return []
+        if task.crew.index(self.me) != result.rank:
+            return []
+        if result.aborted:
+            fields = (("task", task.task_id.hex()[:16]), ("rank", result.rank), ("why", result.aborted[:200]))
+            log = Log("warning", "market.crew_aborted", fields)
+            return [log, *self._publish(CrewAbort(task.task_id, min(result.step, task.steps), 0, 0))]
+        return self._publish(CrewCommit(task.task_id, result.commitment, result.n_boundaries, 0, 0))
 
 
 @dataclass
@@ -417,6 +467,8 @@ class VerifierRole(Role):
         slot = self._slot(task)
         if slot is None:
             return []
+        if task.is_crew and task.status in (Status.COMMIT, Status.REVEAL):
+            return self._verify_member(task, slot)
         if task.status == Status.COMMIT and slot.commitment is None and task.proof_root is not None:
             job = SegmentCheckJob(task.task_id, task.proof_root, slot.segment, task.threshold_ppm or 0)
             return self._run(task, "verify", 0, job, _segment_flops(task))
@@ -434,20 +486,35 @@ class VerifierRole(Role):
             return self._once(task, "forced", ForcedErrorReveal(task.task_id, secret, proof, 0, 0))
         return []
 
+    def _verify_member(self, task: Task, slot: VerifierSlot) -> list[Command]:
+        """The crew path of `_verify`: the slot names a member's rank, checked with
+        `crew_check_job` (commit, reveal, and a recheck when the stored verdict is gone)."""
+        job = crew_check_job(task, slot.segment)
+        if task.status == Status.COMMIT and slot.commitment is None:
+            return self._run(task, "verify", 0, job, _member_flops(task) // CREW_CHECK_SHARE)
+        if slot.verdict is not None or slot.commitment is None:
+            return []
+        if task.task_id in self.verdicts:
+            verdict, salt = self.verdicts[task.task_id]
+            return self._once(task, "reveal", VerdictReveal(task.task_id, verdict, salt, 0, 0))
+        return self._run(task, "recheck", 0, job, _member_flops(task) // CREW_CHECK_SHARE)
+
     def _forced(self, task: Task, slot: VerifierSlot) -> bool:
         assert self.market is not None
         ppm = self.market.params.forced_error_ppm
         secret = elections.duty_secret(self.secret, slot.secret_index)
         return elections.is_forced(secret, slot.beacon, task.task_id, ppm)
 
-    def _verdict(self, task: Task, slot: VerifierSlot, result: SegmentCheckResult) -> tuple[Verdict, bytes]:
+    def _verdict(self, task: Task, slot: VerifierSlot,
+                 result: SegmentCheckResult | CrewCheckResult) -> tuple[Verdict, bytes]:
         """The verdict (flipped when forced) and its salt: both follow from the check. A
         segment nobody served is reported as such, never as a REJECT (nor forced)."""
         salt = sha256(self.secret + task.task_id + b"verdict-salt")
+        distance = result.distance_ppm if isinstance(result, SegmentCheckResult) else 0
         if not result.available:
-            return Verdict(False, slot.segment, result.distance_ppm, available=False), salt
+            return Verdict(False, slot.segment, distance, available=False), salt
         accept = result.passed != self._forced(task, slot)
-        return Verdict(accept, slot.segment, result.distance_ppm), salt
+        return Verdict(accept, slot.segment, distance), salt
 
     def on_done(self, task: Task, duty: str, rnd: int, result: Any) -> list[Command]:
         if duty.startswith("hash"):
@@ -455,7 +522,7 @@ class VerifierRole(Role):
         if isinstance(result, ProfileResult) and task.status == Status.TRAINING:
             return self._publish(ProfileReport(task.task_id, result.threshold_ppm, result.spec_ok, 0, 0))
         slot = self._slot(task)
-        if not isinstance(result, SegmentCheckResult) or slot is None:
+        if not isinstance(result, SegmentCheckResult | CrewCheckResult) or slot is None:
             return []
         verdict, salt = self._verdict(task, slot, result)
         commitment = elections.verdict_commitment(task.task_id, self.me, verdict, salt)
@@ -512,7 +579,7 @@ class WhistleblowerRole(Role):
         budget = self.checks_per_block
         for task in market.open_tasks():
             if task.status != Status.CHALLENGE or task.proof_root is None or self.me == task.solver:
-                continue
+                continue  # (a crew task has no proof root: crews are not watched yet)
             if not self._watches(task):
                 continue
             for index, slot in enumerate(task.verifiers):
@@ -556,6 +623,11 @@ class ArbiterRole(Role):
             game = task.game
             if task.status != Status.ARBITRATION or game is None or self.me in game.votes:
                 continue
+            if game.kind == GameKind.CREW:
+                member = crew_check_job(task, game.segment)
+                flops = _member_flops(task) // CREW_CHECK_SHARE
+                out += self._run(task, f"crewgame:{game.accuser.hex()}", game.round, member, flops)
+                continue
             if game.kind == GameKind.AVAILABILITY and task.proof_root is not None:
                 check = AvailabilityJob(task.task_id, task.proof_root, game.segment)
                 out += self._run(task, f"available:{game.accuser.hex()}", game.round, check, OP_FLOPS)
@@ -569,6 +641,11 @@ class ArbiterRole(Role):
         return out
 
     def on_done(self, task: Task, duty: str, rnd: int, result: Any) -> list[Command]:
+        if isinstance(result, CrewCheckResult) and task.status == Status.ARBITRATION:
+            log = Log("info", "market.crew_arbitrated", (
+                ("task", task.task_id.hex()[:16]), ("rank", result.rank), ("passed", result.passed),
+                ("steps", result.steps_executed), ("finding", result.finding[:200])))
+            return [log, *self._publish(ArbitrationVote(task.task_id, rnd, result.passed, 0, 0))]
         if not isinstance(result, ArbitrationResult) or task.status != Status.ARBITRATION:
             return []
         log = Log("info", "market.arbitrated", (

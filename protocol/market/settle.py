@@ -22,20 +22,27 @@ the final truth, so a challenge that cannot be played costs its author.
 
 from __future__ import annotations
 
-from protocol.market import funds
+from protocol.market import crews, funds
 from protocol.market.params import BPS
 from protocol.market.stages import enter
 from protocol.market.state import ChallengeRec, MarketState, PenaltyKind, ProvenProof, Status, Task
 
 
 def compute_cost(task: Task) -> int:
-    """What the solver earns at its own price (the unused part of the budget is refunded)."""
+    """What the solver earns at its own price, or the crew at its members' prices (the
+    unused part of the budget is refunded)."""
+    if task.is_crew:
+        share = crews.member_gflops(task, crews.shape_of(task))
+        return sum(share * price for price in task.crew_prices)
     return task.gflops * task.solver_price
 
 
 def verifier_pay(state: MarketState, task: Task) -> int:
+    """One verdict's pay: the verifier budget split over `verifier_count` slots, or over
+    the crew's members (one slot each)."""
     p = state.params
-    return compute_cost(task) * p.verifier_pay_bps // BPS // p.verifier_count
+    slots = task.crew_size if task.is_crew else p.verifier_count
+    return compute_cost(task) * p.verifier_pay_bps // BPS // slots
 
 
 def settle(state: MarketState, task: Task) -> None:
@@ -45,7 +52,7 @@ def settle(state: MarketState, task: Task) -> None:
     proven += _judge_verifiers(state, task, valid)
     funds.distribute(state, proven, _provers(task, valid), reward_bps)
     _judge_challengers(state, task, valid)
-    if valid and task.proof_root is not None:
+    if valid and task.proof_root is not None and not task.is_crew:
         # Rule: an accepted proof can be named as a later task's base (for a while).
         accepted = ProvenProof(task.task_id, task.n_segments + 1, task.steps, state.height)
         state.proven[task.proof_root] = accepted
@@ -72,11 +79,25 @@ def _provers(task: Task, valid: bool) -> list[bytes]:
 
 def _judge_solver(state: MarketState, task: Task, valid: bool) -> int:
     """Pay a valid solver; slash a shown cheat (its reward goes to the game's winner)."""
+    if task.is_crew:
+        return _judge_crew(state, task)
     assert task.solver is not None
     if valid:
         funds.pay_from_escrow(state, task, task.solver, compute_cost(task))
         return 0
     return funds.penalise(state, task, task.solver, state.params.solver_slash_bps, PenaltyKind.SOLVER_CHEAT)
+
+
+def _judge_crew(state: MarketState, task: Task) -> int:
+    """Pay every member the validators did not convict, at its own price, for its share;
+    slash only the convicted (`crews.crew_payout`). Their shares stay in the escrow,
+    which goes back to the submitter when the task closes."""
+    prices = dict(zip(task.crew, task.crew_prices, strict=True))
+    payout = crews.crew_payout(task, crews.shape_of(task), prices, task.convicted)
+    for member, amount in payout.paid:
+        funds.pay_from_escrow(state, task, member, amount)
+    return sum(funds.penalise(state, task, member, state.params.solver_slash_bps, PenaltyKind.SOLVER_CHEAT)
+               for member in payout.slashed)
 
 
 def _judge_verifiers(state: MarketState, task: Task, valid: bool) -> int:
@@ -113,14 +134,21 @@ def _judge_verifiers(state: MarketState, task: Task, valid: bool) -> int:
 
 def verdict_shown_wrong(task: Task, accept: bool, segment: int) -> bool:
     """A REJECT is wrong when the proof stood; an ACCEPT only when the solver lost a game on
-    that very segment (an honest check of a good segment of a bad run is not wrong)."""
+    that very segment (an honest check of a good segment of a bad run is not wrong). On a
+    crew, a verdict is about one member (`segment` is its rank): an ACCEPT is wrong when
+    the member was convicted, a REJECT when it was not (every REJECT gets its game)."""
+    if task.is_crew:
+        return accept == (task.crew[segment] in task.convicted)
     if task.proof_valid:
         return not accept
     return accept and segment == task.bad_segment
 
 
 def verdict_shown_right(task: Task, accept: bool, segment: int) -> bool:
-    """An ACCEPT of a proof that stood, or a REJECT of the very segment the solver lost."""
+    """An ACCEPT of a proof that stood, or a REJECT of the very segment the solver lost
+    (on a crew: of a member the validators acquitted, or convicted)."""
+    if task.is_crew:
+        return accept != (task.crew[segment] in task.convicted)
     if task.proof_valid:
         return accept
     return not accept and segment == task.bad_segment
@@ -170,4 +198,4 @@ def _close(state: MarketState, task: Task, status: Status, why: str) -> None:
 
 
 def _duties(task: Task) -> list[bytes | None]:
-    return [task.solver, *task.profilers, *(v.pubkey for v in task.verifiers)]
+    return [task.solver, *task.profilers, *task.crew, *(v.pubkey for v in task.verifiers)]

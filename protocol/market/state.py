@@ -96,10 +96,13 @@ class Turn(IntEnum):
 
 class GameKind(IntEnum):
     """BISECT: narrow a disputed segment to one op, re-executed by the validators.
-    AVAILABILITY: a verifier could not fetch its segment; the validators try, and vote."""
+    AVAILABILITY: a verifier could not fetch its segment; the validators try, and vote.
+    CREW: a crew member's verdict is disputed; the validators fetch its record and
+    re-execute its sampled segments themselves, and vote (`Game.segment` is the rank)."""
 
     BISECT = 0
     AVAILABILITY = 1
+    CREW = 2
 
 
 @dataclass(slots=True)
@@ -225,6 +228,8 @@ class ProvenProof:
 
 
 NO_BASE = b"\x00" * 32
+#: Most members of one crew task (each is a separate worker with its own stake).
+MAX_CREW = 64
 
 
 @dataclass(slots=True)
@@ -272,10 +277,30 @@ class Task:
     watchers: list[bytes] = field(default_factory=list)  # a private task's elected whistleblowers
     wraps: list[WrapRec] = field(default_factory=list)  # the content key, wrapped to each party
     unkeyed: list[bytes] = field(default_factory=list)  # parties that reported no wrap opens
+    # A crew task (docs/parallel.md; 0 x 0: one solver). Its members sit in `crew` by rank
+    # (stage-major), each paid at its own price; each member commits its own proof
+    # (`crew_commits` by rank, b"" until it does) or says the crew stopped (`crew_aborts`).
+    # Verifier slots name a rank in `segment`; `convicted` are the members whose game
+    # the validators decided against them: only they are slashed.
+    stages: int = 0
+    data_parallel: int = 0
+    crew: list[bytes] = field(default_factory=list)
+    crew_prices: list[int] = field(default_factory=list)
+    crew_commits: list[bytes] = field(default_factory=list)
+    crew_aborts: list[bytes] = field(default_factory=list)
+    convicted: list[bytes] = field(default_factory=list)
 
     @property
     def private(self) -> bool:
         return self.key_commit != b""
+
+    @property
+    def is_crew(self) -> bool:
+        return self.stages > 0
+
+    @property
+    def crew_size(self) -> int:
+        return self.stages * self.data_parallel
 
     @property
     def n_segments(self) -> int:

@@ -21,6 +21,7 @@ from typing import Annotated
 
 from protocol.market.params import MarketParams
 from protocol.market.state import (
+    MAX_CREW,
     Accounts,
     ChallengeRec,
     Game,
@@ -210,6 +211,13 @@ class TaskRecord:
     watchers: Annotated[tuple[PubKey, ...], Len(0, MAX_SLOTS), Trailing()] = ()
     wraps: Annotated[tuple[WrapRecord, ...], Len(0, MAX_WRAPS), Trailing()] = ()
     unkeyed: Annotated[tuple[PubKey, ...], Len(0, MAX_EXCLUDED), Trailing()] = ()
+    stages: Annotated[U8, Trailing()] = 0
+    data_parallel: Annotated[U8, Trailing()] = 0
+    crew: Annotated[tuple[PubKey, ...], Len(0, MAX_CREW), Trailing()] = ()
+    crew_prices: Annotated[tuple[U64, ...], Len(0, MAX_CREW), Trailing()] = ()
+    crew_commits: Annotated[tuple[ShortBytes, ...], Len(0, MAX_CREW), Trailing()] = ()
+    crew_aborts: Annotated[tuple[PubKey, ...], Len(0, MAX_CREW), Trailing()] = ()
+    convicted: Annotated[tuple[PubKey, ...], Len(0, MAX_CREW), Trailing()] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +281,8 @@ def freeze_task(t: Task) -> TaskRecord:
         tuple(PenaltyRecord(p.who, p.amount, p.kind) for p in t.penalties),
         t.base_root, t.base_checkpoints, t.base_steps, t.key_commit, tuple(t.watchers),
         tuple(WrapRecord(w.recipient, w.recipient_key, w.wrapper, w.wrap) for w in t.wraps), tuple(t.unkeyed),
+        t.stages, t.data_parallel, tuple(t.crew), tuple(t.crew_prices), tuple(t.crew_commits),
+        tuple(t.crew_aborts), tuple(t.convicted),
     )
 
 
@@ -314,6 +324,8 @@ def thaw_task(key: bytes, r: TaskRecord) -> Task:
         [Penalty(p.who, p.amount, p.kind) for p in r.penalties],
         r.base_root, r.base_checkpoints, r.base_steps, r.key_commit, list(r.watchers),
         [WrapRec(w.recipient, w.recipient_key, w.wrapper, w.wrap) for w in r.wraps], list(r.unkeyed),
+        r.stages, r.data_parallel, list(r.crew), list(r.crew_prices), list(r.crew_commits),
+        list(r.crew_aborts), list(r.convicted),
     )
 
 

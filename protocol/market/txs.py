@@ -1,5 +1,6 @@
-"""Market transactions (tags 0x50-0x5f, 0x61, 0x64): the eight task stages as signed ledger
-txs, and the private tasks' key txs (SetEncKey, KeyWrap, KeyWrapFault).
+"""Market transactions (tags 0x50-0x5f, 0x61, 0x64-0x66): the eight task stages as signed
+ledger txs, the private tasks' key txs (SetEncKey, KeyWrap, KeyWrapFault), and a crew
+member's commit or abort (CrewCommit, CrewAbort).
 
 The signer of the envelope is the actor (worker, submitter, verifier, challenger,
 validator); no transaction names its own sender, so none can act for someone else.
@@ -101,6 +102,10 @@ class SubmitTask:
     #: A private task: the commitment to its content key (protocol.sealing.key_commitment),
     #: so every elected party can tell the key it unwrapped is the task's. Empty: a public task.
     key_commit: Annotated[OptKey, Trailing()] = b""
+    #: A crew task (docs/parallel.md): trained by `stages x data_parallel` elected members
+    #: together, each verified on its own; both 0 for a task one solver trains.
+    stages: Annotated[U8, Trailing()] = 0
+    data_parallel: Annotated[U8, Trailing()] = 0
 
 
 @message(0x53)
@@ -293,6 +298,34 @@ class KeyWrapFault:
     fee: U64
 
 
+@message(0x65)
+@dataclass(frozen=True, slots=True)
+class CrewCommit:
+    """A crew member's proof of its own stage: the hash of its commitment record (its
+    boundary state digests and the hashes of every tensor it sent, received and all-
+    reduced; the member serves the record and its segments to verifiers), and how many
+    boundaries it holds. The sender's rank is where it sits in `Task.crew`."""
+
+    task_id: Hash32
+    commitment: Hash32
+    n_boundaries: U32
+    nonce: U64
+    fee: U64
+
+
+@message(0x66)
+@dataclass(frozen=True, slots=True)
+class CrewAbort:
+    """A crew member says the crew stopped before the end (a member vanished or refused
+    its messages) after `step` steps: it is released without pay and without a slash,
+    while a member that says nothing by the deadline is slashed for silence."""
+
+    task_id: Hash32
+    step: U32
+    nonce: U64
+    fee: U64
+
+
 MarketTx = (
     RegisterWorker
     | DeregisterWorker
@@ -312,4 +345,6 @@ MarketTx = (
     | SetEncKey
     | KeyWrap
     | KeyWrapFault
+    | CrewCommit
+    | CrewAbort
 )

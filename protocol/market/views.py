@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from protocol.market import crews
 from protocol.market.elections import fits
 from protocol.market.params import BPS
 from protocol.market.process import budget
@@ -58,13 +59,27 @@ class TaskSummary:
     #: The elected parties besides the solver (who may hold a private task's key).
     verifier_keys: tuple[str, ...] = ()
     profiler_keys: tuple[str, ...] = ()
+    #: A crew task: its members by rank, and those the validators convicted.
+    crew: tuple[str, ...] = ()
+    convicted: tuple[str, ...] = ()
+
+
+def _paid_to_workers(task: Task) -> int:
+    """What the solver, or the crew's unconvicted members, earned (settle.py)."""
+    if task.status != Status.SETTLED:
+        return 0
+    if task.is_crew:
+        share = crews.member_gflops(task, crews.shape_of(task))
+        return sum(share * price for m, price in zip(task.crew, task.crew_prices, strict=True)
+                   if m not in task.convicted)
+    return compute_cost(task) if task.proof_valid else 0
 
 
 def task_summary(market: MarketState, task: Task) -> TaskSummary:
     settled = task.status == Status.SETTLED
-    paid = compute_cost(task) if settled and task.proof_valid else 0
+    paid = _paid_to_workers(task)
     vpay = 0
-    if settled and task.solver_price:
+    if settled and (task.solver_price or task.crew_prices):
         per = verifier_pay(market, task)
         verdicts = sum(v.verdict is not None and _paid_verdict(task, i) for i, v in enumerate(task.verifiers))
         vpay = per * (verdicts + sum(r.spec_ok for r in task.profile_reports))
@@ -80,6 +95,7 @@ def task_summary(market: MarketState, task: Task) -> TaskSummary:
         task.private, tuple(sorted({w.recipient.hex() for w in task.wraps})),
         tuple(w.hex() for w in task.watchers), len(task.unkeyed),
         tuple(v.pubkey.hex() for v in task.verifiers), tuple(p.hex() for p in task.profilers),
+        tuple(m.hex() for m in task.crew), tuple(m.hex() for m in task.convicted),
     )
 
 
@@ -123,6 +139,8 @@ def placement_reason(market: MarketState, task: Task) -> str:
     `protocol.market.elections.fits` in turn over the registered workers."""
     if task.status != Status.OPEN:
         return ""
+    if task.is_crew:
+        return _crew_placement_reason(market, task)
     p = market.params
     workers = [w for w in market.workers.values()
                if w.pubkey != task.submitter and w.pubkey not in task.excluded]
@@ -146,4 +164,14 @@ def placement_reason(market: MarketState, task: Task) -> str:
     fitting = [w for w in market.workers.values() if fits(w, task, p) and w.secret_commit is not None]
     if len(fitting) < p.verifier_count + 1:
         return f"{len(fitting)} workers fit; a solver and {p.verifier_count} verifiers are needed"
+    return ""
+
+
+def _crew_placement_reason(market: MarketState, task: Task) -> str:
+    """A crew waits for `size` members whose own share fits them and a verifier each."""
+    shape = crews.shape_of(task)
+    fitting = [w for w in market.workers.values() if crews.member_fits(w, task, shape, market.params)]
+    if len(fitting) < 2 * shape.size:
+        return (f"{len(fitting)} workers fit a member's share; a crew of {shape.size} and a verifier for "
+                f"each member ({2 * shape.size} in all) are needed")
     return ""

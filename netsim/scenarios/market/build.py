@@ -42,6 +42,8 @@ from protocol.market.state import MarketState
 from protocol.market.txs import DeviceClass, RegisterWorker, SubmitTask
 
 BALANCE = 10**12
+#: A vanishing crew member dies after this many steps of its crew's run.
+VANISH_AFTER_STEPS = 3
 VALIDATOR_STAKE = 100_000
 #: Ledger stake of the whistleblower and the false challenger: bonded (so allowed to
 #: challenge) but below the devnet's minimum validator stake, so not validators.
@@ -70,10 +72,17 @@ class MarketConfig:
     compute: str = "synthetic"
     #: Torch datasets: "synthetic", "digits", or "mixed" (alternating).
     dataset: str = "mixed"
-    #: Torch tasks: "mlp" (tiny classifiers on `dataset`) or "lm" (a character transformer on
-    #: the built-in corpus, of size `lm_size`: see netsim/scenarios/market/lm.py).
+    #: Torch tasks: "mlp" (tiny classifiers on `dataset`), "lm" (a character transformer on
+    #: the built-in corpus, of size `lm_size`: see netsim/scenarios/market/lm.py), or
+    #: "crew" (one byte-level transformer trained by a crew of `crew_stages` x
+    #: `crew_replicas` members, each verified on its own: netsim/scenarios/market/crew.py).
     workload: str = "mlp"
     lm_size: str = "small"
+    crew_stages: int = 2
+    crew_replicas: int = 2
+    #: Honest-looking workers that vanish (like kill -9) after a few steps of any crew
+    #: they are placed in: the crew aborts, they alone are slashed, the task is re-placed.
+    crew_vanish: int = 0
     preset: str = "devnet"
     validators: int = 0  # 0: max(4, nodes // 8)
     latency_ms: int = 50
@@ -127,8 +136,11 @@ class Layout:
     workers: list[int]
     attack: dict[int, str]
     lazy: int | None
+    vanish: tuple[int, ...] = ()  # workers that vanish from their crews (MarketConfig.crew_vanish)
 
     def role_of(self, i: int) -> str:
+        if i in self.vanish:
+            return "byzantine:vanish"
         if i in self.validators:
             return "validator"
         if i in self.submitters:
@@ -153,10 +165,15 @@ def layout(cfg: MarketConfig, keys: list[Keypair]) -> Layout:
     liar = rest.pop() if cfg.false_challenger else None
     n_byz = round(len(rest) * cfg.byzantine_fraction)
     names = sorted(TORCH_ATTACKS if cfg.compute == "torch" else SYNTHETIC_ATTACKS)
+    if cfg.workload == "crew":
+        from netsim.scenarios.market.crew import CREW_ATTACKS
+
+        names = sorted(CREW_ATTACKS)
     attack = {w: names[i % len(names)] for i, w in enumerate(sorted(rng.sample(rest, n_byz)))}
     honest = [w for w in rest if w not in attack]
     lazy = honest[0] if cfg.lazy_verifier and honest else None
-    return Layout(keys, validators, submitters, watcher, liar, rest, attack, lazy)
+    vanish = tuple(w for w in honest if w != lazy)[-cfg.crew_vanish:] if cfg.crew_vanish else ()
+    return Layout(keys, validators, submitters, watcher, liar, rest, attack, lazy, vanish)
 
 
 def worker_stake(cfg: MarketConfig, submits: list[SubmitTask]) -> int:
@@ -174,6 +191,10 @@ def worker_secret(key: Keypair) -> bytes:
 
 
 def build_tasks(cfg: MarketConfig) -> tuple[list[SubmitTask], dict[bytes, TorchTask]]:
+    if cfg.workload == "crew":
+        from netsim.scenarios.market.crew import crew_tasks
+
+        return crew_tasks(cfg)
     if cfg.compute == "torch" and cfg.workload == "lm":
         txs, tasks = _lm_tasks(cfg)
     elif cfg.compute == "torch":
@@ -344,7 +365,8 @@ def build(cfg: MarketConfig, sim_cfg: SimConfig | None = None) -> Built:
                            epoch_length=genesis.params.epoch_length,
                            block_interval_ms=cfg.params.block_time_ms)
     attack_of = {lay.keys[w].public: name for w, name in lay.attack.items()}
-    compute = MarketCompute(attack_of, cfg.compute, torch_tasks, cfg.seed)
+    vanish_of = {lay.keys[w].public: VANISH_AFTER_STEPS for w in lay.vanish}
+    compute = MarketCompute(attack_of, cfg.compute, torch_tasks, cfg.seed, vanish_of)
 
     def factory(index: int, key: Keypair, disk: Disk) -> MarketNode:
         roles = node_roles(cfg, lay, index, list(submits), flops=flops[index], stake=stake)

@@ -30,6 +30,8 @@ from protocol.market.jobs import (
     ArbitrationJob,
     ArbitrationResult,
     AvailabilityJob,
+    CrewCheckJob,
+    CrewTrainJob,
     MarketTrainJob,
     MarketTrainResult,
     MarketWork,
@@ -287,9 +289,11 @@ class MarketCompute:
     the scenario's setup hook."""
 
     def __init__(
-        self, attack_of: dict[bytes, str], mode: str, torch_tasks: dict[bytes, TorchTask], seed: int
+        self, attack_of: dict[bytes, str], mode: str, torch_tasks: dict[bytes, TorchTask], seed: int,
+        vanish_of: dict[bytes, int] | None = None,
     ) -> None:
-        self.attack_of = attack_of  # solver pubkey -> attack name
+        self.attack_of = attack_of  # solver (or crew member) pubkey -> attack name
+        self.vanish_of = vanish_of or {}  # crew member pubkey -> steps after which it dies
         self.mode = mode
         self.torch_tasks = torch_tasks  # spec hash -> TorchTask
         self.seed = seed
@@ -298,6 +302,8 @@ class MarketCompute:
         self._engines: dict[bytes, Any] = {}
         self._synthetic = SyntheticNetwork({h: t.spec for h, t in torch_tasks.items()})
         self._blobs: SharedBlobs | None = None
+        self._crews: dict[bytes, Any] = {}
+        self._hub: Any = None
 
     def execute(self, node: int, cmd: RunCompute, node_flops: int) -> tuple[int, Any]:
         self._count(cmd)
@@ -305,7 +311,10 @@ class MarketCompute:
         work = cmd.job
         if not isinstance(work, MarketWork):
             return ms, None
-        result = self.engine(node).run(work.task, work.job)  # the engine of node's own key
+        me = self.sim.keys[node].public
+        crew = isinstance(work.job, CrewTrainJob | CrewCheckJob)
+        engine = self.crew_engine(me) if crew else self.engine(node)  # the engine of node's own key
+        result = engine.run(work.task, work.job)
         if isinstance(result, MarketTrainResult) and self.mode == "torch":
             trained = self.engine(node).trained.get(work.task.task_id)
             if trained is not None:
@@ -327,6 +336,24 @@ class MarketCompute:
                 self._engines[me] = SyntheticMarketCompute(me, self._synthetic, cheat)
         return self._engines[me]
 
+    def crew_engine(self, me: bytes) -> Any:
+        """The crew engine of node `me` (node/compute/crew/market.py), over the shared blobs
+        and one local hub that runs each crew's members as processes on this box (a
+        member named in `attack_of` trains with that cheat, one in `vanish_of` dies)."""
+        if self._hub is None:
+            import tempfile
+            from pathlib import Path
+
+            from node.compute.crew.market import LocalCrewHub
+
+            self._workdir = tempfile.TemporaryDirectory(prefix="polnet-netsim-crews-")
+            self._hub = LocalCrewHub(Path(self._workdir.name), cheats=self.attack_of, vanish=self.vanish_of)
+        if me not in self._crews:
+            from node.compute.crew.market import CrewMarketCompute
+
+            self._crews[me] = CrewMarketCompute(me, self.shared_blobs(), self._hub)
+        return self._crews[me]
+
     def solver_losses(self, task_id: bytes) -> dict[int, float]:
         """The per-step training loss of whichever node trained `task_id` (torch mode)."""
         for engine in self._engines.values():
@@ -342,7 +369,8 @@ class MarketCompute:
 
             self._blobs = SharedBlobs()
             for tt in self.torch_tasks.values():
-                self._blobs.put(encode_record(tt.spec))  # a spec is public, private task or not
+                # A spec is public, private task or not (a crew's is its task file's bytes).
+                self._blobs.put(tt.spec if isinstance(tt.spec, bytes) else encode_record(tt.spec))
                 if tt.data is not None and tt.content_key is not None:
                     from node.compute.sealedblobs import SealedBlobs
 
@@ -353,9 +381,15 @@ class MarketCompute:
 
     def _count(self, cmd: RunCompute) -> None:
         job = cmd.job.job if isinstance(cmd.job, MarketWork) else cmd.job
-        if isinstance(job, MarketTrainJob):
+        if isinstance(job, MarketTrainJob | CrewTrainJob):
             self.stats.solver_flops += cmd.flops
-        elif isinstance(job, SegmentCheckJob | ProfileJob):
+        elif isinstance(job, SegmentCheckJob | ProfileJob) or (isinstance(job, CrewCheckJob)
+                                                               and self._verifying(cmd)):
             self.stats.verify_flops += cmd.flops
         else:
             self.stats.dispute_flops += cmd.flops
+
+    @staticmethod
+    def _verifying(cmd: RunCompute) -> bool:
+        """A crew check is a verifier's or a game's (its job id starts with its duty)."""
+        return not cmd.job_id.startswith("crewgame:")

@@ -150,6 +150,10 @@ def report(built: Built, watch: Watch, sim: Sim, wall: float) -> MarketReport:
         if index.get(task.solver or b"") in lay.attack and task.proof_root is not None:
             r.cheats += 1
             r.cheats_caught += task.proof_valid is False
+        if task.is_crew and task.status.name == "SETTLED":  # each cheating member of the crew that trained
+            cheaters = [m for m in task.crew if index.get(m) in lay.attack]
+            r.cheats += len(cheaters)
+            r.cheats_caught += sum(m in task.convicted for m in cheaters)
     ledger = core.ledger.state
     honest_lost = 0
     for i, k in enumerate(lay.keys):

@@ -40,7 +40,14 @@ PORT_RETRIES = 3
 
 
 class CrewAborted(RuntimeError):
-    """A member failed or the crew ran past its deadline; every member was stopped."""
+    """A member failed or the crew ran past its deadline; every member was stopped.
+    `step`: the steps done by the member it is reported to, where known (0 otherwise;
+    a market member reports it in its `CrewAbort`)."""
+
+    def __init__(self, reason: str, step: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.step = step
 
 
 def free_port() -> int:

@@ -25,15 +25,17 @@
 
 Every key is optional but known (a typo is an error, not a silent default); every value
 is bounded, so a file cannot ask a box for more processes or memory than a crew on one
-machine can have. Parsing needs no torch: `crew_settings` returns plain values that the
-command turns into a `CrewConfig`.
+machine can have. Parsing is pure (no torch, no I/O): `parse_crew_spec` takes the file's
+bytes, whether `polnet crew run` read them from disk or a market shell fetched them by a
+task's spec hash, and `crew_settings` returns plain values that
+node/compute/crew/config.py turns into a `CrewConfig`. One parser for both, so the
+command and the market read a task file alike.
 """
 
 from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from protocol.errors import ConfigError
@@ -131,23 +133,19 @@ def crew_settings(doc: dict[str, Any]) -> CrewSettings:
     return CrewSettings(crew, model, delay, mbit)
 
 
-def read_crew_file(path: Path) -> CrewSettings:
-    """Read and check a crew task file (TOML)."""
+def parse_crew_spec(blob: bytes, name: str = "crew task") -> CrewSettings:
+    """Check a crew task file from its bytes (at most MAX_CREW_FILE, UTF-8 TOML). Every
+    fault is a ConfigError prefixed with `name` (a path, or the spec hash a shell fetched),
+    so the command and the market report the same fault in the same words."""
+    if len(blob) > MAX_CREW_FILE:
+        raise ConfigError(f"{name}: larger than {MAX_CREW_FILE} bytes; a crew task is a page of settings")
     try:
-        raw = path.read_bytes()[: MAX_CREW_FILE + 1]
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: crew task file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if len(raw) > MAX_CREW_FILE:
-        raise ConfigError(f"{path}: larger than {MAX_CREW_FILE} bytes; a crew task is a page of settings")
-    try:
-        doc = tomllib.loads(raw.decode("utf-8"))
+        doc = tomllib.loads(blob.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+        raise ConfigError(f"{name}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not TOML: {exc}") from None
+        raise ConfigError(f"{name}: not TOML: {exc}") from None
     try:
         return crew_settings(doc)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{name}: {exc}") from None
