@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,9 @@ from cli.output import bad_input, emit_json, operator_errors, stdout
 from node.daemon.blobdir import BlobDir
 from node.datadir import DataDir, write_atomic
 from protocol.errors import ConfigError, SealError
+from protocol.market.state import NO_BASE
+from protocol.market.txs import DeviceClass, SubmitTask
+from protocol.pol.crew_spec import MAX_CREW_FILE
 from protocol.records import encode_record
 from protocol.sealing import open_blob, seal_pieces, sealed_locator
 
@@ -115,6 +119,9 @@ def submit(
 
     with operator_errors():
         doc = read_spec_file(spec_file)
+        if "stages" in doc or "data_parallel" in doc:  # a crew task file (protocol/pol/crew_spec.py)
+            _submit_crew(spec_file, data_dir, as_json)
+            return
         built = build_task(doc, spec_file.resolve().parent)  # a bad spec fails before the node is asked
         dd = _datadir(data_dir)
         url = admin_url(data_dir)
@@ -127,6 +134,43 @@ def submit(
     else:
         stdout.print(f"submitted task {out['task_id']} ({built.gflops} GFLOP at most "
                      f"{built.submit.max_price_per_gflop}/GFLOP); follow it with `polnet task status`")
+
+
+#: What a crew member declares it needs: the byte-level models a crew file can describe
+#: train in far less; workers advertise their memory and fit or not.
+CREW_MEMORY_MB = 256
+
+
+def crew_submission(raw: bytes, salt: int) -> SubmitTask:
+    """The SubmitTask of a crew task file: its crew, steps and segments, its work by the
+    usual estimate (`crew_gflops`), and the `[market]` price it offers (required)."""
+    from protocol.pol.crew_spec import crew_gflops, crew_steps, parse_crew_spec
+
+    settings = parse_crew_spec(raw, "crew task file")
+    if not settings.price:
+        raise ConfigError("a crew task file names its offer: [market] max_price_per_gflop = N")
+    c = settings.crew
+    return SubmitTask(hashlib.sha256(raw).digest(), crew_gflops(settings), crew_steps(settings),
+                      c["segment_steps"], 1, DeviceClass.CPU, CREW_MEMORY_MB, True, settings.price, salt,
+                      NO_BASE, 0, 0, stages=c["stages"], data_parallel=c["data_parallel"])
+
+
+def _submit_crew(spec_file: Path, data_dir: Path, as_json: bool) -> None:
+    """A crew task: the file itself is the spec blob the members fetch."""
+    raw = spec_file.read_bytes()[: MAX_CREW_FILE + 1]
+    tx = crew_submission(raw, int.from_bytes(os.urandom(8), "big") >> 1)
+    dd = _datadir(data_dir)
+    BlobDir(dd.blobs).put(raw)
+    answer = _post_json(f"{admin_url(data_dir)}/task", {"submit": encode_record(tx).hex()})
+    out = {"task_id": str(answer["task_id"]), "gflops": tx.gflops, "steps": tx.steps,
+           "max_price_per_gflop": tx.max_price_per_gflop, "stages": tx.stages,
+           "data_parallel": tx.data_parallel}
+    if as_json:
+        emit_json(out)
+    else:
+        stdout.print(f"submitted crew task {out['task_id']} ({tx.stages} x {tx.data_parallel} members, "
+                     f"{tx.gflops} GFLOP at most {tx.max_price_per_gflop}/GFLOP); follow it with "
+                     "`polnet task status`")
 
 
 @app.command()

@@ -47,6 +47,10 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 CHEATS = ("skipped_steps", "truncated", "noisy_weights", "copied_checkpoints", "interpolated", "data_order")
 #: Cheats on the dispute game itself (they train like skipped_steps, then play badly).
 BISECTION_CHEATS = ("bisect_inconsistent", "bisect_silent")
+#: Cheats of node/compute/crew/cheats.py a demo crew member may train with (a test pins
+#: them to the catalog).
+CREW_CHEATS = ("skipped_steps", "truncated", "frozen", "lazy_backward", "noisy", "data_order",
+               "negated_gradient")
 #: Hostile roles a demo node may run (protocol.market.adversaries).
 ADVERSARIES = ADVERSARY_ROLES  # one home: the roles both shells run
 
@@ -89,9 +93,14 @@ class NetworkConfig:
     #: Peer discovery keeps dialing peers it learns of until it has this many
     #: connections (one bootstrap address is enough to find the rest).
     target_peers: int = 8
+    #: The IP other members of a crew reach this node's crew store at, when it is a crew's
+    #: rank 0 (node/daemon/crews.py). Empty: the listen host, or loopback when it is 0.0.0.0.
+    crew_host: str = ""
 
     def validate(self) -> None:
         _host("[network] listen_host", self.listen_host)
+        if self.crew_host:
+            _host("[network] crew_host", self.crew_host)
         _port("[network] listen_port", self.listen_port)
         if not 1 <= self.target_peers <= MAX_TARGET_PEERS:
             n = self.target_peers
@@ -153,6 +162,9 @@ class RolesConfig:
     #: Demo and test knob: a worker that trains with this attack of node/compute's catalog
     #: (it will be caught and slashed). Empty: honest.
     cheat: str = ""
+    #: Demo and test knob: as a crew member, train with this cheat of
+    #: node/compute/crew/cheats.py (it will be caught and slashed). Empty: honest.
+    crew_cheat: str = ""
     #: Demo and test knob: a hostile role (a "lazy_verifier" worker accepts without
     #: checking; a "false_challenger" challenges every ACCEPT unchecked; a "bad_wrapper"
     #: submitter wraps its private tasks' keys wrongly to verifiers and watchers). Empty: honest.
@@ -172,6 +184,9 @@ class RolesConfig:
         if self.cheat and self.cheat not in (*CHEATS, *BISECTION_CHEATS):
             names = ", ".join((*CHEATS, *BISECTION_CHEATS))
             raise ConfigError(f"[roles] cheat must be empty or one of {names}, got {self.cheat!r}")
+        if self.crew_cheat and self.crew_cheat not in CREW_CHEATS:
+            raise ConfigError(f"[roles] crew_cheat must be empty or one of {', '.join(CREW_CHEATS)}, "
+                              f"got {self.crew_cheat!r}")
         if self.adversary and self.adversary not in ADVERSARIES:
             names = ", ".join(ADVERSARIES)
             raise ConfigError(f"[roles] adversary must be empty or one of {names}, got {self.adversary!r}")

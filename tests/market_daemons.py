@@ -20,11 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from cli.swarm_market import node_pubkeys, submit_tasks, task_docs
-from cli.task_cmd import submit_built
+from cli.task_cmd import _post_json, submit_built
 from cli.task_spec import BuiltTask, build_task
 from node.config import RolesConfig
+from node.daemon.blobdir import BlobDir
 from node.daemon.layout import layout_localnet
 from node.datadir import DataDir
+from protocol.market.txs import SubmitTask
+from protocol.records import encode_record
 from tests.daemon_harness import start, wait_ready
 
 HTTP_TIMEOUT_S = 5.0
@@ -115,6 +118,14 @@ class MarketNet:
     def submit(self, count: int, cheaters: int) -> list[str]:
         self.wait_workers()
         return submit_tasks(self.dirs[0], self.admin[0], task_docs(count, cheaters))
+
+    def submit_crew(self, spec: bytes, tx: SubmitTask) -> str:
+        """Submit a crew task through node 0 once every worker is registered: its crew task
+        file where node 0 serves it, then the transaction (checked against the file)."""
+        self.wait_workers()
+        BlobDir(self.dirs[0].blobs).put(spec)
+        answer = _post_json(f"{self.admin[0]}/task", {"submit": encode_record(tx).hex()})
+        return str(answer["task_id"])
 
     def wait_workers(self) -> None:
         workers = sum(r.worker for r in self.roles)

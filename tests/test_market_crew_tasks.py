@@ -267,3 +267,39 @@ def test_every_crew_task_ends_within_its_lifetime_bound_and_supply_holds(seed: i
     bound = w.bound(tid)
     task = w.run(tid, max_blocks=bound)
     assert task.status in (Status.SETTLED, Status.REFUNDED), f"seed {seed}: {task.status.name}"
+
+
+def _published(commands: list[Any]) -> list[Any]:
+    from protocol.commands import Publish
+
+    return [c.msg for c in commands if isinstance(c, Publish)]
+
+
+def test_a_crew_verifier_that_committed_first_reveals_only_once_the_reveal_window_opens() -> None:
+    """Regression (daemons, where verifiers commit in different blocks): a verifier whose
+    commitment landed while the others were still checking revealed at once, in COMMIT;
+    the ledger refused the reveal, the role never sent it again, and the verifier was
+    slashed for silence at REVEAL's deadline."""
+    from protocol.commands import ComputeDone, RunCompute
+    from protocol.market.jobs import CrewCheckResult
+    from protocol.market.roles import ChainView, VerifierRole
+    from protocol.market.txs import VerdictCommit, VerdictReveal
+    from tests.test_market_world import secret_of
+
+    w = CrewWorld()
+    tid = w.submit_crew()
+    until(w, tid, Status.COMMIT)
+    task = w.task(tid)
+    first = task.verifiers[0]
+    role = VerifierRole(first.pubkey, secret=secret_of(first.pubkey))
+    (run,) = [c for c in role.handle(0, ChainView(w.state.height, w.state)) if isinstance(c, RunCompute)]
+    out = role.handle(0, ComputeDone(run.job_id, CrewCheckResult(tid, first.segment, True)))
+    (commit,) = [m for m in _published(out) if isinstance(m, VerdictCommit)]
+    w.block([(first.pubkey, commit)], auto=False)
+    assert w.task(tid).status == Status.COMMIT  # the other verifiers are still checking
+    assert not _published(role.handle(0, ChainView(w.state.height, w.state)))
+    w.block()  # the others commit (scripted): REVEAL opens
+    assert w.task(tid).status == Status.REVEAL
+    (reveal,) = [m for m in _published(role.handle(0, ChainView(w.state.height, w.state)))
+                 if isinstance(m, VerdictReveal)]
+    assert w.apply(first.pubkey, reveal) is None

@@ -128,8 +128,8 @@ def test_the_book_keeps_the_newest_live_advert_per_reporter_and_is_bounded() -> 
 
 def test_two_hosts_measure_each_other_and_agree_on_their_link() -> None:
     from node.config import LinksConfig
-    from node.daemon.links import PROBE_BYTES, LinkService, LinkTap, with_probe_blob
-    from node.daemon.network import TransportNetwork
+    from node.daemon.links import PROBE_BYTES, LinkService, with_probe_blob
+    from node.daemon.network import Tap, TransportNetwork
     from node.transport import Transport, TransportConfig
     from protocol.commands import TOPIC_ADVERTS
 
@@ -144,7 +144,7 @@ def test_two_hosts_measure_each_other_and_agree_on_their_link() -> None:
                 sa, sb = LinkService(TransportNetwork(ta), A, cfg), LinkService(TransportNetwork(tb), B, cfg)
                 async with trio.open_nursery() as nursery:
                     for svc in (sa, sb):
-                        tap = LinkTap(svc.network, svc)
+                        tap = Tap(svc.network, svc.observe)
                         nursery.start_soon(_drain, tap)
                         await nursery.start(svc.run)
                     with trio.fail_after(60):

@@ -116,6 +116,7 @@ class Daemon:
         self.state: DaemonState | None = None
         self.endpoints: Endpoints | None = None
         self.links: Any = None  # node.daemon.links.LinkService, when the node measures links
+        self.crews: Any = None  # node.daemon.crews.CrewRendezvous: a crew member's rendezvous
         #: The compute job running now (the runner updates it from its thread).
         self.progress = ProgressTracker()
         self._catch_up = CatchUpWatch()

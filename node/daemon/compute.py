@@ -24,11 +24,12 @@ from typing import Any, Protocol
 
 import trio
 
+from node.compute.crew.market import CrewMarketCompute, CrewRunner
 from node.compute.market_engine import TorchMarketCompute, TrainedModel
 from node.daemon.blobdir import BlobDir
 from node.daemon.progress import ProgressTracker, job_kind
 from protocol.errors import BlobError, BlobUnavailable, PolnetError
-from protocol.market.jobs import MarketWork, TaskFacts, facts_of
+from protocol.market.jobs import CrewCheckJob, CrewTrainJob, MarketWork, TaskFacts, facts_of
 from protocol.market.state import Task
 
 log = logging.getLogger("polnet.compute")
@@ -191,6 +192,7 @@ class MarketComputeRunner:
         cheat: str | None = None,
         progress: ProgressTracker | None = None,
         fetch_backoff_s: float = FETCH_BACKOFF_S,
+        crews: CrewRunner | None = None,
     ) -> None:
         self.blobs = blobs
         self.me = me
@@ -198,6 +200,9 @@ class MarketComputeRunner:
         self.progress = progress or ProgressTracker()
         self.network = NetworkBlobs(blobs, fetch, me, fetch_backoff_s)
         self.engine = TorchMarketCompute(me, self.network, cheat, self._stepped)
+        #: A crew member's jobs (node/compute/crew/market.py), over the same blobs; without
+        #: a runner (a daemon with no rendezvous) a crew job has no answer: silence.
+        self.crew = CrewMarketCompute(me, self.network, crews) if crews is not None else None
 
     def _stepped(self, task_hex: str, step: int, total: int) -> None:
         """Training progress from the engine (step i of n) into the status tracker."""
@@ -219,6 +224,8 @@ class MarketComputeRunner:
             log.info("compute job started", extra={"job": job_id[:40]})
             self.progress.start(job_id, job_kind(work.job), work.task.task_id)
             try:
+                if isinstance(work.job, CrewTrainJob | CrewCheckJob):
+                    return self.crew.run(work.task, work.job) if self.crew is not None else None
                 return self.engine.run(work.task, work.job)
             finally:
                 self.progress.finish()

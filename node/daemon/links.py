@@ -32,7 +32,7 @@ from libp2p.host.ping import perform_ping_roundtrip
 
 from node.config import LinksConfig
 from node.daemon.driver import wall_ms
-from node.daemon.http import Response, Routes
+from node.daemon.http import Response
 from node.transport.host import peer_id_of
 from protocol.commands import TOPIC_ADVERTS, MessageReceived
 from protocol.errors import PolnetError
@@ -224,57 +224,18 @@ class LinkService:
         }
 
 
-class LinkTap:
-    """The daemon's network with link adverts taken out of the inbound stream and
-    handed to the link service (the chain core has no use for them)."""
-
-    def __init__(self, inner: TransportNetwork, service: LinkService) -> None:
-        self.inner = inner
-        self.service = service
-        self.transport = inner.transport
-
-    async def publish(self, topic: str, msg: Any) -> None:
-        await self.inner.publish(topic, msg)
-
-    async def publish_sealed(self, topic: str, raw: bytes) -> None:
-        await self.inner.publish_sealed(topic, raw)
-
-    async def send_to(self, peer: bytes, msg: Any) -> None:
-        await self.inner.send_to(peer, msg)
-
-    async def fetch_blob(
-        self, digest: bytes, max_size: int, peers: Sequence[bytes] | None = None,
-        *, check: Callable[[bytes], bool] | None = None,
-    ) -> bytes:
-        return await self.inner.fetch_blob(digest, max_size, peers, check=check)
-
-    async def receive(self) -> MessageReceived:
-        while True:
-            msg = await self.inner.receive()
-            if not self.service.observe(msg):
-                return msg
-
-    def peer_count(self) -> int:
-        return self.inner.peer_count()
-
-    def counters(self) -> dict[str, int]:
-        return self.inner.counters()
-
-    def admin_routes(self) -> Routes:
-        """The wrapped network's admin endpoints (/net/isolate), still mounted when tapped."""
-        return self.inner.admin_routes()
-
-
 async def start_links(daemon: Daemon, network: TransportNetwork, nursery: trio.Nursery) -> Any:
     """Start the link service as a daemon service (unless `[links] enabled = false`);
     returns the network the daemon should use (tapped when the service runs)."""
     config = daemon.config.links
     if not config.enabled:
         return network
+    from node.daemon.network import Tap
+
     service = LinkService(network, daemon.key, config)
     await nursery.start(service.run)
     daemon.links = service
-    return LinkTap(network, service)
+    return Tap(network, service.observe)
 
 
 def known_devices(daemon: Daemon) -> dict[bytes, dict[str, int]]:

@@ -161,3 +161,49 @@ async def start_transport(
             failed = failed.exceptions[0]
         raise ConfigError(f"[network] listen_port: {failed}") from None
     return TransportNetwork(transport, blobs), tuple(addrs)
+
+
+class Tap:
+    """The daemon's network with some inbound messages taken out of the stream and handed
+    to a shell service (`observe` returns True for those it takes): link adverts for the
+    link service, crew addresses for the crew rendezvous. The chain core never sees them."""
+
+    def __init__(self, inner: Any, observe: Callable[[MessageReceived], bool]) -> None:
+        self.inner = inner
+        self.observe = observe
+        self.transport = inner.transport
+
+    async def publish(self, topic: str, msg: Any) -> None:
+        await self.inner.publish(topic, msg)
+
+    async def publish_sealed(self, topic: str, raw: bytes) -> None:
+        await self.inner.publish_sealed(topic, raw)
+
+    async def send_to(self, peer: bytes, msg: Any) -> None:
+        await self.inner.send_to(peer, msg)
+
+    async def fetch_blob(
+        self, digest: bytes, max_size: int, peers: Sequence[bytes] | None = None,
+        *, check: Callable[[bytes], bool] | None = None,
+    ) -> bytes:
+        result: bytes = await self.inner.fetch_blob(digest, max_size, peers, check=check)
+        return result
+
+    async def receive(self) -> MessageReceived:
+        while True:
+            msg: MessageReceived = await self.inner.receive()
+            if not self.observe(msg):
+                return msg
+
+    def peer_count(self) -> int:
+        count: int = self.inner.peer_count()
+        return count
+
+    def counters(self) -> dict[str, int]:
+        counts: dict[str, int] = self.inner.counters()
+        return counts
+
+    def admin_routes(self) -> Routes:
+        """The wrapped network's admin endpoints (/net/isolate), still mounted when tapped."""
+        routes: Routes = self.inner.admin_routes()
+        return routes

@@ -24,6 +24,7 @@ from protocol.market.keyring import PrivateSubmit, key_commitment
 from protocol.market.state import MarketState, Status, Task
 from protocol.market.txs import SubmitTask
 from protocol.market.views import placement_reason, slashed_parties, stage_counts, task_summary
+from protocol.pol.crew_spec import crew_steps, parse_crew_spec
 from protocol.pol.ops import step_ops
 from protocol.pol.spec import TaskSpec, validate_spec
 from protocol.records import decode_record
@@ -51,6 +52,8 @@ def parse_task_request(body: bytes, compute: MarketCompute | None) -> SubmitTask
         raise ValidationError("content_key is not the key this task's key_commit commits to")
     if compute is None:
         raise ValidationError("this node runs no compute, so it cannot serve the task's blobs")
+    if tx.stages or tx.data_parallel:
+        return _crew_request(tx, key, compute)
     spec_blob = compute.blobs.read(tx.spec_hash)
     if spec_blob is None or len(spec_blob) > MAX_SPEC_BLOB:
         raise ValidationError("the task spec blob is not in this node's blob directory")
@@ -75,6 +78,27 @@ def parse_task_request(body: bytes, compute: MarketCompute | None) -> SubmitTask
         raise ValidationError("this private task's dataset is in this node's blob directory in the clear, "
                               "where any peer can fetch it; remove it first")
     return PrivateSubmit(tx, key)
+
+
+def _crew_request(tx: SubmitTask, key: bytes | None, compute: MarketCompute) -> SubmitTask:
+    """A crew task: its spec is a crew task file (protocol/pol/crew_spec.py) in this node's
+    blob directory, whose shape the transaction declares (the corpus is built in)."""
+    # Rule: not private (the ledger refuses it too; said here before anything is stored).
+    if key is not None:
+        raise ValidationError("a crew task cannot be private (not built)")
+    spec_blob = compute.blobs.read(tx.spec_hash)
+    if spec_blob is None:
+        raise ValidationError("the crew task file is not in this node's blob directory")
+    settings = parse_crew_spec(spec_blob, "crew task file")
+    crew = settings.crew
+    # Rule: the transaction's crew is the file's, and so are its steps and segments.
+    if (tx.stages, tx.data_parallel) != (crew["stages"], crew["data_parallel"]):
+        raise ValidationError(f"the crew is {tx.stages} x {tx.data_parallel}; the file says "
+                              f"{crew['stages']} x {crew['data_parallel']}")
+    if (tx.steps, tx.checkpoint_interval) != (crew_steps(settings), crew["segment_steps"]):
+        raise ValidationError(f"steps and checkpoint interval must be the file's {crew_steps(settings)} "
+                              f"and {crew['segment_steps']}")
+    return tx
 
 
 def task_doc(market: MarketState, task: Task, compute: MarketCompute | None) -> dict[str, Any]:

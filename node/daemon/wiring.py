@@ -6,6 +6,7 @@ wired in, and tests can build a Daemon with parts of their own.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -14,6 +15,7 @@ from node.config import NodeConfig
 from node.daemon.app import Daemon
 from node.daemon.blobdir import BlobDir
 from node.daemon.chain import Chain, read_genesis
+from node.daemon.crews import NetworkCrewRunner, crew_host, start_crews
 from node.daemon.lazycompute import LazyCompute
 from node.daemon.links import start_links
 from node.daemon.network import start_transport
@@ -39,14 +41,18 @@ def build_daemon(datadir: DataDir, config: NodeConfig, key: Keypair) -> Daemon:
     async def open_network(daemon: Daemon, nursery: trio.Nursery) -> Any:
         network, addrs = await start_transport(config, key, blobs, nursery, genesis.hash(),
                                                chain=lambda: daemon.chain)
-        return await start_links(daemon, network, nursery), addrs
+        tapped = await start_links(daemon, network, nursery)
+        return await start_crews(daemon, tapped, nursery), addrs
 
     def open_compute(daemon: Daemon) -> Any:
         def build() -> Any:
             from node.daemon.compute import MarketComputeRunner  # torch: only on the first job
 
+            host = crew_host(config.network.listen_host, config.network.crew_host)
+            crews = NetworkCrewRunner(key, daemon.crews, Path(datadir.root) / "crews", host,
+                                      cheat=config.roles.crew_cheat)
             return MarketComputeRunner(blobs, daemon.network.fetch_blob, key.public, cheat=config.roles.cheat,
-                                       progress=daemon.progress)
+                                       progress=daemon.progress, crews=crews)
 
         return LazyCompute(build, blobs)
 

@@ -30,6 +30,7 @@ from protocol.schedule.model import Budget, Device, Links, Shape, Workload
 CREW_ROLE = b"crew"
 PLACE_DOMAIN = b"polnet/market/crew-place/v1\x00"
 SAMPLE_DOMAIN = b"polnet/market/crew-sample/v1\x00"
+CREW_TAG_DOMAIN = b"polnet/market/crew-tag/v1\x00"
 #: Cost evaluations of the placement search: the same on every node, so the same result.
 PLACEMENT_EVALUATIONS = 20_000
 MIB = 1 << 20
@@ -68,6 +69,12 @@ def crew_sample_seed(beacon: bytes, task_id: bytes, stage: int) -> bytes:
     the stage. A verifier and the validators of a crew game draw the same segments, and
     so do all replicas of one stage (their all-reduce is checked from every side)."""
     return sha256(SAMPLE_DOMAIN + beacon + task_id + stage.to_bytes(4, "big"))
+
+
+def crew_tag(task_id: bytes, members: Sequence[bytes]) -> bytes:
+    """A crew's name: its task and its members by rank (a re-placed crew is another crew).
+    Members sign their boundary messages under it and rendezvous by it."""
+    return sha256(CREW_TAG_DOMAIN + task_id + b"".join(members))
 
 
 def member_gflops(task: Task, shape: CrewShape) -> int:

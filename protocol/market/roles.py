@@ -492,8 +492,8 @@ class VerifierRole(Role):
         job = crew_check_job(task, slot.segment)
         if task.status == Status.COMMIT and slot.commitment is None:
             return self._run(task, "verify", 0, job, _member_flops(task) // CREW_CHECK_SHARE)
-        if slot.verdict is not None or slot.commitment is None:
-            return []
+        if task.status != Status.REVEAL or slot.verdict is not None or slot.commitment is None:
+            return []  # (committed, and the others have not: a reveal now would be refused)
         if task.task_id in self.verdicts:
             verdict, salt = self.verdicts[task.task_id]
             return self._once(task, "reveal", VerdictReveal(task.task_id, verdict, salt, 0, 0))

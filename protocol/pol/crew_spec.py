@@ -23,6 +23,9 @@
     delay_ms = 50
     mbit = 100
 
+    [market]              # optional: what `polnet task submit` offers for it
+    max_price_per_gflop = 120
+
 Every key is optional but known (a typo is an error, not a silent default); every value
 is bounded, so a file cannot ask a box for more processes or memory than a crew on one
 machine can have. Parsing is pure (no torch, no I/O): `parse_crew_spec` takes the file's
@@ -41,6 +44,10 @@ from typing import Any
 from protocol.errors import ConfigError
 
 MAX_CREW_FILE = 16 * 1024
+#: The byte-level model's vocabulary (node/compute/crew/model.py).
+BYTE_VOCAB = 256
+#: Highest price a file may offer per GFLOP (the ledger's u64 escrow arithmetic is far above).
+MAX_PRICE = 10**12
 MAX_MEMBERS = 16
 ACTIVATION_BITS = (2, 3, 4, 8)
 _BOUNDS: dict[str, tuple[int, int]] = {
@@ -66,6 +73,9 @@ class CrewSettings:
     model: dict[str, int]  # ModelShape's fields
     delay_ms: float | None
     mbit: float | None
+    #: `[market] max_price_per_gflop`: what a submitter offers (`polnet task submit`); the
+    #: members' training ignores it. 0: not given.
+    price: int = 0
 
 
 def _int(doc: dict[str, Any], key: str, bounds: tuple[int, int], where: str) -> int:
@@ -97,9 +107,29 @@ def _known(doc: dict[str, Any], keys: set[str], where: str) -> None:
         raise ConfigError(f"unknown {where}key(s): {', '.join(unknown)}; known: {', '.join(sorted(keys))}")
 
 
+def crew_gflops(settings: CrewSettings) -> int:
+    """The work a crew task declares: the usual transformer estimate, 6 FLOPs per parameter
+    per token trained (forward and backward), over the blocks (12 width^2 each) and the
+    byte embedding and head (2 x 256 x width), rounded up to GFLOPs and to a multiple of
+    the members (each member's share is its pay)."""
+    c, m = settings.crew, settings.model
+    params = m["blocks"] * 12 * m["width"] ** 2 + 2 * BYTE_VOCAB * m["width"]
+    tokens = crew_steps(settings) * c["micro_batch"] * c["micro_batches"] * c["data_parallel"] * m["context"]
+    members = int(c["stages"] * c["data_parallel"])
+    gflops = max(1, -(-6 * params * tokens // 10**9))
+    return int(-(-gflops // members) * members)
+
+
+def crew_steps(settings: CrewSettings) -> int:
+    """The run's optimizer steps (CrewConfig.total_steps, without torch): what a crew
+    task's `steps` must declare, and its `checkpoint_interval` is `segment_steps`."""
+    c = settings.crew
+    return int(c["epochs"] * (c["n_train"] // (c["micro_batch"] * c["micro_batches"] * c["data_parallel"])))
+
+
 def crew_settings(doc: dict[str, Any]) -> CrewSettings:
     """Check a parsed crew task file (ConfigError names the first bad key)."""
-    _known(doc, set(DEFAULTS) | {"model", "links"}, "")
+    _known(doc, set(DEFAULTS) | {"model", "links", "market"}, "")
     merged = {**DEFAULTS, **{k: v for k, v in doc.items() if k in DEFAULTS}}
     crew: dict[str, Any] = {k: _int(merged, k, b, "") for k, b in _BOUNDS.items()}
     crew["bits"] = _bits(merged["bits"], "bits", ACTIVATION_BITS)
@@ -130,7 +160,14 @@ def crew_settings(doc: dict[str, Any]) -> CrewSettings:
         _known(links, {"delay_ms", "mbit"}, "links ")
         delay = _number({**{"delay_ms": 0}, **links}, "delay_ms", 0.0, 10_000.0)
         mbit = _number({**{"mbit": 1000}, **links}, "mbit", 0.01, 100_000.0)
-    return CrewSettings(crew, model, delay, mbit)
+    price = 0
+    if "market" in doc:
+        market = doc["market"]
+        if not isinstance(market, dict):
+            raise ConfigError("[market] must be a table")
+        _known(market, {"max_price_per_gflop"}, "market ")
+        price = _int(market, "max_price_per_gflop", (1, MAX_PRICE), "market.")
+    return CrewSettings(crew, model, delay, mbit, price)
 
 
 def parse_crew_spec(blob: bytes, name: str = "crew task") -> CrewSettings:

@@ -44,10 +44,11 @@ def crew_file(stages: int, replicas: int, seed: int) -> bytes:
     )).encode()
 
 
-def crew_submit(spec: bytes, stages: int, replicas: int, salt: int) -> SubmitTask:
+def crew_submit(spec: bytes, stages: int, replicas: int, salt: int, price: int = OFFERED_PRICE) -> SubmitTask:
+    """The transaction of a crew task of `crew_file`'s shape, offering `price` per GFLOP."""
     steps = STEPS_PER_EPOCH * EPOCHS
     gflops = MEMBER_GFLOPS * stages * replicas
-    return SubmitTask(sha256(spec), gflops, steps, 1, 1, DeviceClass.CPU, MEMORY_MB, True, OFFERED_PRICE,
+    return SubmitTask(sha256(spec), gflops, steps, 1, 1, DeviceClass.CPU, MEMORY_MB, True, price,
                       salt, NO_BASE, 0, 0, stages=stages, data_parallel=replicas)
 
 

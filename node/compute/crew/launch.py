@@ -50,9 +50,9 @@ class CrewAborted(RuntimeError):
         self.step = step
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -80,6 +80,11 @@ class MemberPlan:
     spill_root: Path | None = None  # each member's big AQ-SGD caches go in spill_root/rank-R
     progress: bool = False  # report a Progress after every step
     corrupt: tuple[int, int, int] | None = None  # (rank, dst, index): a byte flipped on the wire
+    host: str = "127.0.0.1"  # where rank 0 hosts the crew's store
+    crew_name: bytes | None = None  # what the members' signatures name (default: crew_id(cfg))
+    parent: int | None = None  # pid of the process that started the member: it dies with it
+    member_dirs: bool = True  # proof_root/rank-R (False: proof_root is this member's own folder)
+    timeout_s: float = MEMBER_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,8 @@ def _member(rank: int, cfg: CrewConfig, port: int, tokens: torch.Tensor, plan: M
     def after_step(i: int, worker: StageWorker) -> None:
         if plan.vanish == (rank, i + 1):  # a test's member dying mid-run, like kill -9
             os._exit(137)
+        if plan.parent is not None and os.getppid() != plan.parent:
+            os._exit(137)  # the daemon that ran it is gone (kill -9): so is its member
         if plan.progress:
             loss = worker.losses[-1] if worker.last and worker.losses else None
             out.put(("progress", rank, Progress(rank, i + 1, worker.transcript.sent_bytes, loss)))
@@ -109,23 +116,24 @@ def _member(rank: int, cfg: CrewConfig, port: int, tokens: torch.Tensor, plan: M
     try:
         torch.set_num_threads(1)
         torch.use_deterministic_algorithms(True)
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=cfg.world, timeout=timedelta(seconds=MEMBER_TIMEOUT_S))
+        dist.init_process_group("gloo", init_method=f"tcp://{plan.host}:{port}", rank=rank,
+                                world_size=cfg.world, timeout=timedelta(seconds=plan.timeout_s))
         channel: Any = GlooChannel()
         if plan.links is not None:
             channel = EmulatedLinks(channel, rank, plan.links)
         emulated = channel
         if plan.corrupt is not None and plan.corrupt[0] == rank:  # after signing: the signature breaks
             channel = LyingChannel(channel, plan.corrupt[1], plan.corrupt[2])
-        signed = channel = SignedChannel(channel, rank, key_seed, publics, crew_id(cfg))
+        signed = channel = SignedChannel(channel, rank, key_seed, publics, plan.crew_name or crew_id(cfg))
         if plan.liar is not None and plan.liar[0] == rank:  # tampers after hashing, before signing
             channel = LyingChannel(channel, plan.liar[1], plan.liar[2])
         behaviour = HONEST
         for who, name in plan.cheats:
             if who == rank:
                 behaviour = catalog.build(name, cfg, cfg.boundaries(plan.max_steps)[-1])
-        sink = ProofDir(plan.proof_root / f"rank-{rank}") if plan.proof_root is not None else None
-        spill = plan.spill_root / f"rank-{rank}" if plan.spill_root is not None else None
+        here = f"rank-{rank}" if plan.member_dirs else ""
+        sink = ProofDir(plan.proof_root / here) if plan.proof_root is not None else None
+        spill = plan.spill_root / here if plan.spill_root is not None else None
         result = run_stage(cfg, rank, channel, tokens, plan.max_steps, after_step, behaviour, sink, spill)
         result = replace(result, received_sigs=signed.received_sigs)
         if isinstance(emulated, EmulatedLinks):
@@ -234,3 +242,51 @@ def _run_crew(cfg: CrewConfig, tokens: torch.Tensor, plan: MemberPlan, deadline_
         for p in procs:
             p.join(timeout=5)
     return [results[r] for r in range(cfg.world)]
+
+
+def run_member(cfg: CrewConfig, tokens: torch.Tensor, rank: int, host: str, port: int, key_seed: bytes,
+               publics: list[bytes], crew_name: bytes, proof_dir: Path, deadline_s: float = 600.0,
+               cheat: str | None = None, timeout_s: float = MEMBER_TIMEOUT_S) -> StageResult:
+    """Run one member of a crew whose other members are elsewhere (a market crew: each
+    daemon runs its own member): one process, joining the crew's store at host:port
+    (rank 0 hosts it there), signing with `key_seed` (its node key) under `crew_name`.
+    Its proof goes in `proof_dir`. Raises `CrewAborted` with the steps it did when the
+    crew stops (a neighbour gone, the deadline, a refused message). The member process
+    exits by itself if this process dies, so a killed daemon leaves no member behind."""
+    import os
+
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    spill = Path(tempfile.mkdtemp(prefix="polnet-crew-spill-"))
+    cheats = ((rank, cheat),) if cheat else ()
+    plan = MemberPlan(cheats=cheats, proof_root=proof_dir, spill_root=spill, progress=True, host=host,
+                      crew_name=crew_name, parent=os.getpid(), member_dirs=False, timeout_s=timeout_s)
+    args = (rank, cfg, port, tokens, plan, key_seed, publics, out)
+    proc = ctx.Process(target=_member, args=args, daemon=True)
+    proc.start()
+    step = 0
+    end = time.monotonic() + deadline_s
+    try:
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise CrewAborted(f"member {rank} ran past its {deadline_s:.0f} s deadline", step)
+            try:
+                kind, _, payload = out.get(timeout=min(left, 1.0))
+            except queue.Empty:
+                if proc.exitcode is not None:
+                    raise CrewAborted(f"member {rank} exited with code {proc.exitcode}", step) from None
+                continue
+            if kind == "progress":
+                step = max(step, payload.step)
+            elif kind == "error":
+                raise CrewAborted(f"member {rank} failed:\n{payload}", step)
+            else:
+                result: StageResult = payload
+                proc.join(timeout=30)
+                return result
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join(timeout=5)
+        shutil.rmtree(spill, ignore_errors=True)
