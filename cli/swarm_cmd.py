@@ -35,6 +35,7 @@ from cli.swarm_market import (
     node_pubkeys,
     role_name,
     submit_tasks,
+    swarm_crew_file,
     swarm_roles,
     task_docs,
 )
@@ -101,7 +102,7 @@ def _table(nodes: list[SwarmNode], elapsed: float, market: MarketWatch | None) -
     if market is not None:
         title += f" | {market.headline()}"
     table = Table(title=title)
-    for col in ("node", "id", "role", "state", "height", "peers", "mempool", "stake"):
+    for col in ("node", "id", "role", "state", "height", "peers", "mempool", "stake", "job"):
         table.add_column(col)
     for n in nodes:
         chain = n.last.get("chain") or {}
@@ -115,8 +116,19 @@ def _table(nodes: list[SwarmNode], elapsed: float, market: MarketWatch | None) -
             str(n.last.get("peers", "")),
             str(chain.get("mempool", "")),
             str(mkt.get("worker_stake") if mkt.get("worker_stake") is not None else ""),
+            _job(n.last.get("job")),
         )
     return table
+
+
+def _job(job: dict[str, Any] | None) -> str:
+    """A node's running compute job: its kind, step of total, and what it says of itself
+    (a crew member: its rank, stage and bytes sent)."""
+    if not job:
+        return ""
+    steps = f" {job.get('step', 0)}/{job['total']}" if job.get("total") else ""
+    detail = f" {job['detail']}" if job.get("detail") else ""
+    return f"{job.get('kind', '')}{steps}{detail}"
 
 
 def _agreement(nodes: list[SwarmNode]) -> tuple[int, bool]:
@@ -190,7 +202,7 @@ def _run(nodes: list[SwarmNode], plan: Plan, live: bool) -> float:
                     market.admin = nodes[0].admin  # a restarted node 0 listens on a new port
                 market.poll()
                 if not submitted and market.registered() >= plan.workers:
-                    market.task_ids = submit_tasks(nodes[0].datadir, market.admin, plan.docs)
+                    market.task_ids = plan.submit(nodes[0].datadir, market.admin)
                     submitted = True
                 if submitted and on_chain is None and len(market.tasks()) == len(market.task_ids):
                     # Restart once the tasks are on the ledger: a submitter's queue that
@@ -267,6 +279,7 @@ class Plan:
     market: MarketWatch | None = None
     faults: SwarmFaults | None = None  # --attack / --perturb (cli/swarm_attacks.py)
     restarts: RestartWatch | None = None
+    crew: tuple[int, int] | None = None  # --crew: the first task is a crew task of this shape
 
     @property
     def workers(self) -> int:
@@ -275,6 +288,15 @@ class Plan:
     @property
     def docs(self) -> list[dict[str, Any]]:
         return task_docs(self.tasks, self.cheaters, self.private)
+
+    def submit(self, dd: DataDir, admin: str) -> list[str]:
+        """Submit the swarm's tasks through node 0: with --crew, the first is a crew task."""
+        if self.crew is None:
+            return submit_tasks(dd, admin, self.docs)
+        from cli.task_cmd import submit_crew_file
+
+        crew_id, _ = submit_crew_file(dd, admin, swarm_crew_file(*self.crew))
+        return [crew_id, *submit_tasks(dd, admin, self.docs[1:])]
 
     def watch(self, nodes: list[SwarmNode]) -> MarketWatch:
         assert nodes[0].admin is not None
@@ -311,6 +333,10 @@ def up(
                                                       "disconnect (separate processes only)."),
     bootstrap_one: bool = typer.Option(False, "--bootstrap-one",
                                        help="Tell each node of one other only (discovery finds the rest)."),
+    crew: str = typer.Option("", "--crew", metavar="SxD",
+                             help="Make the first task a crew task of S stages x D replicas (e.g. 2x2): "
+                                  "S x D elected workers train one model together, each verified on its "
+                                  "own; the live view shows each member's step, stage and bytes sent."),
     restart_staggered: float | None = typer.Option(
         None, "--restart-staggered", min=0.0, max=3600.0, metavar="S",
         help=f"{RESTART_AFTER_S:.0f} s into the work, restart every node in turn, S seconds apart "
@@ -323,7 +349,10 @@ def up(
         if mode == "inprocess":
             bad_input("--restart-staggered restarts processes: it needs --mode process (or auto)")
         mode = "process"
-    _check_shape(nodes, tasks, cheaters, false_challengers, lazy_verifiers, cheat, private)
+    crew_shape = _crew_shape(crew)
+    if crew_shape is not None and mode == "inprocess":
+        bad_input("--crew runs every member's job at once: it needs separate processes (--mode process)")
+    _check_shape(nodes, tasks, cheaters, false_challengers, lazy_verifiers, cheat, private, crew_shape)
     root = directory if directory is not None else Path(tempfile.mkdtemp(prefix="polnet-swarm-"))
     roles = swarm_roles(nodes, cheaters, false_challengers, lazy_verifiers, tuple(cheat) or ALL_CHEATS) \
         if tasks else None
@@ -339,7 +368,7 @@ def up(
         if faults is not None:
             faults.prepare(dirs)
     plan = Plan(blocks, duration, tasks, cheaters, roles or [], node_pubkeys(dirs) if tasks else [],
-                private=private, faults=faults)
+                private=private, faults=faults, crew=crew_shape)
     if restart_staggered is not None:
         plan.restarts = RestartWatch(restart_staggered)
     if in_process(nodes, mode):
@@ -365,9 +394,30 @@ def up(
         fail(f"{problem} (logs in {root})")
 
 
+def _crew_shape(text: str) -> tuple[int, int] | None:
+    """`--crew SxD`: (stages, replicas), or None without the option."""
+    if not text:
+        return None
+    stages, _, replicas = text.lower().partition("x")
+    if not (stages.isdigit() and replicas.isdigit()) or not 2 <= int(stages) * int(replicas) <= 16:
+        bad_input(f"--crew must be STAGESxREPLICAS with 2 to 16 members, such as 2x2, got {text!r}")
+    if int(stages) < 1 or int(replicas) < 1:
+        bad_input(f"--crew needs at least one stage and one replica, got {text!r}")
+    return int(stages), int(replicas)
+
+
 def _check_shape(nodes: int, tasks: int, cheaters: int, liars: int = 0, lazy: int = 0,
-                 cheats: list[str] | None = None, private: bool = False) -> None:
+                 cheats: list[str] | None = None, private: bool = False,
+                 crew: tuple[int, int] | None = None) -> None:
     with operator_errors():
+        if crew is not None and not tasks:
+            raise ConfigError("--crew makes the first task a crew task: it needs --tasks 1 or more")
+        if crew is not None and private:
+            raise ConfigError("--crew and --private: a crew task cannot be private yet")
+        need = 2 * crew[0] * crew[1] if crew is not None else 0
+        if crew is not None and nodes - 1 < need:
+            raise ConfigError(f"a {crew[0]}x{crew[1]} crew and a verifier for each member need {need} "
+                              f"workers: --nodes {need + 1} at least")
         if private and not tasks:
             raise ConfigError("--private makes the swarm's tasks private: it needs --tasks")
         if tasks and nodes < MIN_MARKET_NODES:
@@ -475,8 +525,8 @@ def _print_report(report: dict[str, Any]) -> None:
     if not mkt:
         return
     tasks = Table(title="tasks")
-    cols = ("task", "status", "outcome", "solver", "cheat", "accuracy", "paid", "challenges", "private",
-            "key_holders")
+    cols = ("task", "status", "outcome", "solver", "crew", "convicted", "cheat", "accuracy", "paid",
+            "challenges", "private", "key_holders")
     for col in cols:
         tasks.add_column(col.replace("_", " "))
     for row in mkt["tasks"]:

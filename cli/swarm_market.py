@@ -151,6 +151,8 @@ class MarketWatch:
             cheat = (self.roles[solver].cheat or None) if solver is not None else None
             row = {"task": tid[:16], "status": t["status"], "outcome": t.get("outcome", ""),
                    "solver": solver, "cheat": cheat,
+                   "crew": [index.get(m) for m in t.get("crew", ())],
+                   "convicted": [index.get(m) for m in t.get("convicted", ())],
                    "proof_valid": t.get("proof_valid"), "paid": t.get("paid", 0),
                    "challenges": t.get("challenges", 0), "accuracy": None,
                    "private": bool(t.get("private")), "key_holders": len(t.get("key_holders", ())),
@@ -185,6 +187,14 @@ def node_pubkeys(dirs: list[DataDir]) -> list[str]:
     from node.daemon.keyfile import load_key_file
 
     return [load_key_file(d.node_key).public.hex() for d in dirs]
+
+
+def swarm_crew_file(stages: int, replicas: int) -> bytes:
+    """`swarm up --crew`'s task: the smallest crew a devnet takes (64 one-step segments),
+    offering the swarm's open price."""
+    from netsim.scenarios.market.crew import crew_file
+
+    return crew_file(stages, replicas, seed=1) + f"[market]\nmax_price_per_gflop = {OPEN_PRICE}\n".encode()
 
 
 def submit_tasks(dd: DataDir, admin: str, docs: list[dict[str, Any]]) -> list[str]:

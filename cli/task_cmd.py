@@ -155,14 +155,21 @@ def crew_submission(raw: bytes, salt: int) -> SubmitTask:
                       NO_BASE, 0, 0, stages=c["stages"], data_parallel=c["data_parallel"])
 
 
+def submit_crew_file(dd: DataDir, url: str, raw: bytes) -> tuple[str, SubmitTask]:
+    """Put a crew task file where the node serves it (the members fetch it by its hash)
+    and ask the node to submit it; the task id and what was submitted."""
+    tx = crew_submission(raw, int.from_bytes(os.urandom(8), "big") >> 1)
+    BlobDir(dd.blobs).put(raw)
+    answer = _post_json(f"{url}/task", {"submit": encode_record(tx).hex()})
+    return str(answer["task_id"]), tx
+
+
 def _submit_crew(spec_file: Path, data_dir: Path, as_json: bool) -> None:
     """A crew task: the file itself is the spec blob the members fetch."""
     raw = spec_file.read_bytes()[: MAX_CREW_FILE + 1]
-    tx = crew_submission(raw, int.from_bytes(os.urandom(8), "big") >> 1)
-    dd = _datadir(data_dir)
-    BlobDir(dd.blobs).put(raw)
-    answer = _post_json(f"{admin_url(data_dir)}/task", {"submit": encode_record(tx).hex()})
-    out = {"task_id": str(answer["task_id"]), "gflops": tx.gflops, "steps": tx.steps,
+    crew_submission(raw, 0)  # a bad file fails before the node is asked
+    task_id, tx = submit_crew_file(_datadir(data_dir), admin_url(data_dir), raw)
+    out = {"task_id": task_id, "gflops": tx.gflops, "steps": tx.steps,
            "max_price_per_gflop": tx.max_price_per_gflop, "stages": tx.stages,
            "data_parallel": tx.data_parallel}
     if as_json:

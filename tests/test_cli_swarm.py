@@ -38,3 +38,28 @@ def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "--mode must be one of" in result.stdout + result.stderr
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("args, why", [
+    (["--crew", "2x2"], "it needs --tasks"),
+    (["--crew", "2x2", "--tasks", "1", "--nodes", "8"], "need 8 workers: --nodes 9 at least"),
+    (["--crew", "2by2", "--tasks", "1", "--nodes", "9"], "--crew must be STAGESxREPLICAS"),
+    (["--crew", "1x1", "--tasks", "1", "--nodes", "9"], "2 to 16 members"),
+    (["--crew", "2x2", "--tasks", "1", "--nodes", "9", "--private"], "cannot be private"),
+    (["--crew", "2x2", "--tasks", "1", "--nodes", "9", "--mode", "inprocess"], "separate processes"),
+])
+def test_a_crew_swarm_of_the_wrong_shape_is_refused_before_any_node_starts(tmp_path: Path, args: list[str],
+                                                                            why: str) -> None:
+    result = runner.invoke(app, ["swarm", "up", *args, "--dir", str(tmp_path / "s")])
+    assert result.exit_code != 0
+    assert why in " ".join((result.stdout + result.stderr).split())
+    assert not (tmp_path / "s").exists()
+
+
+def test_the_live_view_shows_a_crew_members_step_stage_and_bytes() -> None:
+    from cli.swarm_cmd import _job
+
+    job = {"kind": "crew-train", "step": 12, "total": 64, "detail": "rank 2 stage 1: sent 0.42 MB"}
+    assert _job(job) == "crew-train 12/64 rank 2 stage 1: sent 0.42 MB"
+    assert _job({"kind": "verify", "step": 0, "total": 0, "detail": ""}) == "verify"
+    assert _job(None) == ""

@@ -17,7 +17,6 @@ tasks in turn:
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +74,11 @@ def test_crew_tasks_settle_a_cheating_member_alone_is_slashed_and_a_killed_one_i
         crew = members(net, net.task(second))
         victim = next(i for i in crew if i != cheater)
         _wait_member_started(net, victim, TASK_TIMEOUT_S)
-        time.sleep(2.0)  # the crew is training
+        # The member's daemon says what it is doing (what `swarm up` shows): its rank,
+        # stage, and bytes sent, step by step.
+        net.wait(lambda: "sent" in _job(net, victim).get("detail", ""), 60, f"node {victim}'s crew progress")
+        job = _job(net, victim)
+        assert job["kind"] == "crew-train" and job["total"] == 64 and job["detail"].startswith("rank "), job
         net.kill(victim)
         net.procs[victim] = None  # it stays down: the market must go on without it
         b = net.wait_status(second, ("SETTLED", "REFUNDED"), 2 * TASK_TIMEOUT_S)
@@ -101,6 +104,19 @@ def test_crew_tasks_settle_a_cheating_member_alone_is_slashed_and_a_killed_one_i
     assert all(i in (victim, cheater) for i in slashed(net, b)), b["penalties"]
     aborted = [i for i in crew if i != victim and net.log_events(i, "market.crew_aborted")]
     assert aborted, "no surviving member said its crew stopped"
+
+
+def _job(net: MarketNet, i: int) -> dict[str, Any]:
+    """Node i's running compute job, from its /status."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{net.admin[i]}/status", timeout=5) as resp:
+            job = json.loads(resp.read()).get("job")
+    except (OSError, ValueError):
+        return {}
+    return job or {}
 
 
 def _wait_member_started(net: MarketNet, i: int, timeout: float) -> None:

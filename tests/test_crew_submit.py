@@ -75,3 +75,12 @@ def test_a_missing_file_a_private_crew_and_a_file_without_an_offer_are_refused_w
         crew_submission(crew_file(2, 2, 7), salt=5)
     with pytest.raises(ConfigError, match="unknown market key"):
         parse_crew_spec(crew_file(2, 2, 7) + b"[market]\nprice = 3\n")
+
+
+def test_the_example_crew_file_is_a_submit_the_ledger_accepts() -> None:
+    from pathlib import Path
+
+    raw = (Path(__file__).resolve().parent.parent / "docs" / "examples" / "crew.toml").read_bytes()
+    tx = crew_submission(raw, salt=1)
+    check_crew_submit(tx)
+    assert (tx.stages, tx.data_parallel, tx.steps // tx.checkpoint_interval) == (2, 2, 64)

@@ -44,8 +44,10 @@ from protocol.market.messages import CrewAddress, check_crew_address
 if TYPE_CHECKING:  # torch: imported by the runner on a crew job, never at daemon start
     import torch
 
+    from node.compute.crew.launch import Progress
     from node.compute.crew.market import MemberRun
     from node.compute.crew.pipeline import CrewConfig
+    from node.daemon.progress import ProgressTracker
 
 log = logging.getLogger("polnet.crews")
 
@@ -163,7 +165,9 @@ class NetworkCrewRunner:
 
     def __init__(self, key: Keypair, rendezvous: CrewRendezvous, work_dir: Path, host: str,
                  cheat: str | None = None, deadline_s: float = MEMBER_DEADLINE_S,
-                 neighbour_timeout_s: float = NEIGHBOUR_TIMEOUT_S) -> None:
+                 neighbour_timeout_s: float = NEIGHBOUR_TIMEOUT_S,
+                 progress: ProgressTracker | None = None) -> None:
+        self.progress = progress
         self.key = key
         self.rendezvous = rendezvous
         self.work_dir = work_dir
@@ -191,9 +195,20 @@ class NetworkCrewRunner:
                 raise CrewAborted(str(exc)) from None
         log.info("crew member starting", extra={"task": task_id.hex()[:16], "rank": rank,
                                                "store": f"{host}:{port}"})
+        stage = cfg.position(rank)[0]
+        if self.progress is not None:
+            self.progress.set_total(cfg.total_steps)
+            self.progress.note(f"rank {rank} stage {stage}: waiting for the crew")
+
+        def stepped(p: Progress) -> None:
+            if self.progress is not None:
+                self.progress.advance(p.step)
+                loss = f", loss {p.loss:.3f}" if p.loss is not None else ""
+                self.progress.note(f"rank {rank} stage {stage}: sent {p.sent_bytes / 1e6:.2f} MB{loss}")
+
         try:
             result = run_member(cfg, tokens, rank, host, port, self.key.seed(), list(members), tag, proof_dir,
-                                self.deadline_s, self.cheat, self.neighbour_timeout_s)
+                                self.deadline_s, self.cheat, self.neighbour_timeout_s, stepped)
         finally:
             if rank == 0:
                 trio.from_thread.run_sync(self.rendezvous.withdraw, tag)

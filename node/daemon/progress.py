@@ -33,6 +33,8 @@ JOB_KINDS = {
     "ArbitrationJob": "arbitrate",
     "RevealJob": "reveal",
     "AvailabilityJob": "availability",
+    "CrewTrainJob": "crew-train",
+    "CrewCheckJob": "crew-check",
 }
 
 
@@ -51,6 +53,8 @@ class JobProgress:
     total: int = 0  # 0: not known (yet)
     #: When stepping began (after the job fetched its inputs): the ETA's time base.
     steps_started_at: float | None = None
+    #: What else the job says of itself (a crew member: its rank, stage, bytes sent).
+    detail: str = ""
 
     def eta_s(self, now: float) -> float | None:
         """Seconds to go at the rate so far, or None before the first step."""
@@ -70,6 +74,7 @@ class JobProgress:
             "percent": round(100.0 * self.step / self.total, 1) if self.total else None,
             "running_s": round(now - self.started_at, 1),
             "eta_s": None if eta is None else round(eta, 1),
+            "detail": self.detail,
         }
 
 
@@ -108,6 +113,12 @@ class ProgressTracker:
                 self._logged_at = now
         if due:
             self._log("job progress", job, now)
+
+    def note(self, detail: str) -> None:
+        """Say what the running job is at beyond its step count (shown by /status)."""
+        with self._lock:
+            if self._job is not None:
+                self._job = replace(self._job, detail=detail[:120])
 
     def finish(self, outcome: str = "done") -> None:
         now = self._clock()

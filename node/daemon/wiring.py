@@ -50,7 +50,7 @@ def build_daemon(datadir: DataDir, config: NodeConfig, key: Keypair) -> Daemon:
 
             host = crew_host(config.network.listen_host, config.network.crew_host)
             crews = NetworkCrewRunner(key, daemon.crews, Path(datadir.root) / "crews", host,
-                                      cheat=config.roles.crew_cheat)
+                                      cheat=config.roles.crew_cheat, progress=daemon.progress)
             return MarketComputeRunner(blobs, daemon.network.fetch_blob, key.public, cheat=config.roles.cheat,
                                        progress=daemon.progress, crews=crews)
 

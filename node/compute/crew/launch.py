@@ -246,7 +246,8 @@ def _run_crew(cfg: CrewConfig, tokens: torch.Tensor, plan: MemberPlan, deadline_
 
 def run_member(cfg: CrewConfig, tokens: torch.Tensor, rank: int, host: str, port: int, key_seed: bytes,
                publics: list[bytes], crew_name: bytes, proof_dir: Path, deadline_s: float = 600.0,
-               cheat: str | None = None, timeout_s: float = MEMBER_TIMEOUT_S) -> StageResult:
+               cheat: str | None = None, timeout_s: float = MEMBER_TIMEOUT_S,
+               on_progress: Callable[[Progress], None] | None = None) -> StageResult:
     """Run one member of a crew whose other members are elsewhere (a market crew: each
     daemon runs its own member): one process, joining the crew's store at host:port
     (rank 0 hosts it there), signing with `key_seed` (its node key) under `crew_name`.
@@ -279,6 +280,8 @@ def run_member(cfg: CrewConfig, tokens: torch.Tensor, rank: int, host: str, port
                 continue
             if kind == "progress":
                 step = max(step, payload.step)
+                if on_progress is not None:
+                    on_progress(payload)
             elif kind == "error":
                 raise CrewAborted(f"member {rank} failed:\n{payload}", step)
             else:
