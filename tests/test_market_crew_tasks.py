@@ -303,3 +303,35 @@ def test_a_crew_verifier_that_committed_first_reveals_only_once_the_reveal_windo
     (reveal,) = [m for m in _published(role.handle(0, ChainView(w.state.height, w.state)))
                  if isinstance(m, VerdictReveal)]
     assert w.apply(first.pubkey, reveal) is None
+
+
+def test_a_whistleblower_redraws_one_crew_accept_and_its_challenge_convicts_a_lazily_passed_cheat() -> None:
+    """Each crew verdict is its member's only check: the whistleblower role re-checks every
+    REJECT and one ACCEPT per task, drawn from a beacon the verifiers did not know. Here
+    every verifier is lazy (ACCEPTs unchecked); the member behind the drawn ACCEPT cheated."""
+    from protocol.commands import ComputeDone, RunCompute
+    from protocol.market.jobs import CrewCheckJob, CrewCheckResult
+    from protocol.market.roles import ChainView, WhistleblowerRole
+
+    w = CrewWorld(watcher=False)  # no scripted watcher: the real role is the only one
+    tid = w.submit_crew()
+    until(w, tid, Status.COMMIT)
+    for slot in w.task(tid).verifiers:
+        w.behaviour[slot.pubkey] = "lazy"
+    until(w, tid, Status.CHALLENGE)
+    task = w.task(tid)
+    role = WhistleblowerRole(w.watcher_key)
+    runs = [c for c in role.handle(0, ChainView(w.state.height, w.state)) if isinstance(c, RunCompute)]
+    assert len(runs) == 1, "one ACCEPT of the crew is re-checked, not all of them"
+    job = runs[0].job.job
+    assert isinstance(job, CrewCheckJob)
+    cheat = task.crew[job.rank]
+    w.cheaters.add(cheat)  # the member behind the drawn verdict cheated; its verifier never looked
+    lazy = next(v.pubkey for v in task.verifiers if v.segment == job.rank)
+    (challenge,) = _published(role.handle(0, ComputeDone(runs[0].job_id, CrewCheckResult(tid, job.rank, False))))
+    assert w.apply(w.watcher_key, challenge) is None
+    before = w.state.accounts.balance(w.watcher_key)
+    task = w.run(tid)
+    assert task.convicted == [cheat]
+    assert any(p.who == lazy and p.kind == PenaltyKind.WRONG_VERDICT for p in task.penalties)
+    assert w.state.accounts.balance(w.watcher_key) > before  # its bond back, and the reward share

@@ -569,17 +569,33 @@ class WhistleblowerRole(Role):
         return not defending and mine and all(v.pubkey != self.me for v in task.verifiers)
 
     def _wants(self, market: MarketState, task: Task, index: int, accept: bool) -> bool:
+        if task.is_crew:
+            return self._wants_member(market, task, index, accept)
         if not accept or task.verifiers[index].segment == task.n_segments - 1:
             return True
         seed = sha256(b"whistle" + market.beacon + task.task_id + self.me + bytes([index]))
         return int.from_bytes(seed[:8], "big") % 1_000_000 < self.accept_check_ppm
 
+    def _wants_member(self, market: MarketState, task: Task, index: int, accept: bool) -> bool:
+        """On a crew every verdict is the only check of its member, so a lazy ACCEPT of a
+        cheating member would pass unseen: besides every REJECT, a whistleblower re-checks
+        one ACCEPT per crew task, drawn from a beacon the verifiers could not know when
+        they committed (so each verifier's laziness is found with probability 1 / members
+        per watcher, at about one member check's cost)."""
+        if not accept:
+            return True
+        accepts = [i for i, v in enumerate(task.verifiers) if v.verdict is not None and v.verdict.accept]
+        seed = sha256(b"whistle-crew" + market.beacon + task.task_id + self.me)
+        return bool(accepts) and accepts[int.from_bytes(seed[:8], "big") % len(accepts)] == index
+
     def on_view(self, market: MarketState) -> list[Command]:
         out = self._play(market)
         budget = self.checks_per_block
         for task in market.open_tasks():
-            if task.status != Status.CHALLENGE or task.proof_root is None or self.me == task.solver:
-                continue  # (a crew task has no proof root: crews are not watched yet)
+            if task.status != Status.CHALLENGE or self.me == task.solver:
+                continue
+            if task.proof_root is None and not task.is_crew:
+                continue
             if not self._watches(task):
                 continue
             for index, slot in enumerate(task.verifiers):
@@ -592,8 +608,17 @@ class WhistleblowerRole(Role):
                 if not self._wants(market, task, index, slot.verdict.accept):
                     self.done.add((task.task_id, "check", index))  # drawn once, not every block
                     continue
-                job = SegmentCheckJob(task.task_id, task.proof_root, slot.segment, task.threshold_ppm or 0)
-                started = self._run(task, "check", index, job, _segment_flops(task))
+                if task.is_crew:  # the slot's segment is the member's rank
+                    if task.crew[slot.segment] == self.me:
+                        continue  # (nobody challenges a verdict about itself)
+                    check: Any = crew_check_job(task, slot.segment)
+                    flops = _member_flops(task) // CREW_CHECK_SHARE
+                else:
+                    assert task.proof_root is not None
+                    threshold = task.threshold_ppm or 0
+                    check = SegmentCheckJob(task.task_id, task.proof_root, slot.segment, threshold)
+                    flops = _segment_flops(task)
+                started = self._run(task, "check", index, check, flops)
                 budget -= len(started)
                 out += started
         return out
@@ -601,13 +626,14 @@ class WhistleblowerRole(Role):
     def on_done(self, task: Task, duty: str, rnd: int, result: Any) -> list[Command]:
         if duty.startswith("hash"):
             return self._move(task, rnd, result)
-        if not isinstance(result, SegmentCheckResult) or task.status != Status.CHALLENGE:
+        if not isinstance(result, SegmentCheckResult | CrewCheckResult) or task.status != Status.CHALLENGE:
             return []
         verdict = task.verifiers[rnd].verdict if rnd < len(task.verifiers) else None
         if verdict is None or verdict.accept == result.passed or self.market is None:
             return []
         bond = challenge_bond(self.market, task, rnd)
-        return self._publish(Challenge(task.task_id, rnd, result.segment, bond, 0, 0))
+        segment = result.segment if isinstance(result, SegmentCheckResult) else result.rank
+        return self._publish(Challenge(task.task_id, rnd, segment, bond, 0, 0))
 
 
 @dataclass
