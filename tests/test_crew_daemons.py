@@ -83,6 +83,9 @@ def test_crew_tasks_settle_a_cheating_member_alone_is_slashed_and_a_killed_one_i
         net.procs[victim] = None  # it stays down: the market must go on without it
         b = net.wait_status(second, ("SETTLED", "REFUNDED"), 2 * TASK_TIMEOUT_S)
         b = net.task(second)
+        # What the submitter gets back: the whole model, assembled by node 0 from each
+        # stage's committed final state, fetched from the members over the network.
+        result = _get_json(f"{net.admin[0]}/task/{second}/result", 300)
     finally:
         net.stop()
 
@@ -104,6 +107,16 @@ def test_crew_tasks_settle_a_cheating_member_alone_is_slashed_and_a_killed_one_i
     assert all(i in (victim, cheater) for i in slashed(net, b)), b["penalties"]
     aborted = [i for i in crew if i != victim and net.log_events(i, "market.crew_aborted")]
     assert aborted, "no surviving member said its crew stopped"
+    assert len(result["weights_blob"]) == 64 and 0.0 <= result["accuracy"] <= 1.0, result
+
+
+def _get_json(url: str, timeout: float) -> dict[str, Any]:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        doc: dict[str, Any] = json.loads(resp.read())
+    return doc
 
 
 def _job(net: MarketNet, i: int) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from node.compute.crew.market import (
     MemberRun,
 )
 from node.compute.crew.pipeline import CrewConfig
-from protocol.errors import BlobError, BlobUnavailable, ConfigError
+from protocol.errors import BlobError, BlobUnavailable, ConfigError, PolnetError
 from protocol.market.jobs import (
     CrewCheckJob,
     CrewCheckResult,
@@ -304,3 +304,41 @@ def test_the_hub_answers_every_member_from_one_run_and_keeps_a_few(tmp_path: Pat
     assert len(calls) == 5
     with pytest.raises(ConfigError, match="unknown crew cheat"):
         LocalCrewHub(tmp_path, cheats={KEYS[0]: "lazy"})
+
+
+@pytest.mark.slow
+def test_the_result_is_the_whole_model_from_each_stages_committed_final_state(honest: Crew) -> None:
+    """What a submitter gets back: one safetensors of the whole model under its own names,
+    each stage read from replica 0's committed final state (the one verified), and its
+    next-byte accuracy on the held-out windows; a record whose final state differs from
+    what it commits gives no result."""
+    from safetensors.torch import load
+
+    engine = honest.engines[0]
+    digest, accuracy = engine.final_weights(facts(honest.spec_hash), KEYS, honest.commitments, 2, 2)
+    whole = load(honest.blobs.get(digest, 1 << 30))
+    trained: dict[str, torch.Tensor] = {}
+    for stage_result in engine.runner._runs[(TASK_ID, KEYS)].results[::2]:  # type: ignore[attr-defined]
+        trained.update(load(stage_result.state_blob))  # replica 0 of each stage, as the members kept it
+    assert set(whole) == set(trained) and all(torch.equal(whole[k], trained[k]) for k in whole)
+    assert any(k.startswith("embed.") for k in whole) and any(k.startswith("head.") for k in whole)
+    assert 0.0 <= accuracy <= 1.0  # (4 steps from scratch: the model is all but untrained)
+    # The assembled model is the crew's: it has the held-out loss the last stage measured.
+    import torch.nn.functional as F
+
+    from node.compute.crew.market import builtin_tokens
+    from node.compute.crew.model import build_stage
+    from node.compute.crew.pipeline import windows
+
+    cfg = engine.config(facts(honest.spec_hash), check_job(honest.spec_hash, 0, honest.commitments))
+    _, val = windows(builtin_tokens(), cfg)
+    with torch.no_grad():
+        logits = build_stage(cfg.shape, 1, 0, cfg.seed, base=whole)(val[:, :-1])
+        loss = float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), val[:, 1:].reshape(-1)))
+    measured = [r.val_loss for r in engine.runner._runs[(TASK_ID, KEYS)].results if r.val_loss is not None]  # type: ignore[attr-defined]
+    assert measured and abs(loss - measured[0]) < 1e-5
+    again = engine.final_weights(facts(honest.spec_hash), KEYS, honest.commitments, 2, 2)
+    assert again == (digest, accuracy)  # deterministic
+    swapped = (honest.commitments[1], *honest.commitments[1:])  # stage 0 read from another's record
+    with pytest.raises(PolnetError):
+        engine.final_weights(facts(honest.spec_hash), KEYS, swapped, 2, 2)

@@ -328,7 +328,8 @@ def test_a_whistleblower_redraws_one_crew_accept_and_its_challenge_convicts_a_la
     cheat = task.crew[job.rank]
     w.cheaters.add(cheat)  # the member behind the drawn verdict cheated; its verifier never looked
     lazy = next(v.pubkey for v in task.verifiers if v.segment == job.rank)
-    (challenge,) = _published(role.handle(0, ComputeDone(runs[0].job_id, CrewCheckResult(tid, job.rank, False))))
+    found = CrewCheckResult(tid, job.rank, False)
+    (challenge,) = _published(role.handle(0, ComputeDone(runs[0].job_id, found)))
     assert w.apply(w.watcher_key, challenge) is None
     before = w.state.accounts.balance(w.watcher_key)
     task = w.run(tid)

@@ -238,4 +238,9 @@ class MarketComputeRunner:
         facts = facts_of(task, content_key)
         with _TORCH:
             self.network.ask_first(facts)
+            if task.is_crew:  # the whole model, assembled from every stage's committed final state
+                if self.crew is None:
+                    raise PolnetError("this node runs no crew engine")
+                return self.crew.final_weights(facts, tuple(task.crew), tuple(task.crew_commits), task.stages,
+                                               task.data_parallel)
             return self.engine.final_weights(facts)

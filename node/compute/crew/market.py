@@ -28,6 +28,7 @@ and the crew trains on the built-in corpus, as that command does.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import shutil
@@ -40,11 +41,14 @@ from pathlib import Path
 from typing import Annotated, Protocol, cast
 
 import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
 
 from node.compute import datasets
 from node.compute.crew import cheats as catalog
 from node.compute.crew.config import crew_config
 from node.compute.crew.launch import CrewAborted, Progress, run_local_crew
+from node.compute.crew.model import build_stage, canonical_state
 from node.compute.crew.pipeline import CrewConfig, StageResult, windows
 from node.compute.crew.proof import (
     MAX_PROOF_BLOB,
@@ -52,6 +56,7 @@ from node.compute.crew.proof import (
     ProofError,
     member_profile,
     open_state,
+    state_digest,
     verify_stage,
 )
 from node.compute.market_engine import Blobs, Lru
@@ -123,6 +128,10 @@ class CrewCommitRecord:
     reduced: Annotated[tuple[tuple[Hash32, Hash32], ...], Len(0, MAX_RECORD_STEPS)]
     segments: Annotated[tuple[tuple[Hash32, Hash32], ...], Len(1, MAX_RECORD_STEPS)]
     steps: U32
+    #: The full state blob at the last boundary (its digest is the last of
+    #: `state_digests`, which the check of the last segment re-executes): where the
+    #: trained stage's weights are read from for the task's result.
+    final: Hash32
 
 
 def _peer_hashes(by_peer: Mapping[int, list[bytes]]) -> tuple[PeerHashes, ...]:
@@ -137,10 +146,10 @@ def _by_peer(entries: tuple[PeerHashes, ...], cfg: CrewConfig, rank: int) -> dic
 
 
 def record_of(task_id: bytes, cfg: CrewConfig, result: StageResult,
-              segments: list[tuple[bytes, bytes]]) -> CrewCommitRecord:
+              segments: list[tuple[bytes, bytes]], final: bytes) -> CrewCommitRecord:
     return CrewCommitRecord(task_id, result.rank, tuple(result.state_digests), _peer_hashes(result.sent),
                             _peer_hashes(result.received), tuple(result.reduced), tuple(segments),
-                            cfg.total_steps)
+                            cfg.total_steps, final)
 
 
 def commitment_of(record: CrewCommitRecord, cfg: CrewConfig) -> Commitment:
@@ -409,7 +418,8 @@ class CrewMarketCompute:
             state = open_state(run.proof_dir, j)
             inputs = _read_capped(run.proof_dir / f"inputs-{j}")
             segments.append((self._put(state), self._put(inputs)))
-        record = record_of(task_id, cfg, result, segments)
+        final = self._put(open_state(run.proof_dir, len(result.state_digests) - 1))
+        record = record_of(task_id, cfg, result, segments, final)
         return self._put(encode_record(record)), len(record.state_digests)
 
     def _put(self, data: bytes) -> bytes:
@@ -435,6 +445,28 @@ class CrewMarketCompute:
             raise RecordError(f"record {digest.hex()[:16]} is member {record.rank}'s of task "
                               f"{record.task_id.hex()[:16]}, not member {job.rank}'s of this one")
         return record
+
+    # --- the result ---------------------------------------------------------------------------
+
+    def final_weights(self, task: TaskFacts, members: tuple[bytes, ...], commitments: tuple[bytes, ...],
+                      stages: int, data_parallel: int) -> tuple[bytes, float]:
+        """A settled crew task's model as one safetensors blob under the whole model's names
+        (stored here, so the node serves it), and its next-byte accuracy on the crew's
+        held-out windows. Each stage's weights come from replica 0's committed final state,
+        checked against the last digest its record commits (the state the check of its
+        last segment re-executed to); PolnetError when a piece cannot be had or fails."""
+        job = CrewCheckJob(task.task_id, task.spec_hash, 0, members, stages, data_parallel, commitments, b"")
+        with self._blobs_of(task):
+            cfg = self.config(task, job)
+            whole: dict[str, torch.Tensor] = {}
+            for stage in range(cfg.stages):
+                rank = cfg.rank(stage, 0)
+                record = self.record(dataclasses.replace(job, rank=rank), cfg)
+                state = load_tensors(self._get(self.blobs, record.final, MAX_PROOF_BLOB))
+                if state_digest(state) != record.state_digests[-1]:
+                    raise RecordError(f"member {rank}'s final state is not the one its record commits")
+                whole.update(stage_weights(cfg, stage, state))
+            return self._put(save_tensors(whole)), held_out_accuracy(cfg, whole)
 
     def _check(self, task: TaskFacts, job: CrewCheckJob) -> CrewCheckResult:
         try:
@@ -476,6 +508,32 @@ class CrewMarketCompute:
         finding = f"{first.what} (segment {first.segment}, at {first.index})" if first is not None else ""
         return CrewCheckResult(task.task_id, job.rank, verdict.passed, available=not unserved,
                                finding=_short(finding), steps_executed=verdict.steps_executed)
+
+
+def stage_weights(cfg: CrewConfig, stage: int, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A stage's trained weights under the whole model's names, from a member's full state."""
+    module = build_stage(cfg.shape, cfg.stages, stage, cfg.seed)
+    params = {k.removeprefix("param/"): v for k, v in state.items() if k.startswith("param/")}
+    try:
+        module.load_state_dict(params)
+    except RuntimeError as exc:  # missing, extra or misshapen weights: not this stage's
+        raise RecordError(f"stage {stage}'s final state does not fit its model: {exc}") from None
+    return canonical_state(module, cfg.shape, cfg.stages, stage)
+
+
+@torch.no_grad()
+def held_out_accuracy(cfg: CrewConfig, whole: dict[str, torch.Tensor]) -> float:
+    """Share of the held-out windows' next bytes the whole model predicts (top 1)."""
+    with member_profile():
+        model = build_stage(cfg.shape, 1, 0, cfg.seed, base=whole)
+        _, val = windows(builtin_tokens(), cfg)
+        right = total = 0
+        for start in range(0, val.shape[0], cfg.micro_batch):
+            rows = val[start : start + cfg.micro_batch]
+            guess = model(rows[:, :-1]).argmax(dim=-1)
+            right += int((guess == rows[:, 1:]).sum())
+            total += rows[:, 1:].numel()
+    return right / max(1, total)
 
 
 def _read_capped(path: Path) -> bytes:
