@@ -27,7 +27,9 @@ from netsim.scenarios.market.crew import crew_file, crew_submit
 from node.config import RolesConfig
 from tests.market_daemons import MarketNet
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+#: Ten daemons and their member processes: one of the heaviest suites, run apart from the
+#: others of its weight (the Makefile runs xdist with --dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.xdist_group("heavy-daemons")]
 
 WORKERS = 9
 CHEAT_STAKE = 40 * WORKER_STAKE

@@ -336,3 +336,23 @@ def test_a_whistleblower_redraws_one_crew_accept_and_its_challenge_convicts_a_la
     assert task.convicted == [cheat]
     assert any(p.who == lazy and p.kind == PenaltyKind.WRONG_VERDICT for p in task.penalties)
     assert w.state.accounts.balance(w.watcher_key) > before  # its bond back, and the reward share
+
+
+def test_one_abort_shortens_the_wait_the_others_get_a_grace_and_the_silent_alone_is_slashed() -> None:
+    from protocol.market.process import CREW_ABORT_GRACE_BLOCKS
+
+    w = CrewWorld(n_workers=14, params=replace(DEVNET, train_base_blocks=100))  # a long training window
+    tid = w.submit_crew()
+    until(w, tid, Status.TRAINING)
+    crew = list(w.task(tid).crew)
+    for m in crew:
+        w.behaviour[m] = "silent"
+    deadline = w.task(tid).deadline
+    w.block([(crew[0], CrewAbort(tid, 4, 0, 0))], auto=False)
+    aborted_at = w.state.height
+    assert w.task(tid).deadline == aborted_at + CREW_ABORT_GRACE_BLOCKS < deadline
+    w.block([(crew[1], CrewAbort(tid, 4, 0, 0))], auto=False)  # a neighbour says so a block later
+    assert w.task(tid).deadline == aborted_at + CREW_ABORT_GRACE_BLOCKS  # (never pushed later)
+    until(w, tid, Status.OPEN)
+    assert w.state.height == aborted_at + CREW_ABORT_GRACE_BLOCKS
+    assert sorted(p.who for p in w.task(tid).penalties) == sorted(crew[2:])  # the two that never spoke

@@ -25,7 +25,7 @@ from protocol.market.errors import (
 from protocol.market.game import apply_claim, apply_open, apply_reply, apply_reveal, apply_vote
 from protocol.market.params import BPS
 from protocol.market.settle import refund
-from protocol.market.stages import create, enter, task_for
+from protocol.market.stages import create, enter, extend, task_for
 from protocol.market.state import (
     MAX_CREW,
     NO_BASE,
@@ -69,6 +69,10 @@ from protocol.records import record_hash
 MAX_TASK_GFLOPS = 10**9
 #: Longest training run and checkpoint interval a task may declare.
 MAX_STEPS = 10**7
+#: Blocks a crew's other members have, after one says the crew stopped, to say so too
+#: (a member whose connection broke a moment later is not silent); then the crew is
+#: dissolved without waiting out the training deadline.
+CREW_ABORT_GRACE_BLOCKS = 20
 # MAX_OPS_PER_STEP (protocol/pol/messages.py) is the one bound on a task's ops per step:
 # what a reveal's prefix can carry, so a task declaring more could never be arbitrated.
 
@@ -291,6 +295,10 @@ def process_crew_abort(state: MarketState, sender: bytes, tx: CrewAbort) -> None
     if tx.step > task.steps:
         raise OutOfBounds(f"step {tx.step} is past the task's {task.steps}")
     task.crew_aborts.append(sender)
+    # Rule: one abort means the crew cannot finish; the others have CREW_ABORT_GRACE_BLOCKS
+    # to say so too before the crew is dissolved (sooner than the training deadline).
+    if state.height + CREW_ABORT_GRACE_BLOCKS < task.deadline:
+        extend(state, task, CREW_ABORT_GRACE_BLOCKS)
 
 
 def _maybe_proved(state: MarketState, task: Task) -> None:

@@ -140,7 +140,8 @@ def enter(state: MarketState, task: Task, status: Status, blocks: int) -> None:
 
 
 def extend(state: MarketState, task: Task, blocks: int) -> None:
-    """A move inside a stage (a bisection move) restarts its deadline, status unchanged."""
+    """A move inside a stage (a bisection move, a crew member's abort) sets its deadline
+    anew, status unchanged."""
     task.deadline = state.height + blocks
 
 
