@@ -175,9 +175,12 @@ def test_a_false_challenger_never_profits(seed: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="open attack, docs/market.md 'Open: a thrown game': a cheating "
+#: Not strict: which seeds show the attack follows torch's numerics, which differ between
+#: CPUs (this run XPASSes on some boxes, at the same commit where CI shows the attack);
+#: synthetic compute, the same everywhere, did not show it in seeds 0-97.
+@pytest.mark.xfail(strict=False, reason="open attack, docs/market.md 'Open: a thrown game': a cheating "
                    "solver that lies in bisection to a blind challenger gets the honest verifier of a good "
-                   "segment slashed")
+                   "segment slashed (seen at this seed on some CPUs, not all)")
 def test_a_solver_that_throws_a_game_to_a_blind_challenger_cannot_slash_an_honest_verifier(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -52,7 +52,7 @@ class FalseChallenger(WhistleblowerRole):
     (docs/market.md, "Open: a thrown game"): a cheating solver that colludes with it can
     lose the game by lying in bisection about a segment whose committed checkpoint is
     right, and the rules then slash the honest verifier that ACCEPTed that segment
-    (tests/test_market_money.py pins it as a strict xfail)."""
+    (tests/test_market_money.py pins it as an xfail)."""
 
     def on_view(self, market: MarketState) -> list[Command]:
         out: list[Command] = []  # it never plays its games: each ends in its forfeit
