@@ -302,6 +302,8 @@ def test_the_hub_answers_every_member_from_one_run_and_keeps_a_few(tmp_path: Pat
     assert "member 2" in str(err.value) and len(calls) == 4
     hub.train(b"\x07" * 32, cfg, tokens, 0, without_2)  # a re-placed crew of the task trains afresh
     assert len(calls) == 5
+    hub.train(b"\x07" * 32, cfg, tokens, 0, without_2, attempt=1)  # the same members, placed again:
+    assert len(calls) == 6 and calls[-1] != calls[-2]  # another crew, another run, its own folder
     with pytest.raises(ConfigError, match="unknown crew cheat"):
         LocalCrewHub(tmp_path, cheats={KEYS[0]: "lazy"})
 
@@ -318,7 +320,7 @@ def test_the_result_is_the_whole_model_from_each_stages_committed_final_state(ho
     digest, accuracy = engine.final_weights(facts(honest.spec_hash), KEYS, honest.commitments, 2, 2)
     whole = load(honest.blobs.get(digest, 1 << 30))
     trained: dict[str, torch.Tensor] = {}
-    for stage_result in engine.runner._runs[(TASK_ID, KEYS)].results[::2]:  # type: ignore[attr-defined]
+    for stage_result in engine.runner._runs[(TASK_ID, KEYS, 0)].results[::2]:  # type: ignore[attr-defined]
         trained.update(load(stage_result.state_blob))  # replica 0 of each stage, as the members kept it
     assert set(whole) == set(trained) and all(torch.equal(whole[k], trained[k]) for k in whole)
     assert any(k.startswith("embed.") for k in whole) and any(k.startswith("head.") for k in whole)
@@ -335,7 +337,7 @@ def test_the_result_is_the_whole_model_from_each_stages_committed_final_state(ho
     with torch.no_grad():
         logits = build_stage(cfg.shape, 1, 0, cfg.seed, base=whole)(val[:, :-1])
         loss = float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), val[:, 1:].reshape(-1)))
-    measured = [r.val_loss for r in engine.runner._runs[(TASK_ID, KEYS)].results if r.val_loss is not None]  # type: ignore[attr-defined]
+    measured = [r.val_loss for r in engine.runner._runs[(TASK_ID, KEYS, 0)].results if r.val_loss is not None]  # type: ignore[attr-defined]
     assert measured and abs(loss - measured[0]) < 1e-5
     again = engine.final_weights(facts(honest.spec_hash), KEYS, honest.commitments, 2, 2)
     assert again == (digest, accuracy)  # deterministic

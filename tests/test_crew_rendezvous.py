@@ -109,3 +109,9 @@ def test_crew_cheat_names_are_the_catalogs_and_a_typo_is_refused() -> None:
     assert set(CREW_CHEATS) == set(CATALOG)
     with pytest.raises(ConfigError, match="crew_cheat"):
         RolesConfig(crew_cheat="froze").validate()
+
+
+def test_the_same_members_placed_again_are_another_crew_with_another_tag() -> None:
+    members = [RANK0.public, ME.public]
+    assert crew_tag(b"t" * 32, members, 1) != crew_tag(b"t" * 32, members, 0) == TAG
+    assert crew_tag(b"t" * 32, members[::-1]) != TAG  # ranks matter

@@ -177,13 +177,13 @@ class NetworkCrewRunner:
         self.neighbour_timeout_s = neighbour_timeout_s
 
     def train(self, task_id: bytes, cfg: CrewConfig, tokens: torch.Tensor, rank: int,
-              members: tuple[bytes, ...]) -> MemberRun | None:
+              members: tuple[bytes, ...], attempt: int = 0) -> MemberRun | None:
         from node.compute.crew.launch import CrewAborted, free_port, run_member
         from node.compute.crew.market import MemberRun
 
         if members[rank] != self.key.public:
             return None  # not our seat: never train under another member's name
-        tag = crew_tag(task_id, members)
+        tag = crew_tag(task_id, members, attempt)
         proof_dir = self.work_dir / task_id.hex() / tag.hex()[:16]
         if rank == 0:
             host, port = self.host, free_port(self.host)

@@ -71,10 +71,12 @@ def crew_sample_seed(beacon: bytes, task_id: bytes, stage: int) -> bytes:
     return sha256(SAMPLE_DOMAIN + beacon + task_id + stage.to_bytes(4, "big"))
 
 
-def crew_tag(task_id: bytes, members: Sequence[bytes]) -> bytes:
-    """A crew's name: its task and its members by rank (a re-placed crew is another crew).
-    Members sign their boundary messages under it and rendezvous by it."""
-    return sha256(CREW_TAG_DOMAIN + task_id + b"".join(members))
+def crew_tag(task_id: bytes, members: Sequence[bytes], attempt: int = 0) -> bytes:
+    """A crew's name: its task, its members by rank and which placement of the task it is
+    (`Task.replacements`: the same members re-elected after an abort are another crew, so
+    a late message of the old one is never taken for the new one's). Members sign their
+    boundary messages under it and rendezvous by it."""
+    return sha256(CREW_TAG_DOMAIN + task_id + attempt.to_bytes(2, "big") + b"".join(members))
 
 
 def member_gflops(task: Task, shape: CrewShape) -> int:

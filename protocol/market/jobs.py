@@ -255,6 +255,9 @@ class CrewTrainJob:
     members: tuple[bytes, ...]
     stages: int
     data_parallel: int
+    #: Which placement of the task this crew is (`Task.replacements`): the same members
+    #: re-elected after an abort are another crew, with a tag (and a run) of their own.
+    attempt: int = 0
 
 
 @dataclass(frozen=True, slots=True)

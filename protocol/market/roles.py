@@ -360,7 +360,7 @@ class SolverRole(Role):
         if task.crew_commits[rank] or self.me in task.crew_aborts:
             return []
         job = CrewTrainJob(task.task_id, task.spec_hash, rank, tuple(task.crew), task.stages,
-                           task.data_parallel)
+                           task.data_parallel, task.replacements)
         return self._run(task, "crew", task.replacements, job, _member_flops(task))
 
     def _open(self, task: Task) -> list[Command]:

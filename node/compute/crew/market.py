@@ -64,7 +64,7 @@ from node.compute.sealedblobs import SealedBlobs, SealingStore
 from protocol.encoding import sha256
 from protocol.errors import BlobError, ConfigError, PolnetError, SpecError
 from protocol.limits import Limits
-from protocol.market.crews import crew_sample_seed
+from protocol.market.crews import crew_sample_seed, crew_tag
 from protocol.market.jobs import (
     CrewCheckJob,
     CrewCheckResult,
@@ -185,7 +185,7 @@ class CrewRunner(Protocol):
     stopped before the end because of another member or the deadline."""
 
     def train(self, task_id: bytes, cfg: CrewConfig, tokens: torch.Tensor, rank: int,
-              members: tuple[bytes, ...]) -> MemberRun | None: ...
+              members: tuple[bytes, ...], attempt: int = 0) -> MemberRun | None: ...
 
 
 @dataclass
@@ -226,16 +226,16 @@ class LocalCrewHub:
         self.vanish = dict(vanish or {})
         self.deadline_s = deadline_s
         self.keep = keep
-        self._runs: OrderedDict[tuple[bytes, tuple[bytes, ...]], _CrewRun] = OrderedDict()
+        self._runs: OrderedDict[tuple[bytes, tuple[bytes, ...], int], _CrewRun] = OrderedDict()
         self._lock = threading.Lock()  # one crew at a time; a second asker waits for its run
 
     def train(self, task_id: bytes, cfg: CrewConfig, tokens: torch.Tensor, rank: int,
-              members: tuple[bytes, ...]) -> MemberRun | None:
-        key = (task_id, members)
+              members: tuple[bytes, ...], attempt: int = 0) -> MemberRun | None:
+        key = (task_id, members, attempt)
         with self._lock:
             run = self._runs.get(key)
             if run is None or run.cfg != cfg:
-                run = self._run(task_id, cfg, tokens, members)
+                run = self._run(task_id, cfg, tokens, members, attempt)
             self._runs.move_to_end(key)
         if run.results is None:
             if rank == run.vanished:
@@ -244,8 +244,8 @@ class LocalCrewHub:
         return MemberRun(run.results[rank], run.root / f"rank-{rank}")
 
     def _run(self, task_id: bytes, cfg: CrewConfig, tokens: torch.Tensor,
-             members: tuple[bytes, ...]) -> _CrewRun:
-        root = self.work_dir / task_id.hex() / sha256(b"".join(members))[:8].hex()
+             members: tuple[bytes, ...], attempt: int) -> _CrewRun:
+        root = self.work_dir / task_id.hex() / crew_tag(task_id, members, attempt)[:8].hex()
         shutil.rmtree(root, ignore_errors=True)  # a stale run's proofs must not mix with this one's
         cheats = {r: self.cheats[m] for r, m in enumerate(members) if m in self.cheats}
         dying = [(r, self.vanish[m]) for r, m in enumerate(members) if m in self.vanish]
@@ -264,7 +264,7 @@ class LocalCrewHub:
             reason = str(exc)
             log.warning("crew aborted", extra={"task": task_id.hex()[:16], "reason": _short(reason)})
         run = _CrewRun(members, cfg, root, results, reason, progress, vanish[0] if vanish else None)
-        self._runs[(task_id, members)] = run
+        self._runs[(task_id, members, attempt)] = run
         while len(self._runs) > self.keep:
             _, old = self._runs.popitem(last=False)
             shutil.rmtree(old.root, ignore_errors=True)
@@ -391,7 +391,7 @@ class CrewMarketCompute:
         except SpecError as exc:
             return aborted(str(exc))
         try:
-            run = self.runner.train(task.task_id, cfg, builtin_tokens(), job.rank, job.members)
+            run = self.runner.train(task.task_id, cfg, builtin_tokens(), job.rank, job.members, job.attempt)
         except CrewAborted as exc:
             return aborted(exc.reason, exc.step)
         if run is None:
