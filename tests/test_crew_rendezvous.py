@@ -115,3 +115,17 @@ def test_the_same_members_placed_again_are_another_crew_with_another_tag() -> No
     members = [RANK0.public, ME.public]
     assert crew_tag(b"t" * 32, members, 1) != crew_tag(b"t" * 32, members, 0) == TAG
     assert crew_tag(b"t" * 32, members[::-1]) != TAG  # ranks matter
+
+
+def test_a_daemon_hears_only_the_rank_0_of_a_crew_it_sits_in_so_a_flood_evicts_nothing() -> None:
+    rv = CrewRendezvous(Recorder(), ME, my_crews=lambda: {TAG: RANK0.public})
+    assert rv.observe(received(RANK0.public, CrewAddress(TAG, "127.0.0.1", 4242, 0)))
+    for i in range(3 * MAX_PENDING):  # a peer's flood: other crews' tags, or ours from a non-rank-0
+        tag = TAG if i % 2 else i.to_bytes(32, "big")
+        rv.observe(received(OTHER.public, CrewAddress(tag, "10.0.0.1", 1 + i, 0)))
+    assert rv.dropped == 3 * MAX_PENDING and len(rv._received) == 1
+
+    async def main() -> tuple[str, int]:
+        return await rv.wait_for(TAG, RANK0.public, 1.0)
+
+    assert trio.run(main) == ("127.0.0.1", 4242)

@@ -28,6 +28,7 @@ import ipaddress
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,7 @@ from protocol.identity import Keypair, node_id
 from protocol.market.crews import crew_tag
 from protocol.market.errors import OutOfBounds
 from protocol.market.messages import CrewAddress, check_crew_address
+from protocol.market.state import Status
 
 if TYPE_CHECKING:  # torch: imported by the runner on a crew job, never at daemon start
     import torch
@@ -84,10 +86,14 @@ class CrewRendezvous:
     """The trio side: rank 0's offers, resent to its members; the addresses members were
     sent, until their job asks. `observe` is the network tap's hook."""
 
-    def __init__(self, network: Any, key: Keypair, clock: Any = time.monotonic) -> None:
+    def __init__(self, network: Any, key: Keypair, clock: Any = time.monotonic,
+                 my_crews: Callable[[], dict[bytes, bytes]] | None = None) -> None:
         self.network = network
         self.key = key
         self.clock = clock
+        #: The crews this node sits in now, tag -> rank 0's key (from the committed chain);
+        #: None: take any crew's (tests of the service alone).
+        self.my_crews = my_crews
         self._offers: dict[bytes, _Offer] = {}
         self._received: OrderedDict[tuple[bytes, bytes], CrewAddress] = OrderedDict()
         self._arrived = trio.Event()
@@ -99,6 +105,10 @@ class CrewRendezvous:
             return False
         try:
             check_crew_address(msg.body)
+            # Rule: only the rank 0 of a crew this node sits in right now is heard, so no
+            # peer can fill the map with addresses and push a real one out.
+            if self.my_crews is not None and self.my_crews().get(msg.body.crew) != msg.sender:
+                raise OutOfBounds("not the rank 0 of a crew this node is in")
         except OutOfBounds as exc:
             self.dropped += 1
             log.info("crew address refused", extra={"peer": node_id(msg.sender), "error": str(exc)})
@@ -215,11 +225,26 @@ class NetworkCrewRunner:
         return MemberRun(result, proof_dir)
 
 
+def my_crews(daemon: Any) -> dict[bytes, bytes]:
+    """The crews the daemon's key sits in on its committed chain, training now: tag ->
+    the crew's rank 0."""
+    chain = daemon.chain
+    if chain is None:
+        return {}
+    me = daemon.key.public
+    market = chain.core.market
+    out = {}
+    for tid in market.task_keys_where(lambda t: t.status == Status.TRAINING and me in t.crew):
+        task = market.tasks[tid]
+        out[crew_tag(tid, task.crew, task.replacements)] = task.crew[0]
+    return out
+
+
 async def start_crews(daemon: Any, network: Any, nursery: trio.Nursery) -> Any:
     """Start the rendezvous service; returns the network with crew addresses tapped."""
     from node.daemon.network import Tap
 
-    service = CrewRendezvous(network, daemon.key)
+    service = CrewRendezvous(network, daemon.key, my_crews=lambda: my_crews(daemon))
     await nursery.start(service.run)
     daemon.crews = service
     return Tap(network, service.observe)

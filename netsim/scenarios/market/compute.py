@@ -18,6 +18,7 @@ through one engine per node that implements the compute contract of
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -31,7 +32,9 @@ from protocol.market.jobs import (
     ArbitrationResult,
     AvailabilityJob,
     CrewCheckJob,
+    CrewCheckResult,
     CrewTrainJob,
+    CrewTrainResult,
     MarketTrainJob,
     MarketTrainResult,
     MarketWork,
@@ -282,6 +285,13 @@ class ComputeStats:
     verify_flops: int = 0  # verifiers, whistleblowers, profilers (re-execution)
     dispute_flops: int = 0  # bisection state hashes, reveals and arbitration
     accuracy: dict[bytes, float] = field(default_factory=dict)  # task id -> trained accuracy
+    #: Crew tasks, measured rather than declared: member-steps the members trained, and
+    #: member-steps re-executed by crew checks, by who asked (verify: verifiers'
+    #: commits and rechecks; check: whistleblowers; crewgame: validators in games).
+    crew_trained_steps: int = 0
+    crew_checked_steps: dict[str, int] = field(default_factory=dict)
+    crew_train_s: float = 0.0
+    crew_check_s: dict[str, float] = field(default_factory=dict)
 
 
 class MarketCompute:
@@ -314,7 +324,10 @@ class MarketCompute:
         me = self.sim.keys[node].public
         crew = isinstance(work.job, CrewTrainJob | CrewCheckJob)
         engine = self.crew_engine(me) if crew else self.engine(node)  # the engine of node's own key
+        started = time.perf_counter()
         result = engine.run(work.task, work.job)
+        if crew:
+            self._count_crew(cmd.job_id, work, result, time.perf_counter() - started)
         if isinstance(result, MarketTrainResult) and self.mode == "torch":
             trained = self.engine(node).trained.get(work.task.task_id)
             if trained is not None:
@@ -388,6 +401,18 @@ class MarketCompute:
             self.stats.verify_flops += cmd.flops
         else:
             self.stats.dispute_flops += cmd.flops
+
+    def _count_crew(self, job_id: str, work: MarketWork, result: Any, seconds: float) -> None:
+        """A crew job's measured work. Training: the hub runs the whole crew on its first
+        member's job, so the crew's member-steps and wall time are counted once, there."""
+        stats = self.stats
+        if isinstance(result, CrewTrainResult) and not result.aborted:
+            stats.crew_trained_steps += work.task.steps  # this member's steps
+            stats.crew_train_s += seconds
+        elif isinstance(result, CrewCheckResult):
+            duty = job_id.split(":", 1)[0]
+            stats.crew_checked_steps[duty] = stats.crew_checked_steps.get(duty, 0) + result.steps_executed
+            stats.crew_check_s[duty] = stats.crew_check_s.get(duty, 0.0) + seconds
 
     @staticmethod
     def _verifying(cmd: RunCompute) -> bool:

@@ -88,6 +88,11 @@ class MarketReport:
     solver_flops: int = 0
     verify_flops: int = 0
     dispute_flops: int = 0
+    #: Crew tasks, measured: member-steps trained and re-executed (by duty), and seconds.
+    crew_trained_steps: int = 0
+    crew_checked_steps: dict[str, int] = field(default_factory=dict)
+    crew_train_s: float = 0.0
+    crew_check_s: dict[str, float] = field(default_factory=dict)
     #: The ended tasks as the observer's ledger holds them (for audits of the payments).
     final_tasks: list[Task] = field(default_factory=list, repr=False)
     #: Height at which each task ended, by task id.
@@ -172,6 +177,9 @@ def report(built: Built, watch: Watch, sim: Sim, wall: float) -> MarketReport:
     r.honest_stake_lost = honest_lost
     r.solver_flops, r.verify_flops = built.compute.stats.solver_flops, built.compute.stats.verify_flops
     r.dispute_flops = built.compute.stats.dispute_flops
+    stats = built.compute.stats
+    r.crew_trained_steps, r.crew_train_s = stats.crew_trained_steps, stats.crew_train_s
+    r.crew_checked_steps, r.crew_check_s = dict(stats.crew_checked_steps), dict(stats.crew_check_s)
     cores = [c for c in (sim.core(i) for i in sim.up_nodes()) if isinstance(c, MarketNode)]
     roots = {c.ledger.app_hash() for c in cores if c.ledger.height == market.height}
     r.invariants = {
