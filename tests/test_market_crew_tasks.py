@@ -356,3 +356,32 @@ def test_one_abort_shortens_the_wait_the_others_get_a_grace_and_the_silent_alone
     until(w, tid, Status.OPEN)
     assert w.state.height == aborted_at + CREW_ABORT_GRACE_BLOCKS
     assert sorted(p.who for p in w.task(tid).penalties) == sorted(crew[2:])  # the two that never spoke
+
+
+def test_a_member_that_restarts_before_its_commit_lands_sends_it_again_instead_of_training() -> None:
+    """Its crew has finished: training anew would find nobody to train with. The commitment
+    is stored before the CrewCommit leaves, and a restored role sends it again."""
+    from protocol.commands import ComputeDone, Persist, RunCompute
+    from protocol.market.jobs import CrewTrainJob, CrewTrainResult
+    from protocol.market.roles import PERSIST_CREW_COMMIT, ChainView, SolverRole
+
+    w = CrewWorld()
+    tid = w.submit_crew()
+    until(w, tid, Status.TRAINING)
+    task = w.task(tid)
+    member = task.crew[1]
+    role = SolverRole(member)
+    (run,) = [c for c in role.handle(0, ChainView(w.state.height, w.state)) if isinstance(c, RunCompute)]
+    assert isinstance(run.job.job, CrewTrainJob) and run.job.job.rank == 1
+    done = role.handle(0, ComputeDone(run.job_id, CrewTrainResult(tid, 1, b"r" * 32, task.n_segments + 1)))
+    stored = [c for c in done if isinstance(c, Persist)]
+    assert [c.kind for c in stored] == [PERSIST_CREW_COMMIT]
+    assert done.index(stored[0]) < next(i for i, c in enumerate(done) if c not in stored)  # stored first
+    # The node dies before its commit is on the chain; it comes back from its store.
+    back = SolverRole(member)
+    back.restore(lambda kind: [c.value for c in stored if c.kind == kind])
+    out = back.handle(0, ChainView(w.state.height, w.state))
+    assert not [c for c in out if isinstance(c, RunCompute)]
+    (commit,) = [m for m in _published(out) if isinstance(m, CrewCommit)]
+    assert commit.commitment == b"r" * 32 and w.apply(member, commit) is None
+    assert not _published(back.handle(0, ChainView(w.state.height, w.state)))  # once

@@ -182,6 +182,13 @@ class NetworkBlobs:
     def ask_first(self, task: TaskFacts) -> None:
         self.prefer = tuple(p for p in (task.solver, task.submitter) if p and p != self.me)
 
+    def ask_crew(self, members: tuple[bytes, ...], rank: int) -> None:
+        """A crew job's blobs are its members' (a check's, first of all the checked
+        member's), and the spec the submitter's: ask them before every connected peer."""
+        first = (members[rank],) if 0 <= rank < len(members) else ()
+        order = (*first, *members, *self.prefer)
+        self.prefer = tuple(dict.fromkeys(p for p in order if p != self.me))
+
 
 class MarketComputeRunner:
     def __init__(
@@ -220,6 +227,8 @@ class MarketComputeRunner:
             raise PolnetError(f"not a market job: {type(work).__name__}")
         with _TORCH:
             self.network.ask_first(work.task)
+            if isinstance(work.job, CrewTrainJob | CrewCheckJob):  # a crew's blobs are its members'
+                self.network.ask_crew(work.job.members, work.job.rank)
             t0 = time.monotonic()
             log.info("compute job started", extra={"job": job_id[:40]})
             self.progress.start(job_id, job_kind(work.job), work.task.task_id)

@@ -76,7 +76,7 @@ from protocol.pol.merkle import CheckpointLeaf, inclusion_proof, leaf_hash
 from protocol.pol.messages import OpOutputs
 from protocol.pol.spec import MAX_CHECKPOINTS
 from protocol.records import decode_record, encode_record
-from protocol.schema import U16, U64, Hash32, Len, Trailing
+from protocol.schema import U16, U32, U64, Hash32, Len, Trailing
 
 #: Jobs one role keeps in flight; more tasks wait for the next block.
 MAX_PENDING_JOBS = 64
@@ -90,7 +90,8 @@ OP_FLOPS = 10**6
 PERSIST_SOLVER_PROOF = "market/solver-proof"
 PERSIST_VERDICT = "market/verdict"
 PERSIST_SUBMITTED = "market/submitted"
-ROLE_KINDS = (PERSIST_SOLVER_PROOF, PERSIST_VERDICT, PERSIST_SUBMITTED)
+PERSIST_CREW_COMMIT = "market/crew-commit"
+ROLE_KINDS = (PERSIST_SOLVER_PROOF, PERSIST_VERDICT, PERSIST_SUBMITTED, PERSIST_CREW_COMMIT)
 #: Record keys per kind. Persist cannot delete, so a role reuses the key of an ended
 #: task: what one node stores stays bounded (a worker holds a handful of tasks at once).
 DURABLE_SLOTS = 64
@@ -121,6 +122,19 @@ class SavedVerdict:
     task_id: Hash32
     verdict: Verdict
     salt: Hash32
+
+
+@dataclass(frozen=True, slots=True)
+class SavedCrewCommit:
+    """A crew member's commitment, stored before its CrewCommit leaves: a member that
+    restarts before the commit is on the chain sends it again instead of training anew
+    (which its crew, finished, could no longer do with it)."""
+
+    slot: U16
+    task_id: Hash32
+    attempt: U16
+    commitment: Hash32
+    n_boundaries: U32
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,6 +345,8 @@ class SolverRole(Role):
 
     leaves: dict[bytes, tuple[CheckpointLeaf, ...]] = field(default_factory=dict)
     saved: _Slots = field(default_factory=lambda: _Slots(PERSIST_SOLVER_PROOF))
+    crew_commits: dict[bytes, SavedCrewCommit] = field(default_factory=dict)
+    crew_saved: _Slots = field(default_factory=lambda: _Slots(PERSIST_CREW_COMMIT))
 
     def _plays(self, task: Task, defending: bool) -> bool:
         return defending and task.solver == self.me
@@ -339,11 +355,16 @@ class SolverRole(Role):
         for rec in _load(load, PERSIST_SOLVER_PROOF, SavedProof, _PROOF_LIMITS):
             self.leaves[rec.task_id] = rec.leaves
             self.saved.of[rec.task_id] = rec.slot
+        for crew in _load(load, PERSIST_CREW_COMMIT, SavedCrewCommit):
+            self.crew_commits[crew.task_id] = crew
+            self.crew_saved.of[crew.task_id] = crew.slot
 
     def on_view(self, market: MarketState) -> list[Command]:
         out = self._play(market)
         self.leaves = {t: v for t, v in self.leaves.items() if _live(market, t)}
         self.saved.keep(lambda t: _live(market, t))
+        self.crew_commits = {t: v for t, v in self.crew_commits.items() if _live(market, t)}
+        self.crew_saved.keep(lambda t: _live(market, t))
         for task in market.open_tasks():
             if task.status == Status.TRAINING and task.solver == self.me and task.proof_root is None:
                 job = MarketTrainJob(task.task_id, task.spec_hash)
@@ -359,6 +380,10 @@ class SolverRole(Role):
         rank = task.crew.index(self.me)
         if task.crew_commits[rank] or self.me in task.crew_aborts:
             return []
+        saved = self.crew_commits.get(task.task_id)
+        if saved is not None and saved.attempt == task.replacements:  # trained before a restart
+            tx = CrewCommit(task.task_id, saved.commitment, saved.n_boundaries, 0, 0)
+            return self._once(task, f"crewcommit:{saved.attempt}", tx)
         job = CrewTrainJob(task.task_id, task.spec_hash, rank, tuple(task.crew), task.stages,
                            task.data_parallel, task.replacements)
         return self._run(task, "crew", task.replacements, job, _member_flops(task))
@@ -423,7 +448,12 @@ class SolverRole(Role):
             fields = (("task", task.task_id.hex()[:16]), ("rank", result.rank), ("why", result.aborted[:200]))
             log = Log("warning", "market.crew_aborted", fields)
             return [log, *self._publish(CrewAbort(task.task_id, min(result.step, task.steps), 0, 0))]
-        return self._publish(CrewCommit(task.task_id, result.commitment, result.n_boundaries, 0, 0))
+        tid, attempt = task.task_id, task.replacements
+        record = SavedCrewCommit(0, tid, attempt, result.commitment, result.n_boundaries)
+        self.crew_commits[tid] = record
+        saved = self.crew_saved.persist(tid, lambda slot: replace(record, slot=slot))
+        self.done.add((tid, f"crewcommit:{attempt}", 0))
+        return saved + self._publish(CrewCommit(tid, result.commitment, result.n_boundaries, 0, 0))
 
 
 @dataclass
