@@ -74,10 +74,20 @@ def train_blocks(params: MarketParams, gflops: int, flops: int) -> int:
     return params.train_base_blocks + -(-ms * params.train_slack_pct // (100 * params.block_time_ms))
 
 
+def crew_train_blocks(params: MarketParams, task: Task, slowest_flops: int) -> int:
+    """A crew's training deadline: its slowest member's share, and a second base for what
+    the FLOPs leave out (the rendezvous, each member's process starting, its proof
+    published), so an honest member on a loaded box is not taken for a silent one."""
+    share = crews.member_gflops(task, crews.shape_of(task))
+    return train_blocks(params, share, slowest_flops) + params.train_base_blocks
+
+
 def lifetime_bound(params: MarketParams, task: Task, slowest_flops: int) -> int:
     """Most blocks from submit to a terminal state (each term: one stage's worst case)."""
     tries = params.max_replacements + 1
     train = train_blocks(params, task.gflops, slowest_flops) + params.profile_blocks
+    if task.is_crew:
+        train += params.train_base_blocks  # crew_train_blocks' second base
     # A try's verification may end in a forced-only check, which is verified again.
     verify = (params.placement_blocks + params.commit_blocks + params.reveal_blocks + 2
               + params.challenge_window_blocks + params.forced_reveal_blocks + 1)
@@ -169,7 +179,7 @@ def _place_crew(state: MarketState, task: Task) -> bool:
     task.threshold_ppm = 0  # bit for bit (check_crew_submit: a crew task is reproducible)
     _tax_once(state, task)
     slowest = min(state.workers[k].flops for k in members)
-    enter(state, task, Status.TRAINING, train_blocks(p, crews.member_gflops(task, shape), slowest))
+    enter(state, task, Status.TRAINING, crew_train_blocks(p, task, slowest))
     return True
 
 
