@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from netsim.scenarios.market.compute import SharedBlobs
 from node.compute.crew.config import crew_config
 from node.compute.crew.launch import CrewAborted
 from node.compute.crew.market import (
@@ -24,7 +25,7 @@ from node.compute.crew.market import (
     MemberRun,
 )
 from node.compute.crew.pipeline import CrewConfig
-from protocol.errors import BlobError, BlobUnavailable, ConfigError, PolnetError
+from protocol.errors import ConfigError, PolnetError
 from protocol.market.jobs import (
     CrewCheckJob,
     CrewCheckResult,
@@ -59,27 +60,8 @@ TASK_ID = hashlib.sha256(b"crew task").digest()
 BEACON = hashlib.sha256(b"verify beacon").digest()
 
 
-class MemBlobs:
-    """A content-addressed store shared by every member, as netsim's SharedBlobs is."""
-
-    def __init__(self) -> None:
-        self.blobs: dict[bytes, bytes] = {}
-
-    def get(self, digest: bytes, max_size: int) -> bytes:
-        data = self.blobs.get(digest)
-        if data is None:
-            raise BlobUnavailable(f"blob {digest.hex()[:16]} not published")
-        if len(data) > max_size:
-            raise BlobError(f"blob {digest.hex()[:16]} larger than {max_size}")
-        return data
-
-    def put(self, data: bytes) -> bytes:
-        digest = hashlib.sha256(data).digest()
-        self.blobs[digest] = data
-        return digest
-
-    def prefetch(self, wanted: list[tuple[bytes, int]]) -> None:
-        return None
+class MemBlobs(SharedBlobs):
+    """The content-addressed store netsim's members share, and a copy of it to tamper with."""
 
     def copy(self) -> MemBlobs:
         other = MemBlobs()

@@ -35,7 +35,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -131,6 +131,25 @@ def attack_builder(name: str | None) -> Callable[..., Run]:
     return next((a.build for a in attacks.CATALOG if a.name == name), attacks.honest)
 
 
+class _JobBlobs(Protocol):
+    store: Blobs
+    blobs: Blobs
+
+
+@contextmanager
+def job_blobs(engine: _JobBlobs, task: TaskFacts) -> Iterator[None]:
+    """An engine's `blobs` for one job (its `store` is the shell's): a private task's job
+    sees them through `SealedBlobs` (sealed on put, opened on get), so nothing of it is
+    stored or fetched in the clear; without the committed key the job does not run at
+    all (`check_content_key` raises KeyWrapError). Every engine of both shells uses it."""
+    key = check_content_key(task)
+    engine.blobs = engine.store if key is None else SealedBlobs(cast(SealingStore, engine.store), key)
+    try:
+        yield
+    finally:
+        engine.blobs = engine.store
+
+
 class TorchMarketCompute:
     """One node's market compute. `run(task, job)` answers one job for `task` (the facts
     of the committed task the job names, frozen when the role asked)."""
@@ -155,17 +174,8 @@ class TorchMarketCompute:
         with self._blobs_of(task):
             return self._run(task, job)
 
-    @contextmanager
-    def _blobs_of(self, task: TaskFacts) -> Iterator[None]:
-        """A private task's job sees its blobs through `SealedBlobs` (sealed on put, opened
-        on get), so nothing of it is stored or fetched in the clear; without the committed
-        key the job does not run at all (`check_content_key` raises KeyWrapError)."""
-        key = check_content_key(task)
-        self.blobs = self.store if key is None else SealedBlobs(cast(SealingStore, self.store), key)
-        try:
-            yield
-        finally:
-            self.blobs = self.store
+    def _blobs_of(self, task: TaskFacts) -> AbstractContextManager[None]:
+        return job_blobs(self, task)
 
     def _run(self, task: TaskFacts, job: Any) -> Any:
         if isinstance(job, MarketTrainJob):

@@ -212,6 +212,10 @@ def _member_flops(task: Task) -> int:
     return crews.member_gflops(task, crews.shape_of(task)) * GFLOP
 
 
+def _member_check_flops(task: Task) -> int:
+    return _member_flops(task) // CREW_CHECK_SHARE
+
+
 def crew_check_job(task: Task, rank: int) -> CrewCheckJob:
     """What a verifier of member `rank` and the validators of its game re-execute: the
     same job, so the same sample (crews.crew_sample_seed) and the same answer."""
@@ -521,13 +525,13 @@ class VerifierRole(Role):
         `crew_check_job` (commit, reveal, and a recheck when the stored verdict is gone)."""
         job = crew_check_job(task, slot.segment)
         if task.status == Status.COMMIT and slot.commitment is None:
-            return self._run(task, "verify", 0, job, _member_flops(task) // CREW_CHECK_SHARE)
+            return self._run(task, "verify", 0, job, _member_check_flops(task))
         if task.status != Status.REVEAL or slot.verdict is not None or slot.commitment is None:
             return []  # (committed, and the others have not: a reveal now would be refused)
         if task.task_id in self.verdicts:
             verdict, salt = self.verdicts[task.task_id]
             return self._once(task, "reveal", VerdictReveal(task.task_id, verdict, salt, 0, 0))
-        return self._run(task, "recheck", 0, job, _member_flops(task) // CREW_CHECK_SHARE)
+        return self._run(task, "recheck", 0, job, _member_check_flops(task))
 
     def _forced(self, task: Task, slot: VerifierSlot) -> bool:
         assert self.market is not None
@@ -642,7 +646,7 @@ class WhistleblowerRole(Role):
                     if task.crew[slot.segment] == self.me:
                         continue  # (nobody challenges a verdict about itself)
                     check: Any = crew_check_job(task, slot.segment)
-                    flops = _member_flops(task) // CREW_CHECK_SHARE
+                    flops = _member_check_flops(task)
                 else:
                     assert task.proof_root is not None
                     threshold = task.threshold_ppm or 0
@@ -681,7 +685,7 @@ class ArbiterRole(Role):
                 continue
             if game.kind == GameKind.CREW:
                 member = crew_check_job(task, game.segment)
-                flops = _member_flops(task) // CREW_CHECK_SHARE
+                flops = _member_check_flops(task)
                 out += self._run(task, f"crewgame:{game.accuser.hex()}", game.round, member, flops)
                 continue
             if game.kind == GameKind.AVAILABILITY and task.proof_root is not None:

@@ -69,9 +69,9 @@ def _paid_to_workers(task: Task) -> int:
     if task.status != Status.SETTLED:
         return 0
     if task.is_crew:
-        share = crews.member_gflops(task, crews.shape_of(task))
-        return sum(share * price for m, price in zip(task.crew, task.crew_prices, strict=True)
-                   if m not in task.convicted)
+        prices = dict(zip(task.crew, task.crew_prices, strict=True))
+        return sum(amount for _, amount in crews.crew_payout(task, crews.shape_of(task), prices,
+                                                             task.convicted).paid)
     return compute_cost(task) if task.proof_valid else 0
 
 

@@ -34,8 +34,8 @@ import logging
 import shutil
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Protocol, cast
@@ -59,8 +59,7 @@ from node.compute.crew.proof import (
     state_digest,
     verify_stage,
 )
-from node.compute.market_engine import Blobs, Lru
-from node.compute.sealedblobs import SealedBlobs, SealingStore
+from node.compute.market_engine import Blobs, Lru, job_blobs
 from protocol.encoding import sha256
 from protocol.errors import BlobError, ConfigError, PolnetError, SpecError
 from protocol.limits import Limits
@@ -71,7 +70,6 @@ from protocol.market.jobs import (
     CrewTrainJob,
     CrewTrainResult,
     TaskFacts,
-    check_content_key,
 )
 from protocol.pol.crew_spec import MAX_CREW_FILE, MAX_MEMBERS, CrewSettings, parse_crew_spec
 from protocol.pol.sampling import DEFAULT_SAMPLE_FRACTION, choose_segments, sample_count
@@ -314,17 +312,10 @@ class CrewMarketCompute:
                 return self._check(task, job)
         raise PolnetError(f"not a crew compute job: {type(job).__name__}")
 
-    @contextmanager
-    def _blobs_of(self, task: TaskFacts) -> Iterator[None]:
+    def _blobs_of(self, task: TaskFacts) -> AbstractContextManager[None]:
         """A private task's proof blobs and record are sealed under its content key, as
-        TorchMarketCompute seals a solver's (its spec is public); without the committed
-        key the job does not run (`check_content_key` raises KeyWrapError)."""
-        key = check_content_key(task)
-        self.blobs = self.store if key is None else SealedBlobs(cast(SealingStore, self.store), key)
-        try:
-            yield
-        finally:
-            self.blobs = self.store
+        TorchMarketCompute seals a solver's (its spec is public)."""
+        return job_blobs(self, task)
 
     # --- inputs ---------------------------------------------------------------------------
 
