@@ -144,7 +144,7 @@ CREW_MEMORY_MB = 256
 def crew_submission(raw: bytes, salt: int) -> SubmitTask:
     """The SubmitTask of a crew task file: its crew, steps and segments, its work by the
     usual estimate (`crew_gflops`), and the `[market]` price it offers (required)."""
-    from protocol.pol.crew_spec import crew_gflops, crew_steps, parse_crew_spec
+    from protocol.pol.crew_spec import crew_gflops, crew_model_fields, crew_steps, parse_crew_spec
 
     settings = parse_crew_spec(raw, "crew task file")
     if not settings.price:
@@ -152,7 +152,8 @@ def crew_submission(raw: bytes, salt: int) -> SubmitTask:
     c = settings.crew
     return SubmitTask(hashlib.sha256(raw).digest(), crew_gflops(settings), crew_steps(settings),
                       c["segment_steps"], 1, DeviceClass.CPU, CREW_MEMORY_MB, True, settings.price, salt,
-                      NO_BASE, 0, 0, stages=c["stages"], data_parallel=c["data_parallel"])
+                      NO_BASE, 0, 0, stages=c["stages"], data_parallel=c["data_parallel"],
+                      **crew_model_fields(settings))
 
 
 def submit_crew_file(dd: DataDir, url: str, raw: bytes) -> tuple[str, SubmitTask]:

@@ -100,6 +100,13 @@ class Network:
             return min(int(self._rng.expovariate(1.0 / jitter)), EXP_JITTER_CAP * jitter)
         return int(self._rng.random() * (jitter + 1))
 
+    def figures(self, src: int, dst: int) -> tuple[int, int]:
+        """What a perfect measurement of src->dst finds: the configured latency plus its
+        mean jitter (ms) and bandwidth (bytes/s, 0: unlimited). Draws nothing from the
+        rng, so probing links leaves every other draw of a run where it was."""
+        latency, jitter, _, _, bandwidth = self._overrides.get((src, dst)) or self._default
+        return latency + jitter // 2, bandwidth
+
     def latency(self, src: int, dst: int) -> int:
         """One latency draw for a stream transfer (blobs): no loss, no duplication."""
         latency, jitter = (self._overrides.get((src, dst)) or self._default)[:2]

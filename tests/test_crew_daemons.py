@@ -69,6 +69,10 @@ def test_crew_tasks_settle_a_cheating_member_alone_is_slashed_and_a_killed_one_i
         first = net.submit_crew(crew_file(2, 2, 1), crew_submit(crew_file(2, 2, 1), 2, 2, 0, OPEN_PRICE))
         a = net.wait_status(first, ("SETTLED", "REFUNDED"), TASK_TIMEOUT_S)
         a = net.task(first)
+        # Every worker measured its links (pings and a probe blob) and committed them to
+        # the chain, where the crew placement reads them (protocol/market/linkcommit.py).
+        net.wait(lambda: len(_committed_links(net)) == WORKERS, 120, "every worker's CommitLinks")
+        committed = _committed_links(net)
 
         spec = crew_file(2, 2, 2)
         second = net.submit_crew(spec, crew_submit(spec, 2, 2, 1, OPEN_PRICE))
@@ -110,6 +114,19 @@ def test_crew_tasks_settle_a_cheating_member_alone_is_slashed_and_a_killed_one_i
     aborted = [i for i in crew if i != victim and net.log_events(i, "market.crew_aborted")]
     assert aborted, "no surviving member said its crew stopped"
     assert len(result["weights_blob"]) == 64 and 0.0 <= result["accuracy"] <= 1.0, result
+    assert set(committed) == set(range(1, WORKERS + 1)), committed
+    assert all(peers and all(p["delay_ms"] >= 0 for p in peers) for peers in committed.values()), committed
+
+
+def _committed_links(net: MarketNet) -> dict[int | None, list[dict[str, Any]]]:
+    """Node 0's chain's committed link reports, by reporter index (GET /links)."""
+    from protocol.identity import public_key_from_node_id
+
+    try:
+        doc = _get_json(f"{net.admin[0]}/links", 10)
+    except (OSError, ValueError):
+        return {}
+    return {net.index_of(public_key_from_node_id(c["reporter"]).hex()): c["peers"] for c in doc["committed"]}
 
 
 def _get_json(url: str, timeout: float) -> dict[str, Any]:

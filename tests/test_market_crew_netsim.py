@@ -37,7 +37,7 @@ def test_an_honest_crew_task_settles_and_pays_every_member_its_share() -> None:
 
 
 def test_one_cheating_member_alone_is_slashed_and_the_others_are_paid() -> None:
-    r = crew_run(1, byzantine_fraction=0.12)  # one worker trains its stage frozen; seed 1 seats it
+    r = crew_run(2, byzantine_fraction=0.12)  # one worker trains its stage frozen; seed 2 seats it
     (task,) = r.final_tasks
     cheat = [n for n in r.nodes if n.role.startswith("byzantine:")]
     assert len(cheat) == 1 and r.node_keys[cheat[0].index] in task.crew
@@ -47,10 +47,21 @@ def test_one_cheating_member_alone_is_slashed_and_the_others_are_paid() -> None:
 
 
 def test_a_vanished_member_is_slashed_for_silence_and_a_new_crew_settles_the_task() -> None:
-    r = crew_run(2, crew_vanish=2)  # seed 2 seats one of the two in the first crew
+    r = crew_run(4, crew_vanish=2)  # seed 4 seats one of the two in the first crew
     (task,) = r.final_tasks
     gone = [n for n in r.nodes if n.role == "byzantine:vanish" and n.slashed]
     assert len(gone) == 1
     assert [p.kind.name for p in task.penalties] == ["SILENCE"]
     assert r.node_keys[gone[0].index] in task.excluded and r.node_keys[gone[0].index] not in task.crew
     assert task.status.name == "SETTLED" and task.outcome == "valid" and task.replacements == 1
+
+
+def test_a_pipeline_crew_is_seated_along_the_links_its_members_committed() -> None:
+    """Nodes stand on a line (each hop 40 ms more); every worker commits what it measured
+    and the ledger seats the elected 4-stage pipeline in line order (seed 2 draws nodes
+    11, 7, 13, 9: without committed links the crew keeps that order)."""
+    r = crew_run(2, crew_stages=4, crew_replicas=1, line_spacing_ms=40)
+    (task,) = r.final_tasks
+    assert task.status.name == "SETTLED" and task.outcome == "valid"
+    where = [r.node_keys.index(m) for m in task.crew]
+    assert where in (sorted(where), sorted(where, reverse=True)), where

@@ -13,11 +13,18 @@ from protocol.market.errors import IllegalTransition, WrongStage
 from protocol.market.process import MARKET_TX_TYPES
 from protocol.market.stages import STAGES, enter, registered_steps, task_for
 from protocol.market.state import TERMINAL, MarketState, Status, Task
-from protocol.market.txs import DeregisterWorker, DeviceClass, RegisterWorker, SetEncKey, SubmitTask
+from protocol.market.txs import (
+    CommitLinks,
+    DeregisterWorker,
+    DeviceClass,
+    RegisterWorker,
+    SetEncKey,
+    SubmitTask,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 #: Transactions that do not name a task (they create one, or are about a worker).
-NOT_TASK_TXS = (RegisterWorker, DeregisterWorker, SubmitTask, SetEncKey)
+NOT_TASK_TXS = (RegisterWorker, DeregisterWorker, SubmitTask, SetEncKey, CommitLinks)
 TASK_TXS = [t for t in MARKET_TX_TYPES if t not in NOT_TASK_TXS]
 
 

@@ -12,7 +12,9 @@ cost per period is bounded) and measures each:
   request, so 8 * size / time.
 
 It then gossips its live reports as one signed `LinkAdvert` on the adverts topic with
-a TTL, keeps every peer's latest advert in a `LinkBook`, and answers `GET /links`
+a TTL, hands them to the market node (which commits them to the ledger when due, for
+crew placement: protocol/market/linkcommit.py), keeps every peer's latest advert in a
+`LinkBook`, and answers `GET /links`
 with its measurements, the links both ends agree on and the matrices the scheduler
 takes (`polnet schedule --from-network`). Nothing here decides anything: the book's
 agreement rule is pure code in protocol/schedule/book.py.
@@ -34,9 +36,11 @@ from node.config import LinksConfig
 from node.daemon.driver import wall_ms
 from node.daemon.http import Response
 from node.transport.host import peer_id_of
-from protocol.commands import TOPIC_ADVERTS, MessageReceived
+from protocol.commands import TOPIC_ADVERTS, LocalRequest, MessageReceived
 from protocol.errors import PolnetError
 from protocol.identity import Keypair, node_id
+from protocol.market.linkcommit import MeasuredLinks
+from protocol.market.node import MarketNode
 from protocol.schedule.book import LinkBook
 from protocol.schedule.links import MAX_LINKS_PER_ADVERT, LinkAdvert, LinkReport
 
@@ -80,8 +84,10 @@ class LinkService:
         key: Keypair,
         config: LinksConfig,
         clock_ms: Callable[[], int] = wall_ms,
+        on_measured: Callable[[tuple[LinkReport, ...]], Awaitable[None]] | None = None,
     ) -> None:
         self.network = network
+        self.on_measured = on_measured
         self.transport = network.transport
         self.key = key
         self.config = config
@@ -98,6 +104,8 @@ class LinkService:
             await trio.sleep(self.config.period_ms / 1000)
             await self.measure_round()
             await self.advertise()
+            if self.on_measured is not None and self.measured:
+                await self.on_measured(tuple(self.measured.values()))
 
     # --- measuring ------------------------------------------------------------------------
 
@@ -232,7 +240,17 @@ async def start_links(daemon: Daemon, network: TransportNetwork, nursery: trio.N
         return network
     from node.daemon.network import Tap
 
-    service = LinkService(network, daemon.key, config)
+    async def to_market(reports: tuple[LinkReport, ...]) -> None:
+        """Hand the reports to the market node, which commits them when due (linkcommit)."""
+        driver, chain = daemon.driver, daemon.chain
+        if driver is None or chain is None or not isinstance(chain.core, MarketNode):
+            return
+        try:
+            await driver.call(LocalRequest(MeasuredLinks(reports)))
+        except PolnetError as exc:
+            log.info("measured links refused by the core", extra={"error": str(exc)})
+
+    service = LinkService(network, daemon.key, config, on_measured=to_market)
     await nursery.start(service.run)
     daemon.links = service
     return Tap(network, service.observe)
@@ -260,4 +278,22 @@ def links_response(daemon: Daemon) -> Response:
     service = getattr(daemon, "links", None)
     if not isinstance(service, LinkService):
         return Response(503, json.dumps({"error": "this node measures no links"}).encode())
-    return Response(200, json.dumps(service.doc(known_devices(daemon)), sort_keys=True).encode())
+    doc = service.doc(known_devices(daemon))
+    doc["committed"] = committed_doc(daemon)
+    return Response(200, json.dumps(doc, sort_keys=True).encode())
+
+
+def committed_doc(daemon: Daemon) -> list[dict[str, Any]]:
+    """The link reports the chain holds (CommitLinks), which crew placement reads: who
+    committed, at which height, and to which peers (at most MAX_MATRIX_NODES reporters)."""
+    chain = daemon.chain
+    core = chain.core if chain is not None else None
+    if not isinstance(core, MarketNode):
+        return []
+    links = core.market.links
+    return [
+        {"reporter": node_id(who), "height": links[who].height,
+         "peers": [{"peer": node_id(r.peer), "delay_ms": r.delay_us / 1000,
+                    "bandwidth_gbps": r.bandwidth_kbps / 1e6} for r in links[who].reports]}
+        for who in sorted(links)[:MAX_MATRIX_NODES]
+    ]

@@ -160,7 +160,8 @@ def _place(state: MarketState, task: Task) -> bool:
 def _place_crew(state: MarketState, task: Task) -> bool:
     """Elect a whole crew, or nobody: `stages x data_parallel` members by stake among the
     workers whose own share of the task fits them (`crews.elect_crew`), each at its own
-    price, ranks in draw order."""
+    price, each rank given by the scheduler over the members' committed links when the
+    task declared its model (`crews.seat_crew`), else in draw order."""
     p = state.params
     shape = crews.shape_of(task)
     members = crews.elect_crew(state.workers.values(), task, shape, p, state.beacon)
@@ -170,6 +171,7 @@ def _place_crew(state: MarketState, task: Task) -> bool:
     # (one verifier per member, none of them in the crew).
     if sum(1 for c in _verifier_candidates(state, task) if c[0] not in members) < shape.size:
         return False
+    members = crews.seat_crew(members, state.workers, state.links, task, state.height, state.beacon)
     for key in members:
         state.workers[key].jobs += 1
     task.crew = list(members)

@@ -32,6 +32,7 @@ from protocol.market.process import MARKET_TX_TYPES, process_tx
 from protocol.market.state import TERMINAL, LazyTable, MarketState
 from protocol.market.store import (
     ENC_KEYS,
+    LINKS,
     META,
     PARAMS,
     PROVEN,
@@ -39,12 +40,14 @@ from protocol.market.store import (
     TASKS,
     WORKERS,
     EncKeyRecord,
+    LinksRecord,
     MetaRecord,
     ProvenRecord,
     TaskRecord,
     WorkerRecord,
     build_state,
     freeze_enc_key,
+    freeze_links,
     freeze_proven,
     freeze_task,
     freeze_worker,
@@ -74,7 +77,7 @@ def load_market(state: State) -> MarketState:
         raise MarketNotInstalled("this chain has no market")
     market = build_state(params, LedgerAccounts(state), meta, list(state.items(WORKERS)),
                          list(state.items(TASKS)), list(state.items(PROVEN)),
-                         list(state.items(ENC_KEYS)))
+                         list(state.items(ENC_KEYS)), list(state.items(LINKS)))
     market.height = state.height
     market.beacon = state.beacon
     market.validators = _validators(state)
@@ -95,6 +98,7 @@ def save_market(state: State, market: MarketState) -> None:
     _save_table(state, TASKS, market.tasks, freeze_task)
     _save_table(state, PROVEN, market.proven, freeze_proven)
     _save_table(state, ENC_KEYS, market.enc_keys, freeze_enc_key)
+    _save_table(state, LINKS, market.links, freeze_links)
     meta = MetaRecord(market.jackpot, market.burned)
     if state.get(META, SINGLETON) != meta:
         state.put(META, SINGLETON, meta)
@@ -157,6 +161,7 @@ register_table(WORKERS, WorkerRecord)
 register_table(TASKS, TaskRecord)
 register_table(PROVEN, ProvenRecord)
 register_table(ENC_KEYS, EncKeyRecord)
+register_table(LINKS, LinksRecord)
 register_table(META, MetaRecord)
 register_table(PARAMS, MarketParams)
 for _cls in MARKET_TX_TYPES:

@@ -21,7 +21,9 @@ from protocol.encoding import sha256
 from protocol.errors import ValidationError
 from protocol.market.elections import election_seed, fits, weighted_sample
 from protocol.market.params import MarketParams
-from protocol.market.state import MAX_CREW, Task, Worker
+from protocol.market.state import MAX_CREW, CommittedLinks, Task, Worker
+from protocol.market.txs import SubmitTask
+from protocol.schedule.book import link_matrix
 from protocol.schedule.driver import schedule
 from protocol.schedule.model import Budget, Device, Links, Shape, Workload
 
@@ -38,6 +40,12 @@ MIB = 1 << 20
 #: every pair alike, so the placement then only balances compute and memory.
 DEFAULT_DELAY_MS = 50.0
 DEFAULT_BANDWIDTH_GBPS = 0.1
+#: Committed link reports older than this many blocks are not believed by the placement
+#: (the daemons re-commit theirs well within it: node/daemon/links.py).
+LINK_TTL_BLOCKS = 600
+#: The crew model's vocabulary (node/compute/crew/model.py: a byte-level transformer).
+BYTE_VOCAB = 256
+FP32_BYTES = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +108,47 @@ def elect_crew(workers: Iterable[Worker], task: Task, shape: CrewShape, params: 
     if len(pool) < shape.size:
         return None
     return tuple(weighted_sample(pool, election_seed(beacon, task.task_id, CREW_ROLE), shape.size))
+
+
+def model_of(tx: SubmitTask) -> tuple[int, int, int, int, int]:
+    """A crew submit's model fields, in `Task.model`'s order."""
+    return (tx.model_blocks, tx.model_width, tx.model_context, tx.micro_batch, tx.micro_batches)
+
+
+def workload_of(model: Sequence[int], shape: CrewShape) -> Workload:
+    """The crew's model as the scheduler's cost model sees it: fp32 on the wire both ways
+    (the bound the placement plans for; AQ-SGD only ever sends less)."""
+    blocks, width, context, micro_batch, micro_batches = model
+    return Workload(num_layers=blocks, hidden_size=width, seq_len=context,
+                    global_batch_seqs=float(micro_batch * micro_batches * shape.data_parallel),
+                    micro_batch_seqs=float(micro_batch), num_params=float(12 * blocks * width * width),
+                    vocab_size=BYTE_VOCAB, gradient_bytes_per_param=FP32_BYTES,
+                    activation_bytes_per_elem=FP32_BYTES)
+
+
+def committed_links(links: Mapping[bytes, CommittedLinks], members: Sequence[bytes], height: int) -> Links:
+    """The members' link matrix (member order) from their committed reports still within
+    LINK_TTL_BLOCKS: a pair counts only where both ends committed figures that agree
+    (protocol/schedule/book.py), every other pair is the missing link."""
+    live = {}
+    for m in members:
+        entry = links.get(m)
+        if entry is not None and height - entry.height <= LINK_TTL_BLOCKS:
+            live[m] = {r.peer: r for r in entry.reports}
+    return link_matrix(live, members)
+
+
+def seat_crew(members: Sequence[bytes], workers: Mapping[bytes, Worker],
+              links: Mapping[bytes, CommittedLinks], task: Task, height: int,
+              beacon: bytes) -> tuple[bytes, ...]:
+    """The elected members by rank: placed by the scheduler over their committed links
+    when the task declared its model, else in the order drawn."""
+    if not task.model:
+        return tuple(members)
+    shape = shape_of(task)
+    seats = place_crew(members, workers, task, shape, workload_of(task.model, shape), beacon,
+                       committed_links(links, members, height))
+    return tuple(s.member for s in seats)
 
 
 def default_links(n: int) -> Links:

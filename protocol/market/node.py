@@ -48,12 +48,13 @@ from protocol.ledger.state import State
 from protocol.market.adverts import AdvertBook
 from protocol.market.chain import load_market
 from protocol.market.keyring import Keyring, PrivateSubmit
+from protocol.market.linkcommit import LinkCommitter, MeasuredLinks
 from protocol.market.messages import CapacityAdvert
 from protocol.market.process import budget, check_submit
 from protocol.market.roles import ChainView, Loader, NodeRoles, RegistrarRole, SubmitterRole
 from protocol.market.stages import task_for
 from protocol.market.state import MarketState
-from protocol.market.txs import CancelTask, SubmitTask
+from protocol.market.txs import CancelTask, CommitLinks, SubmitTask
 
 #: Own transactions waiting for inclusion, at most (a role publishes a handful per block).
 MAX_PENDING_TXS = 256
@@ -92,6 +93,7 @@ class MarketNode:
         self._seen_height = -1
         self.adverts = AdvertBook(load_market(ledger.state).params.advert_max_ttl_ms)
         self._next_advert = 0
+        self.link_committer = LinkCommitter()
 
     @classmethod
     def create(
@@ -145,6 +147,9 @@ class MarketNode:
     def handle(self, now: int, event: Event) -> list[Command]:
         if isinstance(event, ComputeDone):
             return self._from_roles(self.roles.handle(now, event))
+        if isinstance(event, LocalRequest) and isinstance(event.body, MeasuredLinks):
+            self.link_committer.offer(event.body, self.me)
+            return []
         if isinstance(event, LocalRequest):
             return self._local(event.body)
         if isinstance(event, MessageReceived) and event.topic == TOPIC_ADVERTS:
@@ -169,7 +174,8 @@ class MarketNode:
         self._recheck_mempool()
         out = self._refresh_pending()
         self.view = ChainView(self.ledger.height, load_market(self.ledger.state))
-        return out + self._advertise(now) + self._from_roles(self.roles.handle(now, self.view))
+        out += self._advertise(now) + self._commit_links()
+        return out + self._from_roles(self.roles.handle(now, self.view))
 
     def _advertise(self, now: int) -> list[Command]:
         """Every half TTL, a registered worker tells the network what it can take now."""
@@ -185,6 +191,14 @@ class MarketNode:
                                 now, now + ttl)
         self.adverts.offer(now, self.me, advert, True)
         return [Publish(TOPIC_ADVERTS, advert)]
+
+    def _commit_links(self) -> list[Command]:
+        """A registered worker commits its measured links when they are due (linkcommit)."""
+        assert self.view is not None
+        if any(isinstance(p.body, CommitLinks) for p in self._pending):
+            return []
+        tx = self.link_committer.due(self.view.market, self.me)
+        return self._send(tx) if tx is not None else []
 
     def _recheck_mempool(self) -> None:
         pool = self.consensus.mempool

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from protocol.errors import ValidationError
 from protocol.market import elections
-from protocol.market.crews import CrewShape
+from protocol.market.crews import CrewShape, model_of, workload_of
 from protocol.market.errors import (
     BadProof,
     BadReveal,
@@ -30,6 +31,7 @@ from protocol.market.state import (
     MAX_CREW,
     NO_BASE,
     ChallengeRec,
+    CommittedLinks,
     MarketState,
     ProfileRec,
     Status,
@@ -43,6 +45,7 @@ from protocol.market.txs import (
     BisectReply,
     CancelTask,
     Challenge,
+    CommitLinks,
     CrewAbort,
     CrewCommit,
     DeregisterWorker,
@@ -63,6 +66,8 @@ from protocol.market.wraps import check_enc_key, process_key_wrap, process_key_w
 from protocol.pol.merkle import verify_inclusion
 from protocol.pol.messages import MAX_OPS_PER_STEP
 from protocol.records import record_hash
+from protocol.schedule.errors import LinkReportError
+from protocol.schedule.links import check_report
 
 #: Biggest declared work a task may carry (1e18 FLOPs): bounds escrow arithmetic and the
 #: training deadline; the spec's own FLOPs estimate is checked against it off-ledger.
@@ -129,7 +134,28 @@ def process_deregister_worker(state: MarketState, sender: bytes, tx: DeregisterW
     if worker.jobs > 0:
         raise WrongStage(f"{worker.jobs} duties still open")
     del state.workers[sender]
+    state.links.pop(sender, None)
     state.accounts.credit(sender, worker.stake)
+
+
+def process_commit_links(state: MarketState, sender: bytes, tx: CommitLinks) -> None:
+    # Rule: only a registered worker commits links (only workers are placed in crews, and
+    # the table stays bounded by the workers, each of whom paid to register).
+    if sender not in state.workers:
+        raise NotAuthorized("not a registered worker")
+    # Rule: one report per peer, each sound (no self-link, delay and bandwidth in range,
+    # at least one measurement); the ledger has no clock, so `measured_at` is the
+    # reporter's own and is not compared with anything here.
+    peers = [r.peer for r in tx.reports]
+    if len(set(peers)) != len(peers):
+        raise OutOfBounds("one peer reported twice")
+    try:
+        for report in tx.reports:
+            check_report(report, sender, report.measured_at)
+    except LinkReportError as exc:
+        raise OutOfBounds(str(exc)) from exc
+    # The latest commit replaces the last; sorted by peer, one encoding per content.
+    state.links[sender] = CommittedLinks(state.height, tuple(sorted(tx.reports, key=lambda r: r.peer)))
 
 
 # --- stage 1: submit --------------------------------------------------------------------------
@@ -189,6 +215,16 @@ def check_crew_submit(tx: SubmitTask) -> None:
     # Rule: not yet private, nor a fine-tune of a proven base (neither is built for crews).
     if tx.key_commit or tx.base_root != NO_BASE:
         raise OutOfBounds("a crew task cannot be private or fine-tune a proven base (not built)")
+    # Rule: the model, if declared, is one the placement's cost model takes and has a
+    # block for every stage (undeclared: all zero, and ranks follow the draw).
+    model = model_of(tx)
+    if any(model):
+        try:
+            workload_of(model, shape)
+        except ValidationError as exc:
+            raise OutOfBounds(f"crew model: {exc}") from exc
+        if model[0] < shape.stages:
+            raise OutOfBounds(f"{model[0]} blocks cannot be cut into {shape.stages} stages")
 
 
 def process_submit_task(state: MarketState, sender: bytes, tx: SubmitTask) -> bytes:
@@ -199,6 +235,7 @@ def process_submit_task(state: MarketState, sender: bytes, tx: SubmitTask) -> by
         task_id, sender, tx.spec_hash, tx.gflops, tx.steps, tx.checkpoint_interval, tx.ops_per_step,
         tx.device, tx.min_memory_mb, tx.reproducible, tx.max_price_per_gflop, escrow, state.height,
         key_commit=tx.key_commit, stages=tx.stages, data_parallel=tx.data_parallel,
+        model=model_of(tx) if any(model_of(tx)) else (),
     )
     if tx.base_root != NO_BASE:
         proof = state.proven[tx.base_root]
@@ -463,6 +500,7 @@ _RULES: dict[type[Any], Callable[[MarketState, bytes, Any], Any]] = {
     KeyWrapFault: process_key_wrap_fault,
     CrewCommit: process_crew_commit,
     CrewAbort: process_crew_abort,
+    CommitLinks: process_commit_links,
 }
 
 

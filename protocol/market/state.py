@@ -20,6 +20,7 @@ from protocol.encoding import canonical_hash
 from protocol.market.errors import InsufficientFunds
 from protocol.market.params import DEVNET, MarketParams
 from protocol.market.txs import DeviceClass, Verdict
+from protocol.schedule.links import LinkReport
 
 
 class Accounts(Protocol):
@@ -230,6 +231,8 @@ class ProvenProof:
 NO_BASE = b"\x00" * 32
 #: Most members of one crew task (each is a separate worker with its own stake).
 MAX_CREW = 64
+#: A crew task's model fields (Task.model: blocks, width, context, micro_batch, micro_batches).
+CREW_MODEL_FIELDS = 5
 
 
 @dataclass(slots=True)
@@ -289,6 +292,9 @@ class Task:
     crew_commits: list[bytes] = field(default_factory=list)
     crew_aborts: list[bytes] = field(default_factory=list)
     convicted: list[bytes] = field(default_factory=list)
+    # The crew's model for the placement's cost model (SubmitTask's model_* fields:
+    # blocks, width, context, micro_batch, micro_batches); empty: ranks follow the draw.
+    model: tuple[int, ...] = ()
 
     @property
     def private(self) -> bool:
@@ -363,6 +369,15 @@ class LazyTable(MutableMapping[bytes, V], Generic[V]):
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class CommittedLinks:
+    """A worker's CommitLinks as the ledger keeps it: the reports and the height they
+    landed at (placement ignores reports older than `crews.LINK_TTL_BLOCKS`)."""
+
+    height: int
+    reports: tuple[LinkReport, ...]
+
+
 @dataclass(slots=True)
 class MarketState:
     params: MarketParams = DEVNET
@@ -377,6 +392,9 @@ class MarketState:
     proven: MutableMapping[bytes, ProvenProof] = field(default_factory=dict)  # proof root -> record
     #: Every account's X25519 public key for private tasks (worker registration, SetEncKey).
     enc_keys: MutableMapping[bytes, bytes] = field(default_factory=dict)
+    #: Every worker's last committed link measurements (CommitLinks), which crew
+    #: placement reads.
+    links: MutableMapping[bytes, CommittedLinks] = field(default_factory=dict)
 
     def held(self) -> int:
         """Money in the market's custody (it must match the ledger's market accounts)."""
@@ -415,4 +433,5 @@ def market_root(state: MarketState) -> bytes:
     workers = [_plain(state.workers[k]) for k in sorted(state.workers)]
     tasks = [_plain(state.tasks[k]) for k in sorted(state.tasks)]
     keys = [[k, state.enc_keys[k]] for k in sorted(state.enc_keys)]
-    return canonical_hash([state.height, state.jackpot, state.burned, workers, tasks, keys])
+    links = [[k, _plain(state.links[k])] for k in sorted(state.links)]
+    return canonical_hash([state.height, state.jackpot, state.burned, workers, tasks, keys, links])

@@ -9,7 +9,8 @@ entries whose record changed. The mapping must round-trip exactly (a test pins i
 a node that reloads from disk would disagree with one that never restarted.
 
 Tables (keys): `market/worker` (pubkey), `market/task` (task id), `market/enckey`
-(pubkey: its X25519 key for private tasks), `market/meta` and
+(pubkey: its X25519 key for private tasks), `market/links` (pubkey: its last committed
+link measurements), `market/meta` and
 `market/params` (singletons). No record holds value: the tokens the books describe sit
 in the ledger pool `market` (see `ledger_bridge`), so `audit_supply` covers them.
 """
@@ -21,9 +22,11 @@ from typing import Annotated
 
 from protocol.market.params import MarketParams
 from protocol.market.state import (
+    CREW_MODEL_FIELDS,
     MAX_CREW,
     Accounts,
     ChallengeRec,
+    CommittedLinks,
     Game,
     GameKind,
     LazyTable,
@@ -50,12 +53,14 @@ from protocol.market.txs import (
     Verdict,
 )
 from protocol.pol.ops import MAX_OP_OUTPUTS
+from protocol.schedule.links import MAX_LINKS_PER_ADVERT, LinkReport
 from protocol.schema import U8, U16, U32, U64, Hash32, Len, PubKey, ShortBytes, Text, Trailing
 
 WORKERS = "market/worker"
 TASKS = "market/task"
 PROVEN = "market/proven"
 ENC_KEYS = "market/enckey"
+LINKS = "market/links"
 META = "market/meta"
 PARAMS = "market/params"
 SINGLETON = b""
@@ -218,6 +223,13 @@ class TaskRecord:
     crew_commits: Annotated[tuple[ShortBytes, ...], Len(0, MAX_CREW), Trailing()] = ()
     crew_aborts: Annotated[tuple[PubKey, ...], Len(0, MAX_CREW), Trailing()] = ()
     convicted: Annotated[tuple[PubKey, ...], Len(0, MAX_CREW), Trailing()] = ()
+    model: Annotated[tuple[U16, ...], Len(0, CREW_MODEL_FIELDS), Trailing()] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LinksRecord:
+    height: U64
+    reports: Annotated[tuple[LinkReport, ...], Len(1, MAX_LINKS_PER_ADVERT)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +294,7 @@ def freeze_task(t: Task) -> TaskRecord:
         t.base_root, t.base_checkpoints, t.base_steps, t.key_commit, tuple(t.watchers),
         tuple(WrapRecord(w.recipient, w.recipient_key, w.wrapper, w.wrap) for w in t.wraps), tuple(t.unkeyed),
         t.stages, t.data_parallel, tuple(t.crew), tuple(t.crew_prices), tuple(t.crew_commits),
-        tuple(t.crew_aborts), tuple(t.convicted),
+        tuple(t.crew_aborts), tuple(t.convicted), t.model,
     )
 
 
@@ -325,7 +337,7 @@ def thaw_task(key: bytes, r: TaskRecord) -> Task:
         r.base_root, r.base_checkpoints, r.base_steps, r.key_commit, list(r.watchers),
         [WrapRec(w.recipient, w.recipient_key, w.wrapper, w.wrap) for w in r.wraps], list(r.unkeyed),
         r.stages, r.data_parallel, list(r.crew), list(r.crew_prices), list(r.crew_commits),
-        list(r.crew_aborts), list(r.convicted),
+        list(r.crew_aborts), list(r.convicted), tuple(r.model),
     )
 
 
@@ -335,6 +347,14 @@ def freeze_enc_key(key: bytes) -> EncKeyRecord:
 
 def thaw_enc_key(account: bytes, r: EncKeyRecord) -> bytes:
     return r.key
+
+
+def freeze_links(links: CommittedLinks) -> LinksRecord:
+    return LinksRecord(links.height, links.reports)
+
+
+def thaw_links(worker: bytes, r: LinksRecord) -> CommittedLinks:
+    return CommittedLinks(r.height, r.reports)
 
 
 def freeze_proven(p: ProvenProof) -> ProvenRecord:
@@ -353,6 +373,7 @@ def build_state(
     tasks: list[tuple[bytes, TaskRecord]],
     proven: list[tuple[bytes, ProvenRecord]] = (),  # type: ignore[assignment]
     enc_keys: list[tuple[bytes, EncKeyRecord]] = (),  # type: ignore[assignment]
+    links: list[tuple[bytes, LinksRecord]] = (),  # type: ignore[assignment]
 ) -> MarketState:
     """A `MarketState` over table entries; tasks and workers thaw when first touched."""
     state = MarketState(params=params, accounts=accounts, jackpot=meta.jackpot, burned=meta.burned)
@@ -360,5 +381,6 @@ def build_state(
     state.tasks = LazyTable(dict(tasks), thaw_task)
     state.proven = LazyTable(dict(proven), thaw_proven)
     state.enc_keys = LazyTable(dict(enc_keys), thaw_enc_key)
+    state.links = LazyTable(dict(links), thaw_links)
     return state
 

@@ -1,6 +1,7 @@
-"""Market transactions (tags 0x50-0x5f, 0x61, 0x64-0x66): the eight task stages as signed
-ledger txs, the private tasks' key txs (SetEncKey, KeyWrap, KeyWrapFault), and a crew
-member's commit or abort (CrewCommit, CrewAbort).
+"""Market transactions (tags 0x50-0x5f, 0x61, 0x64-0x66, 0x68): the eight task stages as
+signed ledger txs, the private tasks' key txs (SetEncKey, KeyWrap, KeyWrapFault), a crew
+member's commit or abort (CrewCommit, CrewAbort), and a worker's measured links
+(CommitLinks), which crew placement reads.
 
 The signer of the envelope is the actor (worker, submitter, verifier, challenger,
 validator); no transaction names its own sender, so none can act for someone else.
@@ -16,6 +17,7 @@ from typing import Annotated
 
 from protocol.pol.merkle import CheckpointLeaf, MerkleProof
 from protocol.pol.messages import OpOutputs
+from protocol.schedule.links import MAX_LINKS_PER_ADVERT, LinkReport
 from protocol.schema import U8, U16, U32, U64, Hash32, Len, PubKey, Trailing, message
 
 #: Most tensor digests one side of a reveal may list (the decoder's array cap); a step's
@@ -106,6 +108,14 @@ class SubmitTask:
     #: together, each verified on its own; both 0 for a task one solver trains.
     stages: Annotated[U8, Trailing()] = 0
     data_parallel: Annotated[U8, Trailing()] = 0
+    #: A crew task's model as the placement's cost model reads it (protocol/schedule's
+    #: `Workload`: byte-level transformer blocks, width, context, and the sequences of one
+    #: micro-batch and micro-batches per replica and step). All 0: ranks follow the draw.
+    model_blocks: Annotated[U16, Trailing()] = 0
+    model_width: Annotated[U16, Trailing()] = 0
+    model_context: Annotated[U16, Trailing()] = 0
+    micro_batch: Annotated[U16, Trailing()] = 0
+    micro_batches: Annotated[U16, Trailing()] = 0
 
 
 @message(0x53)
@@ -326,6 +336,19 @@ class CrewAbort:
     fee: U64
 
 
+@message(0x68)
+@dataclass(frozen=True, slots=True)
+class CommitLinks:
+    """A worker's latest measurements of its links to peers (the figures it gossips in
+    its `LinkAdvert`), committed so every node places a crew from the same matrix. Each
+    commit replaces the sender's previous one; a link counts only where both ends
+    committed figures that agree (protocol/schedule/book.py)."""
+
+    reports: Annotated[tuple[LinkReport, ...], Len(1, MAX_LINKS_PER_ADVERT)]
+    nonce: U64
+    fee: U64
+
+
 MarketTx = (
     RegisterWorker
     | DeregisterWorker
@@ -347,4 +370,5 @@ MarketTx = (
     | KeyWrapFault
     | CrewCommit
     | CrewAbort
+    | CommitLinks
 )

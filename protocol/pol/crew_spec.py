@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from protocol.errors import ConfigError
 
@@ -118,6 +118,24 @@ def crew_gflops(settings: CrewSettings) -> int:
     members = int(c["stages"] * c["data_parallel"])
     gflops = max(1, -(-6 * params * tokens // 10**9))
     return int(-(-gflops // members) * members)
+
+
+class CrewModelFields(TypedDict):
+    """SubmitTask's model fields, by name."""
+
+    model_blocks: int
+    model_width: int
+    model_context: int
+    micro_batch: int
+    micro_batches: int
+
+
+def crew_model_fields(settings: CrewSettings) -> CrewModelFields:
+    """The model a crew task's SubmitTask declares (its `model_*` and micro-batch fields),
+    which the ledger's placement prices links with (protocol/market/crews.workload_of)."""
+    c, m = settings.crew, settings.model
+    return CrewModelFields(model_blocks=m["blocks"], model_width=m["width"], model_context=m["context"],
+                           micro_batch=c["micro_batch"], micro_batches=c["micro_batches"])
 
 
 def crew_steps(settings: CrewSettings) -> int:

@@ -17,7 +17,7 @@ third party's links change.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from protocol.latest import LatestBook
@@ -77,46 +77,60 @@ class LinkBook:
 
     def agreed(self, now: int) -> list[AgreedLink]:
         """Every link both of whose ends reported it, within the tolerance, sorted."""
-        out = []
-        for a, b, ra, rb in self._pairs(now):
-            if agree(ra, rb):
-                delay = max(ra.delay_us, rb.delay_us) / 1000.0
-                kbps = min(ra.bandwidth_kbps, rb.bandwidth_kbps)
-                out.append(AgreedLink(a, b, delay, kbps / 1e6))
-        return out
+        return agreed_links(self._reports(now))
 
     def disagreed(self, now: int) -> list[tuple[bytes, bytes]]:
         """Links both ends reported but with figures too far apart to use."""
-        return [(a, b) for a, b, ra, rb in self._pairs(now) if not agree(ra, rb)]
-
-    def _pairs(self, now: int) -> list[tuple[bytes, bytes, LinkReport, LinkReport]]:
-        reports = self._reports(now)
-        out = []
-        for a in sorted(reports):
-            for b, ra in sorted(reports[a].items()):
-                if a < b and b in reports and a in reports[b]:
-                    out.append((a, b, ra, reports[b][a]))
-        return out
+        return [(a, b) for a, b, ra, rb in _pairs(self._reports(now)) if not agree(ra, rb)]
 
     def matrix(self, nodes: Sequence[bytes], now: int) -> Links:
         """Delay and bandwidth between `nodes` (in that order) from agreed links only;
         every other pair is `MISSING_LINK`."""
-        if not 1 <= len(nodes) <= MAX_DEVICES or len(set(nodes)) != len(nodes):
-            raise LinkReportError(f"a link matrix needs 1..{MAX_DEVICES} distinct nodes")
-        index = {node: i for i, node in enumerate(nodes)}
-        n = len(nodes)
-        delay = [[0.0 if i == j else MISSING_DELAY_MS for j in range(n)] for i in range(n)]
-        bandwidth = [[1.0 if i == j else MISSING_BANDWIDTH_GBPS for j in range(n)] for i in range(n)]
-        for link in self.agreed(now):
-            i, j = index.get(link.a), index.get(link.b)
-            if i is None or j is None:
-                continue
-            delay[i][j] = delay[j][i] = link.delay_ms
-            bandwidth[i][j] = bandwidth[j][i] = max(link.bandwidth_gbps, MISSING_BANDWIDTH_GBPS)
-        return Links.from_rows(delay, bandwidth)
+        return link_matrix(self._reports(now), nodes)
 
     def reporters(self, now: int) -> list[bytes]:
         return sorted(self.live(now))
+
+
+Reports = Mapping[bytes, Mapping[bytes, LinkReport]]  # reporter -> peer -> its report
+
+
+def agreed_links(reports: Reports) -> list[AgreedLink]:
+    """Every link both of whose ends reported it, within the tolerance, sorted: the one
+    rule for gossiped adverts (`LinkBook`) and committed reports (the crew placement)."""
+    out = []
+    for a, b, ra, rb in _pairs(reports):
+        if agree(ra, rb):
+            delay = max(ra.delay_us, rb.delay_us) / 1000.0
+            kbps = min(ra.bandwidth_kbps, rb.bandwidth_kbps)
+            out.append(AgreedLink(a, b, delay, kbps / 1e6))
+    return out
+
+
+def _pairs(reports: Reports) -> list[tuple[bytes, bytes, LinkReport, LinkReport]]:
+    out = []
+    for a in sorted(reports):
+        for b, ra in sorted(reports[a].items()):
+            if a < b and b in reports and a in reports[b]:
+                out.append((a, b, ra, reports[b][a]))
+    return out
+
+
+def link_matrix(reports: Reports, nodes: Sequence[bytes]) -> Links:
+    """Delay and bandwidth between `nodes` (in that order) from agreed links only; every
+    other pair is the missing link (a second, 1 Mbit/s)."""
+    if not 1 <= len(nodes) <= MAX_DEVICES or len(set(nodes)) != len(nodes):
+        raise LinkReportError(f"a link matrix needs 1..{MAX_DEVICES} distinct nodes")
+    index = {node: i for i, node in enumerate(nodes)}
+    n = len(nodes)
+    delay = [[0.0 if i == j else MISSING_DELAY_MS for j in range(n)] for i in range(n)]
+    bandwidth = [[1.0 if i == j else MISSING_BANDWIDTH_GBPS for j in range(n)] for i in range(n)]
+    wanted = {node: reports[node] for node in nodes if node in reports}
+    for link in agreed_links(wanted):
+        i, j = index[link.a], index[link.b]
+        delay[i][j] = delay[j][i] = link.delay_ms
+        bandwidth[i][j] = bandwidth[j][i] = max(link.bandwidth_gbps, MISSING_BANDWIDTH_GBPS)
+    return Links.from_rows(delay, bandwidth)
 
 
 def _issued(advert: LinkAdvert) -> int:

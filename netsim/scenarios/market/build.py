@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from netsim.config import NetworkConfig, SimConfig
+from netsim.config import LinkOverride, NetworkConfig, SimConfig
 from netsim.disk import Disk
 from netsim.scenarios.market.compute import BISECTION_ATTACKS, SYNTHETIC_ATTACKS, MarketCompute, TorchTask
 from netsim.sim import node_keys
@@ -88,6 +88,9 @@ class MarketConfig:
     latency_ms: int = 50
     jitter_ms: int = 10
     loss: float = 0.0
+    #: Geography: node i -> j takes `line_spacing_ms * |i - j|` on top of `latency_ms` (0:
+    #: every link alike), so a crew's placement has links worth choosing between.
+    line_spacing_ms: int = 0
     #: Synthetic tasks' declared work and shape (ops per step follow from the spec).
     gflops: int = 2_000
     steps: int = 640  # 64 segments: the devnet's minimum (one check = 1/64 of the work)
@@ -111,6 +114,14 @@ class MarketConfig:
         known = {f.name for f in fields(cls)}
         return cls(seed=seed, nodes=nodes, **{k: v for k, v in params.items() if k in known})
 
+    def line_links(self) -> tuple[LinkOverride, ...]:
+        """With `line_spacing_ms`, nodes stand on a line: i->j takes |i - j| spacings more."""
+        if not self.line_spacing_ms:
+            return ()
+        return tuple(LinkOverride(i, j, self.latency_ms + self.line_spacing_ms * abs(i - j), self.jitter_ms,
+                                  self.loss)
+                     for i in range(self.nodes) for j in range(self.nodes) if i != j)
+
     def sim_config(self) -> SimConfig:
         rng = random.Random(self.seed)
         flops = tuple(10**12 * rng.choice((1, 2, 4)) for _ in range(self.nodes))
@@ -118,7 +129,8 @@ class MarketConfig:
         return SimConfig(
             seed=self.seed, nodes=self.nodes, duration_ms=self.max_sim_ms, scenario="market",
             chain_id="polnet-market-sim", key_prefix="market",
-            network=NetworkConfig(latency_ms=self.latency_ms, jitter_ms=self.jitter_ms, loss=self.loss),
+            network=NetworkConfig(latency_ms=self.latency_ms, jitter_ms=self.jitter_ms, loss=self.loss,
+                                  links=self.line_links()),
             flops=flops, params=params,
         )
 

@@ -12,6 +12,7 @@ from netsim.checks import Check
 from netsim.config import SimConfig
 from netsim.registry import Scenario, register_scenario
 from netsim.scenarios.market.build import Built, MarketConfig, build
+from netsim.scenarios.market.crew import probe_links
 from netsim.scenarios.market.report import MarketProgress, MarketReport, progress, report
 from netsim.sim import Sim
 from protocol.market.node import MarketNode
@@ -68,10 +69,18 @@ def run_market(
     sim = Sim(built.sim_config, built.factory, executor=built.compute)
     built.compute.sim = sim
     sim.call_at(config.progress_ms, watch.tick)
+    start_probes(built, sim)
     wall0 = time.perf_counter()
     sim.run()
     wall = time.perf_counter() - wall0
     return report(built, watch, sim, wall)
+
+
+def start_probes(built: Built, sim: Sim) -> None:
+    """Crew workloads measure links (their placement reads them); the others draw and
+    send exactly what they did before."""
+    if built.cfg.workload == "crew":
+        sim.call_at(0, probe_links(built))
 
 
 # --- the registered netsim scenario -------------------------------------------------------------
@@ -85,6 +94,7 @@ def _scenario(config: SimConfig) -> Scenario:
     def setup(sim: Sim) -> None:
         built.compute.sim = sim
         sim.call_at(cfg.progress_ms, watch.tick)
+        start_probes(built, sim)
 
     def all_ended(sim: Sim) -> None:
         market = watch.market(sim)
