@@ -24,7 +24,6 @@ from protocol.market.params import MarketParams
 from protocol.market.state import MAX_CREW, CommittedLinks, Task, Worker
 from protocol.market.txs import SubmitTask
 from protocol.schedule.book import link_matrix
-from protocol.schedule.driver import schedule
 from protocol.schedule.model import Budget, Device, Links, Shape, Workload
 
 #: The election's role label (elections.election_seed): a crew draw never equals a
@@ -172,6 +171,10 @@ def place_crew(members: Sequence[bytes], workers: Mapping[bytes, Worker], task: 
     if len(members) != shape.size or len(set(members)) != shape.size:
         raise ValidationError(f"a {shape.stages} x {shape.data_parallel} crew needs {shape.size} distinct "
                               "members")
+    # Imported here: the search needs numpy and scipy (about 50 MB of a daemon's RSS),
+    # and only a block that places a crew runs it.
+    from protocol.schedule.driver import schedule
+
     devices = [Device(float(workers[m].flops), workers[m].memory_mb * MIB) for m in members]
     seed = int.from_bytes(sha256(PLACE_DOMAIN + beacon + task.task_id)[:8], "big")
     found = schedule(devices, links or default_links(len(members)), workload,
