@@ -4,7 +4,8 @@ The shell, not the core, decides how compute happens (DESIGN.md): node/ runs tor
 worker thread; netsim calls a function registered for the job's record type inline, and
 charges `ceil(flops / advertised FLOPS)` of virtual time, so a run's timing follows the
 node's capacity without the simulator ever waiting on real compute. Each node has one
-device: jobs queue behind each other.
+device: jobs queue behind each other, except a job in its own process (`RunCompute.
+own_process`: a crew member's run), which runs beside the queue as on a daemon.
 """
 
 from __future__ import annotations

@@ -445,12 +445,15 @@ class Sim:
             duration, result = self._executor.execute(slot.index, cmd, self.config.flops_of(slot.index))
         except Exception as exc:
             self._fail(CoreFailure, f"compute job {cmd.job_id!r} on node {slot.index} failed: {exc}", exc)
+        slot.stats.computes += 1
+        slot.stats.compute_ms += duration
+        if cmd.own_process:  # its own process: it runs beside the node's queue, as on a daemon
+            self._push(self.now + duration, K_COMPUTE, slot.index, (slot.incarnation, cmd.job_id, result))
+            return
         start = max(self.now, slot.compute_free)
         if start + duration - self.now > MAX_COMPUTE_BACKLOG_MS:
             self._fail(CoreFailure, f"node {slot.index} queued more compute than {MAX_COMPUTE_BACKLOG_MS} ms")
         slot.compute_free = start + duration
-        slot.stats.computes += 1
-        slot.stats.compute_ms += duration
         self._push(slot.compute_free, K_COMPUTE, slot.index, (slot.incarnation, cmd.job_id, result))
 
     def _cmd_persist(self, slot: _Node, cmd: Persist) -> None:

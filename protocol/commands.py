@@ -110,12 +110,15 @@ class RunCompute:
     """Run a compute job (training segment, verification, one pinpointed operation).
 
     `job` is a declarative record; the shell decides how (torch, or netsim's
-    synthetic trainer) and reports ComputeDone(job_id, result).
+    synthetic trainer) and reports ComputeDone(job_id, result). `own_process`: the work
+    runs in a process of its own (a crew member's run), so it neither waits for nor holds
+    the node's compute queue, and the node's other duties go on beside it.
     """
 
     job_id: str
     job: Any
     flops: int
+    own_process: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ failing command never stops it."""
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -206,3 +207,37 @@ async def test_an_envelope_the_core_sealed_itself_is_gossiped_unchanged() -> Non
     await run_driver(core, net, MemStore(), body)
     assert net.sealed == [("polnet/txs/1", b"sealed-envelope")]
     assert net.published == [("polnet/txs/1", "body")]
+
+
+class CrewAndChecks:
+    """A runner whose "crew" job blocks until released (as a crew member's job waits on its
+    member process) and whose other jobs return at once."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def __call__(self, job_id: str, job: Any) -> Any:
+        if job == "crew":
+            assert self.release.wait(10)
+        return job
+
+
+@trio_test
+async def test_a_job_that_runs_elsewhere_leaves_the_compute_thread_to_the_others() -> None:
+    """With one compute thread, a crew member's run (minutes in its own process) must not
+    keep the node from its other duties: the verify job after it finishes first."""
+    core = ScriptedCore({"Tick": [RunCompute("crew-1", "crew", 1, own_process=True),
+                                  RunCompute("verify-1", "verify", 1)]})
+    runner = CrewAndChecks()
+
+    async def body(driver: CoreDriver, clock: list[int]) -> None:
+        with trio.fail_after(10):
+            while ComputeDone("verify-1", "verify") not in core.seen:
+                await trio.sleep(0.01)
+        assert ComputeDone("crew-1", "crew") not in core.seen  # still training
+        runner.release.set()
+        with trio.fail_after(10):
+            while ComputeDone("crew-1", "crew") not in core.seen:
+                await trio.sleep(0.01)
+
+    await run_driver(core, FakeNetwork(), MemStore(), body, compute=runner, compute_threads=1)

@@ -97,6 +97,44 @@ def test_progress_can_be_read_while_a_thread_advances_it() -> None:
     assert seen == sorted(seen) and p.snapshot()["job"]["step"] == 10_000
 
 
+def test_jobs_in_two_threads_each_keep_their_own_progress_and_the_longest_is_shown() -> None:
+    """A crew member's run and a verify job beside it: each thread's calls act on its own
+    job; /status shows the one running longest first and lists both."""
+    now = [100.0]
+    tracker = ProgressTracker(clock=lambda: now[0])
+    started, go_on, done, release = (threading.Event() for _ in range(4))
+
+    def crew() -> None:
+        tracker.start("crew-job", "crew-train", b"\x01" * 32)
+        tracker.set_total(64)
+        started.set()
+        go_on.wait(10)
+        tracker.advance(10)
+        tracker.note("rank 1 stage 0: sent 1.00 MB")
+        done.set()
+        release.wait(10)
+        tracker.finish()
+
+    t = threading.Thread(target=crew)
+    t.start()
+    assert started.wait(10)
+    now[0] = 101.0
+    tracker.start("verify-job", "verify", b"\x02" * 32)
+    tracker.set_total(4)
+    tracker.advance(3)
+    go_on.set()
+    assert done.wait(10)
+    snap = tracker.snapshot()
+    assert [j["kind"] for j in snap["jobs"]] == ["crew-train", "verify"]
+    assert snap["job"]["kind"] == "crew-train" and snap["job"]["step"] == 10
+    assert snap["job"]["detail"].startswith("rank 1") and snap["jobs"][1]["step"] == 3
+    tracker.finish()  # this thread's job: the verify
+    assert [j["kind"] for j in tracker.snapshot()["jobs"]] == ["crew-train"]
+    release.set()
+    t.join(10)
+    assert tracker.idle() and tracker.jobs_done == 2
+
+
 def test_the_compute_runner_advances_per_checkpoint_and_trains_what_honest_training_does(
     tmp_path: Path,
 ) -> None:

@@ -211,6 +211,19 @@ def test_compute_runs_the_registered_function_and_charges_flops_time() -> None:
     assert done[1] == [(510, "j1", 9), (760, "j2", 16)]  # a 4x faster node
 
 
+def test_a_job_in_its_own_process_runs_beside_the_queue_as_on_a_daemon() -> None:
+    """A crew member's run (`own_process`) neither waits for the node's compute queue nor
+    holds it: the check after it starts at once (node/daemon/driver.py does the same)."""
+    registry = ComputeRegistry()
+    registry.register(Square, lambda job: job.x * job.x)
+    script = [(10, RunCompute("crew", Square(3), flops=5_000, own_process=True)),
+              (10, RunCompute("check", Square(4), flops=1_000))]
+    config = SimConfig(nodes=1, node_flops=1_000, flops=(1_000,))
+    _, cores = scripted(1, {0: script}, config, executor=registry)
+    done = [(t, e.job_id) for t, e in cores[0].events if isinstance(e, ComputeDone)]
+    assert done == [(1_010, "check"), (5_010, "crew")]
+
+
 def test_compute_without_a_registered_function_is_a_reproducible_failure() -> None:
     from netsim import CoreFailure
 

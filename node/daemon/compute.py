@@ -11,11 +11,14 @@ never ourselves over the network.
 Jobs run one at a time per process (a module-level lock, so several daemons in one
 process, as `swarm up` runs small swarms, share it too): the profile sets torch's
 process-wide thread count and determinism flags, so two concurrent jobs would race on
-them and lose bit-reproducibility.
+them and lose bit-reproducibility. A crew member's training is the exception: it runs
+in the member's own process, so its job holds the lock only while it reads the spec and
+publishes the proof, and the node verifies other tasks while its crew trains.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -209,7 +212,8 @@ class MarketComputeRunner:
         self.engine = TorchMarketCompute(me, self.network, cheat, self._stepped)
         #: A crew member's jobs (node/compute/crew/market.py), over the same blobs; without
         #: a runner (a daemon with no rendezvous) a crew job has no answer: silence.
-        self.crew = CrewMarketCompute(me, self.network, crews) if crews is not None else None
+        self.crew = (CrewMarketCompute(me, self.network, crews, torch_guard=torch_lock)
+                     if crews is not None else None)
 
     def _stepped(self, task_hex: str, step: int, total: int) -> None:
         """Training progress from the engine (step i of n) into the status tracker."""
@@ -222,10 +226,16 @@ class MarketComputeRunner:
     def trained(self) -> dict[bytes, TrainedModel]:
         return self.engine.trained
 
+    def runs_elsewhere(self, work: Any) -> bool:
+        """A crew member's training runs in its member process (node/compute/crew/launch.py):
+        the job only waits for it and then publishes files, so it takes neither a compute
+        thread (the driver) nor the torch lock, and the node verifies other tasks meanwhile."""
+        return isinstance(work, MarketWork) and isinstance(work.job, CrewTrainJob)
+
     def __call__(self, job_id: str, work: Any) -> Any:
         if not isinstance(work, MarketWork):
             raise PolnetError(f"not a market job: {type(work).__name__}")
-        with _TORCH:
+        with contextlib.nullcontext() if self.runs_elsewhere(work) else _TORCH:
             self.network.ask_first(work.task)
             if isinstance(work.job, CrewTrainJob | CrewCheckJob):  # a crew's blobs are its members'
                 self.network.ask_crew(work.job.members, work.job.rank)

@@ -72,6 +72,9 @@ MAX_PENDING_FETCHES = 256
 FETCH_DEADLINE_S = 120.0
 #: A compute job that has not finished by then is abandoned and reported as None.
 COMPUTE_DEADLINE_S = 3600.0
+#: Jobs at once whose work runs in another process (crew members' runs: a worker is in at
+#: most `max_jobs_per_worker` tasks); they wait beside the compute threads, not in one.
+MAX_ELSEWHERE_JOBS = 4
 
 
 def wall_ms() -> int:
@@ -110,6 +113,7 @@ class CoreDriver:
         self._timers: dict[str, int] = {}
         self._timers_changed = trio.Event()
         self._compute_limiter = trio.CapacityLimiter(compute_threads)
+        self._elsewhere_limiter = trio.CapacityLimiter(MAX_ELSEWHERE_JOBS)
         self._fetch_limiter = trio.CapacityLimiter(MAX_FETCHES)
         self._fetches_pending = 0
         self._nursery: trio.Nursery | None = None
@@ -283,10 +287,14 @@ class CoreDriver:
         outcome = "failed"
         if self.compute is not None:
             runner = self.compute
+            # A crew member's run trains in its own process for minutes: held in a compute
+            # thread, it would keep the node from verifying anything else until it ends
+            # (and get the node slashed for silence on those duties).
+            limiter = self._elsewhere_limiter if cmd.own_process else self._compute_limiter
             with trio.move_on_after(COMPUTE_DEADLINE_S):
                 try:
                     result = await trio.to_thread.run_sync(
-                        runner, cmd.job_id, cmd.job, limiter=self._compute_limiter, abandon_on_cancel=True
+                        runner, cmd.job_id, cmd.job, limiter=limiter, abandon_on_cancel=True
                     )
                     outcome = "ok"
                 except PolnetError as exc:

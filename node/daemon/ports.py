@@ -48,6 +48,7 @@ class Store(Protocol):
 
 
 class ComputeRunner(Protocol):
-    """Runs one compute job synchronously (called from a worker thread)."""
+    """Runs one compute job synchronously (called from a worker thread; a RunCompute with
+    `own_process` beside the compute threads, not in one of them)."""
 
     def __call__(self, job_id: str, job: Any) -> Any: ...

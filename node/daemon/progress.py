@@ -79,72 +79,100 @@ class JobProgress:
 
 
 class ProgressTracker:
-    """The current compute job of one node, readable from any thread."""
+    """The running compute jobs of one node, readable from any thread.
+
+    Jobs may run at once (a crew member's run waits on its own process while the node
+    verifies other tasks), each in its own worker thread: a job's calls (`set_total`,
+    `advance`, `note`, `finish`) act on the job its thread started, or, from a thread
+    that started none, on the only job running (a callback from a helper thread)."""
 
     def __init__(self, clock: Callable[[], float] = time.time, log_every_s: float = LOG_EVERY_S) -> None:
         self._clock = clock
         self._log_every_s = log_every_s
         self._lock = threading.Lock()
-        self._job: JobProgress | None = None
+        self._jobs: dict[int, JobProgress] = {}  # worker thread -> its job
+        self._logged_at: dict[int, float] = {}
         self._last: dict[str, Any] | None = None
-        self._logged_at = 0.0
         self.jobs_done = 0
 
     def start(self, job_id: str, kind: str, task_id: bytes | None = None) -> None:
-        now = self._clock()
+        now, me = self._clock(), threading.get_ident()
         with self._lock:
-            self._job = JobProgress(job_id, kind, task_id.hex() if task_id else "", now)
-            self._logged_at = now
+            self._jobs[me] = JobProgress(job_id, kind, task_id.hex() if task_id else "", now)
+            self._logged_at[me] = now
+
+    def _mine(self) -> int | None:
+        """The key of the caller's job (call with the lock held)."""
+        me = threading.get_ident()
+        if me in self._jobs:
+            return me
+        return next(iter(self._jobs)) if len(self._jobs) == 1 else None
 
     def set_total(self, total: int) -> None:
         with self._lock:
-            if self._job is not None:
-                self._job = replace(self._job, total=max(0, total), step=0, steps_started_at=self._clock())
+            me = self._mine()
+            job = self._jobs.get(me) if me is not None else None
+            if me is not None and job is not None:
+                self._jobs[me] = replace(job, total=max(0, total), step=0, steps_started_at=self._clock())
 
     def advance(self, step: int) -> None:
         """`step` of the total are done (absolute, not an increment)."""
         now = self._clock()
         with self._lock:
-            if self._job is None:
+            me = self._mine()
+            job = self._jobs.get(me) if me is not None else None
+            if me is None or job is None:
                 return
-            self._job = job = replace(self._job, step=min(step, self._job.total or step))
-            due = now - self._logged_at >= self._log_every_s
+            self._jobs[me] = job = replace(job, step=min(step, job.total or step))
+            due = now - self._logged_at.get(me, 0.0) >= self._log_every_s
             if due:
-                self._logged_at = now
+                self._logged_at[me] = now
         if due:
             self._log("job progress", job, now)
 
     def note(self, detail: str) -> None:
         """Say what the running job is at beyond its step count (shown by /status)."""
         with self._lock:
-            if self._job is not None:
-                self._job = replace(self._job, detail=detail[:120])
+            me = self._mine()
+            job = self._jobs.get(me) if me is not None else None
+            if me is not None and job is not None:
+                self._jobs[me] = replace(job, detail=detail[:120])
 
     def finish(self, outcome: str = "done") -> None:
         now = self._clock()
         with self._lock:
-            job, self._job = self._job, None
-            if job is None:
+            me = self._mine()
+            job = self._jobs.pop(me, None) if me is not None else None
+            if me is None or job is None:
                 return
+            self._logged_at.pop(me, None)
             self.jobs_done += 1
             self._last = {**job.as_dict(now), "outcome": outcome, "ended_at": round(now, 3)}
         if job.total:
             self._log("job finished", job, now, outcome=outcome)
 
-    def current(self) -> JobProgress | None:
+    def running(self) -> list[JobProgress]:
+        """The running jobs, the longest-running first."""
         with self._lock:
-            return self._job
+            return sorted(self._jobs.values(), key=lambda j: j.started_at)
+
+    def current(self) -> JobProgress | None:
+        """The longest-running job (a crew member's run outlasts the checks beside it)."""
+        jobs = self.running()
+        return jobs[0] if jobs else None
 
     def idle(self) -> bool:
         return self.current() is None
 
     def snapshot(self) -> dict[str, Any]:
-        """For /status: the running job (or None) and the last one that ended."""
+        """For /status: the longest-running job (or None), every running job, and the
+        last one that ended."""
         now = self._clock()
+        jobs = self.running()
         with self._lock:
-            job, last = self._job, self._last
-        return {"job": None if job is None else job.as_dict(now), "last_job": last,
-                "jobs_done": self.jobs_done}
+            last = self._last
+        return {"job": jobs[0].as_dict(now) if jobs else None, "jobs": [j.as_dict(now) for j in jobs],
+                "last_job": last, "jobs_done": self.jobs_done}
 
     def _log(self, event: str, job: JobProgress, now: float, **extra: Any) -> None:
         doc = job.as_dict(now)

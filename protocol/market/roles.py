@@ -288,7 +288,9 @@ class Role:
         self.done.add(key)
         job_id = f"{duty}:{task.task_id.hex()}:{rnd}"
         self.pending[job_id] = (*key, job)
-        return [RunCompute(job_id, MarketWork(facts_of(task, content_key), job), flops)]
+        # A crew member trains in its own member process (the shell's crew engine).
+        return [RunCompute(job_id, MarketWork(facts_of(task, content_key), job), flops,
+                           own_process=isinstance(job, CrewTrainJob))]
 
     def _once(self, task: Task, duty: str, tx: Any) -> list[Command]:
         """Publish a tx that needs no compute, once per (task, duty)."""

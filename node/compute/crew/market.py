@@ -34,11 +34,11 @@ import logging
 import shutil
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Protocol, cast
+from typing import Annotated, Any, Protocol, cast
 
 import torch
 from safetensors.torch import load as load_tensors
@@ -295,12 +295,16 @@ class CrewMarketCompute:
     segments a check re-executes (at least two, the last always)."""
 
     def __init__(self, me: bytes, blobs: Blobs, runner: CrewRunner,
-                 fraction: float = DEFAULT_SAMPLE_FRACTION) -> None:
+                 fraction: float = DEFAULT_SAMPLE_FRACTION,
+                 torch_guard: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext) -> None:
         self.me = me
         self.store = blobs  # the shell's blobs; `blobs` is what the current job sees
         self.blobs = blobs
         self.runner = runner
         self.fraction = fraction
+        #: Held while a train job uses torch in this process (reading the spec, publishing
+        #: the proof), not while the member process trains: a daemon's job lock.
+        self.torch_guard = torch_guard
         self._settings: Lru = Lru()
 
     def run(self, task: TaskFacts,
@@ -378,7 +382,8 @@ class CrewMarketCompute:
             log.warning("crew train job for another seat", extra={"task": task.task_id.hex()[:16]})
             return None
         try:
-            cfg = self.config(task, job)
+            with self.torch_guard():
+                cfg = self.config(task, job)
         except SpecError as exc:
             return aborted(str(exc))
         try:
@@ -388,7 +393,8 @@ class CrewMarketCompute:
         if run is None:
             return None  # this member dropped out: it says nothing
         try:
-            commitment, n = self.publish(task.task_id, cfg, run)
+            with self.torch_guard():
+                commitment, n = self.publish(task.task_id, cfg, run)
         except (PolnetError, ProofError, OSError) as exc:
             log.warning("crew proof not published", extra={"task": task.task_id.hex()[:16],
                                                             "error": str(exc)})
