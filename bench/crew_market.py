@@ -42,6 +42,10 @@ from netsim.scenarios.market import MarketConfig, run_market
 VERIFY_GOAL = 0.05
 
 
+#: Draws a cheating run may take to seat its cheater.
+MAX_DRAWS = 6
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=4)
@@ -51,12 +55,22 @@ def main() -> None:
     train_s = check_s = 0.0
     cheats = caught = honest_slashed = 0
     wall = []
+    runs = []
     for seed in range(1, args.seeds + 1):
         byzantine = 0.12 if seed % 2 else 0.0
-        t0 = time.perf_counter()
-        r = run_market(MarketConfig(seed=seed, nodes=16, tasks=1, compute="torch", workload="crew",
-                                    byzantine_fraction=byzantine))
-        wall.append(time.perf_counter() - t0)
+        # A cheater the draw leaves out tests nothing about catching one: a cheating run
+        # draws again (seed + 100, + 200, ...) until the crew seats it, and the runs that
+        # did not still count as honest runs below.
+        for attempt in range(MAX_DRAWS if byzantine else 1):
+            draw = seed + 100 * attempt
+            t0 = time.perf_counter()
+            r = run_market(MarketConfig(seed=draw, nodes=16, tasks=1, compute="torch", workload="crew",
+                                        byzantine_fraction=byzantine))
+            wall.append(time.perf_counter() - t0)
+            runs.append((draw, r, wall[-1]))
+            if not byzantine or r.cheats:
+                break
+    for seed, r, wall_s in runs:
         trained += r.crew_trained_steps
         for duty, steps in r.crew_checked_steps.items():
             checked[duty] = checked.get(duty, 0) + steps
@@ -66,7 +80,7 @@ def main() -> None:
         honest_slashed += sum(1 for n in r.nodes if n.role == "worker" and n.slashed)
         (task,) = r.tasks
         print(f"seed {seed}: {task.status} {task.outcome}, {r.crew_trained_steps} member-steps trained, "
-              f"checks {r.crew_checked_steps}, cheats {r.cheats_caught}/{r.cheats}, {wall[-1]:.0f} s wall, "
+              f"checks {r.crew_checked_steps}, cheats {r.cheats_caught}/{r.cheats}, {wall_s:.0f} s wall, "
               f"invariants {'held' if all(r.invariants.values()) else r.invariants}", flush=True)
     frac = {duty: steps / max(1, trained) for duty, steps in checked.items()}
     verify = frac.get("verify", 0.0) + frac.get("recheck", 0.0)
@@ -83,6 +97,7 @@ def main() -> None:
         "crew_market_honest_slashed": honest_slashed,
         "crew_market_wall_s_per_task": round(sum(wall) / len(wall), 1),
         "seeds": args.seeds,
+        "runs": len(runs),
     }))
 
 

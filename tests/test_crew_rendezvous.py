@@ -129,3 +129,30 @@ def test_a_daemon_hears_only_the_rank_0_of_a_crew_it_sits_in_so_a_flood_evicts_n
         return await rv.wait_for(TAG, RANK0.public, 1.0)
 
     assert trio.run(main) == ("127.0.0.1", 4242)
+
+
+def test_the_crews_a_node_sits_in_are_read_once_per_committed_height() -> None:
+    """Every CrewAddress is checked against the node's crews; a flood of them must not
+    load the market once per message."""
+    from types import SimpleNamespace
+
+    from node.daemon.crews import CrewsByHeight
+    from protocol.market.state import MarketState
+
+    loads = []
+
+    class Core:
+        ledger = SimpleNamespace(height=5)
+
+        @property
+        def market(self) -> MarketState:
+            loads.append(self.ledger.height)
+            return MarketState()
+
+    daemon = SimpleNamespace(chain=SimpleNamespace(core=Core()), key=ME)
+    mine = CrewsByHeight(daemon)
+    for _ in range(100):
+        assert mine() == {}
+    Core.ledger.height = 6
+    mine()
+    assert loads == [5, 6]

@@ -218,7 +218,8 @@ class NetworkCrewRunner:
 
         try:
             result = run_member(cfg, tokens, rank, host, port, self.key.seed(), list(members), tag, proof_dir,
-                                self.deadline_s, self.cheat, self.neighbour_timeout_s, stepped)
+                                self.deadline_s, self.cheat, self.neighbour_timeout_s, stepped,
+                                bind=self.host)
         finally:
             if rank == 0:
                 trio.from_thread.run_sync(self.rendezvous.withdraw, tag)
@@ -240,11 +241,29 @@ def my_crews(daemon: Any) -> dict[bytes, bytes]:
     return out
 
 
+class CrewsByHeight:
+    """`my_crews`, computed once per committed height: every CrewAddress a peer sends is
+    checked against it, and a scan of the chain's tasks per message would let a peer
+    sending them make the node load its market over and over."""
+
+    def __init__(self, daemon: Any) -> None:
+        self.daemon = daemon
+        self._height = -1
+        self._crews: dict[bytes, bytes] = {}
+
+    def __call__(self) -> dict[bytes, bytes]:
+        chain = self.daemon.chain
+        height = chain.core.ledger.height if chain is not None else -1
+        if height != self._height:
+            self._crews, self._height = my_crews(self.daemon), height
+        return self._crews
+
+
 async def start_crews(daemon: Any, network: Any, nursery: trio.Nursery) -> Any:
     """Start the rendezvous service; returns the network with crew addresses tapped."""
     from node.daemon.network import Tap
 
-    service = CrewRendezvous(network, daemon.key, my_crews=lambda: my_crews(daemon))
+    service = CrewRendezvous(network, daemon.key, my_crews=CrewsByHeight(daemon))
     await nursery.start(service.run)
     daemon.crews = service
     return Tap(network, service.observe)

@@ -50,6 +50,21 @@ class CrewAborted(RuntimeError):
         self.step = step
 
 
+def interface_of(address: str) -> str | None:
+    """The network interface holding `address`, for gloo's GLOO_SOCKET_IFNAME.
+
+    gloo otherwise binds and announces the address the host name resolves to, which is
+    loopback on many hosts (Debian's 127.0.1.1, containers' 127.0.0.1): members on other
+    machines are then told to connect to their own loopback and the crew never forms
+    (tests/test_crew_netns.py shows it across network namespaces)."""
+    import psutil
+
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(a.family == socket.AF_INET and a.address == address for a in addrs):
+            return str(name)
+    return None
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -81,6 +96,9 @@ class MemberPlan:
     progress: bool = False  # report a Progress after every step
     corrupt: tuple[int, int, int] | None = None  # (rank, dst, index): a byte flipped on the wire
     host: str = "127.0.0.1"  # where rank 0 hosts the crew's store
+    #: This member's own address, which gloo binds and announces to the others ("": gloo's
+    #: default, the address the host name resolves to: loopback on many hosts).
+    bind: str = ""
     crew_name: bytes | None = None  # what the members' signatures name (default: crew_id(cfg))
     parent: int | None = None  # pid of the process that started the member: it dies with it
     member_dirs: bool = True  # proof_root/rank-R (False: proof_root is this member's own folder)
@@ -116,6 +134,11 @@ def _member(rank: int, cfg: CrewConfig, port: int, tokens: torch.Tensor, plan: M
     try:
         torch.set_num_threads(1)
         torch.use_deterministic_algorithms(True)
+        if plan.bind:
+            ifname = interface_of(plan.bind)
+            if ifname is None:
+                raise CrewAborted(f"no interface of this host has the crew address {plan.bind}")
+            os.environ["GLOO_SOCKET_IFNAME"] = ifname
         dist.init_process_group("gloo", init_method=f"tcp://{plan.host}:{port}", rank=rank,
                                 world_size=cfg.world, timeout=timedelta(seconds=plan.timeout_s))
         channel: Any = GlooChannel()
@@ -247,10 +270,11 @@ def _run_crew(cfg: CrewConfig, tokens: torch.Tensor, plan: MemberPlan, deadline_
 def run_member(cfg: CrewConfig, tokens: torch.Tensor, rank: int, host: str, port: int, key_seed: bytes,
                publics: list[bytes], crew_name: bytes, proof_dir: Path, deadline_s: float = 600.0,
                cheat: str | None = None, timeout_s: float = MEMBER_TIMEOUT_S,
-               on_progress: Callable[[Progress], None] | None = None) -> StageResult:
+               on_progress: Callable[[Progress], None] | None = None, bind: str = "") -> StageResult:
     """Run one member of a crew whose other members are elsewhere (a market crew: each
     daemon runs its own member): one process, joining the crew's store at host:port
-    (rank 0 hosts it there), signing with `key_seed` (its node key) under `crew_name`.
+    (rank 0 hosts it there), signing with `key_seed` (its node key) under `crew_name`,
+    its gloo traffic bound to `bind` (its own crew address; "": gloo's default).
     Its proof goes in `proof_dir`. Raises `CrewAborted` with the steps it did when the
     crew stops (a neighbour gone, the deadline, a refused message). The member process
     exits by itself if this process dies, so a killed daemon leaves no member behind."""
@@ -261,7 +285,8 @@ def run_member(cfg: CrewConfig, tokens: torch.Tensor, rank: int, host: str, port
     spill = Path(tempfile.mkdtemp(prefix="polnet-crew-spill-"))
     cheats = ((rank, cheat),) if cheat else ()
     plan = MemberPlan(cheats=cheats, proof_root=proof_dir, spill_root=spill, progress=True, host=host,
-                      crew_name=crew_name, parent=os.getpid(), member_dirs=False, timeout_s=timeout_s)
+                      crew_name=crew_name, parent=os.getpid(), member_dirs=False, timeout_s=timeout_s,
+                      bind=bind)
     args = (rank, cfg, port, tokens, plan, key_seed, publics, out)
     proc = ctx.Process(target=_member, args=args, daemon=True)
     proc.start()
