@@ -203,7 +203,7 @@ def test_an_unreadable_or_oversized_proof_is_a_finding_against_its_member(tmp_pa
 def test_a_stored_state_keeps_only_visited_cache_rows_and_reopens_to_its_digest(tmp_path: Path) -> None:
     from safetensors.torch import load
 
-    from node.compute.crew.proof import _cache_rows, open_state
+    from node.compute.crew.proof import _cache_rows, open_state, open_states
 
     train, _ = windows(TOKENS, PIPE)
     worker = StageWorker(PIPE, 1, None, train)  # type: ignore[arg-type]  # a middle stage: both caches
@@ -215,6 +215,7 @@ def test_a_stored_state_keeps_only_visited_cache_rows_and_reopens_to_its_digest(
     (tmp_path / "state-1").write_bytes(save(_cache_rows(state, torch.tensor([3, 5]))))
     assert load((tmp_path / "state-1").read_bytes())["send/m_rows"].shape[0] == 2  # not all 16 samples
     assert state_digest(load(open_state(tmp_path, 1))) == state_digest(state)
+    assert list(open_states(tmp_path, 2)) == [open_state(tmp_path, 0), open_state(tmp_path, 1)]
     out_of_range = {**_cache_rows(state, torch.tensor([3, 5])), "recv/rows": torch.tensor([3, 99])}
     (tmp_path / "state-1").write_bytes(save(out_of_range))
     with pytest.raises(ProofError, match="do not fit"):

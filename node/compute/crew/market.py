@@ -7,7 +7,7 @@ two jobs (protocol/market/jobs.py) and `CrewMarketCompute.run` answers both:
 - `CrewTrainJob`: the member trains its stage with the rest of its crew (through a
   `CrewRunner`: `LocalCrewHub` on one box or in netsim), then publishes its proof as
   content-addressed blobs: for every segment j the full state at boundary j
-  (`proof.open_state`) and the inputs it consumed in segment j, and a
+  (`proof.open_states`) and the inputs it consumed in segment j, and a
   `CrewCommitRecord` that names them beside its boundary state digests and the hashes of
   every message it sent, received and all-reduced. The record's hash is the commitment
   the member puts on chain (`CrewCommit`).
@@ -55,7 +55,7 @@ from node.compute.crew.proof import (
     Commitment,
     ProofError,
     member_profile,
-    open_state,
+    open_states,
     state_digest,
     verify_stage,
 )
@@ -411,11 +411,11 @@ class CrewMarketCompute:
             raise RecordError(f"member {result.rank} committed {len(result.state_digests)} boundaries, "
                               f"the run has {len(cfg.boundaries())}")
         segments = []
+        states = open_states(run.proof_dir, len(result.state_digests))
         for j in range(len(result.state_digests) - 1):
-            state = open_state(run.proof_dir, j)
             inputs = _read_capped(run.proof_dir / f"inputs-{j}")
-            segments.append((self._put(state), self._put(inputs)))
-        final = self._put(open_state(run.proof_dir, len(result.state_digests) - 1))
+            segments.append((self._put(next(states)), self._put(inputs)))
+        final = self._put(next(states))
         record = record_of(task_id, cfg, result, segments, final)
         return self._put(encode_record(record)), len(record.state_digests)
 

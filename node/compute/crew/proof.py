@@ -237,8 +237,26 @@ def open_state(member: Path, boundary: int) -> bytes:
     """The full state blob of a member's `boundary`, rebuilt from its stored files (what
     it serves a verifier): the weights of `state-J`, each cache replayed from the rows of
     boundaries 0..J. ProofError if a file is missing, oversized or malformed."""
+    caches: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for j in range(boundary):
+        _replay(member, j, caches)
+    return _replay(member, boundary, caches)
+
+
+def open_states(member: Path, count: int) -> Iterator[bytes]:
+    """`open_state(member, j)` for j = 0..count-1, in one pass: each boundary's rows are
+    read once, where opening each state alone reads rows 0..j again (publishing a long
+    run's every segment took time quadratic in its segments)."""
+    caches: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for j in range(count):
+        yield _replay(member, j, caches)
+
+
+def _replay(member: Path, j: int, caches: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> bytes:
+    """Boundary j's state blob, with `caches` (each side's cache after boundaries 0..j-1)
+    brought up to boundary j."""
     try:
-        last = _load_blob(_read_capped(member / f"state-{boundary}"))
+        last = _load_blob(_read_capped(member / f"state-{j}"))
         state = {k: v for k, v in last.items() if k.split("/")[0] not in _CACHE_SIDES}
         for side in _CACHE_SIDES:
             if f"{side}/n" not in last:
@@ -247,21 +265,26 @@ def open_state(member: Path, boundary: int) -> bytes:
             shape = last[f"{side}/m_rows"].shape[1:]
             if not 0 <= n * max(1, math.prod(shape)) <= MAX_PROOF_BLOB // 4:
                 raise ProofError(f"a {side} cache of {n} samples of {tuple(shape)}")
-            m = torch.zeros(n, *shape, dtype=torch.float32)
-            seen = torch.zeros(n, dtype=torch.uint8)
-            for j in range(boundary + 1):
-                idx, vals, flags = _rows_of(member / f"state-{j}", side)
-                ok = (idx.dtype == torch.int64 and idx.dim() == 1 and vals.shape[1:] == shape
-                      and vals.shape[0] == flags.shape[0] == idx.shape[0] and vals.dtype == torch.float32
-                      and flags.dtype == torch.uint8 and bool(((idx >= 0) & (idx < n)).all()))
-                if not ok:
-                    raise ProofError(f"stored {side} cache rows do not fit the cache")
-                m[idx], seen[idx] = vals, flags
+            if side not in caches:
+                if j > 0:  # every boundary of a stage stores the same caches
+                    raise ProofError(f"state {j} has a {side} cache that earlier boundaries lack")
+                caches[side] = (torch.zeros(n, *shape, dtype=torch.float32),
+                                torch.zeros(n, dtype=torch.uint8))
+            m, seen = caches[side]
+            if m.shape != (n, *shape):
+                raise ProofError(f"the {side} cache changes shape at state {j}")
+            idx, vals, flags = _rows_of(member / f"state-{j}", side)
+            ok = (idx.dtype == torch.int64 and idx.dim() == 1 and vals.shape[1:] == shape
+                  and vals.shape[0] == flags.shape[0] == idx.shape[0] and vals.dtype == torch.float32
+                  and flags.dtype == torch.uint8 and bool(((idx >= 0) & (idx < n)).all()))
+            if not ok:
+                raise ProofError(f"stored {side} cache rows do not fit the cache")
+            m[idx], seen[idx] = vals, flags
             state[f"{side}/m"], state[f"{side}/seen"] = m, seen
     except OSError as exc:
-        raise ProofError(f"state {boundary} cannot be opened: {exc}") from exc
+        raise ProofError(f"state {j} cannot be opened: {exc}") from exc
     except KeyError as exc:
-        raise ProofError(f"state {boundary} lacks {exc}") from exc
+        raise ProofError(f"state {j} lacks {exc}") from exc
     return save(state)
 
 
