@@ -157,3 +157,22 @@ def test_committed_links_and_the_model_round_trip_through_the_ledger_tables() ->
     assert task.model == (4, 64, 64, 4, 4)
     assert thaw_task(tid, freeze_task(task)) == task
     assert thaw_task(tid, freeze_task(replace(task, model=()))).model == ()
+
+
+def test_at_most_two_crews_are_seated_by_the_scheduler_in_one_block() -> None:
+    """A flood of crew tasks cannot make every node run the placement search for all of
+    them in one block: the rest wait for the next blocks, and all are placed."""
+    w = CrewWorld(n_workers=40)
+    line_links(w)
+    tids = [w.submit_crew(stages=2, data_parallel=1, **dict(MODEL, model_blocks=2), salt=s) for s in range(5)]
+    placed_at: dict[bytes, int] = {}
+    for _ in range(20):
+        w.block()
+        for tid in tids:
+            if w.task(tid).crew and tid not in placed_at:
+                placed_at[tid] = w.state.height
+    assert len(placed_at) == 5
+    per_block: dict[int, int] = {}
+    for h in placed_at.values():
+        per_block[h] = per_block.get(h, 0) + 1
+    assert max(per_block.values()) == 2, per_block

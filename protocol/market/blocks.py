@@ -41,6 +41,7 @@ def begin_block(state: MarketState, height: int, beacon: bytes, validators: dict
 
 
 def end_block(state: MarketState) -> None:
+    state.seatings_left = crews.MAX_SEATINGS_PER_BLOCK
     for task_id in sorted(t.task_id for t in state.open_tasks()):
         task = state.tasks[task_id]
         block_step(task.status)(state, task)
@@ -171,6 +172,12 @@ def _place_crew(state: MarketState, task: Task) -> bool:
     # (one verifier per member, none of them in the crew).
     if sum(1 for c in _verifier_candidates(state, task) if c[0] not in members) < shape.size:
         return False
+    # Rule: at most MAX_SEATINGS_PER_BLOCK crews are seated by the scheduler in one block
+    # (each search costs every node a fraction of a second); the others wait a block.
+    if task.model:
+        if state.seatings_left <= 0:
+            return False
+        state.seatings_left -= 1
     members = crews.seat_crew(members, state.workers, state.links, task, state.height, state.beacon)
     for key in members:
         state.workers[key].jobs += 1

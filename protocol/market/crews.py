@@ -34,6 +34,9 @@ SAMPLE_DOMAIN = b"polnet/market/crew-sample/v1\x00"
 CREW_TAG_DOMAIN = b"polnet/market/crew-tag/v1\x00"
 #: Cost evaluations of the placement search: the same on every node, so the same result.
 PLACEMENT_EVALUATIONS = 20_000
+#: Crews the scheduler seats in one block: one search costs every node 0.1-0.3 s (4 to
+#: 16 members on this box), so a flood of crew tasks placed at once cannot stall blocks.
+MAX_SEATINGS_PER_BLOCK = 2
 MIB = 1 << 20
 #: Links assumed between two members that have not committed a measurement of theirs:
 #: every pair alike, so the placement then only balances compute and memory.

@@ -395,6 +395,9 @@ class MarketState:
     #: Every worker's last committed link measurements (CommitLinks), which crew
     #: placement reads.
     links: MutableMapping[bytes, CommittedLinks] = field(default_factory=dict)
+    #: Crew seatings the current block may still compute (blocks.end_block sets it; not
+    #: state: it never outlives the block, and is not hashed).
+    seatings_left: int = 0
 
     def held(self) -> int:
         """Money in the market's custody (it must match the ledger's market accounts)."""
