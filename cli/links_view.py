@@ -1,4 +1,5 @@
-"""Tables for `polnet node links`: what a node measured and which links are agreed."""
+"""Tables for `polnet node links`: what a node measured, which links are agreed, and
+which reports the chain holds (CommitLinks, what crew placement reads)."""
 
 from __future__ import annotations
 
@@ -43,4 +44,12 @@ def links_tables(doc: dict[str, Any]) -> list[Table]:
             f"{r.get('delay_ms', 0):.3f}",
             f"{r.get('bandwidth_gbps', 0):.3f}",
         )
-    return [measured, agreed]
+    committed = Table(title="link reports committed on the chain (crew placement reads these)")
+    for col in ("reporter", "height", "peers", "lowest delay ms"):
+        committed.add_column(col)
+    for c in (doc.get("committed") or [])[:MAX_ROWS]:
+        peers = c.get("peers") or []
+        lowest = min((p.get("delay_ms", 0) for p in peers), default=None)
+        committed.add_row(_short(c.get("reporter")), str(c.get("height")), str(len(peers)),
+                          "-" if lowest is None else f"{lowest:.3f}")
+    return [measured, agreed, committed]
