@@ -176,3 +176,27 @@ def test_at_most_two_crews_are_seated_by_the_scheduler_in_one_block() -> None:
     for h in placed_at.values():
         per_block[h] = per_block.get(h, 0) + 1
     assert max(per_block.values()) == 2, per_block
+
+
+def test_a_worker_commits_its_links_when_missing_changed_or_aging_and_never_in_a_burst() -> None:
+    from protocol.market.linkcommit import MIN_GAP_BLOCKS, RECOMMIT_BLOCKS, LinkCommitter, MeasuredLinks
+
+    w = CrewWorld()
+    me, b, c = w.workers[:3]
+    committer = LinkCommitter()
+    assert committer.due(w.state, me) is None  # nothing measured yet
+    committer.offer(MeasuredLinks((report(b, 10_000), report(me, 1), LinkReport(b, 9_000, 5, 3, 999))), me)
+    assert [r.peer for r in committer.measured] == [b]  # no self-link, the freshest per peer
+    tx = committer.due(w.state, me)
+    assert tx is not None and w.apply(me, tx) is None
+    assert committer.due(w.state, me) is None  # just sent
+    w.state.height += MIN_GAP_BLOCKS
+    assert committer.due(w.state, me) is None  # committed and still what it measures
+    committer.offer(MeasuredLinks((report(b, 10_500),)), me)
+    assert committer.due(w.state, me) is None  # within the book's tolerance: the same link
+    committer.offer(MeasuredLinks((report(b, 10_000), report(c, 4_000))), me)
+    assert committer.due(w.state, me) is not None  # another peer set
+    committer.offer(MeasuredLinks((report(b, 10_000),)), me)
+    w.state.height += RECOMMIT_BLOCKS
+    assert committer.due(w.state, me) is not None  # half the placement's window old
+    assert LinkCommitter(measured=(report(b, 1),)).due(w.state, w.submitter) is None  # not a worker

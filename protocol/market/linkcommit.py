@@ -6,7 +6,7 @@ market node as a `MeasuredLinks` local request. The committer sends a CommitLink
 the node is a registered worker and its committed reports are missing, about to age out
 of the placement's window (`crews.LINK_TTL_BLOCKS`), or no longer agree with what it
 measures now (another peer set, or a figure outside the book's tolerance) — and never
-more often than every `MIN_GAP_BLOCKS`, so jittery measurements cost a bounded fee.
+more often than every `MIN_GAP_BLOCKS` (100), so jittery measurements cost a bounded fee.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from protocol.schedule.links import MAX_LINKS_PER_ADVERT, LinkReport
 
 #: A commit this old is renewed (half the window the placement believes it for).
 RECOMMIT_BLOCKS = LINK_TTL_BLOCKS // 2
-#: Fewest blocks between two commits of one worker.
-MIN_GAP_BLOCKS = 20
+#: Fewest blocks between two commits of one worker: a timed 256 KiB probe varies by more
+#: than the book's tolerance from one round to the next on some links, and every commit
+#: costs a fee, so a jittery link is re-committed at most this often.
+MIN_GAP_BLOCKS = 100
 
 
 @dataclass(frozen=True, slots=True)
