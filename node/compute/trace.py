@@ -74,6 +74,8 @@ def _claim_distance(store: TensorStore, claimed: Digests, truth: tuple[torch.Ten
 def referee(job: RefereeJob, data: AnyDataset | None, store: TensorStore) -> RefereeResult:
     """Re-execute exactly one op from hash-checked inputs and judge both claims."""
     spec = job.spec
+    if spec is None:
+        raise ValueError("a crew member's op goes to the crew referee (node/compute/crew/optrace.py)")
     op = step_ops(spec)[job.op_index]
     if op.kind is OpKind.STATE:
         n = len(param_shapes(spec))

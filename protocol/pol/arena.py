@@ -30,7 +30,7 @@ from protocol.errors import ValidationError
 from protocol.pol.jobs import ClaimJob, ClaimResult, RefereeJob, RefereeResult, RevealJob, RevealResult
 from protocol.pol.messages import DisputeOpen, DisputeResolved
 from protocol.pol.pinpoint import Outcome
-from protocol.pol.roles import GameMachine, PartyMachine
+from protocol.pol.roles import GameMachine, Geometry, PartyMachine
 from protocol.pol.spec import TaskSpec
 
 COORDINATOR = b"\xcc" * 32
@@ -56,14 +56,16 @@ class DisputeReport:
 
 
 def play(
-    spec: TaskSpec,
+    spec: TaskSpec | None,
     opened: DisputeOpen,
     tolerance: float,
     defender: Oracle,
     challenger: Oracle,
     referee: Callable[[RefereeJob], RefereeResult],
+    geometry: Geometry | None = None,
 ) -> DisputeReport:
-    game = GameMachine(spec, opened, tolerance)
+    """`geometry`: a crew member's step (spec None); a task's comes from its spec."""
+    game = GameMachine(spec, opened, tolerance, geometry)
     parties = {
         opened.defender: (PartyMachine(opened, COORDINATOR), defender),
         opened.challenger: (PartyMachine(opened, COORDINATOR), challenger),

@@ -105,10 +105,12 @@ class RevealResult:
 
 @dataclass(frozen=True, slots=True)
 class RefereeJob:
-    """Re-execute exactly one op of global step `step` from hash-checked inputs."""
+    """Re-execute exactly one op of global step `step` from hash-checked inputs.
+    `spec` is None for a crew member's step, whose ops (protocol/pol/crew_ops.py) its
+    shell's referee knows from the crew's config."""
 
     dispute_id: Hash32
-    spec: TaskSpec
+    spec: TaskSpec | None
     step: U32
     op_index: U32
     inputs: Annotated[tuple[Hash32, ...], Len(0, MAX_STATE_TENSORS)]  # STATE reads every state tensor

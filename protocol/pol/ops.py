@@ -40,6 +40,16 @@ class OpKind(IntEnum):
     BACKWARD = 4
     UPDATE = 5
     STATE = 6
+    # A crew member's step (protocol/pol/crew_ops.py) adds the ops of its boundaries.
+    RECV = 7  # a message received from a neighbour or replica
+    DECODE = 8  # an AQ-SGD activation message -> activation and the cache rows after
+    ENCODE = 9  # an activation -> its AQ-SGD message and the cache rows after
+    UNPACK = 10  # a gradient message -> the gradient
+    PACK = 11  # a gradient -> its message
+    CONTRIB = 12  # the member's flat gradient -> its all-reduce message
+    REDUCE = 13  # every replica's contribution -> the averaged gradient
+    CACHE = 14  # a cache and the rows each micro-batch changed -> the cache after
+    SENT = 15  # the hash chain over every message sent so far in the segment
 
 
 @dataclass(frozen=True, slots=True)

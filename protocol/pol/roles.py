@@ -9,6 +9,7 @@ tensor work behind a ClaimJob (honest or an attack's strategy) lives in the shel
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from protocol.commands import (
     CancelTimer,
@@ -34,7 +35,7 @@ from protocol.pol.messages import (
     PinpointClaim,
     PinpointQuery,
 )
-from protocol.pol.ops import ops_per_step, state_slots_per_param, step_ops
+from protocol.pol.ops import OpDesc, state_slots_per_param, step_ops
 from protocol.pol.pinpoint import (
     Dispute,
     Phase,
@@ -56,11 +57,34 @@ TOPIC_DISPUTES = "polnet/disputes/1"
 REFEREE_FLOPS = 10**6
 
 
-class GameMachine:
-    """Coordinates one dispute; in the market the ledger plays this role."""
+@dataclass(frozen=True)
+class Geometry:
+    """What the game bisects over: one step's ops, and how many of the state's tensors
+    are weights and how many the rest. A task's comes from its spec (`spec_geometry`); a
+    crew member's from its stage's layout (protocol/pol/crew_ops.py)."""
 
-    def __init__(self, spec: TaskSpec, opened: DisputeOpen, tolerance: float) -> None:
-        self.spec, self.opened, self.tolerance = spec, opened, tolerance
+    ops: tuple[OpDesc, ...]
+    n_weights: int
+    n_optimizer: int
+
+
+def spec_geometry(spec: TaskSpec) -> Geometry:
+    n = len(param_shapes(spec))
+    return Geometry(tuple(step_ops(spec)), n, n * state_slots_per_param(spec))
+
+
+class GameMachine:
+    """Coordinates one dispute; in the market the ledger plays this role. `spec` is None
+    for a crew member's step, whose `geometry` is then required."""
+
+    def __init__(
+        self, spec: TaskSpec | None, opened: DisputeOpen, tolerance: float, geometry: Geometry | None = None
+    ) -> None:
+        if geometry is None:
+            if spec is None:
+                raise ValueError("a game without a spec needs its geometry")
+            geometry = spec_geometry(spec)
+        self.spec, self.opened, self.tolerance, self.geometry = spec, opened, tolerance, geometry
         self.dispute: Dispute | None = None
         self._asked = (0, 0)
 
@@ -75,10 +99,8 @@ class GameMachine:
 
     def _handle(self, now: int, event: Event) -> list[Command]:
         if isinstance(event, Tick) and self.dispute is None:
-            n_params = len(param_shapes(self.spec))
-            self.dispute = open_dispute(
-                self.opened, step_ops(self.spec), n_params, n_params * state_slots_per_param(self.spec), now
-            )
+            g = self.geometry
+            self.dispute = open_dispute(self.opened, list(g.ops), g.n_weights, g.n_optimizer, now)
             return self._next(now)
         d = self.dispute
         if d is None:
@@ -151,7 +173,7 @@ class GameMachine:
 
     @property
     def rounds_bound(self) -> int:
-        return round_bound(self.opened.interval, ops_per_step(self.spec))
+        return round_bound(self.opened.interval, len(self.geometry.ops))
 
 
 class PartyMachine:

@@ -159,6 +159,8 @@ def verify_segment(job: VerifyJob, start_state: tuple[Digests, Digests]) -> Veri
 
 def referee(job: RefereeJob) -> RefereeResult:
     """Re-execute exactly one op from its input digests and compare with both claims."""
+    if job.spec is None:
+        raise ValueError("the synthetic referee has no crew ops")
     op = step_ops(job.spec)[job.op_index]
     outs = execute_op(job.spec, op, job.step, job.inputs)
     return RefereeResult(

@@ -181,21 +181,28 @@ class BoundarySender:
 
     def encode(self, sample_ids: torch.Tensor, act: torch.Tensor) -> bytes:
         """What goes on the wire for these samples' activations (`act` [batch, ...])."""
-        act = act.detach().to(torch.float32)
-        if self.bits is None:  # fp32 baseline
-            return _fp32_message(act)
-        if self.direct:
-            return b"D" + encode(quantize(act, self.bits))
         cache = self.cache
-        if not bool(cache.seen[sample_ids].all()):
-            if bool(cache.seen[sample_ids].any()):
-                raise ValueError("a micro-batch mixes first and later passes (batch by epoch)")
-            cache.m[sample_ids] = act
-            cache.seen[sample_ids] = True
-            return _fp32_message(act)
-        q = quantize(act - cache.m[sample_ids], self.bits)
-        cache.m[sample_ids] = cache.m[sample_ids] + q.dequantize()
-        return b"Q" + encode(q)
+        msg, m, seen = encode_rows(cache.m[sample_ids], cache.seen[sample_ids], act, self.bits, self.direct)
+        cache.m[sample_ids], cache.seen[sample_ids] = m, seen
+        return msg
+
+
+def encode_rows(m: torch.Tensor, seen: torch.Tensor, act: torch.Tensor, bits: int | None,
+                direct: bool) -> tuple[bytes, torch.Tensor, torch.Tensor]:
+    """One micro-batch's message, and its samples' cache rows (m, seen) after it: the
+    sender's rule as a pure function of the rows it reads, so the crew's op chain
+    (node/compute/crew/optrace.py) and the sender run the same code."""
+    act = act.detach().to(torch.float32)
+    if bits is None:  # fp32 baseline
+        return _fp32_message(act), m, seen
+    if direct:
+        return b"D" + encode(quantize(act, bits)), m, seen
+    if not bool(seen.all()):
+        if bool(seen.any()):
+            raise ValueError("a micro-batch mixes first and later passes (batch by epoch)")
+        return _fp32_message(act), act, torch.ones_like(seen)
+    q = quantize(act - m, bits)
+    return b"Q" + encode(q), m + q.dequantize(), seen
 
 
 class BoundaryReceiver:
@@ -205,23 +212,30 @@ class BoundaryReceiver:
         self.cache = cache
 
     def decode(self, sample_ids: torch.Tensor, data: bytes, shape: tuple[int, ...]) -> torch.Tensor:
-        if not data:
-            raise CodecError("empty boundary message")
-        kind, body = data[:1], data[1:]
-        if kind == b"F":
-            act = _fp32(body, shape)
-            self.cache.m[sample_ids] = act
-            self.cache.seen[sample_ids] = True
-            return act
-        if kind == b"D":
-            return decode(body, shape).dequantize()
-        if kind == b"Q":
-            if not bool(self.cache.seen[sample_ids].all()):
-                raise CodecError("a delta for a sample whose first pass never arrived")
-            m = self.cache.m[sample_ids] + decode(body, shape).dequantize()
-            self.cache.m[sample_ids] = m
-            return m
-        raise CodecError(f"unknown boundary message kind {kind!r}")
+        cache = self.cache
+        act, m, seen = decode_rows(cache.m[sample_ids], cache.seen[sample_ids], data, shape)
+        cache.m[sample_ids], cache.seen[sample_ids] = m, seen
+        return act
+
+
+def decode_rows(m: torch.Tensor, seen: torch.Tensor, data: bytes,
+                shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The activation a message stands for, and its samples' cache rows after it (the
+    receiver's rule as a pure function, like `encode_rows`); CodecError on a bad message."""
+    if not data:
+        raise CodecError("empty boundary message")
+    kind, body = data[:1], data[1:]
+    if kind == b"F":
+        act = _fp32(body, shape)
+        return act, act, torch.ones_like(seen)
+    if kind == b"D":
+        return decode(body, shape).dequantize(), m, seen
+    if kind == b"Q":
+        if not bool(seen.all()):
+            raise CodecError("a delta for a sample whose first pass never arrived")
+        after = m + decode(body, shape).dequantize()
+        return after, after, seen
+    raise CodecError(f"unknown boundary message kind {kind!r}")
 
 
 def encode_grad(grad: torch.Tensor, bits: int | None = GRAD_BITS) -> bytes:

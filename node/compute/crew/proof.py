@@ -131,7 +131,7 @@ class SegmentInputs:
 
     @classmethod
     def from_blob(cls, blob: bytes) -> SegmentInputs:
-        tensors = _load_blob(blob)
+        tensors = load_blob(blob)
         inputs = cls()
         for name in tensors:
             parts = name.split("/")
@@ -148,7 +148,7 @@ class SegmentInputs:
         return inputs
 
 
-def _load_blob(blob: bytes) -> dict[str, torch.Tensor]:
+def load_blob(blob: bytes) -> dict[str, torch.Tensor]:
     if len(blob) > MAX_PROOF_BLOB:
         raise ProofError(f"proof blob of {len(blob)} bytes is over the {MAX_PROOF_BLOB}-byte cap")
     try:
@@ -256,7 +256,7 @@ def _replay(member: Path, j: int, caches: dict[str, tuple[torch.Tensor, torch.Te
     """Boundary j's state blob, with `caches` (each side's cache after boundaries 0..j-1)
     brought up to boundary j."""
     try:
-        last = _load_blob(_read_capped(member / f"state-{j}"))
+        last = load_blob(_read_capped(member / f"state-{j}"))
         state = {k: v for k, v in last.items() if k.split("/")[0] not in _CACHE_SIDES}
         for side in _CACHE_SIDES:
             if f"{side}/n" not in last:
@@ -317,7 +317,7 @@ class Finding:
     index: int
 
 
-class _ReplayChannel:
+class ReplayChannel:
     """Serves the recorded messages in order and hashes what the re-execution sends."""
 
     def __init__(self, messages: dict[int, list[bytes]]) -> None:
@@ -342,7 +342,8 @@ class Replay:
 
 
 @contextmanager
-def _fresh(cfg: CrewConfig, rank: int, train: torch.Tensor, channel: _ReplayChannel) -> Iterator[StageWorker]:
+def fresh_worker(cfg: CrewConfig, rank: int, train: torch.Tensor,
+                 channel: ReplayChannel) -> Iterator[StageWorker]:
     """An untrained worker for `rank` (its big caches in a scratch folder, removed after)."""
     with tempfile.TemporaryDirectory(prefix="polnet-crew-replay-") as spill:
         worker = StageWorker(cfg, rank, channel, train, spill_dir=Path(spill))
@@ -355,7 +356,7 @@ def _fresh(cfg: CrewConfig, rank: int, train: torch.Tensor, channel: _ReplayChan
 def initial_digest(cfg: CrewConfig, rank: int, train: torch.Tensor) -> bytes:
     """The digest boundary 0 must carry: the seeded (or base) model, no optimizer state,
     empty caches."""
-    with _fresh(cfg, rank, train, _ReplayChannel({})) as worker:
+    with fresh_worker(cfg, rank, train, ReplayChannel({})) as worker:
         return state_digest(snapshot(worker))
 
 
@@ -377,8 +378,8 @@ def replay_segment(cfg: CrewConfig, rank: int, train: torch.Tensor, bounds: list
                    start: dict[str, torch.Tensor], inputs: SegmentInputs) -> Replay:
     """Re-execute `segment` of member `rank` from its start state and recorded inputs,
     with the member's own worker code, under `member_profile`."""
-    channel = _ReplayChannel(inputs.messages)
-    with member_profile(), _fresh(cfg, rank, train, channel) as worker:
+    channel = ReplayChannel(inputs.messages)
+    with member_profile(), fresh_worker(cfg, rank, train, channel) as worker:
         restore(worker, start)
         a, b = bounds[segment], bounds[segment + 1]
         if worker.steps_done != a:
@@ -401,7 +402,7 @@ def check_segment(cfg: CrewConfig, train: torch.Tensor, bounds: list[int], c: Co
     match its commitment, or None."""
     a, b = bounds[segment], bounds[segment + 1]
     try:
-        start = _load_blob(state_blob)
+        start = load_blob(state_blob)
         inputs = SegmentInputs.from_blob(inputs_blob)
     except ProofError:
         return Finding(c.rank, segment, "unreadable proof blob", a)
